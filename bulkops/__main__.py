@@ -1,0 +1,113 @@
+"""The ``bulkops`` command line: ``main(argv) -> int``.
+
+Each command lives in its own module, which exposes ``add_arguments(parser)`` and
+``run(args) -> int``; this module only wires them together and turns the error tree into
+messages and exit codes, in one place.
+
+Exit codes:
+
+* 0  — success (for imports: every row applied)
+* 2  — finished, but some rows failed, were rejected or were duplicates
+* 3  — stalled or interrupted; the run can be resumed
+* 4  — fatal: authentication, unreadable input, server unreachable after retries
+* 64 — usage error
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import sys
+from collections.abc import Iterator, Sequence
+
+from bulkops import __version__
+from bulkops.errors import (
+    ActivityStalled,
+    BulkOpsError,
+    ConfigError,
+)
+
+__all__ = ["EXIT_FATAL", "EXIT_OK", "EXIT_PARTIAL", "EXIT_RESUMABLE", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_PARTIAL = 2
+EXIT_RESUMABLE = 3
+EXIT_FATAL = 4
+EXIT_USAGE = 64
+
+#: command name -> (module, one-line help). Modules are imported when the parser is built.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("bulkops.server.serve", "serve the Web Services API v1 on a SQLite database"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so ``main`` owns every exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def main_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every command's arguments."""
+    parser = _Parser(
+        prog="bulkops",
+        description="Move millions of contacts in and out of a Constant Contact v1 account.",
+    )
+    parser.add_argument("--version", action="version", version=f"bulkops {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+@contextlib.contextmanager
+def _errors_to_exit_codes(codes: list[int]) -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as exc:
+        print(f"bulkops: {exc}", file=sys.stderr)
+        codes.append(EXIT_USAGE)
+    except ActivityStalled as exc:
+        print(f"bulkops: {exc} (resumable)", file=sys.stderr)
+        codes.append(EXIT_RESUMABLE)
+    except BulkOpsError as exc:
+        print(f"bulkops: {exc}", file=sys.stderr)
+        codes.append(EXIT_FATAL)
+    except KeyboardInterrupt:
+        print("bulkops: interrupted", file=sys.stderr)
+        codes.append(EXIT_RESUMABLE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = main_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    if getattr(args, "_run", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    codes: list[int] = []
+    with _errors_to_exit_codes(codes):
+        codes.append(int(args._run(args)))
+    return codes[-1]
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,1 @@
+"""The client side: trio + httpx. The only place that does client IO."""

@@ -1,0 +1,1 @@
+"""The Web Services API v1 server: an ASGI app served by hypercorn (trio) on SQLite."""
