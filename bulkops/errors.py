@@ -19,6 +19,7 @@ messages and exit codes in one place.
     │   ├── Conflict             409
     │   └── Throttled            429 (``retry_after`` in seconds when the server gave one)
     ├── TransportError           connect/read/write failures that outlived the retries
+    │   └── OutcomeUnknown       a POST was sent but its answer was lost: it may have been applied
     └── ActivityFailed           an activity ended in ERROR
         └── ActivityStalled      an activity made no progress for the stall timeout
 """
@@ -36,6 +37,7 @@ __all__ = [
     "InputError",
     "LifecycleError",
     "NotFound",
+    "OutcomeUnknown",
     "ProtocolError",
     "Throttled",
     "TransportError",
@@ -156,6 +158,13 @@ class Throttled(ApiError):
 
 class TransportError(BulkOpsError):
     """The connection failed (connect, read, write, reset) and retries did not help."""
+
+
+class OutcomeUnknown(TransportError):
+    """A non-idempotent request was sent but its answer never came: it may have been applied.
+
+    The caller must reconcile (look for its effect) before it sends the request again.
+    """
 
 
 class ActivityFailed(BulkOpsError):

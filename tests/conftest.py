@@ -20,3 +20,27 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# -- the API server -------------------------------------------------------------------------
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+import trio  # noqa: E402
+
+from tests.serverkit import RunningServer, make_state, start_server  # noqa: E402
+
+
+@pytest.fixture
+def server_state(tmp_path: Path) -> Iterator[object]:
+    """A fresh server state (database in tmp_path, demo account)."""
+    state = make_state(tmp_path)
+    yield state
+    state.store.close()
+
+
+@pytest.fixture
+async def server(server_state: object, nursery: trio.Nursery) -> RunningServer:
+    """The API served over real HTTP on 127.0.0.1, port 0."""
+    return await start_server(nursery, server_state)  # type: ignore[arg-type]

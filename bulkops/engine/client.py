@@ -1,0 +1,442 @@
+"""The AtomPub client: one httpx.AsyncClient on trio, errors mapped once, retries, rate limits.
+
+Invariants:
+
+* Every request goes through :meth:`Client.request`, which is the *only* place where httpx
+  exceptions and HTTP error statuses become the bulkops error tree (``raise Mapped from exc``).
+* Retries use stamina (capped exponential backoff with jitter); a 429 with ``Retry-After``
+  waits exactly that long. Idempotent requests are retried on any transient failure
+  (connect/read errors, 500/502/503/504, 429). A non-idempotent request (an activity POST)
+  is retried only when the server certainly did not apply it — it refused the connection, or
+  answered 429/5xx; when the request was sent and its answer lost, :class:`OutcomeUnknown`
+  is raised for the caller to reconcile.
+* Every attempt, retries included, first takes a token from the request-rate bucket and
+  counts against the daily budget; the budget running out raises :class:`QuotaExhausted`.
+* Credentials live in :class:`Credentials` (``repr`` hides them) and reach the wire only in
+  the ``Authorization`` header; URLs in errors and logs never carry them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import email.utils
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+
+import attrs
+import httpx
+import stamina
+import trio
+
+from bulkops import __version__
+from bulkops.errors import (
+    ApiError,
+    AuthError,
+    BulkOpsError,
+    ConfigError,
+    Conflict,
+    NotFound,
+    OutcomeUnknown,
+    Throttled,
+    TransportError,
+)
+
+__all__ = [
+    "Client",
+    "ClientConfig",
+    "ClientStats",
+    "Credentials",
+    "QuotaExhausted",
+    "TokenBucket",
+    "open_client",
+]
+
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class QuotaExhausted(BulkOpsError):
+    """The daily request budget (``--daily-quota``) is used up; the run can be resumed later."""
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class Credentials:
+    """Who we are: the username, plus an API key and password (Basic) or a bearer token.
+
+    The ``repr`` shows the username only.
+    """
+
+    username: str
+    api_key: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not self.username:
+            raise ConfigError("no username: set BULKOPS_USERNAME or use --credentials-file")
+        if self.token is None and not (self.api_key and self.password):
+            raise ConfigError(
+                "no credentials: set BULKOPS_API_KEY and BULKOPS_PASSWORD, or BULKOPS_TOKEN "
+                "(or use --credentials-file)"
+            )
+
+    def __repr__(self) -> str:
+        kind = "token" if self.token is not None else "api key + password"
+        return f"Credentials(username={self.username!r}, {kind}: ***)"
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header value: Bearer, or Basic ``APIKEY%username:password``."""
+        if self.token is not None:
+            return f"Bearer {self.token}"
+        raw = f"{self.api_key}%{self.username}:{self.password}"
+        return "Basic " + base64.b64encode(raw.encode()).decode()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
+        """From the environment: ``BULKOPS_USERNAME``, ``BULKOPS_API_KEY``, ``BULKOPS_PASSWORD``,
+        ``BULKOPS_TOKEN``.
+
+        Raises:
+            ConfigError: something required is missing.
+        """
+        env = os.environ if env is None else env
+        return cls(
+            username=env.get("BULKOPS_USERNAME", ""),
+            api_key=env.get("BULKOPS_API_KEY") or None,
+            password=env.get("BULKOPS_PASSWORD") or None,
+            token=env.get("BULKOPS_TOKEN") or None,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Credentials:
+        """From a file of ``key = value`` lines: ``username``, ``api_key``, ``password``, ``token``.
+
+        ``#`` starts a comment; keys may also be spelled as the environment variables.
+
+        Raises:
+            ConfigError: the file cannot be read or lacks something required.
+        """
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
+        values: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            if not sep:
+                raise ConfigError(f"{path}, line {number}: expected key = value")
+            key = key.strip().lower().removeprefix("bulkops_")
+            values[key] = value.strip().strip("'\"")
+        return cls(
+            username=values.get("username", ""),
+            api_key=values.get("api_key") or None,
+            password=values.get("password") or None,
+            token=values.get("token") or None,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ClientConfig:
+    """How to reach the server and how hard to push it.
+
+    Attributes:
+        server: the server's root, e.g. ``https://api.constantcontact.com`` or
+            ``http://127.0.0.1:8080``; the account path comes from the username.
+        credentials: who we are.
+        rate: requests per second, all requests counted (None: unlimited).
+        daily_quota: requests this client may make in total (None: unlimited).
+        timeout: seconds for one HTTP exchange.
+        retry_attempts: attempts per request, the first included.
+        retry_timeout: seconds one request may spend in retries altogether.
+        wait_initial: first backoff. Attempt n waits
+            ``min(wait_max, wait_initial * 2**(n-1) + U(0, wait_jitter))`` seconds.
+        max_connections: size of the HTTP connection pool.
+    """
+
+    server: str
+    credentials: Credentials
+    rate: float | None = None
+    daily_quota: int | None = None
+    timeout: float = 120.0
+    retry_attempts: int = 10
+    retry_timeout: float = 900.0
+    wait_initial: float = 0.5
+    wait_max: float = 30.0
+    wait_jitter: float = 1.0
+    max_connections: int = 8
+
+    @property
+    def account_url(self) -> str:
+        """The account's base URI, with the trailing slash."""
+        root = self.server.rstrip("/")
+        return f"{root}/ws/customers/{quote(self.credentials.username.lower(), safe='')}/"
+
+
+@attrs.define
+class ClientStats:
+    """Counters of one client (a snapshot is returned by :meth:`Client.statistics`)."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    server_errors: int = 0
+    transport_errors: int = 0
+    bytes_sent: int = 0
+
+    def snapshot(self) -> ClientStats:
+        """A copy that no longer changes."""
+        return attrs.evolve(self)
+
+
+class TokenBucket:
+    """A token bucket on trio's clock: ``rate`` tokens per second, bursts up to ``burst``.
+
+    ``await acquire()`` takes one token, sleeping until one is available.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        if rate <= 0:
+            raise ConfigError("--rate must be positive")
+        self.rate = rate
+        self.capacity = max(1.0, burst if burst is not None else rate)
+        self._tokens = self.capacity
+        self._stamp: float | None = None
+        self._lock = trio.Lock()
+
+    async def acquire(self) -> None:
+        """Take one token, waiting for it if the bucket is empty."""
+        async with self._lock:
+            now = trio.current_time()
+            if self._stamp is not None:
+                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            if self._tokens < 1.0:
+                wait = (1.0 - self._tokens) / self.rate
+                await trio.sleep(wait)
+                self._tokens = 1.0
+                self._stamp = trio.current_time()
+            self._tokens -= 1.0
+
+
+class _Retry(Exception):
+    """Internal: an attempt failed in a way worth retrying; ``cause`` is the mapped error."""
+
+    def __init__(self, cause: BulkOpsError, wait: float | None = None) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.wait = wait
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _safe_url(url: httpx.URL | str) -> str:
+    """A URL for messages: no userinfo, no query (queries may carry tokens)."""
+    parts = urlsplit(str(url))
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def map_status(response: httpx.Response) -> ApiError:
+    """The bulkops error for an HTTP error response (status ≥ 400)."""
+    status = response.status_code
+    try:
+        text = response.text.strip()
+    except (httpx.ResponseNotRead, UnicodeDecodeError):
+        text = ""
+    message = (text.splitlines()[0] if text else response.reason_phrase)[:500]
+    method = response.request.method
+    url = _safe_url(response.request.url)
+    if status == 429:
+        return Throttled(
+            status,
+            message,
+            retry_after=_retry_after(response.headers.get("retry-after")),
+            method=method,
+            url=url,
+        )
+    if status in (401, 403):
+        return AuthError(status, message, method=method, url=url)
+    if status == 404:
+        return NotFound(status, message, method=method, url=url)
+    if status == 409:
+        return Conflict(status, message, method=method, url=url)
+    return ApiError(status, message, method=method, url=url)
+
+
+class Client:
+    """An authenticated AtomPub client for one account. Make it with :func:`open_client`."""
+
+    def __init__(self, config: ClientConfig, http: httpx.AsyncClient) -> None:
+        self.config = config
+        self.account_url = config.account_url
+        self._http = http
+        self._stats = ClientStats()
+        self._bucket = TokenBucket(config.rate) if config.rate else None
+
+    def __repr__(self) -> str:
+        return f"<Client {self.account_url} as {self.config.credentials!r}>"
+
+    def statistics(self) -> ClientStats:
+        """Counters so far (a snapshot)."""
+        return self._stats.snapshot()
+
+    def url(self, href: str) -> str:
+        """An absolute URL on *our* server for a path relative to the account, or any id/href.
+
+        Ids and links the server sends may name another origin (its public URL, or
+        ``http://api.constantcontact.com``); only their path and query are kept.
+        """
+        if href.startswith(("http://", "https://")):
+            parts = urlsplit(href)
+            href = urlunsplit(("", "", parts.path, parts.query, ""))
+        if href.startswith("/"):
+            root = urlsplit(self.account_url)
+            return urlunsplit((root.scheme, root.netloc, "", "", "")) + href
+        return urljoin(self.account_url, href)
+
+    async def _before_attempt(self) -> None:
+        quota = self.config.daily_quota
+        if quota is not None and self._stats.requests >= quota:
+            raise QuotaExhausted(f"the request budget of {quota} requests is used up")
+        if self._bucket is not None:
+            await self._bucket.acquire()
+        self._stats.requests += 1
+
+    async def _attempt(
+        self, method: str, url: str, *, idempotent: bool, stream: bool, **kwargs: Any
+    ) -> httpx.Response:
+        await self._before_attempt()
+        request = self._http.build_request(method, url, **kwargs)
+        self._stats.bytes_sent += len(request.content) if not stream and request.content else 0
+        try:
+            response = await self._http.send(request, stream=stream)
+        except httpx.ConnectError as exc:
+            # Never reached the server: safe to retry whatever the method.
+            self._stats.transport_errors += 1
+            raise _Retry(TransportError(f"cannot connect to {_safe_url(url)}: {exc}")) from exc
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            self._stats.transport_errors += 1
+            error = TransportError(f"{method} {_safe_url(url)} failed: {exc!r}")
+            if idempotent:
+                raise _Retry(error) from exc
+            raise OutcomeUnknown(
+                f"{method} {_safe_url(url)}: the request was sent but its answer was lost ({exc!r})"
+            ) from exc
+        if response.status_code < 400:
+            return response
+        if stream:
+            await response.aread()
+        error = map_status(response)
+        if isinstance(error, Throttled):
+            self._stats.throttled += 1
+            raise _Retry(error, error.retry_after)
+        if response.status_code in _RETRY_STATUSES:
+            self._stats.server_errors += 1
+            raise _Retry(error)
+        raise error
+
+    async def request(
+        self,
+        method: str,
+        href: str,
+        *,
+        idempotent: bool | None = None,
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send a request with retries; return the (successful) response.
+
+        Args:
+            method: HTTP method.
+            href: path relative to the account, or an absolute id/href from the server.
+            idempotent: whether a lost answer may be retried (default: True for GET, PUT,
+                DELETE; False for POST).
+            stream: return before reading the body (the caller must ``aclose()`` it).
+            **kwargs: passed to ``httpx.AsyncClient.build_request`` (content, headers, params).
+
+        Raises:
+            ApiError: an HTTP error status (subclasses per status), after retries for 429/5xx.
+            TransportError: the connection kept failing.
+            OutcomeUnknown: a non-idempotent request was sent and its answer lost.
+            QuotaExhausted: the request budget ran out.
+        """
+        if idempotent is None:
+            idempotent = method.upper() != "POST"
+        url = self.url(href)
+        config = self.config
+
+        def backoff(exc: Exception) -> bool | float:
+            if not isinstance(exc, _Retry):
+                return False
+            self._stats.retries += 1
+            return exc.wait if exc.wait is not None else True
+
+        try:
+            async for attempt in stamina.retry_context(
+                on=backoff,
+                attempts=config.retry_attempts,
+                timeout=config.retry_timeout,
+                wait_initial=config.wait_initial,
+                wait_max=config.wait_max,
+                wait_jitter=config.wait_jitter,
+            ):
+                with attempt:
+                    return await self._attempt(
+                        method, url, idempotent=idempotent, stream=stream, **kwargs
+                    )
+        except _Retry as exc:
+            self._stats.retries -= 1  # the last failure was not followed by a retry
+            raise exc.cause from exc.__cause__
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get(self, href: str, **kwargs: Any) -> httpx.Response:
+        """GET with retries."""
+        return await self.request("GET", href, **kwargs)
+
+    @asynccontextmanager
+    async def stream(self, href: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """GET a response whose body is read incrementally (``aiter_bytes``); closed on exit."""
+        response = await self.request("GET", href, stream=True, **kwargs)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+
+@asynccontextmanager
+async def open_client(config: ClientConfig) -> AsyncIterator[Client]:
+    """An authenticated :class:`Client`, its connection pool closed on exit."""
+    limits = httpx.Limits(
+        max_connections=config.max_connections,
+        max_keepalive_connections=config.max_connections,
+    )
+    headers = {
+        "Authorization": config.credentials.authorization(),
+        "Accept": "application/atom+xml",
+        "User-Agent": f"bulkops/{__version__}",
+    }
+    async with httpx.AsyncClient(
+        headers=headers, timeout=httpx.Timeout(config.timeout), limits=limits
+    ) as http:
+        yield Client(config, http)

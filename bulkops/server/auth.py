@@ -1,0 +1,310 @@
+"""Accounts and credentials: salted scrypt hashes, HTTP Basic ``APIKEY%user`` and Bearer tokens.
+
+Invariants:
+
+* Secrets are stored only as ``scrypt$n$r$p$salt$hash``; they never reach a log line, a
+  ``repr`` or an error message. :class:`Secret` wraps them in memory and hides its value.
+* scrypt is deliberately slow (~50 ms), so verified credentials are remembered in memory,
+  keyed by an HMAC of the presented credential under a per-process random key: a request
+  with known-good credentials costs one HMAC, and nothing derivable from the secret is kept.
+  Failed attempts are remembered the same way (bounded), so repeating a wrong password
+  does not cost a scrypt each time.
+* Basic credentials of account A on account B's URL are *forbidden* (403), not
+  *unauthorized* (401); the same for a bearer token of another account.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+from collections import OrderedDict
+from typing import TypeVar
+
+import attrs
+
+from bulkops.errors import ConfigError
+from bulkops.server.store import Account, now_ms, write_tx
+
+__all__ = [
+    "AccountSpec",
+    "Authenticator",
+    "Denied",
+    "Secret",
+    "TokenSpec",
+    "count_accounts",
+    "ensure_account",
+    "ensure_token",
+    "hash_secret",
+    "parse_account_spec",
+    "parse_token_spec",
+    "verify_secret",
+]
+
+T_ = TypeVar("T_")
+
+_SCRYPT_N = 2**14
+_SCRYPT_R = 8
+_SCRYPT_P = 1
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A secret string that never shows itself in ``repr`` or ``str``."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+def hash_secret(secret: str, *, n: int = _SCRYPT_N) -> str:
+    """A salted scrypt hash of ``secret`` as ``scrypt$n$r$p$salt_hex$hash_hex``."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(
+        secret.encode(), salt=salt, n=n, r=_SCRYPT_R, p=_SCRYPT_P, maxmem=64 * 1024 * 1024
+    )
+    return f"scrypt${n}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    """Whether ``secret`` matches a hash made by :func:`hash_secret` (constant-time compare)."""
+    try:
+        scheme, n, r, p, salt_hex, digest_hex = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        digest = hashlib.scrypt(
+            secret.encode(),
+            salt=bytes.fromhex(salt_hex),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            maxmem=64 * 1024 * 1024,
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(digest, bytes.fromhex(digest_hex))
+
+
+@attrs.frozen(kw_only=True)
+class AccountSpec:
+    """``NAME:PASSWORD:APIKEY`` as given to ``bulkops serve --account``."""
+
+    username: str
+    password: Secret
+    api_key: Secret
+
+
+@attrs.frozen(kw_only=True)
+class TokenSpec:
+    """``NAME:TOKEN`` as given to ``bulkops serve --token``."""
+
+    username: str
+    token: Secret
+
+
+def _check_username(username: str, spec: str) -> str:
+    if not username or any(ch in username for ch in "/%:?#") or username != username.strip():
+        raise ConfigError(f"invalid account name in {spec}")
+    return username.lower()
+
+
+def parse_account_spec(text: str) -> AccountSpec:
+    """Parse ``NAME:PASSWORD:APIKEY`` (the password may not contain ':'; the key may not).
+
+    Raises:
+        ConfigError: the text is not of that form. The message never repeats the secrets.
+    """
+    parts = text.strip().split(":")
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError("an account must be given as NAME:PASSWORD:APIKEY")
+    username = _check_username(parts[0], "an account spec")
+    return AccountSpec(username=username, password=Secret(parts[1]), api_key=Secret(parts[2]))
+
+
+def parse_token_spec(text: str) -> TokenSpec:
+    """Parse ``NAME:TOKEN``.
+
+    Raises:
+        ConfigError: the text is not of that form.
+    """
+    name, sep, token = text.strip().partition(":")
+    if not sep or not name or not token:
+        raise ConfigError("a token must be given as NAME:TOKEN")
+    return TokenSpec(username=_check_username(name, "a token spec"), token=Secret(token))
+
+
+def _account_row(db: sqlite3.Connection, username: str) -> Account | None:
+    row = db.execute("SELECT id, username FROM account WHERE username = ?", (username,)).fetchone()
+    return None if row is None else Account(id=row[0], username=row[1])
+
+
+def ensure_account(db: sqlite3.Connection, spec: AccountSpec) -> tuple[Account, bool]:
+    """Create the account, or set its password and API key when it exists (idempotent).
+
+    Returns:
+        The account and whether it was created.
+    """
+    password_hash = hash_secret(spec.password.value)
+    key_hash = hash_secret(spec.api_key.value)
+    with write_tx(db):
+        account = _account_row(db, spec.username)
+        created = account is None
+        if account is None:
+            cursor = db.execute(
+                "INSERT INTO account (username, created) VALUES (?, ?)", (spec.username, now_ms())
+            )
+            assert cursor.lastrowid is not None
+            account = Account(id=cursor.lastrowid, username=spec.username)
+        db.execute(
+            "DELETE FROM credential WHERE account_id = ? AND kind IN ('password', 'api_key')",
+            (account.id,),
+        )
+        db.executemany(
+            "INSERT INTO credential (account_id, kind, hash) VALUES (?, ?, ?)",
+            [(account.id, "password", password_hash), (account.id, "api_key", key_hash)],
+        )
+    return account, created
+
+
+def ensure_token(db: sqlite3.Connection, spec: TokenSpec) -> None:
+    """Add a bearer token to an existing account, unless it already has that token.
+
+    Raises:
+        ConfigError: the account does not exist.
+    """
+    account = _account_row(db, spec.username)
+    if account is None:
+        raise ConfigError(f"--token names account {spec.username!r}, which does not exist")
+    stored = db.execute(
+        "SELECT hash FROM credential WHERE account_id = ? AND kind = 'token'", (account.id,)
+    ).fetchall()
+    if any(verify_secret(spec.token.value, row[0]) for row in stored):
+        return
+    with write_tx(db):
+        db.execute(
+            "INSERT INTO credential (account_id, kind, hash) VALUES (?, 'token', ?)",
+            (account.id, hash_secret(spec.token.value)),
+        )
+
+
+def count_accounts(db: sqlite3.Connection) -> int:
+    """How many accounts the database holds."""
+    return int(db.execute("SELECT count(*) FROM account").fetchone()[0])
+
+
+@attrs.frozen
+class Denied(Exception):
+    """Authentication failed: ``status`` is 401 (who are you?) or 403 (not yours)."""
+
+    status: int
+    reason: str
+
+
+class Authenticator:
+    """Checks the ``Authorization`` header of a request against the store.
+
+    :meth:`check` is synchronous and may run scrypt: call it in a worker thread (through
+    ``Store.run``). Results are cached as described in the module docstring.
+    """
+
+    def __init__(self, *, cache_size: int = 4096) -> None:
+        self._key = secrets.token_bytes(32)
+        self._good: OrderedDict[bytes, Account] = OrderedDict()
+        self._bad: OrderedDict[bytes, Denied] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _fingerprint(self, header: str) -> bytes:
+        return hmac.new(self._key, header.encode("utf-8", "surrogatepass"), "sha256").digest()
+
+    def _remember(self, cache: OrderedDict[bytes, T_], key: bytes, value: T_) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > self._cache_size:
+            cache.popitem(last=False)
+
+    def forget(self) -> None:
+        """Drop every cached decision (after credentials change)."""
+        self._good.clear()
+        self._bad.clear()
+
+    def check(self, db: sqlite3.Connection, header: str | None, url_username: str) -> Account:
+        """The account that owns ``url_username``, if ``header`` proves access to it.
+
+        Raises:
+            Denied: 401 for missing or wrong credentials, 403 for another account's.
+        """
+        if not header:
+            raise Denied(401, "Authentication required")
+        key = self._fingerprint(f"{url_username}\n{header}")
+        account = self._good.get(key)
+        if account is not None:
+            return account
+        denied = self._bad.get(key)
+        if denied is not None:
+            raise denied
+        try:
+            account = self._verify(db, header, url_username)
+        except Denied as exc:
+            self._remember(self._bad, key, exc)
+            raise
+        self._remember(self._good, key, account)
+        return account
+
+    def _verify(self, db: sqlite3.Connection, header: str, url_username: str) -> Account:
+        scheme, _, value = header.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            return self._verify_basic(db, value.strip(), url_username)
+        if scheme == "bearer":
+            return self._verify_bearer(db, value.strip(), url_username)
+        raise Denied(401, "Unsupported authentication scheme")
+
+    def _verify_basic(self, db: sqlite3.Connection, value: str, url_username: str) -> Account:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Denied(401, "Malformed Basic credentials") from None
+        user, sep, password = decoded.partition(":")
+        api_key, pct, username = user.partition("%")
+        if not sep or not pct or not api_key or not username:
+            raise Denied(401, "Basic user must be APIKEY%username")
+        account = _account_row(db, username.lower())
+        if account is None:
+            raise Denied(401, "Invalid credentials")
+        hashes = dict(
+            db.execute(
+                "SELECT kind, hash FROM credential WHERE account_id = ? "
+                "AND kind IN ('password', 'api_key')",
+                (account.id,),
+            ).fetchall()
+        )
+        key_ok = verify_secret(api_key, hashes.get("api_key", ""))
+        password_ok = verify_secret(password, hashes.get("password", ""))
+        if not (key_ok and password_ok):
+            raise Denied(401, "Invalid credentials")
+        if account.username != url_username:
+            raise Denied(403, "These credentials are not for this account")
+        return account
+
+    def _verify_bearer(self, db: sqlite3.Connection, token: str, url_username: str) -> Account:
+        if not token:
+            raise Denied(401, "Empty bearer token")
+        rows = db.execute(
+            "SELECT a.id, a.username, c.hash FROM credential c"
+            " JOIN account a ON a.id = c.account_id"
+            " WHERE c.kind = 'token' ORDER BY a.username = ? DESC",
+            (url_username,),
+        ).fetchall()
+        for account_id, username, stored in rows:
+            if verify_secret(token, stored):
+                if username != url_username:
+                    raise Denied(403, "This token is not for this account")
+                return Account(id=account_id, username=username)
+        raise Denied(401, "Invalid token")

@@ -1,0 +1,15 @@
+"""The route lists of every resource module, gathered for :func:`bulkops.server.app.create_app`.
+
+Each resource module owns its handlers and SQL and exposes ``routes: list[BaseRoute]``.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from bulkops.server import activities, contacts, lists
+
+
+def routes() -> list[BaseRoute]:
+    """Every resource route, in matching order."""
+    return [*lists.routes, *contacts.routes, *activities.routes]

@@ -1,0 +1,326 @@
+"""The server's SQLite store: schema, connections, transactions, accounts.
+
+Invariants:
+
+* One database file in WAL mode; every connection is opened by :class:`Store` with the same
+  pragmas. Connections are per thread (``threading.local``): request handlers run their
+  queries through :meth:`Store.run` in trio worker threads, so a long activity transaction
+  never blocks the event loop, and WAL lets readers proceed while it writes.
+* Connections run in autocommit mode; writes group their statements in :func:`write_tx`
+  (``BEGIN IMMEDIATE`` … ``COMMIT``), so an activity's rows are applied all or nothing.
+* Times are integer milliseconds since the Unix epoch (UTC); ids are SQLite rowids, except
+  activities whose ids are opaque strings.
+* The schema is built for millions of contacts per account: every list and feed is paged by
+  keyset (``WHERE key < ? ORDER BY key DESC LIMIT n``) on an index, never by OFFSET.
+
+Schema versions are tracked with ``PRAGMA user_version``; :data:`MIGRATIONS` holds one script
+per version and opening a store applies the missing ones.
+
+Contact status rules (spec §6, §7.2), the same for single-contact requests and activities:
+
+* ``Do Not Mail`` (opted out) is sticky: the contact is on no list; only a request with
+  ``OptInSource`` ``ACTION_BY_CONTACT`` and at least one list re-subscribes it (Active). An
+  add activity row for such a contact is a row error ("… is on the Do Not Mail list"), and a
+  customer-sourced PUT that gives it lists is refused with 403.
+* Otherwise the status follows membership: on at least one list → ``Active``; on none →
+  ``Removed``. Removing a contact from its last list (PUT, remove activity, clear activity,
+  list deletion) makes it ``Removed``; adding a Removed contact to a list makes it Active.
+* DELETE of a contact opts it out: removed from every list, ``Do Not Mail``, ``opt_out_*``
+  set. There is no hard delete.
+* ``last_update_time`` changes on every change to the contact's fields, status or lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import attrs
+import trio
+
+from bulkops.wire.columns import CONTACT_FIELDS
+
+__all__ = [
+    "MIGRATIONS",
+    "STATUS_ACTIVE",
+    "STATUS_DO_NOT_MAIL",
+    "STATUS_REMOVED",
+    "STATUS_UNCONFIRMED",
+    "Account",
+    "Store",
+    "now_ms",
+    "write_tx",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Contact status values as stored (the wire text, so queries and rendering agree).
+STATUS_ACTIVE = "Active"
+STATUS_UNCONFIRMED = "Unconfirmed"
+STATUS_REMOVED = "Removed"
+STATUS_DO_NOT_MAIL = "Do Not Mail"
+
+_CONTACT_FIELD_COLUMNS = ",\n    ".join(
+    f"{field} TEXT NOT NULL DEFAULT ''" for field in CONTACT_FIELDS if field != "EmailAddress"
+)
+
+_SCHEMA_V1 = f"""
+CREATE TABLE account (
+    id              INTEGER PRIMARY KEY,
+    username        TEXT NOT NULL UNIQUE,          -- lower case, as in URLs
+    created         INTEGER NOT NULL
+);
+
+-- Salted hashes of passwords, API keys and bearer tokens; never the secrets themselves.
+CREATE TABLE credential (
+    id              INTEGER PRIMARY KEY,
+    account_id      INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+    kind            TEXT NOT NULL CHECK (kind IN ('password', 'api_key', 'token')),
+    hash            TEXT NOT NULL                   -- 'scrypt$n$r$p$salt_hex$hash_hex'
+);
+CREATE INDEX credential_account ON credential(account_id, kind);
+
+CREATE TABLE list (
+    id              INTEGER PRIMARY KEY,
+    account_id      INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    short_name      TEXT NOT NULL,
+    opt_in_default  INTEGER NOT NULL DEFAULT 0,
+    display_on_signup INTEGER NOT NULL DEFAULT 0,
+    sort_order      INTEGER NOT NULL DEFAULT 99,
+    member_count    INTEGER NOT NULL DEFAULT 0,     -- maintained by the membership triggers
+    updated         INTEGER NOT NULL,
+    UNIQUE (account_id, name)
+);
+
+CREATE TABLE contact (
+    id              INTEGER PRIMARY KEY,
+    account_id      INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+    email_key       TEXT NOT NULL,                  -- lower-cased EmailAddress
+    EmailAddress    TEXT NOT NULL,
+    {_CONTACT_FIELD_COLUMNS},
+    status          TEXT NOT NULL,
+    opt_in_source   TEXT NOT NULL DEFAULT '',
+    opt_in_time     INTEGER,
+    opt_out_source  TEXT NOT NULL DEFAULT '',
+    opt_out_time    INTEGER,
+    opt_out_reason  TEXT NOT NULL DEFAULT '',
+    confirmed       INTEGER NOT NULL DEFAULT 0,
+    insert_time     INTEGER NOT NULL,
+    last_update_time INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX contact_email ON contact(account_id, email_key);
+CREATE INDEX contact_updated ON contact(account_id, last_update_time, id);
+CREATE INDEX contact_status ON contact(account_id, status, id);
+
+CREATE TABLE membership (
+    list_id         INTEGER NOT NULL REFERENCES list(id) ON DELETE CASCADE,
+    contact_id      INTEGER NOT NULL REFERENCES contact(id) ON DELETE CASCADE,
+    opt_in_source   TEXT NOT NULL DEFAULT '',
+    opt_in_time     INTEGER NOT NULL,
+    PRIMARY KEY (list_id, contact_id)
+) WITHOUT ROWID;
+CREATE INDEX membership_contact ON membership(contact_id, list_id);
+
+CREATE TRIGGER membership_count_insert AFTER INSERT ON membership BEGIN
+    UPDATE list SET member_count = member_count + 1 WHERE id = NEW.list_id;
+END;
+CREATE TRIGGER membership_count_delete AFTER DELETE ON membership BEGIN
+    UPDATE list SET member_count = member_count - 1 WHERE id = OLD.list_id;
+END;
+
+-- Bulk activities. `seq` orders the feed newest first; `id` is the opaque public id.
+CREATE TABLE activity (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    account_id      INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+    requested_type  TEXT NOT NULL,
+    type            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    request         BLOB,                           -- what the worker needs to run it
+    errors          BLOB,                           -- encoded row errors
+    error_count     INTEGER NOT NULL DEFAULT 0,
+    file_name       TEXT NOT NULL DEFAULT '',
+    transaction_count INTEGER NOT NULL DEFAULT 0,
+    insert_time     INTEGER NOT NULL,
+    run_start_time  INTEGER,
+    run_finish_time INTEGER,
+    updated         INTEGER NOT NULL
+);
+CREATE INDEX activity_account ON activity(account_id, seq);
+CREATE INDEX activity_status ON activity(status, seq);
+
+-- Campaigns, the account's sender addresses, and tracking events (issue 7 fills these).
+CREATE TABLE email_address (
+    id              INTEGER PRIMARY KEY,
+    account_id      INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+    email           TEXT NOT NULL,
+    status          TEXT NOT NULL,                  -- 'Verified' | 'Pending'
+    verified_time   INTEGER,
+    updated         INTEGER NOT NULL,
+    UNIQUE (account_id, email)
+);
+
+CREATE TABLE campaign (
+    id              INTEGER PRIMARY KEY,
+    account_id      INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    status          TEXT NOT NULL,                  -- Draft | Scheduled | Running | Sent
+    date            INTEGER NOT NULL,
+    doc             BLOB NOT NULL,                  -- the remaining elements, encoded
+    updated         INTEGER NOT NULL
+);
+CREATE INDEX campaign_account ON campaign(account_id, status, id);
+
+CREATE TABLE campaign_list (
+    campaign_id     INTEGER NOT NULL REFERENCES campaign(id) ON DELETE CASCADE,
+    list_id         INTEGER NOT NULL,
+    PRIMARY KEY (campaign_id, list_id)
+) WITHOUT ROWID;
+
+CREATE TABLE campaign_url (
+    id              INTEGER PRIMARY KEY,
+    campaign_id     INTEGER NOT NULL REFERENCES campaign(id) ON DELETE CASCADE,
+    url             TEXT NOT NULL
+);
+CREATE INDEX campaign_url_campaign ON campaign_url(campaign_id, id);
+
+CREATE TABLE event (
+    id              INTEGER PRIMARY KEY,
+    account_id      INTEGER NOT NULL,
+    campaign_id     INTEGER NOT NULL,
+    contact_id      INTEGER NOT NULL,
+    kind            TEXT NOT NULL,                  -- sends|opens|clicks|bounces|forwards|optouts
+    time            INTEGER NOT NULL,
+    url_id          INTEGER,
+    code            TEXT,
+    detail          TEXT
+);
+CREATE INDEX event_campaign ON event(campaign_id, kind, id);
+CREATE INDEX event_contact ON event(contact_id, kind, id);
+"""
+
+#: One script per schema version; index i upgrades version i to i + 1.
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+
+
+def now_ms() -> int:
+    """The current time in integer milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@attrs.frozen(kw_only=True)
+class Account:
+    """An account: its row id and its (lower-case) username."""
+
+    id: int
+    username: str
+
+
+@contextlib.contextmanager
+def write_tx(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction: ``BEGIN IMMEDIATE``, then COMMIT, or ROLLBACK on any exception."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+class Store:
+    """The database of one server: a file path, per-thread connections, a thread limiter.
+
+    Args:
+        path: the SQLite file; created (with its schema) when missing.
+        max_threads: worker threads that may run queries at once.
+    """
+
+    def __init__(self, path: str | Path, *, max_threads: int = 8) -> None:
+        self.path = Path(path)
+        self.data_dir = self.path.parent
+        self._local = threading.local()
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._migrating() as db:
+            self._migrate(db)
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=60000")
+        db.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
+        db.execute("PRAGMA temp_store=MEMORY")
+        return db
+
+    @contextlib.contextmanager
+    def _migrating(self) -> Iterator[sqlite3.Connection]:
+        db = self._open()
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        for target in range(version, len(MIGRATIONS)):
+            with write_tx(db):
+                for statement in _split_statements(MIGRATIONS[target]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {target + 1}")
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._open()
+            self._local.db = db
+            with self._all_lock:
+                self._all.append(db)
+        return db
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(connection, *args)`` in a worker thread and return its result."""
+        return await trio.to_thread.run_sync(self._call, fn, args, limiter=self._limiter)
+
+    def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        return fn(self.connection(), *args)
+
+    def close(self) -> None:
+        """Close every connection this store opened (call once serving has stopped)."""
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for db in connections:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        self._local = threading.local()
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split a schema script into statements; triggers keep their inner semicolons."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        stripped = line.split("--", 1)[0]
+        buffer += stripped
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
