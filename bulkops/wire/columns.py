@@ -335,7 +335,14 @@ def header_key(name: str) -> str:
     >>> header_key(" E-Mail_Address ")
     'emailaddress'
     """
-    folded = unicodedata.normalize("NFKD", name.casefold())
+    # Compatibility decomposition can reveal case ('𝕊' -> 'S') and case folding can undo a
+    # normalisation; alternate the two until nothing changes (a couple of rounds at most).
+    folded = name
+    for _ in range(8):
+        again = unicodedata.normalize("NFKD", folded).casefold()
+        if again == folded:
+            break
+        folded = again
     return "".join(ch for ch in folded if ch.isalnum())
 
 
