@@ -24,14 +24,27 @@ from bulkops.errors import (
 
 __version__ = "0.1.0"
 
+# The engine's public entry points (after __version__: the client's User-Agent uses it).
+from bulkops.engine.client import ClientConfig, Credentials, open_client
+from bulkops.engine.imports import (
+    ImportOptions,
+    import_file,
+    resume_run,
+    run_clear,
+    run_import,
+)
+
 __all__ = [
     "ActivityFailed",
     "ActivityStalled",
     "ApiError",
     "AuthError",
     "BulkOpsError",
+    "ClientConfig",
     "ConfigError",
     "Conflict",
+    "Credentials",
+    "ImportOptions",
     "InputError",
     "LifecycleError",
     "NotFound",
@@ -41,4 +54,9 @@ __all__ = [
     "TransportError",
     "XmlError",
     "__version__",
+    "import_file",
+    "open_client",
+    "resume_run",
+    "run_clear",
+    "run_import",
 ]

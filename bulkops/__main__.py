@@ -38,7 +38,15 @@ EXIT_USAGE = 64
 
 #: command name -> (module, one-line help). Modules are imported when the parser is built.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "import": ("bulkops.cli.transfer", "add or update a file of contacts on lists"),
+    "remove": ("bulkops.cli.remove", "take a file of contacts off lists"),
+    "clear": ("bulkops.cli.clear", "remove every member of lists"),
+    "export": ("bulkops.cli.export", "stream a list or any collection to CSV or JSON Lines"),
+    "resume": ("bulkops.cli.resume", "finish an interrupted run"),
+    "status": ("bulkops.cli.status", "show what a run has done"),
     "serve": ("bulkops.server.serve", "serve the Web Services API v1 on a SQLite database"),
+    "seed": ("bulkops.server.seed_cli", "fill a server account with realistic, seeded data"),
+    "report": ("bulkops.cli.report", "print a campaign's results: counts and rates"),
 }
 
 
@@ -69,10 +77,28 @@ def main_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
+
+
 @contextlib.contextmanager
 def _errors_to_exit_codes(codes: list[int]) -> Iterator[None]:
     try:
-        yield
+        try:
+            yield
+        except BaseExceptionGroup as group:
+            # Concurrent tasks report errors as groups; one of ours (or Ctrl-C) is answered
+            # as itself, anything else stays a crash with its full traceback.
+            leaves = _leaves(group)
+            if leaves and all(isinstance(e, BulkOpsError | KeyboardInterrupt) for e in leaves):
+                raise leaves[0] from group
+            raise
     except ConfigError as exc:
         print(f"bulkops: {exc}", file=sys.stderr)
         codes.append(EXIT_USAGE)

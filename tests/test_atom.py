@@ -15,14 +15,18 @@ from lxml import etree
 from bulkops.errors import XmlError
 from bulkops.wire import atom
 from bulkops.wire.atom import (
+    AccountEmail,
     Activity,
     ActivityError,
     Base,
+    Campaign,
     Contact,
     ContactInput,
     ContactList,
     ContactListMember,
     ContactListRef,
+    Event,
+    EventSummary,
     Feed,
     FeedMeta,
     GenericEntry,
@@ -219,10 +223,10 @@ def check_activities_feed(feed: Feed) -> None:
 
 
 def check_campaigns_feed(feed: Feed) -> None:
-    assert [(e.kind, e.values["Status"]) for e in entries(feed, GenericEntry)] == [
-        ("Campaign", "Sent"),
-        ("Campaign", "Sent"),
-        ("Campaign", "Draft"),
+    assert [(e.id, e.status) for e in entries(feed, Campaign)] == [
+        ("1108737216651", "Sent"),
+        ("1108711925834", "Sent"),
+        ("1108170068796", "Draft"),
     ]
     assert [link.rel for link in feed.links] == ["alternate", "self", "current", "first"]
 
@@ -234,41 +238,46 @@ def check_campaigns_empty(feed: Feed) -> None:
 
 def check_campaigns_page1(feed: Feed) -> None:
     assert feed.link("next") == "/ws/customers/username/campaigns?next=2"
-    assert all(e.kind == "Campaign" for e in entries(feed, GenericEntry))
+    assert [e.name for e in entries(feed, Campaign)] == ["Spring Campaign", "Fall Campaign"]
 
 
 def check_bounces_page1(feed: Feed) -> None:
     (bounce,) = feed.entries
-    assert isinstance(bounce, GenericEntry)
-    assert bounce.kind == "BounceEvent"
-    assert bounce.values == {"EventTime": "2008-08-05T16:50:04.534Z"}
+    assert isinstance(bounce, Event)
+    assert (bounce.kind, bounce.id, bounce.contact_id, bounce.campaign_id) == (
+        "bounces",
+        "1",
+        "1",
+        "1",
+    )
+    assert bounce.time == utc("2008-08-05T16:50:04.534Z")
     assert feed.link("next") == "/ws/customers/username/campaigns/1/events/bounces?next=6"
 
 
 def check_bounces_page2(feed: Feed) -> None:
     assert feed.link("next") is None
-    assert [e.kind for e in entries(feed, GenericEntry)] == ["BounceEvent"]
+    assert [(e.kind, e.email) for e in entries(feed, Event)] == [
+        ("bounces", "ianjones@example.net")
+    ]
 
 
 def check_contact_sends(feed: Feed) -> None:
     (send,) = feed.entries
-    assert isinstance(send, GenericEntry)
-    assert send.id.endswith("/events/sends/1122907878323,1,1217955004534")
-    assert send.links == ()  # event entries have no edit link
+    assert isinstance(send, Event)
+    assert send.id == "1122907878323,1,1217955004534"  # composite: campaign, n, epoch ms
+    assert (send.kind, send.contact_id, send.campaign_id) == ("sends", "1", "1122907878323")
 
 
 def check_contact_summary(feed: Feed) -> None:
-    assert [
-        (e.kind, e.values["Opens"], e.values["Clicks"]) for e in entries(feed, GenericEntry)
-    ] == [
-        ("ReportsSummary", "2", "1"),
-        ("ReportsSummary", "1", "0"),
+    assert [(e.campaign_name, e.opens, e.clicks) for e in entries(feed, EventSummary)] == [
+        ("Jan 08 2010", 2, 1),
+        ("Jan 04 2010", 1, 0),
     ]
 
 
 def check_settings(feed: Feed) -> None:
     assert feed.title == ""
-    assert [(e.title, e.values["Status"]) for e in entries(feed, GenericEntry)] == [
+    assert [(e.email, e.status) for e in entries(feed, AccountEmail)] == [
         ("joesflowers@example.com", "Verified"),
         ("joesflowers2@example.com", "Pending"),
     ]
@@ -389,30 +398,41 @@ def test_fixture_entries_parse_into_the_right_records(name: str) -> None:
     assert atom.parse_entry(fixture(name)) == ENTRY_CHECKS[name]
 
 
-def test_campaign_entry_is_a_generic_entry_with_unescaped_text() -> None:
-    """campaign-entry.xml: the payload id is the campaign; escaped HTML reads as text."""
+def test_campaign_entry_is_a_campaign_with_unescaped_text() -> None:
+    """campaign-entry.xml: the payload id is the campaign (the entry id is a docs typo);
+    escaped HTML reads as text."""
     campaign = atom.parse_entry(fixture("campaign-entry.xml"))
-    assert isinstance(campaign, GenericEntry)
-    assert campaign.kind == "Campaign"
-    assert campaign.payload_id == (
-        "http://api.constantcontact.com/ws/customers/joesflowers/campaigns/1100546096289"
-    )
-    assert campaign.id == "http://api.constantcontact.com/ws/customers/joesflowers/campaigns"
-    assert campaign.values["EmailContent"].startswith('<html lang="en"')
-    assert campaign.values["EmailTextContent"] == "<Text>This is the text version.</Text>"
-    assert "ContactLists" not in campaign.values  # not a leaf
+    assert isinstance(campaign, Campaign)
+    assert campaign.id == "1100546096289"
+    assert campaign.fields["EmailContent"].startswith('<html lang="en"')
+    assert campaign.fields["EmailTextContent"] == "<Text>This is the text version.</Text>"
+    assert campaign.list_ids == ("1",)
 
 
-def test_settings_entry_is_a_generic_entry() -> None:
-    """settings-emailaddress-entry.xml parses with its values and links."""
+def test_settings_entry_is_an_account_email() -> None:
+    """settings-emailaddress-entry.xml parses into its address record."""
     email = atom.parse_entry(fixture("settings-emailaddress-entry.xml"))
-    assert isinstance(email, GenericEntry)
-    assert email.values == {
+    assert email == AccountEmail(
+        id="1",
+        email="joesflowers@example.com",
+        status="Verified",
+        updated=utc("2009-05-21T17:44:04.609Z"),
+        verified_time=utc("2009-05-21T17:44:04.609Z"),
+    )
+
+
+def test_an_entry_with_another_payload_is_a_generic_entry() -> None:
+    """A payload without a record of its own keeps its values and links."""
+    text = fixture("settings-emailaddress-entry.xml").replace(b"Email ", b"Image ")
+    image = atom.parse_entry(text.replace(b"</Email>", b"</Image>"))
+    assert isinstance(image, GenericEntry)
+    assert image.kind == "Image"
+    assert image.values == {
         "EmailAddress": "joesflowers@example.com",
         "Status": "Verified",
         "VerifiedTime": "2009-05-21T17:44:04.609Z",
     }
-    assert [(link.rel, link.href) for link in email.links] == [
+    assert [(link.rel, link.href) for link in image.links] == [
         ("edit", "/ws/customers/joesflowers/settings/emailaddresses/1")
     ]
 

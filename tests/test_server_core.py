@@ -27,6 +27,7 @@ def at(client: httpx.AsyncClient, path: str) -> str:
     """An absolute URL for a root-relative path on the client's server."""
     return str(client.base_url.copy_with(path=path))
 
+
 ATOM_NS = "http://www.w3.org/2005/Atom"
 
 
@@ -192,7 +193,7 @@ def test_secrets_are_stored_hashed(server_state) -> None:  # type: ignore[no-unt
     assert "demo" not in str(Secret("demo"))
 
 
-def _wait_for_url(proc: subprocess.Popen[str], timeout: float = 20.0) -> tuple[str, list[str]]:
+def _wait_for_url(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[str, list[str]]:
     lines: list[str] = []
     assert proc.stderr is not None
     import selectors
@@ -237,7 +238,7 @@ def test_bulkops_serve_starts_with_the_demo_account_and_stops_cleanly(
         )
         assert response.status_code == 200
         proc.send_signal(signum)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -286,7 +287,7 @@ def test_bulkops_serve_reads_accounts_from_a_file_not_argv(tmp_path: Path) -> No
         assert b"s3cret-pw" not in cmdline
         assert b"tok-acme" not in cmdline
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -22,7 +22,8 @@ import base64
 import datetime as dt
 import email.utils
 import os
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,10 @@ class Client:
         self._http = http
         self._stats = ClientStats()
         self._bucket = TokenBucket(config.rate) if config.rate else None
+        #: Called with the server's message on every 429, before the retry waits.
+        self.throttle_listeners: list[Callable[[str], None]] = []
+        #: Server clock minus ours, in seconds, from the last ``Date`` header (None: unknown).
+        self.clock_offset: float | None = None
 
     def __repr__(self) -> str:
         return f"<Client {self.account_url} as {self.config.credentials!r}>"
@@ -343,18 +348,32 @@ class Client:
             raise OutcomeUnknown(
                 f"{method} {_safe_url(url)}: the request was sent but its answer was lost ({exc!r})"
             ) from exc
+        self._note_clock(response)
         if response.status_code < 400:
             return response
         if stream:
             await response.aread()
-        error = map_status(response)
-        if isinstance(error, Throttled):
+        api_error = map_status(response)
+        if isinstance(api_error, Throttled):
             self._stats.throttled += 1
-            raise _Retry(error, error.retry_after)
+            for listener in self.throttle_listeners:
+                listener(api_error.message)
+            raise _Retry(api_error, api_error.retry_after)
         if response.status_code in _RETRY_STATUSES:
             self._stats.server_errors += 1
-            raise _Retry(error)
-        raise error
+            raise _Retry(api_error)
+        raise api_error
+
+    def _note_clock(self, response: httpx.Response) -> None:
+        date = response.headers.get("date")
+        if not date:
+            return
+        try:
+            server_time = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            return
+        # Date has whole seconds: the true offset is within [offset, offset + 1).
+        self.clock_offset = server_time + 0.5 - time.time()
 
     async def request(
         self,

@@ -221,9 +221,18 @@ class Journal:
                 " end_offset, digest, body_bytes, lines, after, state)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    chunk.seq, chunk.kind, chunk.rows, chunk.first_line, chunk.last_line,
-                    chunk.start_offset, chunk.end_offset, chunk.digest, chunk.body_bytes,
-                    _lines_blob(chunk.lines), chunk.after, ChunkState.PLANNED,
+                    chunk.seq,
+                    chunk.kind,
+                    chunk.rows,
+                    chunk.first_line,
+                    chunk.last_line,
+                    chunk.start_offset,
+                    chunk.end_offset,
+                    chunk.digest,
+                    chunk.body_bytes,
+                    _lines_blob(chunk.lines),
+                    chunk.after,
+                    ChunkState.PLANNED,
                 ),
             )
         return chunk
@@ -291,8 +300,15 @@ class Journal:
                 "UPDATE chunk SET state = ?, status = ?, transaction_count = ?, error_count = ?,"
                 " run_start = ?, run_finish = ?, insert_time = ?, finished = ? WHERE seq = ?",
                 (
-                    ChunkState.DONE, status, transaction_count, len(failures), run_start,
-                    run_finish, insert_time, time.time(), seq,
+                    ChunkState.DONE,
+                    status,
+                    transaction_count,
+                    len(failures),
+                    run_start,
+                    run_finish,
+                    insert_time,
+                    time.time(),
+                    seq,
                 ),
             )
             self._insert_outcomes(failures)
@@ -320,8 +336,14 @@ class Journal:
                 "INSERT OR REPLACE INTO outcome (line, kind, start_offset, end_offset, field,"
                 " reason, replaced_by, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    outcome.line, outcome.kind, outcome.start_offset, outcome.end_offset,
-                    outcome.field, outcome.reason, outcome.replaced_by, outcome.chunk,
+                    outcome.line,
+                    outcome.kind,
+                    outcome.start_offset,
+                    outcome.end_offset,
+                    outcome.field,
+                    outcome.reason,
+                    outcome.replaced_by,
+                    outcome.chunk,
                 ),
             )
 
@@ -334,8 +356,14 @@ class Journal:
         )
         for line, k, start, end, field, reason, replaced_by, chunk in rows:
             yield OutcomeRecord(
-                line=line, kind=k, start_offset=start, end_offset=end, field=field,
-                reason=reason, replaced_by=replaced_by, chunk=chunk,
+                line=line,
+                kind=k,
+                start_offset=start,
+                end_offset=end,
+                field=field,
+                reason=reason,
+                replaced_by=replaced_by,
+                chunk=chunk,
             )
 
     def outcome_counts(self) -> dict[str, int]:

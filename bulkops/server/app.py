@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -83,7 +83,15 @@ class ServerConfig:
     daily_quota: int | None = None
     max_queued_activities: int | None = None
     retry_after: float | None = None
-    faults: str | None = None
+    faults: str | None = attrs.field(default=None, validator=lambda _i, _a, v: _check_faults(v))
+
+
+def _check_faults(spec: str | None) -> None:
+    """Reject a malformed fault plan when the configuration is made (ConfigError)."""
+    if spec:
+        from bulkops.server.faults import parse_fault_plan
+
+        parse_fault_plan(spec)
 
 
 @attrs.define(kw_only=True)
@@ -174,12 +182,28 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiProblem(413, f"Request body of {size} bytes exceeds the limit of {limit}")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise ApiProblem(413, f"Request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise ApiProblem(413, f"Request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiProblem(400, "The client disconnected before sending the whole body") from None
+    request.state.body_read = True
     return b"".join(chunks)
+
+
+def _unread_body(request: Request) -> bool:
+    """Whether the request declared a body the app did not read to its end. hypercorn then
+    closes the connection after the answer, so the answer must say ``Connection: close`` or
+    a keep-alive client would send its next request into a closing socket."""
+    if getattr(request.state, "body_read", False):
+        return False
+    length = request.headers.get("content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "transfer-encoding" in request.headers
 
 
 def atom_response(
@@ -225,14 +249,17 @@ def _core_routes() -> list[BaseRoute]:
 
 async def _problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiProblem)
-    return PlainTextResponse(exc.message + "\n", status_code=exc.status, headers=exc.headers)
+    headers = {**exc.headers, "Connection": "close"} if _unread_body(request) else exc.headers
+    return PlainTextResponse(exc.message + "\n", status_code=exc.status, headers=headers)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         return PlainTextResponse(
-            f"Method {request.method} is not supported on this resource\n", status_code=415
+            f"Method {request.method} is not supported on this resource\n",
+            status_code=415,
+            headers={"Connection": "close"} if _unread_body(request) else None,
         )
     if exc.status_code == 404:
         return PlainTextResponse("No such resource\n", status_code=404)
@@ -281,6 +308,9 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, send_logged)
+        except ClientDisconnect:
+            # The client went away mid-request: nobody to answer, nothing went wrong here.
+            status = status or 499
         except Exception:
             logger.error(
                 "unhandled error on %s %s\n%s",
@@ -304,7 +334,8 @@ def create_app(state: ApiState, *, extra_routes: Iterable[BaseRoute] = ()) -> AS
         state: store, configuration and shared services.
         extra_routes: routes added after the built-in ones (tests, later subsystems).
     """
-    from bulkops.server import resources  # the resource modules, gathered in one place
+    # The resource modules, gathered in one place; and the subsystems that wrap the app.
+    from bulkops.server import faults, resources, throttle, worker
 
     app = Starlette(
         routes=[*_core_routes(), *resources.routes(), *extra_routes],
@@ -312,4 +343,6 @@ def create_app(state: ApiState, *, extra_routes: Iterable[BaseRoute] = ()) -> AS
     )
     app.router.redirect_slashes = False
     app.state.api = state
-    return AccessLog(app)
+    worker.register(state)  # serve_api runs it with the other background tasks
+    # Outermost first: fault plan (needs hypercorn's own send), access log, throttles.
+    return faults.wrap(AccessLog(throttle.wrap(app, state.config)), state)

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from bulkops.server import activities, contacts, lists
+from bulkops.server import activities, campaigns, contacts, events, lists, settings
 
 
 def routes() -> list[BaseRoute]:
     """Every resource route, in matching order."""
-    return [*lists.routes, *contacts.routes, *activities.routes]
+    return [
+        *lists.routes,
+        *contacts.routes,
+        *activities.routes,
+        *campaigns.routes,
+        *events.routes,
+        *settings.routes,
+    ]

@@ -116,6 +116,7 @@ CREATE TABLE contact (
     last_update_time INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX contact_email ON contact(account_id, email_key);
+CREATE INDEX contact_account ON contact(account_id, id);  -- the contacts feed, newest first
 CREATE INDEX contact_updated ON contact(account_id, last_update_time, id);
 CREATE INDEX contact_status ON contact(account_id, status, id);
 
@@ -167,6 +168,7 @@ CREATE TABLE email_address (
     UNIQUE (account_id, email)
 );
 
+-- Campaign ids are the public 13-digit ids (1100000000000 + n), shared by all accounts.
 CREATE TABLE campaign (
     id              INTEGER PRIMARY KEY,
     account_id      INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
@@ -174,13 +176,17 @@ CREATE TABLE campaign (
     status          TEXT NOT NULL,                  -- Draft | Scheduled | Running | Sent
     date            INTEGER NOT NULL,
     doc             BLOB NOT NULL,                  -- the remaining elements, encoded
-    updated         INTEGER NOT NULL
+    updated         INTEGER NOT NULL,
+    last_edit_date  INTEGER,
+    last_run_date   INTEGER,
+    next_run_date   INTEGER                         -- the schedule, while Scheduled
 );
 CREATE INDEX campaign_account ON campaign(account_id, status, id);
+CREATE INDEX campaign_feed ON campaign(account_id, id);
 
 CREATE TABLE campaign_list (
     campaign_id     INTEGER NOT NULL REFERENCES campaign(id) ON DELETE CASCADE,
-    list_id         INTEGER NOT NULL,
+    list_id         INTEGER NOT NULL REFERENCES list(id) ON DELETE CASCADE,
     PRIMARY KEY (campaign_id, list_id)
 ) WITHOUT ROWID;
 
@@ -196,14 +202,17 @@ CREATE TABLE event (
     account_id      INTEGER NOT NULL,
     campaign_id     INTEGER NOT NULL,
     contact_id      INTEGER NOT NULL,
-    kind            TEXT NOT NULL,                  -- sends|opens|clicks|bounces|forwards|optouts
+    kind            TEXT NOT NULL,  -- sends|opens|clicks|bounces|forwards|optouts|spam (no feed)
     time            INTEGER NOT NULL,
     url_id          INTEGER,
     code            TEXT,
     detail          TEXT
 );
-CREATE INDEX event_campaign ON event(campaign_id, kind, id);
-CREATE INDEX event_contact ON event(contact_id, kind, id);
+-- Event feeds are newest first within the 90-day window: keyset (time, id) on these.
+-- Campaign counters are count(*) ... GROUP BY kind on event_campaign.
+CREATE INDEX event_campaign ON event(campaign_id, kind, time, id);
+CREATE INDEX event_contact ON event(contact_id, kind, time, id);
+CREATE INDEX event_url ON event(url_id, time, id) WHERE url_id IS NOT NULL;
 """
 
 #: One script per schema version; index i upgrades version i to i + 1.

@@ -1,10 +1,11 @@
 """Atom/AtomPub for the CTCT v1 API: hardened parsing, fast builders, tolerant parsers.
 
-Three parts, shared by the server and the client (spec §1.3, §3–7, §11):
+Three parts, shared by the server and the client (spec §1.3, §3–11):
 
 * :func:`parse_xml` turns untrusted bytes into an element tree, or raises
   :class:`~bulkops.errors.XmlError`.
-* Builders (:func:`feed_head`, :func:`list_entry`, :func:`contact_entry`, …) render records
+* Builders (:func:`feed_head`, :func:`list_entry`, :func:`contact_entry`,
+  :func:`campaign_entry`, :func:`event_entry`, …) render records
   as ``str`` fragments with f-strings, so the server can stream a feed entry by entry.
 * Parsers (:func:`parse_feed`, :func:`parse_contact_entry`, the ``*_from_entry`` element
   functions, …) turn documents and ``<entry>`` elements back into the records of
@@ -35,32 +36,45 @@ Invariants:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Literal
-from urllib.parse import urljoin
+from urllib.parse import unquote, urljoin, urlsplit
 
 from lxml import etree
 
 from bulkops.errors import XmlError
 from bulkops.wire.columns import CONTACT_FIELDS
 from bulkops.wire.model import (
+    CAMPAIGN_FIELDS,
+    CAMPAIGN_READ_ONLY_FIELDS,
+    EVENT_ELEMENTS,
+    AccountEmail,
     Activity,
     ActivityError,
     Base,
+    Campaign,
+    CampaignCounts,
+    CampaignInput,
+    CampaignUrl,
     Collection,
     Contact,
     ContactInput,
     ContactList,
     ContactListMember,
     ContactListRef,
+    EmailRef,
+    EmailRefInput,
+    Event,
+    EventSummary,
     Feed,
     FeedEntry,
     FeedMeta,
     GenericEntry,
     Link,
     ListInput,
+    Schedule,
     ServiceDocument,
 )
 from bulkops.wire.uris import SYSTEM_LISTS, list_id_from_uri, resource_id_from_uri
@@ -74,9 +88,15 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
     "XML_DECLARATION",
+    "AccountEmail",
     "Activity",
     "ActivityError",
     "Base",
+    "Campaign",
+    "CampaignCounts",
+    "CampaignInput",
+    "CampaignUrl",
+    "CampaignView",
     "Collection",
     "Contact",
     "ContactInput",
@@ -84,18 +104,32 @@ __all__ = [
     "ContactListMember",
     "ContactListRef",
     "ContactView",
+    "EmailRef",
+    "EmailRefInput",
+    "Event",
+    "EventSummary",
     "Feed",
     "FeedEntry",
     "FeedMeta",
     "GenericEntry",
     "Link",
     "ListInput",
+    "Schedule",
     "ServiceDocument",
     "activity_entry",
     "activity_from_entry",
+    "campaign_entry",
+    "campaign_from_entry",
     "contact_entry",
     "contact_from_entry",
     "document",
+    "email_address_entry",
+    "email_address_from_entry",
+    "event_entry",
+    "event_from_entry",
+    "event_summary_entry",
+    "event_summary_from_entry",
+    "events_service_document",
     "feed_head",
     "feed_tail",
     "format_time",
@@ -107,15 +141,20 @@ __all__ = [
     "local_name",
     "member_entry",
     "member_from_entry",
+    "parse_campaign",
+    "parse_campaign_entry",
     "parse_contact_entry",
     "parse_entry",
     "parse_feed",
     "parse_list_entry",
+    "parse_schedule_entry",
     "parse_service_document",
     "parse_time",
     "parse_xml",
     "record_from_entry",
     "resolve_href",
+    "schedule_entry",
+    "schedule_from_entry",
     "service_document",
     "strip_illegal_xml_chars",
 ]
@@ -405,25 +444,27 @@ def service_document(base: Base) -> bytes:
     )
 
 
-def feed_head(base: Base, meta: FeedMeta) -> str:
+def feed_head(base: Base, meta: FeedMeta, *, current_first: bool = False) -> str:
     """The start of a feed, up to its first entry (spec §3.2).
 
     Link order as in ``contacts-feed.xml``: unlabeled and ``self`` (both the absolute feed
-    id), author, updated, then ``next`` (only when ``meta.next_href``), ``first``, ``current``.
+    id), author, updated, then ``next`` (only when ``meta.next_href``), ``first``, ``current``;
+    with ``current_first``, ``current`` before ``first`` (``campaigns-feed.xml``).
     Close it with :func:`feed_tail`.
     """
     feed_id = _attr(base.id(meta.id_path))
     next_link = (
         "" if meta.next_href is None else f'<link href="{_attr(meta.next_href)}" rel="next" />'
     )
+    first = f'<link href="{_attr(meta.first_href)}" rel="first" />'
+    current = f'<link href="{_attr(meta.current_href)}" rel="current" />'
     return (
         f'<feed xmlns="{ATOM_NS}"><id>{feed_id}</id>'
         f'<title type="text">{_text(meta.title)}</title>'
         f'<link href="{feed_id}" /><link href="{feed_id}" rel="self" />'
         f"<author><name>{_text(meta.author)}</name></author>"
         f"<updated>{format_time(meta.updated)}</updated>{next_link}"
-        f'<link href="{_attr(meta.first_href)}" rel="first" />'
-        f'<link href="{_attr(meta.current_href)}" rel="current" />'
+        + (current + first if current_first else first + current)
     )
 
 
@@ -1026,7 +1067,10 @@ def generic_from_entry(el: etree._Element) -> GenericEntry:
 def record_from_entry(el: etree._Element, *, list_id: str | None = None) -> FeedEntry:
     """The record of any ``<entry>`` element, chosen by its payload's local name:
     ``ContactList``, ``Contact``, ``ContactListMember`` (``list_id`` as in
-    :func:`member_from_entry`), ``Activity``, else a :class:`GenericEntry`.
+    :func:`member_from_entry`), ``Activity``, ``Campaign``, ``Schedule``, ``Email``
+    (:class:`AccountEmail`), the event elements (``SentEvent`` … ``OptoutEvent``/
+    ``OptOutEvent``: :class:`Event`), ``ReportsSummary`` (:class:`EventSummary`), else a
+    :class:`GenericEntry`.
 
     Raises:
         XmlError: as the chosen parser does.
@@ -1041,6 +1085,16 @@ def record_from_entry(el: etree._Element, *, list_id: str | None = None) -> Feed
         return _member_record(entry, list_id)
     if kind == "Activity":
         return _activity_record(entry)
+    if kind == "Campaign":
+        return _campaign_record(entry)
+    if kind in _EVENT_KIND_OF:
+        return _event_record(entry)
+    if kind == "ReportsSummary":
+        return _summary_record(entry)
+    if kind == "Email":
+        return _email_record(entry)
+    if kind == "Schedule":
+        return _schedule_record(entry)
     return _generic_record(entry)
 
 
@@ -1200,3 +1254,597 @@ def parse_contact_entry(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> C
             seen_opt_in = True
             opt_in_source = _string(child).strip(_XML_WS) or None
     return ContactInput(fields=fields, list_uris=list_uris, opt_in_source=opt_in_source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Campaigns, schedules, account e-mail addresses and events (spec §8–10)
+# ---------------------------------------------------------------------------------------------
+
+#: The two campaign renderings: collection (``Name, Status, Date``) and single resource.
+CampaignView = Literal["summary", "full"]
+
+# (element, CampaignCounts attribute) in the order the full view writes the counters.
+_COUNTERS = (
+    ("Sent", "sent"),
+    ("Opens", "opens"),
+    ("Clicks", "clicks"),
+    ("Bounces", "bounces"),
+    ("Forwards", "forwards"),
+    ("OptOuts", "opt_outs"),
+    ("SpamReports", "spam_reports"),
+)
+_COUNTER_ATTRS = dict(_COUNTERS)
+_CAMPAIGN_FIELD_TAGS = tuple((name, f"<{name}>", f"</{name}>") for name in CAMPAIGN_FIELDS)
+_CAMPAIGN_FIELD_NAMES = frozenset(CAMPAIGN_FIELDS)
+_CAMPAIGN_WRITABLE = _CAMPAIGN_FIELD_NAMES - CAMPAIGN_READ_ONLY_FIELDS
+_ATOM_SELF = f'<link xmlns="{ATOM_NS}" href="{{href}}" rel="self" />'
+
+# Words of titles: "Email Open Event for Customer: …", "Open Events for Customer: …".
+_EVENT_LABELS = {
+    "sends": "Send",
+    "opens": "Open",
+    "clicks": "Click",
+    "bounces": "Bounce",
+    "forwards": "Forward",
+    "optouts": "Opt-out",
+}
+# Payload element -> collection; both spellings of the opt-out element (spec §10.1, fact 9).
+_EVENT_KIND_OF = {element: kind for kind, element in EVENT_ELEMENTS.items()} | {
+    "OptOutEvent": "optouts"
+}
+
+
+def _self_ref(base: Base, element: str, suffix: str, inner: str = "") -> str:
+    """``<{element} id="{abs}"><link … rel="self" />{inner}</{element}>`` (a nested reference)."""
+    return (
+        f'<{element} id="{_attr(base.id(suffix))}">'
+        f"{_ATOM_SELF.format(href=_attr(base.href(suffix)))}{inner}</{element}>"
+    )
+
+
+def _email_ref(base: Base, element: str, ref: EmailRef | None) -> str:
+    if ref is None:
+        return ""
+    email = _self_ref(base, "Email", f"settings/emailaddresses/{ref.id}")
+    return f"<{element}>{email}<EmailAddress>{_text(ref.email)}</EmailAddress></{element}>"
+
+
+def campaign_entry(
+    base: Base,
+    campaign: Campaign,
+    *,
+    view: CampaignView = "full",
+    source: FeedMeta | None = None,
+) -> str:
+    """A ``Campaign`` entry (``campaigns-feed.xml``, ``campaign-entry.xml``; spec §8).
+
+    * ``"summary"`` (``GET /campaigns``): ``Name, Status, Date``.
+    * ``"full"`` (``GET /campaigns/{id}``): then ``LastEditDate, LastRunDate, NextRunDate``
+      (each omitted while None), the counters ``Sent … SpamReports`` (when ``counts`` is set),
+      every element of :data:`CAMPAIGN_FIELDS` in order (missing ones as ``<X></X>``),
+      ``Urls`` (each ``Url`` with its click-collection id, ``Value`` and ``Clicks``),
+      ``ContactLists``, ``FromEmail``, ``ReplyToEmail`` (omitted while None).
+
+    The edit link and ``<id>`` name the campaign itself (the fixture's collection URI is a
+    docs typo). Text is escaped, so HTML in ``EmailContent`` travels as text.
+
+    Raises:
+        ValueError: an unknown ``view``.
+    """
+    suffix = f"campaigns/{campaign.id}"
+    uri = _attr(base.id(suffix))
+    name = _text(campaign.name)
+    parts = [
+        f'{_ENTRY_OPEN}<link href="{_attr(base.href(suffix))}" rel="edit" />'
+        f'<id>{uri}</id><title type="text">{name}</title>'
+        f"<updated>{format_time(campaign.updated)}</updated>{_AUTHOR_CC}{_CONTENT_OPEN}"
+        f'<Campaign xmlns="{CTCT_NS}" id="{uri}"><Name>{name}</Name>'
+        f"<Status>{_text(campaign.status)}</Status><Date>{format_time(campaign.date)}</Date>"
+    ]
+    if view == "full":
+        parts.append(_optional_time("LastEditDate", campaign.last_edit_date))
+        parts.append(_optional_time("LastRunDate", campaign.last_run_date))
+        parts.append(_optional_time("NextRunDate", campaign.next_run_date))
+        counts = campaign.counts
+        if counts is not None:
+            parts.extend(
+                f"<{element}>{getattr(counts, attr)}</{element}>" for element, attr in _COUNTERS
+            )
+        fields = campaign.fields
+        parts.extend(
+            f"{open_}{_text(fields.get(name, ''))}{close}"
+            for name, open_, close in _CAMPAIGN_FIELD_TAGS
+        )
+        parts.append("<Urls>")
+        parts.extend(
+            f'<Url id="{_attr(base.id(f"{suffix}/events/urls/{url.id}"))}">'
+            f"<Value>{_text(url.url)}</Value><Clicks>{url.clicks}</Clicks></Url>"
+            for url in campaign.urls
+        )
+        parts.append("</Urls><ContactLists>")
+        parts.extend(
+            _self_ref(base, "ContactList", f"lists/{list_id}") for list_id in campaign.list_ids
+        )
+        parts.append("</ContactLists>")
+        parts.append(_email_ref(base, "FromEmail", campaign.from_email))
+        parts.append(_email_ref(base, "ReplyToEmail", campaign.reply_to_email))
+    elif view != "summary":
+        raise ValueError(f"unknown campaign view {view!r}")
+    parts.append(f"</Campaign></content>{_source(base, source)}</entry>")
+    return "".join(parts)
+
+
+def schedule_entry(base: Base, schedule: Schedule) -> str:
+    """A ``Schedule`` entry (``campaigns/{id}/schedules/1``, spec §8.3): edit link, id, empty
+    title, updated, author, and the payload with its ``ScheduledTime``."""
+    suffix = f"campaigns/{schedule.campaign_id}/schedules/{schedule.id}"
+    uri = _attr(base.id(suffix))
+    return (
+        f'{_ENTRY_OPEN}<link href="{_attr(base.href(suffix))}" rel="edit" />'
+        f'<id>{uri}</id><title type="text"></title>'
+        f"<updated>{format_time(schedule.updated)}</updated>{_AUTHOR_CC}{_CONTENT_OPEN}"
+        f'<Schedule xmlns="{CTCT_NS}" id="{uri}">'
+        f"<ScheduledTime>{format_time(schedule.time)}</ScheduledTime></Schedule></content></entry>"
+    )
+
+
+def email_address_entry(base: Base, email: AccountEmail, *, source: FeedMeta | None = None) -> str:
+    """An ``Email`` entry of ``settings/emailaddresses`` (``settings-emailaddresses.xml``,
+    ``settings-emailaddress-entry.xml``; spec §9).
+
+    The title is the address; ``VerifiedTime`` is omitted while None (a ``Pending`` address).
+    """
+    suffix = f"settings/emailaddresses/{email.id}"
+    uri = _attr(base.id(suffix))
+    address = _text(email.email)
+    return (
+        f'{_ENTRY_OPEN}<link href="{_attr(base.href(suffix))}" rel="edit" />'
+        f'<id>{uri}</id><title type="text">{address}</title>'
+        f"<updated>{format_time(email.updated)}</updated>{_AUTHOR_CC}{_CONTENT_OPEN}"
+        f'<Email xmlns="{CTCT_NS}" id="{uri}"><EmailAddress>{address}</EmailAddress>'
+        f"<Status>{_text(email.status)}</Status>"
+        f"{_optional_time('VerifiedTime', email.verified_time)}</Email></content>"
+        f"{_source(base, source)}</entry>"
+    )
+
+
+def event_entry(base: Base, event: Event, *, collection: str) -> str:
+    """An event entry (``contact-events-sends.xml``, ``campaign-events-bounces-page1.xml``;
+    spec §10).
+
+    No edit link; the entry id and the payload id are ``{collection}/{event.id}``; the title is
+    "Email {Kind} Event for Customer: {user}, Campaign: {campaign URI}". The payload is the
+    element of :data:`EVENT_ELEMENTS` (``OptoutEvent`` for opt-outs) with ``Contact``
+    (``EmailAddress`` and a self link), ``Campaign`` (a self link, then ``Name`` when known),
+    ``EventTime``, then ``LinkUrl`` for a click and ``Code, Description, BounceMessage`` for a
+    bounce (each omitted while None).
+
+    Args:
+        collection: the collection the entry is listed in, below the account
+            (``"campaigns/1100000000001/events/opens"``, ``"contacts/7/events/sends"``).
+
+    Raises:
+        KeyError: an unknown ``event.kind``.
+    """
+    element = EVENT_ELEMENTS[event.kind]
+    uri = _attr(base.id(f"{collection}/{event.id}"))
+    contact = _attr(base.id(f"contacts/{event.contact_id}"))
+    campaign = _attr(base.id(f"campaigns/{event.campaign_id}"))
+    when = format_time(event.time)
+    extra = ""
+    if event.kind == "clicks":
+        extra = _optional_text("LinkUrl", event.link_url)
+    elif event.kind == "bounces":
+        extra = (
+            _optional_text("Code", event.code)
+            + _optional_text("Description", event.description)
+            + _optional_text("BounceMessage", event.bounce_message)
+        )
+    return (
+        f'{_ENTRY_OPEN}<id>{uri}</id><title type="text">Email {_EVENT_LABELS[event.kind]} Event '
+        f"for Customer: {_text(base.username)}, Campaign: {campaign}</title>"
+        f"<updated>{when}</updated>{_AUTHOR_CC}{_CONTENT_OPEN}"
+        f'<{element} xmlns="{CTCT_NS}" id="{uri}"><Contact id="{contact}">'
+        f"<EmailAddress>{_text(event.email)}</EmailAddress>"
+        f'{_ATOM_SELF.format(href=contact)}</Contact><Campaign id="{campaign}">'
+        f"{_ATOM_SELF.format(href=campaign)}{_optional_text('Name', event.campaign_name)}"
+        f"</Campaign><EventTime>{when}</EventTime>{extra}</{element}></content></entry>"
+    )
+
+
+def event_summary_entry(base: Base, summary: EventSummary) -> str:
+    """A ``ReportsSummary`` entry of ``contacts/{id}/events/summary`` (``contact-events-
+    summary.xml``; spec §10.1): the contact, the campaign with its name, ``Opens, Clicks,
+    Forwards``.
+
+    The entry and payload ids are the edit link's resource
+    (``contacts/{contact}/events/summary/{campaign}``), unique per contact and campaign; the
+    fixture's id without the contact is not copied.
+    """
+    suffix = f"contacts/{summary.contact_id}/events/summary/{summary.campaign_id}"
+    uri = _attr(base.id(suffix))
+    contact = f"contacts/{summary.contact_id}"
+    campaign = f"campaigns/{summary.campaign_id}"
+    return (
+        f'{_ENTRY_OPEN}<link href="{_attr(base.href(suffix))}" rel="edit" />'
+        f'<id>{uri}</id><title type="text">Events Summary for Customer: '
+        f"{_text(base.username)}, Contact id: {_text(base.id(contact))}</title>"
+        f"<updated>{format_time(summary.updated)}</updated>{_AUTHOR_CC}{_CONTENT_OPEN}"
+        f'<ReportsSummary xmlns="{CTCT_NS}" id="{uri}">'
+        + f'<Contact id="{_attr(base.id(contact))}">'
+        f"<EmailAddress>{_text(summary.email)}</EmailAddress>"
+        f"{_ATOM_SELF.format(href=_attr(base.href(contact)))}</Contact>"
+        + _self_ref(base, "Campaign", campaign, f"<Name>{_text(summary.campaign_name)}</Name>")
+        + f"<Opens>{summary.opens}</Opens><Clicks>{summary.clicks}</Clicks>"
+        f"<Forwards>{summary.forwards}</Forwards></ReportsSummary></content></entry>"
+    )
+
+
+def events_service_document(
+    base: Base, *, owner: Literal["campaigns", "contacts"], owner_id: str, kinds: Sequence[str]
+) -> bytes:
+    """The service document of ``{owner}/{owner_id}/events/`` (spec §10,
+    ``campaign-events-service-document.xml``): the event workspace with one collection per
+    kind, in the order given; ``"summary"`` is allowed among ``kinds``.
+
+    Titles read "Open Events for Customer: {user}, Campaign id: {id}" (the fixture's doubled
+    colon, "Campaign id: : {id}", is not copied).
+    """
+    label = "Campaign id" if owner == "campaigns" else "Contact id"
+    user = _text(base.username)
+    collections = []
+    for kind in kinds:
+        title = "Events Summary" if kind == "summary" else f"{_EVENT_LABELS[kind]} Events"
+        href = _attr(base.href(f"{owner}/{owner_id}/events/{kind}"))
+        collections.append(
+            f'<collection href="{href}"><atom:title type="text">{title} for Customer: {user}, '
+            f"{label}: {_text(owner_id)}</atom:title>"
+            f"<accept>{ATOM_MEDIA_TYPE}; type=entry</accept></collection>"
+        )
+    return document(
+        f'<service xmlns="{APP_NS}" xmlns:atom="{ATOM_NS}"><workspace>'
+        '<atom:title type="text">Constant Contact Web Services Event Workspace</atom:title>'
+        + "".join(collections)
+        + "</workspace></service>"
+    )
+
+
+# -- parsers ---------------------------------------------------------------------------------
+
+
+def _ref_uri(el: etree._Element) -> str:
+    """The URI a nested reference names: its ``id``, else its self link (whitespace removed)."""
+    return _squeeze(el.get("id") or "") or _squeeze(links_of(el).get("self", ""))
+
+
+def _id_or_uri(uri: str, collection: str) -> str:
+    return resource_id_from_uri(uri, collection) or uri
+
+
+def _email_ref_of(el: etree._Element) -> EmailRef:
+    ref = _child(el, "Email")
+    address = _child(el, "EmailAddress")
+    uri = "" if ref is None else _ref_uri(ref)
+    return EmailRef(
+        id=_id_or_uri(uri, "emailaddresses"),
+        email="" if address is None else _string(address).strip(_XML_WS),
+    )
+
+
+def _campaign_url(el: etree._Element) -> CampaignUrl:
+    values = {name.lower(): child for name, child in _children(el)}
+    value, clicks = values.get("value"), values.get("clicks")
+    return CampaignUrl(
+        id=_id_or_uri(_squeeze(el.get("id") or ""), "urls"),
+        url="" if value is None else _string(value).strip(_XML_WS),
+        clicks=0 if clicks is None else (_optional_int(clicks, "Clicks") or 0),
+    )
+
+
+def _campaign_record(entry: _Entry) -> Campaign:
+    payload = entry.required_payload("Campaign")
+    scalars: dict[str, etree._Element] = {}
+    fields: dict[str, str] = {}
+    urls: list[CampaignUrl] = []
+    list_ids: list[str] = []
+    for local, child in _children(payload):
+        if local in _CAMPAIGN_FIELD_NAMES:
+            if local not in fields:
+                value = _string(child)
+                if value:
+                    fields[local] = value
+        elif local in ("Urls", "URLS"):
+            if "Urls" not in scalars:
+                scalars["Urls"] = child
+                urls.extend(_campaign_url(sub) for name, sub in _children(child) if name == "Url")
+        elif local == "ContactLists":
+            if local not in scalars:
+                scalars[local] = child
+                list_ids.extend(
+                    list_id_from_uri(uri) or uri
+                    for uri in (_list_uri(sub) for name, sub in _children(child))
+                )
+        else:
+            scalars.setdefault(local, child)
+
+    def when(name: str) -> datetime | None:
+        found = scalars.get(name)
+        return None if found is None else _optional_time_of(found, name)
+
+    counts: CampaignCounts | None = None
+    if any(element in scalars for element in _COUNTER_ATTRS):
+        values = {}
+        for element, attr in _COUNTERS:
+            found = scalars.get(element)
+            values[attr] = 0 if found is None else (_optional_int(found, element) or 0)
+        counts = CampaignCounts(**values)
+    name_el, status_el = scalars.get("Name"), scalars.get("Status")
+    updated = entry.required_updated()
+    from_el, reply_el = scalars.get("FromEmail"), scalars.get("ReplyToEmail")
+    return Campaign(
+        id=entry.resource_id(payload, "campaigns"),
+        name=entry.title if name_el is None else _string(name_el),
+        status="" if status_el is None else _string(status_el).strip(_XML_WS),
+        date=when("Date") or updated,
+        updated=updated,
+        last_edit_date=when("LastEditDate"),
+        last_run_date=when("LastRunDate"),
+        next_run_date=when("NextRunDate"),
+        counts=counts,
+        fields=fields,
+        urls=tuple(urls),
+        list_ids=tuple(list_ids),
+        from_email=None if from_el is None else _email_ref_of(from_el),
+        reply_to_email=None if reply_el is None else _email_ref_of(reply_el),
+    )
+
+
+def campaign_from_entry(el: etree._Element) -> Campaign:
+    """The :class:`Campaign` of a campaign ``<entry>`` element, in whichever view it was sent.
+
+    The id comes from the entry id, else the payload id (``campaign-entry.xml``'s entry id
+    names the collection), else the edit link. ``Urls`` and ``URLS``, ``Value`` and ``value``
+    are all read; counters that are absent read as 0 when any counter is present, and
+    ``counts`` is None when none is. ``Date`` defaults to ``updated``; text fields are kept as
+    written and empty ones are left out.
+
+    Raises:
+        XmlError: not an entry, no ``Campaign`` payload, no campaign id, no ``updated``, or a
+            bad value.
+    """
+    return _campaign_record(_Entry(el))
+
+
+def parse_campaign(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Campaign:
+    """Parse a single campaign document (``GET /campaigns/{id}``, a 201 body).
+
+    Raises:
+        XmlError: hostile or malformed XML, or a bad campaign entry.
+    """
+    return campaign_from_entry(parse_xml(data, max_bytes=max_bytes))
+
+
+def _email_ref_input(el: etree._Element) -> EmailRefInput:
+    ref = _child(el, "Email")
+    address = _child(el, "EmailAddress")
+    uri = None if ref is None else (_ref_uri(ref) or None)
+    email = None if address is None else (_string(address).strip(_XML_WS) or None)
+    return EmailRefInput(uri=uri, email=email)
+
+
+def parse_campaign_entry(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CampaignInput:
+    """Parse the body of ``POST /campaigns`` or ``PUT /campaigns/{id}``.
+
+    The whole entry a GET returned parses too: ``<source>``, links, ``Status``, dates,
+    counters, ``Urls`` and the server-set elements (:data:`CAMPAIGN_READ_ONLY_FIELDS`) are
+    ignored. See :class:`CampaignInput`.
+
+    Raises:
+        XmlError: hostile or malformed XML, no entry with a ``Campaign``, or a
+            ``ContactList`` without an id.
+    """
+    payload = _request_payload(data, "Campaign", max_bytes)
+    name: str | None = None
+    seen: set[str] = set()
+    fields: dict[str, str] = {}
+    list_uris: tuple[str, ...] | None = None
+    from_email: EmailRefInput | None = None
+    reply_to_email: EmailRefInput | None = None
+    for local, child in _children(payload):
+        if local in seen:
+            continue
+        seen.add(local)
+        if local == "Name":
+            name = _string(child).strip(_XML_WS) or None
+        elif local in _CAMPAIGN_WRITABLE:
+            value = _string(child)
+            if value.strip(_XML_WS):
+                fields[local] = value
+        elif local == "ContactLists":
+            list_uris = tuple(
+                _list_uri(sub) for kind, sub in _children(child) if kind == "ContactList"
+            )
+        elif local == "FromEmail":
+            from_email = _email_ref_input(child)
+        elif local == "ReplyToEmail":
+            reply_to_email = _email_ref_input(child)
+    return CampaignInput(
+        name=name,
+        fields=fields,
+        list_uris=list_uris,
+        from_email=from_email,
+        reply_to_email=reply_to_email,
+    )
+
+
+def parse_schedule_entry(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> datetime:
+    """The ``ScheduledTime`` of a ``POST /campaigns/{id}/schedules`` body.
+
+    Raises:
+        XmlError: hostile or malformed XML, no entry with a ``Schedule``, or no valid
+            ``ScheduledTime``.
+    """
+    payload = _request_payload(data, "Schedule", max_bytes)
+    found = _child(payload, "ScheduledTime")
+    moment = None if found is None else _optional_time_of(found, "ScheduledTime")
+    if moment is None:
+        raise XmlError("the Schedule has no ScheduledTime")
+    return moment
+
+
+_SCHEDULE_RE = re.compile(r"/campaigns/([^/?#]+)/schedules/([^/?#]+)/?$")
+
+
+def schedule_from_entry(el: etree._Element) -> Schedule:
+    """The :class:`Schedule` of a schedule ``<entry>`` element.
+
+    Raises:
+        XmlError: not an entry, no ``Schedule`` payload, no ``…/campaigns/{id}/schedules/{n}``
+            id, or no ``ScheduledTime``/``updated``.
+    """
+    return _schedule_record(_Entry(el))
+
+
+def _schedule_record(entry: _Entry) -> Schedule:
+    payload = entry.required_payload("Schedule")
+    for uri in (payload.get("id"), entry.id, entry.links.get("edit")):
+        match = _SCHEDULE_RE.search(urlsplit(_squeeze(uri or "")).path)
+        if match is not None:
+            break
+    else:
+        raise XmlError("schedule entry has no …/campaigns/{id}/schedules/{n} id")
+    found = _child(payload, "ScheduledTime")
+    moment = None if found is None else _optional_time_of(found, "ScheduledTime")
+    if moment is None:
+        raise XmlError("schedule entry has no <ScheduledTime>")
+    return Schedule(
+        campaign_id=match.group(1), id=match.group(2), time=moment, updated=entry.required_updated()
+    )
+
+
+def email_address_from_entry(el: etree._Element) -> AccountEmail:
+    """The :class:`AccountEmail` of a ``settings/emailaddresses`` ``<entry>`` element.
+
+    ``EmailAddress`` defaults to the entry title.
+
+    Raises:
+        XmlError: not an entry, no ``Email`` payload, no address id, no ``updated``, or a
+            bad ``VerifiedTime``.
+    """
+    return _email_record(_Entry(el))
+
+
+def _email_record(entry: _Entry) -> AccountEmail:
+    payload = entry.required_payload("Email")
+    values = _first_children(payload)
+    address, status, verified = (
+        values.get(key) for key in ("EmailAddress", "Status", "VerifiedTime")
+    )
+    return AccountEmail(
+        id=entry.resource_id(payload, "emailaddresses"),
+        email=entry.title.strip(_XML_WS) if address is None else _string(address).strip(_XML_WS),
+        status="" if status is None else _string(status).strip(_XML_WS),
+        updated=entry.required_updated(),
+        verified_time=None if verified is None else _optional_time_of(verified, "VerifiedTime"),
+    )
+
+
+def _last_segment(uri: str) -> str:
+    return unquote(urlsplit(_squeeze(uri)).path.rstrip("/").rpartition("/")[2])
+
+
+def _nested(el: etree._Element, name: str, collection: str) -> tuple[str, etree._Element | None]:
+    """The id of the nested ``Contact``/``Campaign`` reference, and the element."""
+    found = _child(el, name)
+    if found is None:
+        return "", None
+    uri = _ref_uri(found)
+    return _id_or_uri(uri, collection) if uri else "", found
+
+
+def event_from_entry(el: etree._Element) -> Event:
+    """The :class:`Event` of an event ``<entry>`` element (any of the six collections).
+
+    The kind comes from the payload element (``OptoutEvent`` and ``OptOutEvent`` both read as
+    ``"optouts"``); the event id is the last segment of the payload id, else of the entry id.
+    ``EventTime`` defaults to ``updated``. Bounces read ``Code``/``BounceCode`` and
+    ``Description``/``BounceDescription``.
+
+    Raises:
+        XmlError: not an entry, no event payload, no event id, no time, or a bad value.
+    """
+    return _event_record(_Entry(el))
+
+
+def _event_record(entry: _Entry) -> Event:
+    payload = entry.payload
+    kind = None if payload is None else _EVENT_KIND_OF.get(local_name(payload))
+    if payload is None or kind is None:
+        raise XmlError("entry has no event payload")
+    event_id = _last_segment(payload.get("id") or "") or _last_segment(entry.id or "")
+    if not event_id:
+        raise XmlError("event entry has no id")
+    contact_id, contact = _nested(payload, "Contact", "contacts")
+    campaign_id, campaign = _nested(payload, "Campaign", "campaigns")
+    values = _first_children(payload)
+
+    def text(*names: str) -> str | None:
+        for name in names:
+            found = values.get(name)
+            if found is not None:
+                return _string(found).strip(_XML_WS)
+        return None
+
+    email = None if contact is None else _child(contact, "EmailAddress")
+    name = None if campaign is None else _child(campaign, "Name")
+    time_el = values.get("EventTime")
+    moment = None if time_el is None else _optional_time_of(time_el, "EventTime")
+    moment = moment or entry.updated
+    if moment is None:
+        raise XmlError("event entry has no <EventTime>")
+    return Event(
+        id=event_id,
+        kind=kind,
+        contact_id=contact_id,
+        email="" if email is None else _string(email).strip(_XML_WS),
+        campaign_id=campaign_id,
+        time=moment,
+        campaign_name=None if name is None else _string(name),
+        link_url=text("LinkUrl"),
+        code=text("Code", "BounceCode"),
+        description=text("Description", "BounceDescription"),
+        bounce_message=text("BounceMessage"),
+    )
+
+
+def event_summary_from_entry(el: etree._Element) -> EventSummary:
+    """The :class:`EventSummary` of a ``ReportsSummary`` ``<entry>`` element.
+
+    Raises:
+        XmlError: not an entry, no ``ReportsSummary`` payload, no ``updated``, or a bad count.
+    """
+    return _summary_record(_Entry(el))
+
+
+def _summary_record(entry: _Entry) -> EventSummary:
+    payload = entry.required_payload("ReportsSummary")
+    contact_id, contact = _nested(payload, "Contact", "contacts")
+    campaign_id, campaign = _nested(payload, "Campaign", "campaigns")
+    email = None if contact is None else _child(contact, "EmailAddress")
+    name = None if campaign is None else _child(campaign, "Name")
+    values = _first_children(payload)
+
+    def count(element: str) -> int:
+        found = values.get(element)
+        return 0 if found is None else (_optional_int(found, element) or 0)
+
+    return EventSummary(
+        contact_id=contact_id,
+        email="" if email is None else _string(email).strip(_XML_WS),
+        campaign_id=campaign_id,
+        campaign_name="" if name is None else _string(name),
+        updated=entry.required_updated(),
+        opens=count("Opens"),
+        clicks=count("Clicks"),
+        forwards=count("Forwards"),
+    )

@@ -388,7 +388,7 @@ def known_column_names() -> tuple[str, ...]:
 # end with a letter or digit, ending in an alphabetic TLD of 2 to 63 characters. Letters
 # include non-ASCII ones (internationalised addresses).
 _EMAIL_RE = re.compile(
-    r"[^@\s\"(),:;<>\[\\\]]+"
+    r"[^@\s\"(),:;<>\[\\\]\x00-\x1f\x7f]+"
     r"@(?:[^\W_](?:[^\W_]|-){0,61}\.)*"
     r"(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.)"
     r"[^\W\d_]{2,63}"

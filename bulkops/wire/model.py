@@ -1,4 +1,5 @@
-"""The records the Atom layer renders and parses: lists, contacts, members, activities, feeds.
+"""The records the Atom layer renders and parses: lists, contacts, members, activities, feeds,
+campaigns, account e-mail addresses and tracking events.
 
 One set of records for both halves: the server renders them with the builders of
 :mod:`bulkops.wire.atom` and the client gets them back from its parsers, so a record that
@@ -26,21 +27,37 @@ import msgspec
 from bulkops.wire.uris import account_path
 
 __all__ = [
+    "BOUNCE_CODES",
+    "CAMPAIGN_FIELDS",
+    "CAMPAIGN_READ_ONLY_FIELDS",
+    "CAMPAIGN_STATUSES",
+    "EVENT_ELEMENTS",
+    "EVENT_KINDS",
+    "AccountEmail",
     "Activity",
     "ActivityError",
     "Base",
+    "Campaign",
+    "CampaignCounts",
+    "CampaignInput",
+    "CampaignUrl",
     "Collection",
     "Contact",
     "ContactInput",
     "ContactList",
     "ContactListMember",
     "ContactListRef",
+    "EmailRef",
+    "EmailRefInput",
+    "Event",
+    "EventSummary",
     "Feed",
     "FeedEntry",
     "FeedMeta",
     "GenericEntry",
     "Link",
     "ListInput",
+    "Schedule",
     "ServiceDocument",
 ]
 
@@ -206,7 +223,7 @@ class Activity(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class GenericEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """An entry whose payload has no record of its own (campaigns, events, settings).
+    """An entry whose payload has no record of its own (image library, EventSpot, …).
 
     Attributes:
         id: the entry's ``<id>`` text.
@@ -225,10 +242,6 @@ class GenericEntry(msgspec.Struct, frozen=True, kw_only=True):
     payload_id: str | None = None
     values: dict[str, str] = msgspec.field(default_factory=dict)
     links: tuple[Link, ...] = ()
-
-
-#: Anything :func:`bulkops.wire.atom.record_from_entry` returns.
-FeedEntry = ContactList | Contact | ContactListMember | Activity | GenericEntry
 
 
 class Feed(msgspec.Struct, frozen=True, kw_only=True):
@@ -290,3 +303,240 @@ class ContactInput(msgspec.Struct, frozen=True, kw_only=True):
     fields: dict[str, str] = msgspec.field(default_factory=dict)
     list_uris: tuple[str, ...] | None = None
     opt_in_source: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Campaigns, account e-mail addresses and tracking events (spec §8–10)
+# ---------------------------------------------------------------------------------------------
+
+#: Campaign status values as the wire writes them (spec §8.1); filters are case-insensitive.
+CAMPAIGN_STATUSES: tuple[str, ...] = ("Draft", "Scheduled", "Running", "Sent")
+
+#: The text elements of a full ``Campaign``, in the order the server writes them (between
+#: the counters and ``Urls``; spec §8.2, fixtures ``campaign-entry.xml`` and
+#: ``malformed/campaign-entry-with-stats.xml``).
+CAMPAIGN_FIELDS: tuple[str, ...] = (
+    "SharePageURL",
+    "Subject",
+    "FromName",
+    "CampaignType",
+    "ViewAsWebpage",
+    "ViewAsWebpageLinkText",
+    "ViewAsWebpageText",
+    "PermissionReminder",
+    "PermissionReminderText",
+    "GreetingSalutation",
+    "GreetingName",
+    "GreetingString",
+    "OrganizationName",
+    "OrganizationAddress1",
+    "OrganizationAddress2",
+    "OrganizationAddress3",
+    "OrganizationCity",
+    "OrganizationState",
+    "OrganizationInternationalState",
+    "OrganizationCountry",
+    "OrganizationPostalCode",
+    "IncludeForwardEmail",
+    "ForwardEmailLinkText",
+    "IncludeSubscribeLink",
+    "SubscribeLinkText",
+    "ArchiveStatus",
+    "ArchiveURL",
+    "EmailContentFormat",
+    "EmailContent",
+    "EmailTextContent",
+    "StyleSheet",
+)
+
+#: Elements of :data:`CAMPAIGN_FIELDS` the server sets; a request's values for them are ignored.
+CAMPAIGN_READ_ONLY_FIELDS: frozenset[str] = frozenset(
+    {"SharePageURL", "CampaignType", "ArchiveStatus", "ArchiveURL"}
+)
+
+#: The event collections, as path segments, and the payload element of each (spec §10.1).
+EVENT_ELEMENTS: dict[str, str] = {
+    "sends": "SentEvent",
+    "opens": "OpenEvent",
+    "clicks": "ClickEvent",
+    "bounces": "BounceEvent",
+    "forwards": "ForwardEvent",
+    "optouts": "OptoutEvent",
+}
+
+#: Every event collection name, in the order service documents list them.
+EVENT_KINDS: tuple[str, ...] = ("bounces", "clicks", "forwards", "opens", "optouts", "sends")
+
+#: Bounce codes and their descriptions (spec §10.1).
+BOUNCE_CODES: dict[str, str] = {
+    "B": "Non-existent address",
+    "D": "Undeliverable",
+    "F": "Mailbox full",
+    "S": "Suspended",
+    "V": "Vacation or autoreply",
+    "X": "Other",
+    "Z": "Blocked",
+}
+
+
+class CampaignCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """The summary results of a campaign: one counter per kind of event (spec §8.2).
+
+    ``spam_reports`` counts spam complaints, which have no event collection in v1.
+    """
+
+    sent: int = 0
+    opens: int = 0
+    clicks: int = 0
+    bounces: int = 0
+    forwards: int = 0
+    opt_outs: int = 0
+    spam_reports: int = 0
+
+
+class CampaignUrl(msgspec.Struct, frozen=True, kw_only=True):
+    """A tracked link of a campaign: its id (the click collection is
+    ``campaigns/{campaign}/events/urls/{id}``), the URL and its click count."""
+
+    id: str
+    url: str
+    clicks: int = 0
+
+
+class EmailRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A campaign's ``FromEmail`` or ``ReplyToEmail``: the id of the account address
+    (``settings/emailaddresses/{id}``; the raw URI when it names none) and the address."""
+
+    id: str
+    email: str
+
+
+class Campaign(msgspec.Struct, frozen=True, kw_only=True):
+    """A campaign (spec §8).
+
+    The collection view carries ``name``, ``status`` and ``date`` only: ``counts`` is None and
+    the rest empty. The full view adds the dates, the counters, every element of
+    :data:`CAMPAIGN_FIELDS` in ``fields`` (empty values are absent), the tracked URLs, the
+    list ids and the sender addresses.
+    """
+
+    id: str
+    name: str
+    status: str
+    date: datetime
+    updated: datetime
+    last_edit_date: datetime | None = None
+    last_run_date: datetime | None = None
+    next_run_date: datetime | None = None
+    counts: CampaignCounts | None = None
+    fields: dict[str, str] = msgspec.field(default_factory=dict)
+    urls: tuple[CampaignUrl, ...] = ()
+    list_ids: tuple[str, ...] = ()
+    from_email: EmailRef | None = None
+    reply_to_email: EmailRef | None = None
+
+
+class EmailRefInput(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``FromEmail``/``ReplyToEmail`` as a request sent it: the ``Email`` id (whitespace
+    removed) and the ``EmailAddress``, each None when absent or empty."""
+
+    uri: str | None = None
+    email: str | None = None
+
+
+class CampaignInput(msgspec.Struct, frozen=True, kw_only=True):
+    """The writable parts of a ``Campaign`` request body (POST/PUT ``/campaigns``).
+
+    Attributes:
+        name: ``Name``, trimmed; None when absent or empty.
+        fields: writable elements of :data:`CAMPAIGN_FIELDS` that are present and not empty
+            after trimming XML whitespace; the value is kept as sent (untrimmed).
+        list_uris: the ``ContactList`` ids as sent; None without a ``ContactLists`` element.
+        from_email: ``FromEmail``, None when absent.
+        reply_to_email: ``ReplyToEmail``, None when absent.
+    """
+
+    name: str | None = None
+    fields: dict[str, str] = msgspec.field(default_factory=dict)
+    list_uris: tuple[str, ...] | None = None
+    from_email: EmailRefInput | None = None
+    reply_to_email: EmailRefInput | None = None
+
+
+class Schedule(msgspec.Struct, frozen=True, kw_only=True):
+    """The schedule of a campaign (``campaigns/{id}/schedules/1``, spec §8.3)."""
+
+    campaign_id: str
+    time: datetime
+    updated: datetime
+    id: str = "1"
+
+
+class AccountEmail(msgspec.Struct, frozen=True, kw_only=True):
+    """An address of the account's settings (spec §9): ``Verified`` (with the time) or
+    ``Pending`` (``verified_time`` None)."""
+
+    id: str
+    email: str
+    status: str
+    updated: datetime
+    verified_time: datetime | None = None
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One tracking event (spec §10).
+
+    Attributes:
+        id: the event's own id, the last segment of its URI:
+            ``"{campaign id},{n},{epoch ms}"`` from this server.
+        kind: the collection it belongs to, a key of :data:`EVENT_ELEMENTS`.
+        contact_id: the contact's id.
+        email: the contact's address.
+        campaign_id: the campaign's id.
+        time: ``EventTime``.
+        campaign_name: ``Campaign/Name``, None when the entry carries none.
+        link_url: ``LinkUrl`` of a click.
+        code: ``Code`` of a bounce (a key of :data:`BOUNCE_CODES`).
+        description: ``Description`` of a bounce.
+        bounce_message: ``BounceMessage`` of a bounce.
+    """
+
+    id: str
+    kind: str
+    contact_id: str
+    email: str
+    campaign_id: str
+    time: datetime
+    campaign_name: str | None = None
+    link_url: str | None = None
+    code: str | None = None
+    description: str | None = None
+    bounce_message: str | None = None
+
+
+class EventSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of ``contacts/{id}/events/summary``: a contact's events for one campaign."""
+
+    contact_id: str
+    email: str
+    campaign_id: str
+    campaign_name: str
+    updated: datetime
+    opens: int = 0
+    clicks: int = 0
+    forwards: int = 0
+
+
+#: Anything :func:`bulkops.wire.atom.record_from_entry` returns.
+FeedEntry = (
+    ContactList
+    | Contact
+    | ContactListMember
+    | Activity
+    | Campaign
+    | Schedule
+    | AccountEmail
+    | Event
+    | EventSummary
+    | GenericEntry
+)

@@ -1,0 +1,384 @@
+"""Benchmarks of bulk activities: SV_ADD apply rate and export rate with flat memory.
+
+The account is the seeded one of ``bench_server.py`` (:func:`bench_server.prepare_db`: a
+million contacts by default, cached per ``(contacts, seed)``). Activities change the data, so
+every run works on fresh copies of it, made with SQLite's backup API.
+
+Cases (each prints the project's figure, a baseline measured in the same run, and the ratio):
+
+* ``sv-add`` — ``--activities`` SV_ADD activities of ``--rows`` rows each (half of the rows
+  update existing contacts picked at random, half add new ones; 5 columns; one list),
+  POSTed urlencoded to a ``bulkops serve`` subprocess one after another. Figure: rows applied
+  per second by the worker (``TransactionCount / (RunFinishTime - RunStartTime)``, median),
+  and end to end (POST sent → COMPLETE seen). Baseline: the same rows upserted into a second
+  copy of the account with one ``executemany`` in one transaction on a plain ``sqlite3``
+  connection with the server's pragmas (no validation, no temp table, no memberships).
+  Target: ≥ 0.5× the baseline.
+* ``export`` — an EXPORT_CONTACTS of a small list and of the big list (about 30% and 97% of
+  the account), each in a fresh server process: rows written per second (worker time) and the
+  process's peak RSS (``VmHWM``) before and after, which must not grow with the export size.
+  Baseline: the same query streamed through ``csv.writer`` into a file in this process.
+
+Usage::
+
+    python benchmarks/bench_activities.py                        # both cases, 1,000,000 contacts
+    python benchmarks/bench_activities.py --case sv-add --contacts 100000 --activities 3 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import re
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import attrs
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_server import (  # the shared account and server helpers
+    API_KEY,
+    PASSWORD,
+    USER,
+    Figure,
+    prepare_db,
+    print_table,
+    serving,
+)
+
+__all__ = ["CASES", "main"]
+
+COLUMNS = "Email Address,First Name,Last Name,City,US State/CA Province"
+_STATES = ("MA", "NY", "CA", "TX", "ON", "QC", "BC", "WA", "IL", "FL")
+_STATUS = re.compile(rb"<Status>([A-Z]+)</Status>")
+_TEXT = re.compile(rb"<(RunStartTime|RunFinishTime|TransactionCount)>([^<]+)</")
+
+
+@attrs.define
+class Run:
+    """What a case gets: the seeded account, a scratch directory, the settings."""
+
+    source: Path
+    scratch: Path
+    list_ids: list[int]
+    contacts: int
+    seed: int
+    activities: int
+    rows: int
+
+
+def _copy(source: Path, target: Path) -> Path:
+    """A consistent copy of a database (SQLite's online backup)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    with sqlite3.connect(target) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+    return target
+
+
+def _server_like(path: Path) -> sqlite3.Connection:
+    """A plain connection with the pragmas :class:`bulkops.server.store.Store` uses."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        "busy_timeout=60000",
+        "cache_size=-65536",
+        "temp_store=MEMORY",
+    ):
+        db.execute(f"PRAGMA {pragma}")
+    return db
+
+
+def _batches(run: Run) -> list[list[tuple[str, str, str, str, str]]]:
+    """``activities`` batches of ``rows`` rows: half existing contacts, half new ones."""
+    rng = random.Random(run.seed)
+    with sqlite3.connect(f"file:{run.source}?mode=ro", uri=True) as db:
+        (top,) = db.execute("SELECT max(id) FROM contact").fetchone()
+        batches = []
+        for k in range(run.activities):
+            picked = {rng.randrange(1, top + 1) for _ in range(run.rows // 2)}
+            existing = [
+                r[0]
+                for cid in sorted(picked)
+                for r in db.execute(
+                    "SELECT EmailAddress FROM contact WHERE id = ? AND status != 'Do Not Mail'",
+                    (cid,),
+                )
+            ]
+            new = [f"fresh{k}.{i}@bench-new.example" for i in range(run.rows - len(existing))]
+            emails = existing + new
+            rng.shuffle(emails)
+            batches.append(
+                [
+                    (e, f"First{i}", f"Last{k}", f"City{i % 211}", _STATES[i % len(_STATES)])
+                    for i, e in enumerate(emails)
+                ]
+            )
+    return batches
+
+
+def _csv(batch: list[tuple[str, str, str, str, str]]) -> str:
+    return COLUMNS + "\n" + "\n".join(",".join(row) for row in batch)
+
+
+def _seconds(text: bytes) -> float:
+    return datetime.fromisoformat(text.decode().replace("Z", "+00:00")).timestamp()
+
+
+def _wait(client: httpx.Client, location: str) -> dict[str, bytes]:
+    while True:
+        body = client.get(location).content
+        status = _STATUS.search(body)
+        if status is not None and status.group(1) in (b"COMPLETE", b"ERROR"):
+            if status.group(1) == b"ERROR":
+                raise RuntimeError(f"activity {location} ended in ERROR")
+            return {m.group(1).decode(): m.group(2) for m in _TEXT.finditer(body)}
+        time.sleep(0.01)
+
+
+def _worker_seconds(fields: dict[str, bytes]) -> float:
+    return _seconds(fields["RunFinishTime"]) - _seconds(fields["RunStartTime"])
+
+
+def _list_uri(list_id: int) -> str:
+    return f"http://api.constantcontact.com/ws/customers/{USER}/lists/{list_id}"
+
+
+def _client(origin: str) -> httpx.Client:
+    auth = httpx.BasicAuth(f"{API_KEY}%{USER}", PASSWORD)
+    return httpx.Client(base_url=f"{origin}/ws/customers/{USER}/", auth=auth, timeout=120)
+
+
+CaseFn = Callable[[Run], list[Figure]]
+CASES: dict[str, CaseFn] = {}
+
+
+def case(name: str) -> Callable[[CaseFn], CaseFn]:
+    """Register a case."""
+
+    def register(fn: CaseFn) -> CaseFn:
+        CASES[name] = fn
+        return fn
+
+    return register
+
+
+@case("sv-add")
+def sv_add(run: Run) -> list[Figure]:
+    """SV_ADD rows applied per second vs a raw executemany upsert of the same rows."""
+    batches = _batches(run)
+    served = _copy(run.source, run.scratch / "served.db")
+    raw_path = _copy(run.source, run.scratch / "raw.db")
+    raw_db = _server_like(raw_path)
+    (account_id,) = raw_db.execute("SELECT id FROM account WHERE username = ?", (USER,)).fetchone()
+    upsert = (
+        "INSERT INTO contact (account_id, email_key, EmailAddress, FirstName, LastName, City, "
+        "StateCode, status, insert_time, last_update_time) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'Active', ?, ?) "
+        "ON CONFLICT (account_id, email_key) DO UPDATE SET FirstName = excluded.FirstName, "
+        "LastName = excluded.LastName, City = excluded.City, StateCode = excluded.StateCode, "
+        "last_update_time = excluded.last_update_time"
+    )
+    worker_rates, e2e_rates, raw_rates = [], [], []
+    with serving(served) as (origin, _proc), _client(origin) as client:
+        for batch in batches:
+            data = _csv(batch)
+            started = time.perf_counter()
+            response = client.post(
+                "activities",
+                data={"activityType": "SV_ADD", "data": data, "lists": _list_uri(run.list_ids[1])},
+            )
+            if response.status_code != 201:
+                raise RuntimeError(f"POST: {response.status_code} {response.text[:200]}")
+            fields = _wait(client, response.headers["location"])
+            e2e = time.perf_counter() - started
+            applied = int(fields["TransactionCount"])
+            if applied != len(batch):
+                raise RuntimeError(f"{applied} of {len(batch)} rows applied")
+            worker_rates.append(applied / _worker_seconds(fields))
+            e2e_rates.append(applied / e2e)
+
+            now = int(time.time() * 1000)
+            rows = [
+                (account_id, e.lower(), e, first, last, city, state, now, now)
+                for e, first, last, city, state in batch
+            ]
+            begun = time.perf_counter()
+            raw_db.execute("BEGIN IMMEDIATE")
+            raw_db.executemany(upsert, rows)
+            raw_db.execute("COMMIT")
+            raw_rates.append(len(rows) / (time.perf_counter() - begun))
+            print(
+                f"  activity: worker {worker_rates[-1]:,.0f} rows/s, end to end"
+                f" {e2e_rates[-1]:,.0f} rows/s; raw {raw_rates[-1]:,.0f} rows/s",
+                file=sys.stderr,
+            )
+    raw_db.close()
+    name = "sv-add"
+    raw = statistics.median(raw_rates)
+    return [
+        Figure(
+            case=name,
+            metric=f"SV_ADD {run.rows:,}-row activities, worker (median of {len(batches)})",
+            value=statistics.median(worker_rates),
+            unit="rows/s",
+            baseline=raw,
+            baseline_name="raw executemany upsert",
+        ),
+        Figure(
+            case=name,
+            metric="SV_ADD, POST sent → COMPLETE seen (median)",
+            value=statistics.median(e2e_rates),
+            unit="rows/s",
+            baseline=raw,
+            baseline_name="raw executemany upsert",
+        ),
+    ]
+
+
+def _peak_rss_mib(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmHWM:\s+(\d+) kB", text)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def _raw_export_rate(db_path: Path, list_id: int) -> float:
+    with sqlite3.connect(db_path) as db, tempfile.TemporaryFile("w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\r\n")
+        started = time.perf_counter()
+        cursor = db.execute(
+            "SELECT c.EmailAddress, c.FirstName, c.LastName, c.City, m.opt_in_time "
+            "FROM membership m JOIN contact c ON c.id = m.contact_id WHERE m.list_id = ? "
+            "ORDER BY c.email_key",
+            (list_id,),
+        )
+        count = 0
+        while batch := cursor.fetchmany(2000):
+            writer.writerows(batch)
+            count += len(batch)
+        return count / (time.perf_counter() - started)
+
+
+@case("export")
+def export(run: Run) -> list[Figure]:
+    """Export rows/s and peak RSS for a small and a big list, each in a fresh process."""
+    served = _copy(run.source, run.scratch / "export.db")
+    figures: list[Figure] = []
+    sizes = [("small list", run.list_ids[2]), ("big list", run.list_ids[0])]
+    for label, list_id in sizes:
+        with serving(served) as (origin, proc), _client(origin) as client:
+            client.get("")  # warm: authenticated once, connections open
+            before = _peak_rss_mib(proc.pid)
+            response = client.post(
+                "activities",
+                data={
+                    "activityType": "EXPORT_CONTACTS",
+                    "listId": _list_uri(list_id),
+                    "columns": ["FIRST NAME", "LAST NAME", "CITY"],
+                    "exportOptDate": "true",
+                    "sortBy": "EMAIL_ADDRESS",
+                },
+            )
+            fields = _wait(client, response.headers["location"])
+            after = _peak_rss_mib(proc.pid)
+            rows = int(fields["TransactionCount"])
+            rate = rows / _worker_seconds(fields)
+            download_started = time.perf_counter()
+            size = 0
+            with client.stream("GET", response.headers["location"] + ".csv") as stream:
+                for chunk in stream.iter_bytes():
+                    size += len(chunk)
+            download = size / (time.perf_counter() - download_started) / 2**20
+            after_download = _peak_rss_mib(proc.pid)
+        raw = _raw_export_rate(served, list_id)
+        print(
+            f"  {label}: {rows:,} rows, {rate:,.0f} rows/s, peak RSS {before:.0f} → {after:.0f}"
+            f" → {after_download:.0f} MiB, download {download:.0f} MiB/s",
+            file=sys.stderr,
+        )
+        figures += [
+            Figure(
+                case="export",
+                metric=f"{label}: {rows:,} rows written",
+                value=rate,
+                unit="rows/s",
+                baseline=raw,
+                baseline_name="sqlite3 → csv.writer in-process",
+            ),
+            Figure(
+                case="export",
+                metric=f"{label}: server peak RSS after export and download",
+                value=after_download,
+                unit="MiB",
+                baseline=before,
+                baseline_name="before the export",
+            ),
+            Figure(case="export", metric=f"{label}: download", value=download, unit="MiB/s"),
+        ]
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen cases and print their figures."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--case", action="append", choices=sorted(CASES))
+    parser.add_argument("--contacts", type=int, default=1_000_000, help="account size")
+    parser.add_argument("--activities", type=int, default=5, help="SV_ADD activities to run")
+    parser.add_argument("--rows", type=int, default=40_000, help="rows per activity")
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the generators")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(os.environ.get("TMPDIR", "/tmp")) / "bulkops-bench",
+        help="where seeded databases are kept (default %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    source, list_ids = prepare_db(args.cache, args.contacts, args.seed, fresh=False)
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(dir=args.cache, prefix="activities-") as scratch:
+        run = Run(
+            source=source,
+            scratch=Path(scratch),
+            list_ids=list_ids,
+            contacts=args.contacts,
+            seed=args.seed,
+            activities=args.activities,
+            rows=args.rows,
+        )
+        for name in args.case or sorted(CASES, reverse=True):
+            print(f"running {name} ...", file=sys.stderr)
+            figures.extend(CASES[name](run))
+    if args.json:
+        meta = {
+            "contacts": args.contacts,
+            "rows": args.rows,
+            "activities": args.activities,
+            "seed": args.seed,
+            "cpus": os.cpu_count(),
+        }
+        out = [{**attrs.asdict(f), "ratio": f.ratio} for f in figures]
+        print(json.dumps({"meta": meta, "figures": out}, indent=2))
+    else:
+        print_table(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The import engine end to end: a generated file into a local `bulkops serve`.
+
+Measured in one run, each case against a fresh server database (a separate process):
+
+* **bulkops** — ``bulkops import FILE --list Bench --create-lists`` with default settings, as
+  its own process (its peak RSS is its own): wall time, requests, peak RSS, and the
+  server's own busy time for the same activities (sum of their run times, from the
+  report) — the floor no client can beat;
+* **peers** — the way simple-salesforce and Data Loader do it by default: the *same chunks*
+  (the same pipeline, the same bodies), submitted one at a time, each polled every 5 s until
+  it is done.
+
+Targets (issue 5): wall ≤ 1.25 × server busy; ≤ 30 requests per 1 M rows; ≥ 5 × faster
+than the peers' way; peak RSS ≤ 100 MB.
+
+Usage::
+
+    python benchmarks/bench_engine.py --rows 1000000 [--skip-peers] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from bench_server import API_KEY, PASSWORD, USER, Figure, print_table, serving  # noqa: E402
+from gen_contacts import generate  # noqa: E402
+
+from bulkops.stream.pipeline import Pipeline, PipelineOptions  # noqa: E402
+from bulkops.stream.records import Chunk  # noqa: E402
+
+CACHE = Path(tempfile.gettempdir()) / "bulkops-bench"
+
+
+def input_file(rows: int, seed: int) -> Path:
+    """A generated contacts file with unique emails (cached between runs).
+
+    The generator repeats about 1% of emails on purpose (for the stream benchmark); here each
+    record's email gets a unique prefix, so chunks do not wait for each other and the figure
+    measures throughput, not ordering.
+    """
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"engine-{rows}-{seed}.csv"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        records = generate(rows, seed)
+        with tmp.open("w", encoding="utf-8", newline="") as out:
+            out.write(next(records))  # the header
+            for i, record in enumerate(records):
+                out.write(f"u{i}.{record}")
+        tmp.replace(path)
+    return path
+
+
+def run_bulkops(source: Path, work: Path) -> dict[str, Any]:
+    """``bulkops import`` as a separate process against a fresh server; its report."""
+    with serving(work / "bulkops.db") as (origin, _proc):
+        env = {
+            **os.environ,
+            "BULKOPS_USERNAME": USER,
+            "BULKOPS_API_KEY": API_KEY,
+            "BULKOPS_PASSWORD": PASSWORD,
+        }
+        run_dir = work / "run"
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bulkops",
+                "import",
+                str(source),
+                "--list",
+                "Bench",
+                "--create-lists",
+                "--server",
+                origin,
+                "--run-dir",
+                str(run_dir),
+                "--quiet",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        elapsed = time.perf_counter() - started
+        if proc.returncode not in (0, 2):
+            raise RuntimeError(f"bulkops import failed ({proc.returncode}):\n{proc.stderr}")
+        report: dict[str, Any] = json.loads((run_dir / "report.json").read_text())
+        report["process_seconds"] = elapsed
+        return report
+
+
+def _chunks(source: Path, list_uri: str) -> list[Chunk]:
+    pipeline = Pipeline(PipelineOptions(lists=(list_uri,)))
+    chunks: list[Chunk] = []
+    with source.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            chunks.extend(e for e in pipeline.decode(block) if isinstance(e, Chunk))
+    chunks.extend(e for e in pipeline.flush() if isinstance(e, Chunk))
+    return chunks
+
+
+def run_peers(source: Path, work: Path, poll_every: float = 5.0) -> dict[str, float]:
+    """The same chunks, one at a time, each polled every ``poll_every`` s until done."""
+    with serving(work / "peers.db") as (origin, _proc):
+        base = f"{origin}/ws/customers/{USER}/"
+        auth = httpx.BasicAuth(f"{API_KEY}%{USER}", PASSWORD)
+        with httpx.Client(base_url=base, auth=auth, timeout=300) as client:
+            entry = (
+                "<entry xmlns='http://www.w3.org/2005/Atom'><id>data:,</id><title/><author/>"
+                "<updated>2026-01-01</updated><content type='application/vnd.ctct+xml'>"
+                "<ContactList xmlns='http://ws.constantcontact.com/ns/1.0/'><Name>Bench</Name>"
+                "</ContactList></content></entry>"
+            )
+            created = client.post(
+                "lists", content=entry, headers={"Content-Type": "application/atom+xml"}
+            )
+            created.raise_for_status()
+            list_uri = created.headers["location"]
+            chunks = _chunks(source, list_uri)
+            requests = 1
+            started = time.perf_counter()
+            for chunk in chunks:
+                answer = client.post(
+                    "activities", content=chunk.body, headers={"Content-Type": chunk.content_type}
+                )
+                answer.raise_for_status()
+                requests += 1
+                location = answer.headers["location"]
+                while True:
+                    time.sleep(poll_every)
+                    status = client.get(location)
+                    requests += 1
+                    if b"<Status>COMPLETE</Status>" in status.content:
+                        break
+                    if b"<Status>ERROR</Status>" in status.content:
+                        raise RuntimeError("peer activity ended in ERROR")
+            return {
+                "seconds": time.perf_counter() - started,
+                "requests": requests,
+                "chunks": len(chunks),
+            }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the cases and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--skip-peers", action="store_true", help="skip the slow peers' case")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    source = input_file(args.rows, args.seed)
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        work = Path(tmp)
+        (work / "a").mkdir()
+        report = run_bulkops(source, work / "a")
+        wall = float(report["wall_seconds"])
+        busy = float(report["server_busy_seconds"])
+        per_million = report["requests"] * 1_000_000 / max(1, report["counts"]["read"])
+        figures = [
+            Figure(
+                case="import",
+                metric="wall time",
+                value=wall,
+                unit="s",
+                baseline=busy,
+                baseline_name="server busy time",
+            ),
+            Figure(
+                case="import", metric="rows/s", value=report["counts"]["read"] / wall, unit="rows/s"
+            ),
+            Figure(case="import", metric="requests per 1M rows", value=per_million, unit="req"),
+            Figure(
+                case="import",
+                metric="peak RSS",
+                value=report["peak_rss_bytes"] / 1048576,
+                unit="MiB",
+            ),
+        ]
+        peers: dict[str, float] | None = None
+        if not args.skip_peers:
+            (work / "b").mkdir()
+            peers = run_peers(source, work / "b")
+            figures.append(
+                Figure(
+                    case="import",
+                    metric="peers' time / ours",
+                    value=peers["seconds"],
+                    unit="s",
+                    baseline=wall,
+                    baseline_name="bulkops wall",
+                )
+            )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "report": {
+                        k: report[k]
+                        for k in (
+                            "counts",
+                            "requests",
+                            "wall_seconds",
+                            "server_busy_seconds",
+                            "peak_rss_bytes",
+                        )
+                    },
+                    "peers": peers,
+                    "figures": [
+                        f.__dict__
+                        if hasattr(f, "__dict__")
+                        else {
+                            "case": f.case,
+                            "metric": f.metric,
+                            "value": f.value,
+                            "baseline": f.baseline,
+                        }
+                        for f in figures
+                    ],
+                },
+                default=str,
+            )
+        )
+    else:
+        print(
+            f"bench_engine: {args.rows:,} rows, {len(report['activities'])} activities, "
+            f"counts {report['counts']}"
+        )
+        print_table(figures)
+        print()
+        print(
+            f"wall / server busy = {wall / busy:.2f} (target ≤ 1.25); requests per 1M rows = "
+            f"{per_million:.0f} (target ≤ 30); peak RSS {report['peak_rss_bytes'] / 1048576:.0f}"
+            " MiB (target ≤ 100)"
+            + (f"; peers / bulkops = {peers['seconds'] / wall:.1f}× (target ≥ 5)" if peers else "")
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

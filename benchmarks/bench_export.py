@@ -1,0 +1,484 @@
+"""Benchmarks of exports: the feed decoder against bare lxml, and whole exports end to end.
+
+Cases (every figure next to a baseline measured in the same run, and the ratio):
+
+* ``decode`` — feed bytes → records. A seeded members feed of N entries (one document, as
+  a walker meets it page after page) is written to a file; each of these then runs in its
+  own subprocess, reading the file in 64 KiB pieces, so its peak RSS is its own:
+
+  - ``ours``: :class:`bulkops.stream.feed.FeedDecoder` → records;
+  - ``iterparse``: bare ``lxml.etree.iterparse(events=("end",), tag=entry)`` with the
+    element cleared and its preceding siblings deleted — no records (the issue's baseline);
+  - ``iterparse+records``: the same loop calling ``wire.atom.record_from_entry`` per entry —
+    the same records as ours, so the ratio is the decoder's own overhead;
+  - ``whole`` (RSS only): ``lxml.etree.parse`` of the whole document.
+
+  At 100,000 and 1,000,000 entries; ``--shape full`` uses full contact entries instead
+  (about 1.9 KB each, the shape of design.md §4's 53 k entries/s).
+* ``e2e`` — ``bulkops export`` of a list of 1,000,000 members from a ``bulkops serve``
+  subprocess on loopback, as a CLI subprocess (``--via feed``, then ``--via activity``),
+  rows/s and the client's peak RSS from its report. Baselines: a bare walk of the same
+  members feed (sync httpx, next link found by a regex, bodies discarded) and a bare
+  ``EXPORT_CONTACTS`` round trip (post, poll every 50 ms, download to nowhere).
+
+Usage::
+
+    python benchmarks/bench_export.py                         # both cases, defaults
+    python benchmarks/bench_export.py --case decode --sizes 100000 --json
+    python benchmarks/bench_export.py --case e2e --members 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# Only what decoding needs is imported here: the workers' peak RSS is the decoder's, not the
+# server's or httpx's (the benchmark's own process imports those in main()).
+from bulkops.wire import atom
+from bulkops.wire.model import Base, Contact, ContactListMember, ContactListRef, FeedMeta
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+if TYPE_CHECKING:
+    import httpx
+    from bench_server import Figure
+
+USER = "bench"  # the account of bench_server (checked in main)
+
+ENTRY_TAG = f"{{{atom.ATOM_NS}}}entry"
+PIECE = 64 * 1024
+_FIRST = "James Mary John Patricia Robert Zoë Łukasz Søren Ana Bo Cy Omar Priya Wei".split()
+_LAST = "Smith Johnson Williams Brown Jones Garcia Ødegaard Nuñez Chen Ito Diaz".split()
+_DOMAINS = ("example.com", "example.org", "mail.example.net", "corp.example.co.uk")
+
+
+# -- the feed file -----------------------------------------------------------------------------
+
+
+def write_feed(path: Path, entries: int, seed: int, shape: str) -> int:
+    """Write a seeded feed of ``entries`` member (or full contact) entries; its size."""
+    rnd = random.Random(seed)
+    base = Base("http://127.0.0.1:8080", USER)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    meta = FeedMeta(
+        id_path="lists/2/members",
+        title=f"Contacts for Customer: {USER}",
+        updated=start,
+        author=USER,
+        next_href=f"/ws/customers/{USER}/lists/2/members?next=1x2y3z",
+        first_href=f"/ws/customers/{USER}/lists/2/members",
+        current_href=f"/ws/customers/{USER}/lists/2/members",
+    )
+    with path.open("wb") as out:
+        out.write(atom.document(atom.feed_head(base, meta)))
+        batch: list[str] = []
+        for i in range(entries):
+            first, last = rnd.choice(_FIRST), rnd.choice(_LAST)
+            email = f"{first}.{last}.{i}@{rnd.choice(_DOMAINS)}".lower()
+            when = start - timedelta(milliseconds=i * 997)
+            cid = str(entries - i)
+            if shape == "members":
+                record = ContactListMember(
+                    contact_id=cid, email=email, name=f"{last}, {first}", list_id="2", updated=when
+                )
+                batch.append(atom.member_entry(base, record))
+            else:
+                contact = Contact(
+                    id=cid,
+                    status="Active",
+                    updated=when,
+                    fields={
+                        "EmailAddress": email,
+                        "EmailType": "HTML",
+                        "FirstName": first,
+                        "LastName": last,
+                        "CompanyName": "Acme Inc.",
+                        "City": "Boston",
+                        "StateCode": "MA",
+                        "PostalCode": f"{rnd.randrange(100000):05d}",
+                    },
+                    lists=(
+                        ContactListRef(
+                            list_id="2", opt_in_source="ACTION_BY_CUSTOMER", opt_in_time=when
+                        ),
+                    ),
+                    confirmed=False,
+                    insert_time=when,
+                    last_update_time=when,
+                )
+                batch.append(atom.contact_entry(base, contact, view="full"))
+            if len(batch) == 2000:
+                out.write("".join(batch).encode())
+                batch.clear()
+        out.write("".join(batch).encode())
+        out.write(atom.feed_tail().encode())
+    return path.stat().st_size
+
+
+# -- the workers (one subprocess each) ---------------------------------------------------------
+
+
+def _peak_rss() -> int:
+    """Peak RSS of this process image: ``VmHWM``. (``ru_maxrss`` would not do: Linux keeps
+    across ``exec`` the peak of the forked parent's copy, so a child started by a big parent
+    would report the parent's size.)"""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux
+
+
+def _work_ours(path: Path) -> int:
+    from bulkops.stream.feed import FeedDecoder
+
+    decoder = FeedDecoder(list_id="2")
+    count = 0
+    with path.open("rb") as source:
+        while piece := source.read(PIECE):
+            count += len(decoder.decode(piece))
+    return count + len(decoder.flush())
+
+
+def _work_iterparse(path: Path, *, records: bool) -> int:
+    from lxml import etree
+
+    count = 0
+    with path.open("rb") as source:
+        for _event, el in etree.iterparse(source, events=("end",), tag=ENTRY_TAG):
+            if records:
+                atom.record_from_entry(el, list_id="2")
+            count += 1
+            el.clear()
+            while el.getprevious() is not None:
+                del el.getparent()[0]
+    return count
+
+
+def _work_whole(path: Path) -> int:
+    from lxml import etree
+
+    root = etree.parse(str(path), etree.XMLParser(huge_tree=True)).getroot()
+    return sum(1 for el in root if el.tag == ENTRY_TAG)
+
+
+WORKERS = {
+    "ours": _work_ours,
+    "iterparse": lambda p: _work_iterparse(p, records=False),
+    "iterparse+records": lambda p: _work_iterparse(p, records=True),
+    "whole": _work_whole,
+}
+
+
+def worker(kind: str, path: Path) -> None:
+    """Run one decode case on the file and print ``{entries, seconds, peak_rss}``."""
+    gc.collect()
+    started = time.perf_counter()
+    entries = WORKERS[kind](path)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"entries": entries, "seconds": seconds, "peak_rss": _peak_rss()}))
+
+
+def run_worker(kind: str, path: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, "--file", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+# -- case: decode -------------------------------------------------------------------------------
+
+
+def case_decode(args: argparse.Namespace, scratch: Path) -> list[Figure]:
+    from bench_server import Figure
+
+    figures: list[Figure] = []
+    for size in args.sizes:
+        path = scratch / f"feed-{args.shape}-{size}.xml"
+        nbytes = write_feed(path, size, args.seed, args.shape)
+        with path.open("rb") as warm:  # into the page cache, so every kind reads it alike
+            while warm.read(1 << 20):
+                pass
+        label = f"decode {size:,} {args.shape}"
+        runs: dict[str, list[dict[str, float]]] = {}
+        repeat = args.repeat if size <= 200_000 else 1
+        for _ in range(repeat):  # interleaved, so load changes hit every kind alike
+            for kind in ("ours", "iterparse", "iterparse+records"):
+                result = run_worker(kind, path)
+                if result["entries"] != size:
+                    raise RuntimeError(f"{kind} read {result['entries']} entries, not {size}")
+                runs.setdefault(kind, []).append(result)
+        best = {k: min(r["seconds"] for r in v) for k, v in runs.items()}
+        rss = {k: max(r["peak_rss"] for r in v) for k, v in runs.items()}
+        rate = {k: size / s for k, s in best.items()}
+        figures += [
+            Figure(
+                case=label,
+                metric=f"feed bytes → records ({nbytes / size:.0f} B/entry)",
+                value=rate["ours"],
+                unit="entries/s",
+                baseline=rate["iterparse"],
+                baseline_name="bare iterparse + clearing, no records",
+            ),
+            Figure(
+                case=label,
+                metric="feed bytes → records, same records",
+                value=rate["ours"],
+                unit="entries/s",
+                baseline=rate["iterparse+records"],
+                baseline_name="iterparse + clearing + record_from_entry",
+            ),
+            Figure(
+                case=label,
+                metric="peak RSS, FeedDecoder",
+                value=rss["ours"] / 2**20,
+                unit="MiB",
+                baseline=rss["iterparse"] / 2**20,
+                baseline_name="bare iterparse",
+            ),
+        ]
+        if size <= args.whole_max:
+            whole = run_worker("whole", path)
+            figures.append(
+                Figure(
+                    case=label,
+                    metric="peak RSS, FeedDecoder vs whole-document parse",
+                    value=rss["ours"] / 2**20,
+                    unit="MiB",
+                    baseline=whole["peak_rss"] / 2**20,
+                    baseline_name="lxml.etree.parse of the whole feed",
+                )
+            )
+        path.unlink()
+    return figures
+
+
+# -- case: end to end ---------------------------------------------------------------------------
+
+
+def prepare_members_db(cache: Path, members: int, seed: int) -> Path:
+    """A cached database whose one list ("Members") holds exactly ``members`` contacts."""
+    from bench_server import API_KEY, PASSWORD
+
+    from bulkops.server.auth import AccountSpec, Secret, ensure_account
+    from bulkops.server.seed import seed_contacts
+    from bulkops.server.store import Store, now_ms, write_tx
+
+    path = cache / f"bench-export-{members}-{seed}.db"
+    if path.exists():
+        return path
+    partial = path.with_suffix(".partial")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{partial}{suffix}").unlink(missing_ok=True)
+    store = Store(partial)
+    db = store.connection()
+    spec = AccountSpec(username=USER, password=Secret(PASSWORD), api_key=Secret(API_KEY))
+    account, _created = ensure_account(db, spec)
+    with write_tx(db):
+        db.execute(
+            "INSERT INTO list (account_id, name, short_name, updated) VALUES (?, ?, ?, ?)",
+            (account.id, "Members", "Members", now_ms()),
+        )
+    (list_id,) = db.execute("SELECT id FROM list").fetchone()
+    report = seed_contacts(
+        db,
+        account.id,
+        members,
+        lists=[list_id],
+        seed=seed,
+        removed_ratio=0.0,
+        do_not_mail_ratio=0.0,
+    )
+    print(f"seeded {report.contacts:,} members in {report.seconds:.1f} s", file=sys.stderr)
+    db.execute("ANALYZE")
+    db.execute("PRAGMA journal_mode=DELETE")
+    store.close()
+    os.replace(partial, path)
+    return path
+
+
+def _bare_walk(client: httpx.Client, origin: str) -> tuple[int, float]:
+    """Entries and seconds of a walk that only follows next links."""
+    url: str | None = f"{origin}/ws/customers/{USER}/lists/1/members"
+    entries = 0
+    started = time.perf_counter()
+    while url is not None:
+        response = client.get(url)
+        response.raise_for_status()
+        body = response.content
+        entries += body.count(b"<entry")
+        found = re.search(rb'<link href="([^"]+)" rel="next"', body)
+        url = None if found is None else origin + found.group(1).decode().replace("&amp;", "&")
+    return entries, time.perf_counter() - started
+
+
+def _bare_activity(client: httpx.Client, origin: str, columns: list[str]) -> tuple[int, float]:
+    """Rows and seconds of post → poll → download (bytes discarded) of an export."""
+    base = f"{origin}/ws/customers/{USER}/"
+    fields = [
+        ("activityType", "EXPORT_CONTACTS"),
+        ("fileType", "CSV"),
+        ("sortBy", "EMAIL_ADDRESS"),
+        ("listId", f"{base}lists/1"),
+        *(("columns", c) for c in columns),
+    ]
+    started = time.perf_counter()
+    response = client.post(f"{base}activities", data=dict(fields) | {"columns": columns})
+    response.raise_for_status()
+    activity = atom.parse_entry(response.content)
+    assert isinstance(activity, atom.Activity)
+    while True:
+        current = atom.parse_entry(client.get(f"{base}activities/{activity.id}").content)
+        assert isinstance(current, atom.Activity)
+        if current.status in ("COMPLETE", "ERROR"):
+            break
+        time.sleep(0.05)
+    lines = 0
+    with client.stream("GET", f"{base}activities/{current.file_name}") as download:
+        for piece in download.iter_bytes(PIECE):
+            lines += piece.count(b"\n")
+    return lines - 1, time.perf_counter() - started
+
+
+def _cli_export(
+    origin: str, creds: Path, out: Path, run_dir: Path, via: str, columns: list[str]
+) -> dict[str, Any]:
+    """The report of a ``bulkops export`` subprocess."""
+    cmd = [
+        sys.executable, "-m", "bulkops", "export", "--server", origin,
+        "--credentials-file", str(creds), "--list", "Members", "--via", via,
+        "--columns", ",".join(columns), "-o", str(out), "--run-dir", str(run_dir), "--quiet",
+        "--json",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bulkops export --via {via} failed:\n{done.stderr[-4000:]}")
+    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])["report"]
+    return report
+
+
+def case_e2e(args: argparse.Namespace, scratch: Path) -> list[Figure]:
+    import httpx
+    from bench_server import API_KEY, PASSWORD, Figure, serving
+
+    db_path = prepare_members_db(args.cache, args.members, args.seed)
+    creds = scratch / "credentials"
+    creds.write_text(f"username = {USER}\napi_key = {API_KEY}\npassword = {PASSWORD}\n")
+    figures: list[Figure] = []
+    with serving(db_path) as (origin, _proc):
+        auth = httpx.BasicAuth(f"{API_KEY}%{USER}", PASSWORD)
+        with httpx.Client(auth=auth, timeout=600) as client:
+            walked, walk_seconds = _bare_walk(client, origin)
+            four = ["EMAIL ADDRESS", "FIRST NAME", "LAST NAME", "CITY"]
+            exported, bare_seconds = _bare_activity(client, origin, four)
+        if walked != args.members or exported != args.members:
+            raise RuntimeError(f"baselines saw {walked} and {exported} rows")
+        for via, columns, baseline, baseline_name in (
+            (
+                "feed",
+                ["EMAIL ADDRESS"],
+                walked / walk_seconds,
+                "bare walk of the members feed, nothing parsed",
+            ),
+            ("activity", four, exported / bare_seconds, "bare post, poll, download"),
+        ):
+            report = _cli_export(
+                origin, creds, scratch / f"out-{via}.csv", scratch / f"run-{via}", via, columns
+            )
+            if report["rows"] != args.members or report["count_check"] != "match":
+                raise RuntimeError(f"--via {via}: {report['rows']} rows, {report['count_check']}")
+            label = f"e2e {args.members:,} members"
+            figures += [
+                Figure(
+                    case=label,
+                    metric=f"bulkops export --via {via} ({len(columns)} column(s), CSV)",
+                    value=report["rows_per_second"],
+                    unit="rows/s",
+                    baseline=baseline,
+                    baseline_name=baseline_name,
+                ),
+                Figure(
+                    case=label,
+                    metric=f"client peak RSS, --via {via}",
+                    value=report["peak_rss_bytes"] / 2**20,
+                    unit="MiB",
+                ),
+            ]
+            (scratch / f"out-{via}.csv").unlink()
+    return figures
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+CASES = {"decode": case_decode, "e2e": case_e2e}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen cases and print their figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", action="append", choices=sorted(CASES))
+    parser.add_argument(
+        "--sizes",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[100_000, 1_000_000],
+        help="decode: feed sizes in entries, comma-separated",
+    )
+    parser.add_argument("--shape", choices=["members", "full"], default="members")
+    parser.add_argument("--repeat", type=int, default=3, help="decode runs per kind (≤200k)")
+    parser.add_argument(
+        "--whole-max", type=int, default=100_000, help="largest feed also parsed whole"
+    )
+    parser.add_argument("--members", type=int, default=1_000_000, help="e2e: list size")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(os.environ.get("TMPDIR", "/tmp")) / "bulkops-bench",
+        help="where seeded databases are kept (default %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.file)
+        return 0
+    import attrs
+    import bench_server
+    from bench_server import print_table
+
+    assert bench_server.USER == USER
+    args.cache.mkdir(parents=True, exist_ok=True)
+    figures: list[bench_server.Figure] = []
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        for name in args.case or sorted(CASES):
+            print(f"running {name} ...", file=sys.stderr)
+            figures.extend(CASES[name](args, Path(tmp)))
+    if args.json:
+        meta = {"cpus": os.cpu_count(), "load": os.getloadavg()}
+        rows = [{**attrs.asdict(f), "ratio": f.ratio} for f in figures]
+        print(json.dumps({"meta": meta, "figures": rows}, indent=2))
+    else:
+        print_table(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""``bulkops import FILE`` and ``bulkops remove FILE``: a contact file onto or off lists."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bulkops.cli.common import (
+    add_connection_arguments,
+    add_output_arguments,
+    connect,
+    print_report,
+    reporter_for,
+    run_with_signals,
+)
+from bulkops.engine.imports import ImportOptions, run_import
+from bulkops.engine.planner import PlannerOptions, dry_run
+from bulkops.errors import ConfigError
+from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
+
+__all__ = ["add_arguments", "add_remove_arguments", "run", "run_remove"]
+
+
+def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
+    parser.add_argument("file", type=Path, help="CSV (or TXT) file, or an XML contact set")
+    parser.add_argument(
+        "--list",
+        dest="lists",
+        action="append",
+        required=True,
+        metavar="NAME_OR_ID",
+        help="list to work on (repeat for several)",
+    )
+    if not remove:
+        parser.add_argument(
+            "--create-lists", action="store_true", help="create named lists that do not exist"
+        )
+    parser.add_argument("--run-dir", type=Path, help="directory for the journal and outcome files")
+    parser.add_argument("--dry-run", action="store_true", help="validate and plan; send nothing")
+    parser.add_argument(
+        "--write-applied", action="store_true", help="also write applied.csv (every applied row)"
+    )
+    tuning = parser.add_argument_group("tuning")
+    tuning.add_argument("--concurrency", type=int, default=4, help="POSTs in flight (default 4)")
+    tuning.add_argument(
+        "--max-queued", type=int, default=50, help="unfinished activities at most (default 50)"
+    )
+    tuning.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=600.0,
+        help="seconds without progress before an activity counts as stalled (default 600)",
+    )
+    tuning.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ACTIVITY_ROWS)
+    tuning.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_ACTIVITY_BYTES)
+    tuning.add_argument(
+        "--form",
+        choices=["multipart", "urlencoded"],
+        default="multipart",
+        help="request body encoding (default multipart)",
+    )
+    reading = parser.add_argument_group("reading the input")
+    reading.add_argument("--format", choices=["csv", "xml"], help="default: from the file name")
+    reading.add_argument("--encoding", help="utf-8 (default, BOM-aware), utf-16, cp1252, latin-1")
+    reading.add_argument("--delimiter", help="field delimiter (default: detected)")
+    reading.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="SOURCE=TARGET",
+        help="map a header to a column, e.g. 'Mail=EMAIL ADDRESS'",
+    )
+    reading.add_argument(
+        "--ignore-unknown-columns", action="store_true", help="drop columns that map to nothing"
+    )
+    add_connection_arguments(parser)
+    add_output_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``bulkops import``."""
+    _add_common(parser, remove=False)
+
+
+def add_remove_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``bulkops remove``."""
+    _add_common(parser, remove=True)
+
+
+def _planner_options(args: argparse.Namespace) -> PlannerOptions:
+    mapping = []
+    for item in args.map:
+        source, sep, target = item.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ConfigError(f"--map takes SOURCE=TARGET, not {item!r}")
+        mapping.append((source.strip(), target.strip()))
+    if args.delimiter is not None and len(args.delimiter.encode()) != 1:
+        if args.delimiter in ("\\t", "tab"):
+            args.delimiter = "\t"
+        else:
+            raise ConfigError("--delimiter takes one character")
+    return PlannerOptions(
+        format=args.format,
+        encoding=args.encoding,
+        delimiter=args.delimiter,
+        mapping=tuple(mapping),
+        ignore_unknown=args.ignore_unknown_columns,
+        max_rows=args.max_rows,
+        max_bytes=args.max_bytes,
+        form=args.form,
+    )
+
+
+def _run(args: argparse.Namespace, kind: str) -> int:
+    if args.concurrency < 1 or args.max_queued < 1:
+        raise ConfigError("--concurrency and --max-queued must be at least 1")
+    options = ImportOptions(
+        kind=kind,  # type: ignore[arg-type]
+        lists=tuple(args.lists),
+        create_lists=getattr(args, "create_lists", False),
+        concurrency=args.concurrency,
+        max_queued=args.max_queued,
+        stall_timeout=args.stall_timeout,
+        write_applied=args.write_applied,
+        planner=_planner_options(args),
+    )
+    if args.dry_run:
+        plan = dry_run(
+            args.file, options.planner, kind=kind, lists=args.lists, run_dir=args.run_dir
+        )
+        print(plan.render(json_output=args.json), flush=True)
+        return plan.exit_code
+    reporter = reporter_for(args)
+
+    async def main(stop):  # type: ignore[no-untyped-def]
+        async with connect(args) as client:
+            return await run_import(
+                client,
+                args.file,
+                options=options,
+                run_dir=args.run_dir,
+                reporter=reporter,
+                stop=stop,
+            )
+
+    report = run_with_signals(main, reporter)
+    return print_report(args, report)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``bulkops import``."""
+    return _run(args, "add")
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    """Run ``bulkops remove``."""
+    return _run(args, "remove")

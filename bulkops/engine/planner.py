@@ -1,0 +1,663 @@
+"""The engine's view of ``bulkops.stream``: a file's bytes in, chunks and local outcomes out.
+
+:class:`Planner` wraps the stream pipeline (decoder → header mapping → validation →
+dedupe → chunker) behind the decode/flush protocol and turns what it yields into journal
+records: :class:`PlannedChunk` (a chunk's plan record plus its body) and
+:class:`PlannedOutcome` (a rejected or duplicate row). It is deterministic: the same bytes
+and options give the same chunks and digests, which is what makes ``resume`` possible.
+
+Outcome files are written after a run by reading the input once more and joining it, in
+line order, with the journal's outcomes: memory stays O(1) in the number of outcomes.
+"""
+
+from __future__ import annotations
+
+import csv
+import email.policy
+import hashlib
+import io
+import sqlite3
+from array import array
+from collections.abc import Iterator, Sequence
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import attrs
+import msgspec
+
+from bulkops.engine.journal import ChunkRecord, ChunkState, Journal, OutcomeRecord
+from bulkops.engine.ledger import write_atomically, write_outcome_file
+from bulkops.errors import InputError
+from bulkops.stream.pipeline import Pipeline, PipelineOptions
+from bulkops.stream.records import (
+    Chunk,
+    ChunkKind,
+    Duplicate,
+    Event,
+    Header,
+    PipelineStatistics,
+    Rejected,
+)
+from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
+
+__all__ = [
+    "DryRunPlan",
+    "PlannedChunk",
+    "PlannedOutcome",
+    "Planner",
+    "PlannerOptions",
+    "chunk_data",
+    "chunk_rows",
+    "dry_run",
+    "find_repeated_emails",
+    "input_digest",
+    "write_outcome_files",
+]
+
+_BLOCK = 1 << 20
+
+
+@attrs.frozen(kw_only=True)
+class PlannerOptions:
+    """How an input file is read, validated and cut into chunks."""
+
+    format: Literal["csv", "xml"] | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    mapping: tuple[tuple[str, str], ...] = ()
+    ignore_unknown: bool = False
+    max_rows: int = DEFAULT_MAX_ACTIVITY_ROWS
+    max_bytes: int = DEFAULT_MAX_ACTIVITY_BYTES
+    form: Literal["multipart", "urlencoded"] = "multipart"
+
+    def to_meta(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        data = attrs.asdict(self)
+        data["mapping"] = [list(pair) for pair in self.mapping]
+        return data
+
+    @classmethod
+    def from_meta(cls, data: dict[str, Any]) -> PlannerOptions:
+        """The inverse of :meth:`to_meta`."""
+        values = dict(data)
+        values["mapping"] = tuple(tuple(pair) for pair in values.get("mapping", ()))
+        return cls(**values)
+
+
+@attrs.frozen
+class PlannedChunk:
+    """A chunk ready to send: its journal record, its body and content type.
+
+    ``waits_for`` lists every earlier chunk that shares an email with this one: this chunk
+    may be sent only when all of them have finished (the rows' order is kept that way).
+    """
+
+    record: ChunkRecord
+    body: bytes
+    content_type: str
+    waits_for: tuple[int, ...] = ()
+    columns: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class PlannedOutcome:
+    """A row that will not be sent: rejected locally, or superseded by a later duplicate."""
+
+    record: OutcomeRecord
+
+
+def input_digest(path: Path) -> tuple[int, str]:
+    """The file's size and the SHA-256 of its first and last MiB (cheap change detection)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        digest.update(handle.read(_BLOCK))
+        if size > 2 * _BLOCK:
+            handle.seek(size - _BLOCK)
+            digest.update(handle.read(_BLOCK))
+    return size, digest.hexdigest()
+
+
+def _pipeline_options(
+    options: PlannerOptions, *, lists: Sequence[str], kind: str
+) -> PipelineOptions:
+    return PipelineOptions(
+        lists=tuple(str(uri) for uri in lists),  # type: ignore[misc]  # attrs converter=tuple is typed generically
+        kind=ChunkKind.REMOVE if kind == "remove" else ChunkKind.ADD,
+        format=options.format,
+        encoding=options.encoding,
+        delimiter=options.delimiter,
+        mapping=options.mapping,
+        ignore_unknown=options.ignore_unknown,
+        form=options.form,
+        max_rows=options.max_rows,
+        max_bytes=options.max_bytes,
+    )
+
+
+class Planner:
+    """The stream pipeline behind the engine's decode/flush protocol.
+
+    Args:
+        options: reading and chunking options.
+        lists: the list URIs every activity names.
+        kind: ``add`` or ``remove``.
+        path: the input's name, for error messages.
+
+    Raises:
+        ConfigError: unusable options.
+    """
+
+    def __init__(
+        self, options: PlannerOptions, *, lists: Sequence[str], kind: str, path: str
+    ) -> None:
+        self.path = path
+        self.kind = kind
+        self._pipeline = Pipeline(_pipeline_options(options, lists=lists, kind=kind))
+        self.header: Header | None = None
+        #: True once a chunk depends on an earlier one (an email repeated across chunks).
+        self.repeats_across_chunks = False
+
+    @property
+    def rows_read(self) -> int:
+        """Data rows read so far (blank records are not rows)."""
+        stats = self._pipeline.statistics()
+        return stats.records - stats.blank
+
+    def statistics(self) -> PipelineStatistics:
+        """The pipeline's counters."""
+        return self._pipeline.statistics()
+
+    def decode(self, data: bytes) -> list[PlannedChunk | PlannedOutcome]:
+        """Feed the next block of the input.
+
+        Raises:
+            InputError: the input cannot be imported (naming the file, line and field).
+        """
+        return self._convert(self._call(self._pipeline.decode, data))
+
+    def flush(self) -> list[PlannedChunk | PlannedOutcome]:
+        """Finish the input."""
+        return self._convert(self._call(self._pipeline.flush))
+
+    def _call(self, fn: Any, *args: Any) -> list[Event]:
+        try:
+            events: list[Event] = fn(*args)
+        except InputError as exc:
+            if exc.path is None:
+                exc.path = self.path
+                exc.args = (str(exc),)
+            raise
+        return events
+
+    def _convert(self, events: Sequence[Event]) -> list[PlannedChunk | PlannedOutcome]:
+        out: list[PlannedChunk | PlannedOutcome] = []
+        for event in events:
+            if isinstance(event, Header):
+                self.header = event
+            elif isinstance(event, Rejected):
+                out.append(
+                    PlannedOutcome(
+                        OutcomeRecord(
+                            line=event.line,
+                            kind="rejected",
+                            reason=event.reason,
+                            start_offset=event.start_offset,
+                            end_offset=event.end_offset,
+                            field=event.field,
+                        )
+                    )
+                )
+            elif isinstance(event, Duplicate):
+                out.append(
+                    PlannedOutcome(
+                        OutcomeRecord(
+                            line=event.line,
+                            kind="duplicate",
+                            reason=f"replaced by line {event.replaced_by} (same email)",
+                            start_offset=event.start_offset,
+                            end_offset=event.end_offset,
+                            replaced_by=event.replaced_by,
+                        )
+                    )
+                )
+            else:
+                out.append(self._chunk(event))
+        return out
+
+    def _chunk(self, chunk: Chunk) -> PlannedChunk:
+        if chunk.waits_for:
+            self.repeats_across_chunks = True
+        record = ChunkRecord(
+            seq=chunk.seq,
+            kind=str(chunk.kind),
+            rows=chunk.rows,
+            first_line=chunk.first_line,
+            last_line=chunk.last_line,
+            start_offset=chunk.start_offset,
+            end_offset=chunk.end_offset,
+            digest=chunk.digest,
+            body_bytes=len(chunk.body),
+            lines=array("Q", chunk.lines),
+            after=chunk.after,
+            state=ChunkState.PLANNED,
+        )
+        return PlannedChunk(
+            record=record,
+            body=chunk.body,
+            content_type=chunk.content_type,
+            waits_for=chunk.waits_for,
+            columns=chunk.columns,
+        )
+
+
+def chunk_data(body: bytes, content_type: str) -> bytes:
+    """The ``data`` field of an activity request body (multipart or urlencoded)."""
+    if content_type.startswith("multipart/"):
+        message = BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+        )
+        for part in message.iter_parts():
+            if part.get_param("name", header="content-disposition") == "data":
+                payload = part.get_payload(decode=True)
+                return payload if isinstance(payload, bytes) else b""
+        return b""
+    for key, value in parse_qsl(body.decode("ascii"), keep_blank_values=True):
+        if key == "data":
+            return value.encode("utf-8")
+    return b""
+
+
+def chunk_rows(body: bytes, content_type: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a chunk's ``data``, as sent."""
+    text = chunk_data(body, content_type).decode("utf-8")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    return header, list(reader)
+
+
+def _replay(
+    source: Path, options: PlannerOptions, *, lists: Sequence[str], kind: str
+) -> Iterator[PlannedChunk | PlannedOutcome]:
+    """The run's events again, from the same file and options (deterministic)."""
+    planner = Planner(options, lists=lists, kind=kind, path=str(source))
+    with source.open("rb") as handle:
+        while block := handle.read(_BLOCK):
+            yield from planner.decode(block)
+    yield from planner.flush()
+
+
+def find_repeated_emails(
+    journal: Journal,
+    source: Path,
+    options: PlannerOptions,
+    *,
+    lists: Sequence[str],
+    kind: str,
+) -> int:
+    """Record a ``duplicate`` outcome for every sent row whose email a later chunk sent again.
+
+    The stream dedupes inside a chunk; across chunks it only orders them (a repeated email
+    makes the later chunk wait). This pass finds those repeats exactly: it replays the
+    input, indexes every sent row's email in a temporary SQLite table next to the journal,
+    and marks each occurrence but the last as replaced by the next one. Only run when some
+    chunk depended on another.
+
+    Returns:
+        how many rows it marked.
+    """
+    db = sqlite3.connect(journal.run_dir / "emails.tmp")
+    try:
+        db.execute("DROP TABLE IF EXISTS sent")
+        db.execute("CREATE TABLE sent (email TEXT NOT NULL, line INTEGER NOT NULL)")
+        with db:
+            for event in _replay(source, options, lists=lists, kind=kind):
+                if not isinstance(event, PlannedChunk):
+                    continue
+                header, rows = chunk_rows(event.body, event.content_type)
+                at = header.index("EMAIL ADDRESS") if "EMAIL ADDRESS" in header else 0
+                db.executemany(
+                    "INSERT INTO sent (email, line) VALUES (?, ?)",
+                    zip(
+                        (row[at].strip().lower() if at < len(row) else "" for row in rows),
+                        event.record.lines,
+                        strict=True,
+                    ),
+                )
+        db.execute("CREATE INDEX sent_email ON sent(email, line)")
+        repeats = db.execute(
+            "SELECT email, line FROM sent WHERE email IN"
+            " (SELECT email FROM sent GROUP BY email HAVING count(*) > 1) ORDER BY email, line"
+        )
+        marked: list[OutcomeRecord] = []
+        previous: tuple[str, int] | None = None
+        for email_key, line in repeats:
+            if previous is not None and previous[0] == email_key:
+                marked.append(
+                    OutcomeRecord(
+                        line=previous[1],
+                        kind="duplicate",
+                        reason=f"replaced by line {line} (same email, applied in a later activity)",
+                        replaced_by=line,
+                    )
+                )
+            previous = (email_key, line)
+        journal.add_outcomes(marked)
+        return len(marked)
+    finally:
+        db.close()
+        (journal.run_dir / "emails.tmp").unlink(missing_ok=True)
+
+
+def _record_reader(source: Path, header: Header | None) -> Any:
+    """A function reading one source record by its byte range into its fields."""
+    encoding = header.encoding if header is not None else "utf-8"
+    delimiter = header.delimiter if header is not None and header.delimiter else ","
+    handle = source.open("rb")
+
+    def read(start: int | None, end: int | None) -> list[str]:
+        if start is None or end is None:
+            return []
+        handle.seek(start)
+        raw = handle.read(end - start).decode(encoding, errors="replace")
+        if header is not None and not header.delimiter:  # XML: the element as written
+            return [raw.strip()]
+        fields = next(csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter), [])
+        return fields
+
+    read.close = handle.close  # type: ignore[attr-defined]
+    return read
+
+
+def write_outcome_files(
+    journal: Journal,
+    source: Path | None,
+    options: PlannerOptions,
+    *,
+    write_applied: bool,
+    header: Header | None = None,
+) -> dict[str, str]:
+    """Write ``rejected.csv``, ``duplicates.csv``, ``failed.csv`` (and ``applied.csv``).
+
+    Rejected and duplicate rows are copied from the source by their byte ranges, under the
+    input's own header. Failed and applied rows are written as they were sent (the
+    canonical columns), taken from a replay of the input, since the journal keeps only
+    their lines. Files are written only when they have rows (``applied.csv`` on request).
+
+    Returns:
+        name -> path of each file written.
+    """
+    files: dict[str, str] = {}
+    if source is None:
+        return files
+    meta = journal.meta()
+    counts = journal.outcome_counts()
+    run_dir = journal.run_dir
+    if header is None and (counts["rejected"] or counts["duplicate"]):
+        header = _header_of(source, options, meta)
+    sources = list(header.sources) if header is not None else []
+    if header is not None and not header.delimiter:
+        sources = ["record"]
+    for kind, name in (("rejected", "rejected"), ("duplicate", "duplicates")):
+        if not counts[kind]:
+            continue
+        read = _record_reader(source, header)
+        try:
+            path = run_dir / f"{name}.csv"
+            write_outcome_file(
+                path,
+                journal.outcomes(kind),
+                header=sources,
+                record_fields=lambda o, read=read: (
+                    read(o.start_offset, o.end_offset) if o.start_offset is not None else []
+                ),
+            )
+        finally:
+            read.close()
+        files[name] = str(path)
+    if counts["failed"] > 0 or write_applied:
+        if header is None:
+            header = _header_of(source, options, meta)
+        files.update(
+            _write_sent_rows(
+                journal, source, options, meta, write_applied=write_applied, header=header
+            )
+        )
+    return files
+
+
+def _header_of(source: Path, options: PlannerOptions, meta: dict[str, Any]) -> Header | None:
+    lists = [item["uri"] for item in meta.get("lists", [])] or ["x"]
+    kind = "remove" if meta.get("command") == "remove" else "add"
+    planner = Planner(options, lists=lists, kind=kind, path=str(source))
+    with source.open("rb") as handle:
+        while planner.header is None and (block := handle.read(1 << 16)):
+            planner.decode(block)
+    return planner.header
+
+
+def _records_in(
+    source: Path, header: Header, start: int, end: int, first_line: int
+) -> Iterator[tuple[int, list[str]]]:
+    """The CSV records between two byte offsets, each with the physical line it starts on.
+
+    Lines are counted the way the stream counts them (CR, LF and CRLF each end one), so
+    they match the journal's.
+    """
+    with source.open("rb") as handle:
+        handle.seek(start)
+        text = handle.read(end - start).decode(header.encoding, errors="replace")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=header.delimiter)
+    consumed = 0
+    for fields in reader:
+        yield first_line + consumed, fields
+        consumed = reader.line_num
+
+
+def _write_sent_rows(
+    journal: Journal,
+    source: Path,
+    options: PlannerOptions,
+    meta: dict[str, Any],
+    *,
+    write_applied: bool,
+    header: Header | None,
+) -> dict[str, str]:
+    """``failed.csv`` and ``applied.csv``: CSV rows copied from the source under its own
+    header (each chunk's byte range is read once); XML rows as they were sent."""
+    done = [c for c in journal.chunks(ChunkState.DONE) if c.kind != "clear"]
+    failed: dict[int, OutcomeRecord] = {o.line: o for o in journal.outcomes("failed")}
+    not_applied = {o.line for kind in ("rejected", "duplicate") for o in journal.outcomes(kind)}
+    run_dir = journal.run_dir
+    failed_rows: list[bytes] = []
+    applied_rows: list[bytes] = []
+    columns: list[str] = []
+    if header is not None and header.delimiter:
+        columns = list(header.sources)
+        for chunk in done:
+            complete = chunk.status == "COMPLETE"
+            wanted = {
+                line
+                for line in chunk.lines
+                if line not in not_applied and (line in failed or (write_applied and complete))
+            }
+            if not wanted:
+                continue
+            for line, fields in _records_in(
+                source, header, chunk.start_offset, chunk.end_offset, chunk.first_line
+            ):
+                if line not in wanted:
+                    continue
+                outcome = failed.get(line)
+                if outcome is not None:
+                    failed_rows.append(_csv_row([line, outcome.reason, "", "", *fields]))
+                else:
+                    applied_rows.append(_csv_row([line, *fields]))
+    else:
+        lists = [item["uri"] for item in meta.get("lists", [])]
+        kind = "remove" if meta.get("command") == "remove" else "add"
+        by_seq = {c.seq: c for c in done}
+        for event in _replay(source, options, lists=lists, kind=kind):
+            if not isinstance(event, PlannedChunk) or event.record.seq not in by_seq:
+                continue
+            complete = by_seq[event.record.seq].status == "COMPLETE"
+            sent_header, rows = chunk_rows(event.body, event.content_type)
+            columns = columns or sent_header
+            for line, row in zip(event.record.lines, rows, strict=True):
+                if line in not_applied:
+                    continue
+                outcome = failed.get(line)
+                if outcome is not None:
+                    failed_rows.append(_csv_row([line, outcome.reason, "", "", *row]))
+                elif write_applied and complete:
+                    applied_rows.append(_csv_row([line, *row]))
+    files: dict[str, str] = {}
+    if failed_rows:
+        path = run_dir / "failed.csv"
+        head = _csv_row(["line", "reason", "field", "replaced_by_line", *columns])
+        write_atomically(path, [head, *failed_rows])
+        files["failed"] = str(path)
+    if write_applied:
+        path = run_dir / "applied.csv"
+        write_atomically(path, [_csv_row(["line", *columns]), *applied_rows])
+        files["applied"] = str(path)
+    return files
+
+
+def _csv_row(values: Sequence[Any]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue().encode("utf-8")
+
+
+# -- dry run -----------------------------------------------------------------------------------
+
+
+class DryRunPlan(msgspec.Struct, kw_only=True):
+    """What an import would do: chunks, rows, bytes, requests; and where the outcomes are."""
+
+    input: str
+    kind: str
+    rows_read: int
+    rows_to_send: int
+    rejected: int
+    duplicate: int
+    chunks: int
+    body_bytes: int
+    largest_body: int
+    requests_estimate: int
+    run_dir: str
+    files: dict[str, str]
+    chunk_plan: list[dict[str, int]]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every row would be sent, 2 otherwise."""
+        return 0 if self.rejected == 0 and self.duplicate == 0 else 2
+
+    def render(self, *, json_output: bool) -> str:
+        """The plan as JSON, or as a few lines for people."""
+        if json_output:
+            return msgspec.json.encode({"event": "plan", "plan": self}).decode()
+        lines = [
+            f"dry run of {self.kind} from {self.input}: {self.rows_read:,} rows read, "
+            f"{self.rows_to_send:,} to send, {self.rejected:,} rejected, "
+            f"{self.duplicate:,} duplicate",
+            f"{self.chunks} activities ({self.body_bytes:,} bytes of requests, largest "
+            f"{self.largest_body:,}); about {self.requests_estimate} requests in all",
+        ]
+        for item in self.chunk_plan[:20]:
+            lines.append(
+                f"  chunk {item['seq']}: lines {item['first_line']}-{item['last_line']}, "
+                f"{item['rows']} rows, {item['bytes']:,} bytes"
+            )
+        if len(self.chunk_plan) > 20:
+            lines.append(f"  … {len(self.chunk_plan) - 20} more chunks")
+        for name, path in sorted(self.files.items()):
+            lines.append(f"  {name}: {path}")
+        return "\n".join(lines)
+
+
+def dry_run(
+    path: Path,
+    options: PlannerOptions,
+    *,
+    kind: str,
+    lists: Sequence[str],
+    run_dir: Path | None,
+) -> DryRunPlan:
+    """Read, validate, chunk and encode everything; send nothing; write the local outcomes.
+
+    Raises:
+        InputError: the input cannot be read or imported.
+    """
+    from bulkops.engine.imports import default_run_dir
+
+    source = Path(path)
+    if not source.is_file():
+        raise InputError("no such file", path=str(source))
+    directory = Path(run_dir) if run_dir is not None else default_run_dir(source, "dry-run")
+    journal = Journal(directory, create=True)
+    try:
+        uris = [
+            f"http://api.constantcontact.com/ws/customers/dry-run/lists/{name}" for name in lists
+        ]
+        journal.set_meta(
+            command=kind, input=str(source.resolve()), lists=[{"uri": u} for u in uris]
+        )
+        planner = Planner(options, lists=uris, kind=kind, path=str(source))
+        plan: list[dict[str, int]] = []
+        outcomes: list[OutcomeRecord] = []
+        body_bytes = largest = sent = 0
+        with source.open("rb") as handle:
+            while True:
+                block = handle.read(_BLOCK)
+                events = planner.decode(block) if block else planner.flush()
+                for event in events:
+                    if isinstance(event, PlannedOutcome):
+                        outcomes.append(event.record)
+                    else:
+                        record = event.record
+                        size = len(event.body)
+                        body_bytes += size
+                        largest = max(largest, size)
+                        sent += record.rows
+                        plan.append(
+                            {
+                                "seq": record.seq,
+                                "first_line": record.first_line,
+                                "last_line": record.last_line,
+                                "rows": record.rows,
+                                "bytes": size,
+                            }
+                        )
+                if len(outcomes) > 10_000 or not block:
+                    journal.add_outcomes(outcomes)
+                    outcomes = []
+                if not block:
+                    break
+        files = write_outcome_files(
+            journal, source, options, write_applied=False, header=planner.header
+        )
+        counts = journal.outcome_counts()
+        # lists lookup + one POST per chunk + about one poll per four activities + final poll
+        requests = 1 + len(plan) + max(1, len(plan) // 4) + 1
+        return DryRunPlan(
+            input=str(source),
+            kind=kind,
+            rows_read=planner.rows_read,
+            rows_to_send=sent,
+            rejected=counts["rejected"],
+            duplicate=counts["duplicate"],
+            chunks=len(plan),
+            body_bytes=body_bytes,
+            largest_body=largest,
+            requests_estimate=requests,
+            run_dir=str(directory),
+            files=files,
+            chunk_plan=plan,
+        )
+    finally:
+        journal.close()

@@ -1,0 +1,502 @@
+"""The chunker: valid rows in, activity request bodies out, within every limit.
+
+:class:`Chunker` takes rows already validated and encoded as ``data`` lines (batches of
+parallel lists: line bytes, lower-cased email, source line, start and end offsets) and cuts
+them into :class:`~bulkops.stream.records.Chunk` records.
+
+Rules (tests/test_stream_chunking.py checks each with hypothesis):
+
+* **Limits, measured on the bytes sent.** A chunk has at most ``max_rows`` rows and its
+  ``data`` field, as it appears in the body (percent-encoded for urlencoded forms), at most
+  ``max_bytes`` bytes. Rows are added greedily in input order; a chunk is cut before the
+  first row that would break a limit. Rows removed as duplicates free their room.
+* **No chunk is empty; none is smaller than ``min_rows``** when the input has that many
+  rows to send: a cut chunk is held back until the next one has ``min_rows`` rows, and at
+  the end a short last chunk is merged into the one before it, or takes rows from its end.
+  (Guaranteed whenever ``2 * min_rows`` rows fit in a chunk, i.e. any realistic limits.)
+* **Duplicates.** The same email (lower case) twice: the last occurrence wins. Within a
+  chunk the earlier row is dropped and reported as :class:`~bulkops.stream.records.Duplicate`
+  naming the line that replaced it. An earlier occurrence in a chunk already cut stays there
+  and the later chunk lists it in ``waits_for``: applying every chunk after those it waits
+  for gives the state of applying all rows in order.
+* **Every row lands once**: in one chunk's ``lines``, or in one ``Duplicate`` or
+  ``Rejected`` event; chunks are emitted in ``seq`` order, 0, 1, 2, ...
+* **Deterministic**: cuts depend on the rows only, never on how the input was split into
+  batches; the same rows and options give the same bodies and digests.
+
+Memory is one chunk's rows (plus the held-back one while the next reaches ``min_rows``) and
+the email table (:mod:`bulkops.stream.dedupe`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from itertools import accumulate, compress
+from operator import itemgetter
+from typing import Literal
+
+import attrs
+
+from bulkops.errors import ConfigError
+from bulkops.stream.dedupe import CODE_PERIOD, EmailTable, chunk_code, code_distance
+from bulkops.stream.forms import (
+    multipart_body,
+    percent_encoded_size,
+    urlencoded_body,
+)
+from bulkops.stream.records import Chunk, ChunkKind, Duplicate, Event, Rejected
+from bulkops.wire.activity import (
+    DEFAULT_MAX_ACTIVITY_BYTES,
+    DEFAULT_MAX_ACTIVITY_ROWS,
+    MIN_ACTIVITY_ROWS,
+    ActivityType,
+)
+
+__all__ = ["ChunkOptions", "Chunker", "Locate", "RowBatch"]
+
+Form = Literal["multipart", "urlencoded"]
+_one_more = (1).__add__
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{attribute.name} must be at least 1, not {value}")
+
+
+@attrs.frozen(kw_only=True)
+class ChunkOptions:
+    """How rows are cut into activity requests.
+
+    Attributes:
+        kind: add (``SV_ADD``) or remove (``REMOVE_CONTACTS_FROM_LISTS``).
+        lists: the list URIs every chunk's activity names (at least one).
+        form: ``multipart`` (default: no escaping at all) or ``urlencoded``.
+        max_rows: most data rows per chunk.
+        max_bytes: most bytes of ``data`` per chunk, as sent.
+        min_rows: fewest rows per chunk when the input has that many (the v1 terms: 25).
+    """
+
+    kind: ChunkKind = ChunkKind.ADD
+    lists: tuple[str, ...] = attrs.field(converter=tuple)
+    form: Form = "multipart"
+    max_rows: int = attrs.field(default=DEFAULT_MAX_ACTIVITY_ROWS, validator=_positive)
+    max_bytes: int = attrs.field(default=DEFAULT_MAX_ACTIVITY_BYTES, validator=_positive)
+    min_rows: int = attrs.field(default=MIN_ACTIVITY_ROWS, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.lists or not all(uri.strip() for uri in self.lists):
+            raise ConfigError("an activity needs at least one list URI")
+        if self.form not in ("multipart", "urlencoded"):
+            raise ConfigError(f"form must be multipart or urlencoded, not {self.form!r}")
+        if self.min_rows > self.max_rows:
+            raise ConfigError("min_rows cannot exceed max_rows")
+
+    @property
+    def activity_type(self) -> ActivityType:
+        """The ``activityType`` the chunks carry."""
+        if self.kind is ChunkKind.REMOVE:
+            return ActivityType.REMOVE_CONTACTS_FROM_LISTS
+        return ActivityType.SV_ADD
+
+
+#: Where a record is in the source: ``locate(line) -> (start_offset, end_offset)`` for the
+#: record that starts on ``line``.
+Locate = Callable[[int], tuple[int, int]]
+
+
+@attrs.define(slots=True)
+class RowBatch:
+    """Rows ready for the chunker, as parallel sequences (one entry per row, input order).
+
+    Attributes:
+        outs: the row as a ``data`` line, without its final LF (a CR before it may stay).
+        emails: the lower-cased email, UTF-8.
+        lines: the source line where the record starts (its offsets come from the
+            chunker's ``locate``).
+    """
+
+    outs: list[bytes] = attrs.Factory(list)
+    emails: list[bytes] = attrs.Factory(list)
+    lines: array[int] = attrs.Factory(lambda: array("I"))
+
+    def __len__(self) -> int:
+        return len(self.outs)
+
+    def append(self, out: bytes, email: bytes, line: int) -> None:
+        """Add one row."""
+        self.outs.append(out)
+        self.emails.append(email)
+        self.lines.append(line)
+
+
+class _Building:
+    """A chunk being filled (or held back): its rows, live or dropped (``out == b""``)."""
+
+    __slots__ = (
+        "alive",
+        "batch",
+        "code",
+        "index",
+        "indexed",
+        "nbytes",
+        "seq",
+        "waits",
+    )
+
+    def __init__(self, seq: int, header_bytes: int) -> None:
+        self.seq = seq
+        self.code = chunk_code(seq)
+        self.batch = RowBatch()
+        self.alive = 0
+        self.nbytes = header_bytes
+        self.waits: set[int] = set()
+        self.index: dict[bytes, int] = {}  # email -> row, built lazily (rows < indexed)
+        self.indexed = 0
+
+
+class Chunker:
+    """Cut validated rows into chunks.
+
+    Args:
+        options: limits, kind, lists and form.
+        header: the ``data`` header line (canonical column names), without line break.
+        columns: the canonical column names of ``header``.
+        locate: the source offsets of the record on a line (asked for chunk ends and
+            dropped rows only).
+        forget: told the first line the chunker may still ask about, as chunks go out.
+        capacity: expected distinct emails (sizes the email table; a hint).
+        nul_separated: rows hold a value for every column of ``columns``, separated by NUL
+            bytes (which no valid value holds); a chunk's ``data`` keeps only the columns
+            some of its rows fill, the email always. Sizes are counted as if every column
+            were kept, so the limits hold a fortiori.
+    """
+
+    def __init__(
+        self,
+        options: ChunkOptions,
+        *,
+        header: bytes,
+        columns: tuple[str, ...],
+        locate: Locate,
+        forget: Callable[[int], None] | None = None,
+        capacity: int = 0,
+        nul_separated: bool = False,
+    ) -> None:
+        self._options = options
+        self._locate = locate
+        self._forget = forget
+        self._nul = nul_separated
+        self._header = header
+        self._columns = columns
+        self._urlencoded = options.form == "urlencoded"
+        self._header_bytes = self._size(header)
+        self._table = EmailTable(capacity)
+        self._pending: list[_Building] = []
+        self._open = _Building(0, self._header_bytes)
+        self._emitted = 0
+        self.rows_sent = 0
+        """Rows placed in chunks so far (duplicates dropped since not counted)."""
+        self.duplicates = 0
+        """Rows dropped as duplicates so far."""
+        self.rejected = 0
+        """Rows refused because one alone exceeds the byte limit."""
+
+    @property
+    def chunks(self) -> int:
+        """Chunks emitted so far."""
+        return self._emitted
+
+    @property
+    def table(self) -> EmailTable:
+        """The email table."""
+        return self._table
+
+    def _size(self, out: bytes) -> int:
+        """Bytes a row (or the header) takes in ``data`` as sent, line break included."""
+        if self._urlencoded:
+            return percent_encoded_size(out) + 3
+        return len(out) + 1
+
+    def add(self, batch: RowBatch, events: list[Event]) -> None:
+        """Place a batch of rows; append the events it causes (duplicates, chunks).
+
+        Args:
+            batch: the rows, in input order.
+            events: where events are appended.
+        """
+        n = len(batch)
+        if n == 0:
+            return
+        opts = self._options
+        outs = batch.outs
+        hashes = list(map(zlib.crc32, batch.emails))
+        prefix: list[int] | None = None
+        i = 0
+        while i < n:
+            b = self._open
+            room_rows = opts.max_rows - b.alive
+            room_bytes = opts.max_bytes - b.nbytes
+            j = min(n, i + room_rows)
+            need = -1
+            if j > i:
+                if prefix is None:
+                    need = self._bytes_of(outs[i:j])
+                    if need > room_bytes:
+                        sizes = (
+                            map(self._size, outs)
+                            if self._urlencoded
+                            else map(_one_more, map(len, outs))
+                        )
+                        prefix = list(accumulate(sizes, initial=0))
+                if prefix is not None:
+                    if prefix[j] - prefix[i] > room_bytes:
+                        j = bisect_right(prefix, prefix[i] + room_bytes, i, j + 1) - 1
+                    need = prefix[j] - prefix[i]
+            if j == i:
+                if b.alive == 0 and not b.batch.outs:
+                    self._too_big(batch, i, events)
+                    i += 1
+                else:
+                    self._cut()
+                continue
+            self._take(b, batch, hashes, i, j, need, events)
+            i = j
+        if self._pending and self._open.alive >= opts.min_rows:
+            self._emit_pending(events)
+
+    def finish(self, events: list[Event]) -> None:
+        """Emit what is left (called once, at the end of the input)."""
+        last = self._open
+        if last.alive and last.alive < self._options.min_rows and self._pending:
+            self._rebalance(self._pending[-1], last, events)
+        self._emit_pending(events)
+        if last.alive:
+            events.append(self._finalize(last))
+
+    # -- filling --------------------------------------------------------------------------
+
+    def _bytes_of(self, outs: Sequence[bytes]) -> int:
+        if self._urlencoded:
+            return sum(map(self._size, outs))
+        return sum(map(len, outs)) + len(outs)
+
+    def _too_big(self, batch: RowBatch, i: int, events: list[Event]) -> None:
+        self.rejected += 1
+        start, end = self._locate(batch.lines[i])
+        events.append(
+            Rejected(
+                line=batch.lines[i],
+                start_offset=start,
+                end_offset=end,
+                field=None,
+                reason=(
+                    f"the row takes {self._size(batch.outs[i])} bytes, more than a request "
+                    f"may carry with its header ({self._options.max_bytes} bytes)"
+                ),
+            )
+        )
+
+    def _take(
+        self,
+        b: _Building,
+        batch: RowBatch,
+        hashes: list[int],
+        i: int,
+        j: int,
+        need: int,
+        events: list[Event],
+    ) -> None:
+        rows = b.batch
+        base = len(rows.outs)
+        if i == 0 and j == len(batch.outs):
+            rows.outs += batch.outs
+            rows.emails += batch.emails
+            rows.lines += batch.lines
+            hits = self._table.insert(hashes, b.code)
+        else:
+            rows.outs += batch.outs[i:j]
+            rows.emails += batch.emails[i:j]
+            rows.lines += batch.lines[i:j]
+            hits = self._table.insert(hashes[i:j], b.code)
+        b.alive += j - i
+        b.nbytes += need
+        self.rows_sent += j - i
+        for k, previous in hits:
+            r = base + k
+            if previous == b.code:
+                if b.indexed < r:
+                    b.index.update(zip(rows.emails[b.indexed : r], range(b.indexed, r)))
+                    b.indexed = r
+                q = b.index.get(rows.emails[r])
+                if q is not None and rows.outs[q]:
+                    self._drop(b, q, rows.lines[r], events)
+                    continue
+                distance = CODE_PERIOD  # a fingerprint clash, or a chunk 4095 back
+            else:
+                distance = code_distance(b.code, previous)
+            if distance <= b.seq:
+                b.waits.add(b.seq - distance)
+
+    def _drop(self, b: _Building, q: int, replaced_by: int, events: list[Event]) -> None:
+        rows = b.batch
+        b.nbytes -= self._size(rows.outs[q])
+        rows.outs[q] = b""
+        b.alive -= 1
+        self.rows_sent -= 1
+        self.duplicates += 1
+        start, end = self._locate(rows.lines[q])
+        events.append(
+            Duplicate(
+                line=rows.lines[q],
+                start_offset=start,
+                end_offset=end,
+                replaced_by=replaced_by,
+                email=rows.emails[q].decode("utf-8", "replace"),
+            )
+        )
+
+    def _cut(self) -> None:
+        self._pending.append(self._open)
+        self._open = _Building(self._open.seq + 1, self._header_bytes)
+
+    # -- emitting -------------------------------------------------------------------------
+
+    def _emit_pending(self, events: list[Event]) -> None:
+        for b in self._pending:
+            if b.alive:
+                events.append(self._finalize(b))
+        self._pending.clear()
+        if self._forget is not None:
+            lines = self._open.batch.lines
+            self._forget(lines[0] if lines else 1 << 62)
+
+    def _finalize(self, b: _Building) -> Chunk:
+        opts = self._options
+        rows = b.batch
+        outs = list(filter(None, rows.outs)) if b.alive < len(rows.outs) else rows.outs
+        header, columns = self._header, self._columns
+        if self._nul:
+            header, columns, outs = self._project(outs)
+        data = b"".join((header, b"\n", b"\n".join(outs), b"\n"))
+        lines = (
+            array("I", compress(rows.lines, rows.outs)) if b.alive < len(rows.outs) else rows.lines
+        )
+        encode = urlencoded_body if self._urlencoded else multipart_body
+        body, content_type, data_bytes = encode(opts.activity_type.value, data, opts.lists)
+        assert data_bytes <= opts.max_bytes and len(outs) <= opts.max_rows, "limits broken"
+        assert b.seq == self._emitted, "chunks out of order"
+        self._emitted += 1
+        waits = tuple(sorted(w for w in b.waits if w < b.seq))
+        if opts.kind is ChunkKind.REMOVE:
+            waits = ()  # removing an email twice is idempotent: order does not matter
+        return Chunk(
+            seq=b.seq,
+            kind=opts.kind,
+            rows=len(outs),
+            lines=lines,
+            first_line=lines[0],
+            last_line=lines[-1],
+            start_offset=self._locate(rows.lines[0])[0],
+            end_offset=self._locate(rows.lines[-1])[1],
+            columns=columns,
+            body=body,
+            content_type=content_type,
+            data_bytes=data_bytes,
+            digest=hashlib.sha256(body).hexdigest(),
+            waits_for=waits,
+            after=waits[-1] if waits else None,
+        )
+
+    def _project(self, outs: list[bytes]) -> tuple[bytes, tuple[str, ...], list[bytes]]:
+        """Keep the columns some row fills (and the first, the email)."""
+        rows = [out.split(b"\x00") for out in outs]
+        used = [0] + [k for k in range(1, len(self._columns)) if any(map(itemgetter(k), rows))]
+        columns = tuple(self._columns[k] for k in used)
+        if len(used) == 1:
+            return columns[0].encode("ascii"), columns, [row[0] for row in rows]
+        pick = itemgetter(*used)
+        return ",".join(columns).encode("ascii"), columns, [b",".join(pick(r)) for r in rows]
+
+    # -- the end: no chunk below min_rows -------------------------------------------------
+
+    def _rebalance(self, p: _Building, f: _Building, events: list[Event]) -> None:
+        """Make the short last chunk ``f`` reach ``min_rows``: merge it into the chunk
+        before it, or move rows from that chunk's end into it."""
+        opts = self._options
+        if (
+            p.alive + f.alive <= opts.max_rows
+            and p.nbytes + f.nbytes - self._header_bytes <= opts.max_bytes
+        ):
+            self._merge(p, f, events)
+            return
+        prows, frows = p.batch, f.batch
+        f_emails = {
+            email: line
+            for email, line, out in zip(frows.emails, frows.lines, frows.outs, strict=True)
+            if out
+        }
+        moved = RowBatch()
+        while f.alive < opts.min_rows and p.alive > opts.min_rows and prows.outs:
+            out = prows.outs[-1]
+            size = self._size(out) if out else 0
+            if out and (f.alive + 1 > opts.max_rows or f.nbytes + size > opts.max_bytes):
+                break
+            email, line = prows.emails.pop(), prows.lines.pop()
+            prows.outs.pop()
+            if out:
+                p.alive -= 1
+                p.nbytes -= size
+                if email in f_emails:
+                    self.rows_sent -= 1
+                    self.duplicates += 1
+                    start, end = self._locate(line)
+                    events.append(
+                        Duplicate(
+                            line=line,
+                            start_offset=start,
+                            end_offset=end,
+                            replaced_by=f_emails[email],
+                            email=email.decode("utf-8", "replace"),
+                        )
+                    )
+                    out = b""
+                else:
+                    f.alive += 1
+                    f.nbytes += size
+                    f_emails[email] = line
+            moved.append(out, email, line)
+        if not moved.outs:
+            return
+        # moved holds rows in reverse order; they go in front of f's rows.
+        rest = RowBatch(
+            outs=moved.outs[::-1] + frows.outs,
+            emails=moved.emails[::-1] + frows.emails,
+            lines=array("I", moved.lines[::-1]) + frows.lines,
+        )
+        f.batch = rest
+        f.waits |= p.waits
+        p_alive = {email for email, out in zip(prows.emails, prows.outs, strict=True) if out}
+        if p_alive & set(f_emails):
+            f.waits.add(p.seq)
+        else:
+            f.waits.discard(p.seq)
+
+    def _merge(self, p: _Building, f: _Building, events: list[Event]) -> None:
+        prows, frows = p.batch, f.batch
+        p_rows = {email: q for q, (email, out) in enumerate(zip(prows.emails, prows.outs)) if out}
+        for email, out, line in zip(frows.emails, frows.outs, frows.lines, strict=True):
+            if out and email in p_rows:
+                self._drop(p, p_rows.pop(email), line, events)
+        prows.outs += frows.outs
+        prows.emails += frows.emails
+        prows.lines += frows.lines
+        p.alive += f.alive
+        p.nbytes += f.nbytes - self._header_bytes
+        p.waits |= f.waits
+        p.waits.discard(p.seq)
+        f.alive = 0
+        f.batch = RowBatch()

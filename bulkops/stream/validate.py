@@ -1,0 +1,204 @@
+"""Row validation: the exact check, and the byte-level fast checks that imply it.
+
+The exact check (:func:`row_problem_of`) decodes and strips every value and applies
+:mod:`bulkops.wire.columns` (``email_problem``, ``field_problem``): the same rules the server
+applies, so a row the client sends is a row the server takes. It also refuses control
+characters (XML cannot carry them) and undecodable bytes.
+
+The fast checks are compiled regular expressions over raw UTF-8 bytes, built per input
+(:func:`plain_row_pattern`, :func:`quoted_row_pattern`). They are *sufficient*, never
+necessary: a row they accept passes the exact check (a field of at most ``n`` bytes has at
+most ``n`` characters; the email pattern is a strict subset of
+:func:`~bulkops.wire.columns.is_valid_email` once the two post-checks of
+:func:`fast_email_ok` hold); a row they refuse goes to the exact check, which decides.
+tests/test_stream_validate.py checks the implication with hypothesis.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+
+from bulkops.stream.header import ColumnMap
+from bulkops.wire.columns import (
+    EMAIL_MAX_LENGTH,
+    STATE_CODES,
+    Column,
+    email_problem,
+    field_problem,
+)
+
+__all__ = [
+    "CONTROL_BYTES",
+    "control_problem",
+    "encode_row",
+    "fast_email_ok",
+    "plain_row_pattern",
+    "quoted_row_pattern",
+    "row_problem_of",
+]
+
+#: C0 control bytes XML 1.0 cannot carry (tab, LF and CR are fine), and DEL.
+CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+#: Every byte except the control bytes: ``data.translate(None, NOT_CONTROL)`` keeps only
+#: the control bytes of ``data`` (empty when there is none) at C speed.
+NOT_CONTROL = bytes(b for b in range(256) if b not in CONTROL_BYTES)
+_CONTROL_RE = re.compile("[" + re.escape(CONTROL_BYTES.decode("latin-1")) + "]")
+
+# -- the fast email pattern -------------------------------------------------------------------
+# Local part: dot-separated atoms of the RFC 5322 "atext" characters (the delimiter removed
+# per input); domain: labels of letters, digits and hyphens that start with a letter or digit,
+# at most 62 characters, then an alphabetic TLD. What the pattern does not say (no label or
+# atom ends with "-" before a dot, at most 80 characters) is checked on the batch by
+# fast_email_ok; together they imply bulkops.wire.columns.is_valid_email.
+_ATEXT_SPECIALS = "!#$%&'*+/=?^_`{|}~-"
+_DOMAIN = rb"(?:[A-Za-z0-9][A-Za-z0-9\-]{0,61}+\.)++[A-Za-z]{2,63}+"
+
+
+def _email_pattern(delimiter: bytes) -> bytes:
+    specials = "".join(c for c in _ATEXT_SPECIALS if c.encode() != delimiter)
+    atom = b"[A-Za-z0-9" + re.escape(specials).encode("ascii") + b"]++"
+    return atom + rb"(?:\." + atom + rb")*+@" + _DOMAIN
+
+
+def fast_email_ok(emails: Sequence[bytes]) -> bool:
+    """The two batch post-checks of the fast email pattern: no address longer than 80
+    bytes, none holding ``-.``. When False, check the addresses one by one."""
+    if not emails:
+        return True
+    return max(map(len, emails)) <= EMAIL_MAX_LENGTH and b"-." not in b"\n".join(emails)
+
+
+def _state_pattern() -> bytes:
+    by_first: dict[str, list[str]] = defaultdict(list)
+    for code in sorted(STATE_CODES):
+        by_first[code[0]].append(code[1])
+    upper = "|".join(f"{first}[{''.join(rest)}]" for first, rest in sorted(by_first.items()))
+    return f"(?:{upper}|{upper.lower()})?".encode("ascii")
+
+
+_STATE = _state_pattern()
+_EMAIL_TYPE = rb"(?:HTML|html|Html|TEXT|Text|text)?"
+
+
+def _field(
+    column: Column | None, delimiter: bytes, *, last: bool, quoted: bool, single: bool = False
+) -> bytes:
+    """The fast pattern of one field (no capture group except the email's).
+
+    ``quoted`` allows RFC 4180 quoted fields; ``single`` keeps them on one line.
+    """
+    d = re.escape(delimiter)
+    stop = d + (rb"\n" if last else b"")
+    inside = rb'[^"\n]' if single else rb'[^"]'
+    if column is None:
+        if not quoted:
+            return b"[^" + stop + b"]*+"
+        return rb'(?:"(?:' + inside + rb'++|"")*+"|[^' + d + rb'"\r\n]*+)'
+    if column.field == "EmailAddress":
+        email = _email_pattern(delimiter)
+        if not quoted:
+            return b"(" + email + b")"
+        return rb'("?+)(' + email + rb")\1"
+    if column.field == "StateCode":
+        inner = _STATE
+    elif column.field == "EmailType":
+        inner = _EMAIL_TYPE
+    else:
+        limit = column.limit
+        if not quoted:
+            return b"[^" + stop + b"]{0,%d}+" % limit
+        return rb'(?:"(?:' + inside + rb'|""){0,%d}+"|[^' % limit + d + rb'"\r\n]{0,%d}+)' % limit
+    if not quoted:
+        return inner
+    return rb'(?:"' + inner + rb'"|' + inner + b")"
+
+
+def plain_row_pattern(columns: ColumnMap, delimiter: bytes) -> re.Pattern[bytes]:
+    """The fast pattern for runs of lines without any quote character.
+
+    ``pattern.findall(run)`` returns one item per line of ``run`` (which must end with a line
+    break): the line's email bytes when the line certainly passes the exact check, else
+    ``b""``. When it returns fewer items than lines, a line lacked delimiters and a match ran
+    into the next one: check that run line by line with ``fullmatch``.
+    """
+    n = len(columns.columns)
+    parts = [
+        _field(column, delimiter, last=(i == n - 1), quoted=False)
+        for i, column in enumerate(columns.columns)
+    ]
+    body = re.escape(delimiter).join(parts)
+    return re.compile(body + rb"\r?\n|[^\n]*\n")
+
+
+def quoted_row_pattern(
+    columns: ColumnMap, delimiter: bytes, *, single_line: bool = False
+) -> re.Pattern[bytes]:
+    """The fast pattern for records that hold quotes.
+
+    It matches strict RFC 4180 records only (a quote opens a field or is doubled inside
+    one), through the record's line break; group 1 is the email's quote (or empty), group 2
+    the email. No match: parse and check the record exactly.
+
+    With ``single_line``, quoted fields may not hold a line break and a record that does
+    not match is skipped to the next line: ``findall`` over lines that each hold a quote
+    returns ``(quote, email)`` per line, ``(b"", b"")`` for a line to check exactly.
+    """
+    n = len(columns.columns)
+    parts = [
+        _field(column, delimiter, last=(i == n - 1), quoted=True, single=single_line)
+        for i, column in enumerate(columns.columns)
+    ]
+    body = re.escape(delimiter).join(parts)
+    if single_line:
+        return re.compile(body + rb"\r?\n|[^\n]*\n")
+    return re.compile(body + rb"(?:\r\n|\n|\r)")
+
+
+def control_problem(value: str) -> str | None:
+    """Why a value is unacceptable for its control characters, or None."""
+    found = _CONTROL_RE.search(value)
+    if found is None:
+        return None
+    return f"contains the control character U+{ord(found.group()):04X}, which XML cannot carry"
+
+
+def row_problem_of(columns: ColumnMap, values: Sequence[str]) -> tuple[str, str] | None:
+    """The exact check of one row: ``(source header, reason)`` of its first problem, or None.
+
+    Args:
+        columns: the column map.
+        values: the decoded values of every source column (same length as the header),
+            not stripped.
+
+    The email is checked first, then the other sent columns in source order; dropped
+    columns are not checked.
+    """
+    email_at = columns.email_index
+    email = values[email_at].strip()
+    problem = control_problem(email) or email_problem(email)
+    if problem is not None:
+        return columns.sources[email_at], problem
+    for i, column in enumerate(columns.columns):
+        if column is None or i == email_at:
+            continue
+        value = values[i].strip()
+        problem = control_problem(value) or field_problem(column.field, value)
+        if problem is not None:
+            return columns.sources[i], problem
+    return None
+
+
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+
+
+def encode_row(values: Sequence[str]) -> bytes:
+    """One ``data`` row from values, without the line break: comma-separated, each value
+    quoted only when it holds a comma, a quote, CR or LF (quotes doubled)."""
+    out = []
+    for value in values:
+        if _NEEDS_QUOTES.search(value):
+            value = '"' + value.replace('"', '""') + '"'
+        out.append(value)
+    return ",".join(out).encode("utf-8")

@@ -1,0 +1,166 @@
+"""``bulkops export`` and ``bulkops resume`` on an export, on the embedded server."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bulkops.__main__ import main
+from bulkops.cli.export import status_if_export
+from bulkops.server.app import ServerConfig
+from bulkops.server.queries import create_list
+from bulkops.server.seed import seed_contacts
+from bulkops.server.serve import DEMO_ACCOUNT, open_state
+from bulkops.wire.model import ListInput
+
+ROWS = 3000
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A BULKOPS_HOME whose database holds list "Customers" with 3000 members."""
+    for name in list(os.environ):
+        if name.startswith("BULKOPS_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    monkeypatch.setenv("BULKOPS_HOME", str(home))
+    state = open_state(home / "server.db", ServerConfig(), accounts=[DEMO_ACCOUNT])
+    try:
+        db = state.store.connection()
+        (account,) = db.execute("SELECT id FROM account WHERE username = 'demo'").fetchone()
+        customers = create_list(db, account, ListInput(name="Customers"), 0)
+        seed_contacts(
+            db,
+            account,
+            ROWS,
+            lists=[int(customers.id)],
+            seed=11,
+            removed_ratio=0.0,
+            do_not_mail_ratio=0.0,
+        )
+    finally:
+        state.store.close()
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+def bulkops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a child process (its own embedded server on the same database)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bulkops", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_export_writes_the_list_and_reports_json(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Default path (an activity), CSV from the suffix, every column, a JSON report."""
+    out = tmp_path / "customers.csv"
+    code = main(["export", "--list", "Customers", "-o", str(out), "--json", "--quiet"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])["report"]
+    assert (report["rows"], report["count_check"], report["via"]) == (ROWS, "match", "activity")
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
+    assert len(rows) == ROWS
+    assert list(rows[0])[:3] == ["Email Address", "Email Type", "First Name"]
+    assert len({r["Email Address"] for r in rows}) == ROWS
+
+
+def test_export_via_the_feed_to_json_lines(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--via feed walks the members feed; .jsonl picks JSON Lines; the summary is printed."""
+    out = tmp_path / "members.jsonl"
+    code = main(["export", "members", "--list", "Customers", "--via", "feed", "-o", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"{ROWS:,} rows (ContactCount {ROWS:,}: match)" in printed
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == ROWS
+    assert set(json.loads(lines[0])) == {"Email Address"}
+
+
+def test_incremental_sync_from_an_earlier_run(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--updated-since RUN_DIR starts from that run's high-water mark."""
+    first = [
+        "export", "contacts", "--updated-since", "2000-01-01T00:00:00Z", "--list-type",
+        "active", "-o", str(tmp_path / "all.csv"), "--run-dir", str(tmp_path / "sync1"), "--json",
+    ]  # fmt: skip
+    assert main(first) == 0
+    mark = json.loads(capsys.readouterr().out.splitlines()[-1])["report"]["high_water_mark"]
+    second = [
+        "export", "contacts", "--updated-since", str(tmp_path / "sync1"), "--list", "Customers",
+        "-o", str(tmp_path / "delta.csv"), "--json",
+    ]  # fmt: skip
+    assert main(second) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])["report"]
+    assert 1 <= report["rows"] < ROWS  # only what was updated at the mark or later
+    assert report["high_water_mark"] == mark
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["export", "-o", "x.csv"], "say what to export"),
+        (["export", "lists", "--via", "activity", "-o", "x.csv"], "members only"),
+        (["export", "--list", "Nope", "-o", "x.csv", "--via", "feed"], "no list 'Nope'"),
+        (["export", "--list", "Customers", "-o", "x.csv", "--columns", "Shoe"], "unknown column"),
+    ],
+)
+def test_bad_requests_are_usage_errors(
+    home: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """Options that make no sense, or name nothing, exit 64 with a one-line reason."""
+    assert main(args) == 64
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("via", ["feed", "activity"])
+def test_an_export_killed_by_sigkill_resumes_to_the_same_file(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], via: str
+) -> None:
+    """SIGKILL between two checkpoints, then ``bulkops resume``: the uninterrupted bytes."""
+    common = ["--list", "Customers", "--via", via, "--checkpoint-rows", "500", "--quiet"]
+    whole = tmp_path / "whole.csv"
+    assert main(["export", *common, "-o", str(whole), "--run-dir", str(tmp_path / "r1")]) == 0
+    assert status_if_export(argparse.Namespace(run_dir=tmp_path / "r1", json=False)) == 0
+    assert status_if_export(argparse.Namespace(run_dir=tmp_path, json=False)) is None
+
+    out, run_dir = tmp_path / "killed.csv", tmp_path / "r2"
+    killed = bulkops(
+        "export", *common, "-o", str(out), "--run-dir", str(run_dir),
+        env={"BULKOPS_TEST_KILL_AFTER_ROWS": "1234"},
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not out.exists()
+    (partial,) = [p for p in tmp_path.iterdir() if p.name.startswith(".killed.csv.")]
+    assert partial.stat().st_size > 0
+    assert status_if_export(argparse.Namespace(run_dir=run_dir, json=True)) == 3
+    status = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert status["state"] == "running"
+    assert 500 <= status["rows"] < 1234  # the last checkpoint before the kill
+
+    resumed = bulkops("resume", str(run_dir), "--json", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout.splitlines()[-1])["report"]
+    assert (report["state"], report["rows"], report["resumes"]) == ("complete", ROWS, 1)
+    assert report["count_check"] == "match"
+    assert out.read_bytes() == whole.read_bytes()
+    assert not partial.exists()

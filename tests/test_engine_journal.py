@@ -1,0 +1,108 @@
+"""The run journal: plan, post states, outcomes, crash-consistent reopen."""
+
+from __future__ import annotations
+
+from array import array
+from pathlib import Path
+
+import pytest
+
+from bulkops.engine.journal import ChunkRecord, ChunkState, Journal, OutcomeRecord
+from bulkops.engine.ledger import count_outcomes
+from bulkops.errors import ConfigError
+
+
+def chunk(seq: int, lines: list[int], digest: str = "d") -> ChunkRecord:
+    return ChunkRecord(
+        seq=seq,
+        kind="add",
+        rows=len(lines),
+        first_line=lines[0],
+        last_line=lines[-1],
+        start_offset=0,
+        end_offset=10,
+        digest=f"{digest}{seq}",
+        body_bytes=100,
+        lines=array("Q", lines),
+        after=None,
+        state=ChunkState.PLANNED,
+    )
+
+
+def test_a_replayed_plan_returns_the_recorded_chunk(tmp_path: Path) -> None:
+    """Planning the same chunk twice keeps the first record and its state."""
+    journal = Journal(tmp_path, create=True)
+    journal.plan(chunk(0, [2, 3, 4]))
+    journal.posting(0, now=1.0)
+    journal.posted(0, "a07e1abc")
+    again = journal.plan(chunk(0, [2, 3, 4]))
+    assert again.state == ChunkState.POSTED
+    assert again.activity_id == "a07e1abc"
+    assert list(again.lines) == [2, 3, 4]
+    with pytest.raises(ConfigError, match="input file changed"):
+        journal.plan(chunk(0, [2, 3, 4], digest="other"))
+
+
+def test_outcomes_keep_the_highest_ranked_kind(tmp_path: Path) -> None:
+    """A line that failed on the server and was later superseded is a duplicate."""
+    journal = Journal(tmp_path, create=True)
+    journal.add_outcomes(
+        [OutcomeRecord(line=5, kind="duplicate", reason="replaced", replaced_by=9)]
+    )
+    journal.add_outcomes([OutcomeRecord(line=5, kind="failed", reason="bad state")])
+    assert [o.kind for o in journal.outcomes("duplicate")] == ["duplicate"]
+    assert list(journal.outcomes("failed")) == []
+
+
+def test_counts_balance_and_reopen_after_a_crash(tmp_path: Path) -> None:
+    """read == applied + failed + rejected + duplicate; state survives reopening."""
+    journal = Journal(tmp_path, create=True)
+    journal.plan(chunk(0, [2, 3, 4, 6]))
+    journal.plan(chunk(1, [7, 8, 9]))
+    journal.add_outcomes(
+        [
+            OutcomeRecord(line=5, kind="rejected", reason="bad email"),
+            OutcomeRecord(line=3, kind="duplicate", reason="replaced by line 8", replaced_by=8),
+        ]
+    )
+    journal.done(
+        0,
+        status="COMPLETE",
+        transaction_count=3,
+        failures=[
+            OutcomeRecord(line=6, kind="failed", reason="Unknown US/Canadian state/prov", chunk=0),
+        ],
+        run_start=1.0,
+        run_finish=2.0,
+        insert_time=0.5,
+    )
+    journal.close()  # as if the process died here
+
+    reopened = Journal(tmp_path, create=False)
+    counts = count_outcomes(reopened, rows_read=8)
+    assert (counts.applied, counts.failed, counts.rejected, counts.duplicate, counts.pending) == (
+        2,
+        1,
+        1,
+        1,
+        3,
+    )
+    assert counts.balanced
+    reopened.done(
+        1,
+        status="COMPLETE",
+        transaction_count=3,
+        failures=[],
+        run_start=2.0,
+        run_finish=3.0,
+        insert_time=1.0,
+    )
+    final = count_outcomes(reopened, rows_read=8)
+    assert (final.applied, final.pending) == (5, 0)
+    assert final.balanced
+
+
+def test_status_needs_an_existing_run(tmp_path: Path) -> None:
+    """Opening a directory without a journal for resume is a clear error."""
+    with pytest.raises(ConfigError, match="not a bulkops run directory"):
+        Journal(tmp_path / "nothing", create=False)
