@@ -35,11 +35,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench_server import API_KEY, PASSWORD, USER, Figure, print_table, serving  # noqa: E402
-from gen_contacts import generate  # noqa: E402
+from bench_server import API_KEY, PASSWORD, USER, Figure, print_table, serving
+from gen_contacts import generate
 
-from bulkops.stream.pipeline import Pipeline, PipelineOptions  # noqa: E402
-from bulkops.stream.records import Chunk  # noqa: E402
+from bulkops.stream.pipeline import Pipeline, PipelineOptions
+from bulkops.stream.records import Chunk
 
 CACHE = Path(tempfile.gettempdir()) / "bulkops-bench"
 

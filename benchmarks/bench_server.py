@@ -434,11 +434,14 @@ def print_table(figures: list[Figure], out: Any = sys.stdout) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen cases and print their figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import bench_activities  # its cases (SV_ADD apply rate, exports) belong to this table too
+
+    activity_cases = set(bench_activities.CASES)
     parser.add_argument(
         "--case",
         action="append",
-        choices=sorted(CASES),
-        help="a case to run (repeatable; default: all)",
+        choices=sorted(set(CASES) | activity_cases),
+        help="a case to run (repeatable; default: all, the activity cases included)",
     )
     parser.add_argument("--contacts", type=int, default=1_000_000, help="account size")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the generator")
@@ -455,6 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    wanted = args.case or [*sorted(CASES), *sorted(activity_cases)]
+    server_cases = [c for c in wanted if c in CASES]
+    for name in (c for c in wanted if c in activity_cases):
+        extra = ["--json"] if args.json else []
+        bench_activities.main(["--case", name, "--contacts", str(args.contacts), *extra])
+    if not server_cases:
+        return 0
     args.cache.mkdir(parents=True, exist_ok=True)
     db_path, list_ids = prepare_db(args.cache, args.contacts, args.seed, fresh=args.fresh)
     figures: list[Figure] = []
@@ -469,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                 list_ids=list_ids,
                 seed=args.seed,
             )
-            for name in args.case or sorted(CASES):
+            for name in server_cases:
                 print(f"running {name} ...", file=sys.stderr)
                 figures.extend(CASES[name](bench))
     if args.json:

@@ -20,7 +20,11 @@ def bulkops(*args: str, home: Path, timeout: float = 120) -> subprocess.Complete
         env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "bulkops", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -30,20 +34,37 @@ def test_the_readme_main_job_works_on_a_fresh_machine(tmp_path: Path) -> None:
     home = tmp_path / "home"
     run_dir = tmp_path / "run"
     first = bulkops(
-        "import", str(SAMPLES / "contacts.csv"), "--list", "Newsletter", "--create-lists",
-        "--run-dir", str(run_dir), home=home,
+        "import",
+        str(SAMPLES / "contacts.csv"),
+        "--list",
+        "Newsletter",
+        "--create-lists",
+        "--run-dir",
+        str(run_dir),
+        home=home,
     )
     assert first.returncode == 0, first.stderr
     assert "120 applied" in first.stdout
     report = json.loads((run_dir / "report.json").read_text())
     assert report["counts"] == {
-        "read": 120, "applied": 120, "failed": 0, "rejected": 0, "duplicate": 0, "pending": 0,
+        "read": 120,
+        "applied": 120,
+        "failed": 0,
+        "rejected": 0,
+        "duplicate": 0,
+        "pending": 0,
     }
     assert (home / "server.db").exists()
     # The list now exists: importing again without --create-lists works, and updates.
     again = bulkops(
-        "import", str(SAMPLES / "contacts.csv"), "--list", "Newsletter",
-        "--run-dir", str(tmp_path / "again"), "--json", home=home,
+        "import",
+        str(SAMPLES / "contacts.csv"),
+        "--list",
+        "Newsletter",
+        "--run-dir",
+        str(tmp_path / "again"),
+        "--json",
+        home=home,
     )
     assert again.returncode == 0, again.stderr
     events = [json.loads(line) for line in again.stdout.splitlines() if line.startswith("{")]
@@ -58,8 +79,14 @@ def test_a_messy_file_exits_2_with_its_outcome_files(tmp_path: Path) -> None:
     """Rejected and duplicate rows are reported with their lines, under the input's header."""
     run_dir = tmp_path / "run"
     result = bulkops(
-        "import", str(SAMPLES / "messy.csv"), "--list", "Messy", "--create-lists",
-        "--run-dir", str(run_dir), home=tmp_path / "home",
+        "import",
+        str(SAMPLES / "messy.csv"),
+        "--list",
+        "Messy",
+        "--create-lists",
+        "--run-dir",
+        str(run_dir),
+        home=tmp_path / "home",
     )
     assert result.returncode == 2, result.stderr
     report = json.loads((run_dir / "report.json").read_text())
@@ -82,8 +109,15 @@ def test_dry_run_needs_no_server_and_prints_the_plan(tmp_path: Path) -> None:
     """--dry-run validates and plans; nothing is sent, no database is made."""
     home = tmp_path / "home"
     result = bulkops(
-        "import", str(SAMPLES / "messy.csv"), "--list", "X", "--dry-run",
-        "--run-dir", str(tmp_path / "dry"), "--json", home=home,
+        "import",
+        str(SAMPLES / "messy.csv"),
+        "--list",
+        "X",
+        "--dry-run",
+        "--run-dir",
+        str(tmp_path / "dry"),
+        "--json",
+        home=home,
     )
     assert result.returncode == 2, result.stderr
     plan = json.loads(result.stdout)["plan"]
@@ -108,8 +142,12 @@ def test_errors_have_clear_messages_and_exit_codes(
     """Usage errors exit 64, fatal ones 4, each with a message that says what is wrong."""
     (tmp_path / "x.csv").write_text("Email\na@example.com\n")
     result = subprocess.run(
-        [sys.executable, "-m", "bulkops", *args], cwd=tmp_path, capture_output=True,
-        text=True, timeout=60, env={**os.environ, "BULKOPS_HOME": str(tmp_path / "h")},
+        [sys.executable, "-m", "bulkops", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "BULKOPS_HOME": str(tmp_path / "h")},
         check=False,
     )
     assert result.returncode == code, result.stderr

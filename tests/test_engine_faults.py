@@ -35,8 +35,10 @@ async def test_faults_do_not_change_the_final_state(faulty: RunningServer, tmp_p
     rows += [["c5@example.org", "Last", "Word", "Reno", "NV"]]
     path = write_csv(tmp_path / "in.csv", rows)
     options = ImportOptions(
-        lists=("Faulty",), create_lists=True, **FAST,  # type: ignore[arg-type]
-        planner=PlannerOptions(max_rows=30),
+        lists=("Faulty",),
+        create_lists=True,
+        **FAST,  # type: ignore[arg-type]
+        planner=PlannerOptions(max_rows=50),
     )
     async with open_client(client_config(faulty, retry_attempts=30)) as client:
         with trio.fail_after(240):
@@ -62,14 +64,19 @@ async def test_faults_do_not_change_the_final_state(faulty: RunningServer, tmp_p
     assert all(a.status == "COMPLETE" for a in report.activities)
 
 
-async def test_a_stalled_activity_stops_the_run_resumably(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_a_stalled_activity_stops_the_run_resumably(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
     """An activity that stays RUNNING past --stall-timeout ends the run as stalled (exit 3)."""
     config = ServerConfig(faults="stall=1.0:3,seed=1")
     state = make_state(tmp_path / "srv", config)
     server = await start_server(nursery, state)
     path = write_csv(tmp_path / "in.csv", contact_rows(60))
     options = ImportOptions(
-        lists=("Slow",), create_lists=True, stall_timeout=0.5, **FAST,  # type: ignore[arg-type]
+        lists=("Slow",),
+        create_lists=True,
+        stall_timeout=0.5,
+        **FAST,  # type: ignore[arg-type]
     )
     async with open_client(client_config(server)) as client:
         with trio.fail_after(60):

@@ -16,12 +16,15 @@ activities, campaigns, any collection path) is walked the same way.
 Invariants:
 
 * **Constant memory.** Bytes go from the socket through the incremental decoders to the
-  output file; at most ``prefetch + 1`` feed pages (50 entries each) or one 64 KiB piece of
-  an export file are held, whatever the size of the export.
+  output file; at most ``prefetch + 2`` feed pages (50 entries each: the one being written
+  and ``prefetch + 1`` requested ahead of it) or one 64 KiB piece of an export file are
+  held, whatever the size of the export.
 * **Bounded prefetch.** The walker requests page *k+1* as soon as page *k*'s ``next`` link
   has been read (:attr:`FeedDecoder.next_url`), while *k* is still arriving; at most
-  ``prefetch`` pages beyond the one being delivered are fetched or held. Pages are delivered
-  in order.
+  ``prefetch + 1`` pages are requested and not yet taken by the consumer
+  (:class:`WalkStats`). Pages are delivered in order. A page whose body breaks off is read
+  again (its successor is not requested twice), and so is an export file, skipping the rows
+  already written.
 * **Atomic output.** Rows are written to a temporary file next to the target
   (``.{name}.{run}.part``), which is renamed over the target only when complete, after an
   ``fsync``; an interrupted export never leaves a partial target.
@@ -52,7 +55,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, get_args
 from urllib.parse import urlencode, urlsplit
 
 import attrs
@@ -111,12 +114,14 @@ __all__ = [
     "resume_export",
     "run_export",
     "since_from_run",
+    "single_errors",
+    "summary",
 ]
 
 ExportWhat = Literal["members", "contacts", "lists", "activities", "campaigns", "collection"]
 Via = Literal["activity", "feed"]
 
-_WHATS: tuple[str, ...] = ("members", "contacts", "lists", "activities", "campaigns", "collection")
+_WHATS: tuple[str, ...] = get_args(ExportWhat)
 _LIST_TYPES = ("active", "removed", "do-not-mail")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -193,7 +198,9 @@ class ExportOptions:
         prefetch: feed pages requested ahead of the one being written (0–4).
         detail_concurrency: contact GETs in flight when columns need the full contacts.
         checkpoint_rows: rows between two checkpoints of the journal.
-        poll_min / poll_max / stall_timeout: activity polling (see ``ActivityTracker``).
+        poll_min / poll_max / stall_timeout: activity polling (see ``ActivityTracker``);
+            one export activity is polled at most ``poll_max`` (2 s) apart, so its file is
+            read at most that long after it is ready.
     """
 
     what: ExportWhat = "members"
@@ -208,7 +215,7 @@ class ExportOptions:
     detail_concurrency: int = attrs.field(default=8, validator=_positive)
     checkpoint_rows: int = attrs.field(default=10_000, validator=_positive)
     poll_min: float = 0.5
-    poll_max: float = 10.0
+    poll_max: float = 2.0
     stall_timeout: float = 600.0
 
     def __attrs_post_init__(self) -> None:
@@ -769,6 +776,7 @@ class _Run:
     detail_requests: int = 0
     since_checkpoint: int = 0
     high_water: datetime | None = None
+    _file_width: int = 0  # cells per record of the export file being read
 
     def __attrs_post_init__(self) -> None:
         if self.options.contact_rows:
@@ -1015,6 +1023,7 @@ class _Run:
                         rows = decoder.decode(piece)
                         if projection is None and decoder.header is not None:
                             projection = header_projection(decoder.header, self.columns)
+                            self._file_width = len(decoder.header)
                         seen = self._write_rows(rows, encoder, projection, seen, written)
                         written = max(written, seen)
                         if self.due():
@@ -1032,6 +1041,7 @@ class _Run:
                 raise ProtocolError(f"the export file {file_name} is empty (no header)")
             if projection is None:
                 projection = header_projection(decoder.header, self.columns)
+                self._file_width = len(decoder.header)
             written = max(written, self._write_rows(rows, encoder, projection, seen, written))
             self.save(source_rows=written, done=True)
             return
@@ -1049,10 +1059,17 @@ class _Run:
         fresh = rows[max(0, written - seen) :]
         if fresh:
             assert projection is not None
-            cells = [
-                [values[i] if i < len(values) else "" for i in projection]
-                for values in (row.values for row in fresh)
-            ]
+            width = self._file_width
+            for row in fresh:
+                if len(row.values) != width:
+                    raise ProtocolError(
+                        f"record {row.line} of the export file has {len(row.values)} cells; "
+                        f"its header has {width}"
+                    )
+            if projection == list(range(width)):  # the file's columns are ours: no copies
+                cells = [row.values for row in fresh]
+            else:
+                cells = [[row.values[i] for i in projection] for row in fresh]
             self.wrote(len(cells), encoder.encode(cells))
         return seen + len(rows)
 
@@ -1100,7 +1117,10 @@ async def _resolve_target(client: Client, options: ExportOptions) -> _Target:
         query = urlencode({"updatedsince": options.updated_since, "listtype": options.list_type})
         return _Target(href=f"contacts?{query}")
     assert options.list is not None
-    (found,) = await resolve_lists(client, [options.list], create=False, allow_system=True)
+    try:
+        (found,) = await resolve_lists(client, [options.list], create=False, allow_system=True)
+    except ConfigError as exc:  # the import's hint to create the list does not apply here
+        raise ConfigError(str(exc).replace(" (use --create-lists to create it)", "")) from None
     count: int | None = None
     if found.id not in SYSTEM_LISTS:
         response = await client.get(f"lists/{found.id}")

@@ -791,6 +791,7 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
             run.options.planner,
             lists=[lst.uri for lst in run.lists],
             kind=run.options.kind,
+            chunks=planner.linked_chunks,
         )
         run.counters.rows_duplicate += marked
     counts = count_outcomes(journal, rows_read)

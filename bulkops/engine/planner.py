@@ -124,7 +124,7 @@ def _pipeline_options(
     options: PlannerOptions, *, lists: Sequence[str], kind: str
 ) -> PipelineOptions:
     return PipelineOptions(
-        lists=tuple(str(uri) for uri in lists),  # type: ignore[misc]  # attrs converter=tuple is typed generically
+        lists=tuple(str(uri) for uri in lists),
         kind=ChunkKind.REMOVE if kind == "remove" else ChunkKind.ADD,
         format=options.format,
         encoding=options.encoding,
@@ -157,8 +157,13 @@ class Planner:
         self.kind = kind
         self._pipeline = Pipeline(_pipeline_options(options, lists=lists, kind=kind))
         self.header: Header | None = None
-        #: True once a chunk depends on an earlier one (an email repeated across chunks).
-        self.repeats_across_chunks = False
+        #: Chunks that share an email with another chunk (either side of a dependency).
+        self.linked_chunks: set[int] = set()
+
+    @property
+    def repeats_across_chunks(self) -> bool:
+        """Whether some chunk depends on an earlier one (an email repeated across chunks)."""
+        return bool(self.linked_chunks)
 
     @property
     def rows_read(self) -> int:
@@ -229,7 +234,8 @@ class Planner:
 
     def _chunk(self, chunk: Chunk) -> PlannedChunk:
         if chunk.waits_for:
-            self.repeats_across_chunks = True
+            self.linked_chunks.add(chunk.seq)
+            self.linked_chunks.update(chunk.waits_for)
         record = ChunkRecord(
             seq=chunk.seq,
             kind=str(chunk.kind),
@@ -278,6 +284,16 @@ def chunk_rows(body: bytes, content_type: str) -> tuple[list[str], list[list[str
     return header, list(reader)
 
 
+def _chunk_emails(chunk: PlannedChunk) -> Iterator[str]:
+    """The lower-cased email of each row of a chunk's ``data``, one row at a time."""
+    text = chunk_data(chunk.body, chunk.content_type).decode("utf-8")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    at = header.index("EMAIL ADDRESS") if "EMAIL ADDRESS" in header else 0
+    for row in reader:
+        yield row[at].strip().lower() if at < len(row) else ""
+
+
 def _replay(
     source: Path, options: PlannerOptions, *, lists: Sequence[str], kind: str
 ) -> Iterator[PlannedChunk | PlannedOutcome]:
@@ -296,6 +312,7 @@ def find_repeated_emails(
     *,
     lists: Sequence[str],
     kind: str,
+    chunks: set[int] | None = None,
 ) -> int:
     """Record a ``duplicate`` outcome for every sent row whose email a later chunk sent again.
 
@@ -303,7 +320,8 @@ def find_repeated_emails(
     makes the later chunk wait). This pass finds those repeats exactly: it replays the
     input, indexes every sent row's email in a temporary SQLite table next to the journal,
     and marks each occurrence but the last as replaced by the next one. Only run when some
-    chunk depended on another.
+    chunk depended on another. Only the rows of ``chunks`` (those on either side of a
+    dependency; default all) are indexed, and only their email column is kept.
 
     Returns:
         how many rows it marked.
@@ -316,15 +334,11 @@ def find_repeated_emails(
             for event in _replay(source, options, lists=lists, kind=kind):
                 if not isinstance(event, PlannedChunk):
                     continue
-                header, rows = chunk_rows(event.body, event.content_type)
-                at = header.index("EMAIL ADDRESS") if "EMAIL ADDRESS" in header else 0
+                if chunks is not None and event.record.seq not in chunks:
+                    continue
                 db.executemany(
                     "INSERT INTO sent (email, line) VALUES (?, ?)",
-                    zip(
-                        (row[at].strip().lower() if at < len(row) else "" for row in rows),
-                        event.record.lines,
-                        strict=True,
-                    ),
+                    zip(_chunk_emails(event), event.record.lines, strict=True),
                 )
         db.execute("CREATE INDEX sent_email ON sent(email, line)")
         repeats = db.execute(
