@@ -1750,7 +1750,10 @@ def _email_record(entry: _Entry) -> AccountEmail:
 
 
 def _last_segment(uri: str) -> str:
-    return unquote(urlsplit(_squeeze(uri)).path.rstrip("/").rpartition("/")[2])
+    """The last path segment of a URI (query and fragment cut), percent-decoded."""
+    path = _squeeze(uri).partition("#")[0].partition("?")[0]
+    segment = path.rstrip("/").rpartition("/")[2]
+    return unquote(segment) if "%" in segment else segment
 
 
 def _nested(el: etree._Element, name: str, collection: str) -> tuple[str, etree._Element | None]:
