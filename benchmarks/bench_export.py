@@ -36,7 +36,6 @@ import json
 import os
 import random
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if TYPE_CHECKING:
     import httpx
-    from bench_server import Figure
+    from harness import Figure
 
 USER = "bench"  # the account of bench_server (checked in main)
 
@@ -131,15 +130,20 @@ def write_feed(path: Path, entries: int, seed: int, shape: str) -> int:
 # -- the workers (one subprocess each) ---------------------------------------------------------
 
 
-def _peak_rss() -> int:
-    """Peak RSS of this process image: ``VmHWM``. (``ru_maxrss`` would not do: Linux keeps
-    across ``exec`` the peak of the forked parent's copy, so a child started by a big parent
-    would report the parent's size.)"""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux
+def _vm_hwm(pid: int | str = "self") -> int:
+    """Peak RSS of a process image (``VmHWM``), 0 once the process is gone.
+
+    Not ``ru_maxrss``: Linux keeps across ``exec`` the peak of the process a child was forked
+    from, so a child of this benchmark (~150 MiB after seeding) would report that instead.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _work_ours(path: Path) -> int:
@@ -184,30 +188,29 @@ WORKERS = {
 
 
 def worker(kind: str, path: Path) -> None:
-    """Run one decode case on the file and print ``{entries, seconds, peak_rss}``."""
+    """Run one decode case on the file; print ``{entries, seconds, peak_rss_mib}`` as the
+    harness's ``run_child`` expects (the peak from ``VmHWM``, not ``harness.child_result``'s
+    ``ru_maxrss``)."""
     gc.collect()
     started = time.perf_counter()
     entries = WORKERS[kind](path)
     seconds = time.perf_counter() - started
-    print(json.dumps({"entries": entries, "seconds": seconds, "peak_rss": _peak_rss()}))
+    result = {"entries": entries, "seconds": seconds, "peak_rss_mib": _vm_hwm() / 2**20}
+    print(json.dumps(result), flush=True)
 
 
 def run_worker(kind: str, path: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", kind, "--file", str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, float] = json.loads(out.stdout)
-    return result
+    """One decode case in a fresh process."""
+    from harness import run_child
+
+    return run_child(__file__, ["--worker", kind, "--file", str(path)])
 
 
 # -- case: decode -------------------------------------------------------------------------------
 
 
 def case_decode(args: argparse.Namespace, scratch: Path) -> list[Figure]:
-    from bench_server import Figure
+    from harness import Figure
 
     figures: list[Figure] = []
     for size in args.sizes:
@@ -226,7 +229,7 @@ def case_decode(args: argparse.Namespace, scratch: Path) -> list[Figure]:
                     raise RuntimeError(f"{kind} read {result['entries']} entries, not {size}")
                 runs.setdefault(kind, []).append(result)
         best = {k: min(r["seconds"] for r in v) for k, v in runs.items()}
-        rss = {k: max(r["peak_rss"] for r in v) for k, v in runs.items()}
+        rss = {k: max(r["peak_rss_mib"] for r in v) for k, v in runs.items()}
         rate = {k: size / s for k, s in best.items()}
         figures += [
             Figure(
@@ -235,7 +238,7 @@ def case_decode(args: argparse.Namespace, scratch: Path) -> list[Figure]:
                 value=rate["ours"],
                 unit="entries/s",
                 baseline=rate["iterparse"],
-                baseline_name="bare iterparse + clearing, no records",
+                baseline_label="bare iterparse + clearing, no records",
             ),
             Figure(
                 case=label,
@@ -243,15 +246,16 @@ def case_decode(args: argparse.Namespace, scratch: Path) -> list[Figure]:
                 value=rate["ours"],
                 unit="entries/s",
                 baseline=rate["iterparse+records"],
-                baseline_name="iterparse + clearing + record_from_entry",
+                baseline_label="iterparse + clearing + record_from_entry",
             ),
             Figure(
                 case=label,
                 metric="peak RSS, FeedDecoder",
-                value=rss["ours"] / 2**20,
+                value=rss["ours"],
                 unit="MiB",
-                baseline=rss["iterparse"] / 2**20,
-                baseline_name="bare iterparse",
+                baseline=rss["iterparse"],
+                baseline_label="bare iterparse",
+                higher_is_better=False,
             ),
         ]
         if size <= args.whole_max:
@@ -260,10 +264,11 @@ def case_decode(args: argparse.Namespace, scratch: Path) -> list[Figure]:
                 Figure(
                     case=label,
                     metric="peak RSS, FeedDecoder vs whole-document parse",
-                    value=rss["ours"] / 2**20,
+                    value=rss["ours"],
                     unit="MiB",
-                    baseline=whole["peak_rss"] / 2**20,
-                    baseline_name="lxml.etree.parse of the whole feed",
+                    baseline=whole["peak_rss_mib"],
+                    baseline_label="lxml.etree.parse of the whole feed",
+                    higher_is_better=False,
                 )
             )
         path.unlink()
@@ -367,16 +372,26 @@ def _cli_export(
         "--columns", ",".join(columns), "-o", str(out), "--run-dir", str(run_dir), "--quiet",
         "--json",
     ]  # fmt: skip
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"bulkops export --via {via} failed:\n{done.stderr[-4000:]}")
-    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])["report"]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        peak = 0
+        while proc.poll() is None:  # VmHWM only grows: the last sample is the peak so far
+            peak = max(peak, _vm_hwm(proc.pid))
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bulkops export --via {via} failed:\n{stderr[-4000:]}")
+    report: dict[str, Any] = json.loads(stdout.splitlines()[-1])["report"]
+    report["vm_hwm"] = peak
     return report
 
 
 def case_e2e(args: argparse.Namespace, scratch: Path) -> list[Figure]:
     import httpx
-    from bench_server import API_KEY, PASSWORD, Figure, serving
+    from bench_server import API_KEY, PASSWORD, serving
+    from harness import Figure
 
     db_path = prepare_members_db(args.cache, args.members, args.seed)
     creds = scratch / "credentials"
@@ -390,7 +405,7 @@ def case_e2e(args: argparse.Namespace, scratch: Path) -> list[Figure]:
             exported, bare_seconds = _bare_activity(client, origin, four)
         if walked != args.members or exported != args.members:
             raise RuntimeError(f"baselines saw {walked} and {exported} rows")
-        for via, columns, baseline, baseline_name in (
+        for via, columns, baseline, baseline_label in (
             (
                 "feed",
                 ["EMAIL ADDRESS"],
@@ -412,12 +427,12 @@ def case_e2e(args: argparse.Namespace, scratch: Path) -> list[Figure]:
                     value=report["rows_per_second"],
                     unit="rows/s",
                     baseline=baseline,
-                    baseline_name=baseline_name,
+                    baseline_label=baseline_label,
                 ),
                 Figure(
                     case=label,
-                    metric=f"client peak RSS, --via {via}",
-                    value=report["peak_rss_bytes"] / 2**20,
+                    metric=f"client peak RSS (VmHWM), --via {via}",
+                    value=report["vm_hwm"] / 2**20,
                     unit="MiB",
                 ),
             ]
@@ -460,22 +475,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(args.worker, args.file)
         return 0
-    import attrs
     import bench_server
-    from bench_server import print_table
+    from harness import machine, print_table, to_json
 
     assert bench_server.USER == USER
     args.cache.mkdir(parents=True, exist_ok=True)
-    figures: list[bench_server.Figure] = []
+    figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         for name in args.case or sorted(CASES):
             print(f"running {name} ...", file=sys.stderr)
             figures.extend(CASES[name](args, Path(tmp)))
     if args.json:
-        meta = {"cpus": os.cpu_count(), "load": os.getloadavg()}
-        rows = [{**attrs.asdict(f), "ratio": f.ratio} for f in figures]
-        print(json.dumps({"meta": meta, "figures": rows}, indent=2))
+        print(to_json(figures, machine=machine()))
     else:
+        print(f"measured on {machine()}")
         print_table(figures)
     return 0
 

@@ -26,6 +26,13 @@ __version__ = "0.1.0"
 
 # The engine's public entry points (after __version__: the client's User-Agent uses it).
 from bulkops.engine.client import ClientConfig, Credentials, open_client
+from bulkops.engine.exports import (
+    ExportOptions,
+    ExportReport,
+    open_records,
+    resume_export,
+    run_export,
+)
 from bulkops.engine.imports import (
     ImportOptions,
     import_file,
@@ -44,6 +51,8 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Credentials",
+    "ExportOptions",
+    "ExportReport",
     "ImportOptions",
     "InputError",
     "LifecycleError",
@@ -56,7 +65,10 @@ __all__ = [
     "__version__",
     "import_file",
     "open_client",
+    "open_records",
+    "resume_export",
     "resume_run",
     "run_clear",
+    "run_export",
     "run_import",
 ]

@@ -119,7 +119,7 @@ def test_incremental_sync_from_an_earlier_run(
     [
         (["export", "-o", "x.csv"], "say what to export"),
         (["export", "lists", "--via", "activity", "-o", "x.csv"], "members only"),
-        (["export", "--list", "Nope", "-o", "x.csv", "--via", "feed"], "no list 'Nope'"),
+        (["export", "--list", "Nope", "-o", "x.csv", "--via", "feed"], "no list 'Nope'; lists:"),
         (["export", "--list", "Customers", "-o", "x.csv", "--columns", "Shoe"], "unknown column"),
     ],
 )

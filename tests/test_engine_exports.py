@@ -15,11 +15,10 @@ import attrs
 import pytest
 import trio
 
-from bulkops.engine.client import Client, open_client
+from bulkops.engine.client import Client, open_client, same_account
 from bulkops.engine.exports import (
     ExportOptions,
     ExportReport,
-    _same_account,
     open_pages,
     open_records,
     resume_export,
@@ -562,7 +561,7 @@ async def test_incremental_sync_starts_from_the_high_water_mark(
 )
 def test_a_run_resumes_only_against_its_account(recorded: str, current: str, same: bool) -> None:
     """The embedded server's port changes between runs; nothing else may."""
-    assert _same_account(recorded, current) is same
+    assert same_account(recorded, current) is same
 
 
 def test_nursery_groups_become_errors_of_the_tree() -> None:

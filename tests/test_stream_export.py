@@ -116,7 +116,7 @@ def test_a_record_longer_than_the_bound_is_refused() -> None:
     """The text held back for an incomplete record is bounded."""
     raw = b'Email Address\r\n"' + b"x" * 5000
     with pytest.raises(ProtocolError, match="longer than 1000"):
-        decode_all(raw, range(100, len(raw), 100), max_record_bytes=1000)  # type: ignore[arg-type]
+        decode_all(raw, range(100, len(raw), 100), max_record_chars=1000)  # type: ignore[arg-type]
 
 
 def test_a_flushed_export_decoder_refuses_more() -> None:

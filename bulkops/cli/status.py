@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the run's state: chunks by state, outcome counts, the last report."""
+    from bulkops.cli.export import status_if_export
+
+    exported = status_if_export(args)
+    if exported is not None:
+        return exported
     journal = Journal(args.run_dir, create=False)
     try:
         meta = journal.meta()

@@ -55,6 +55,7 @@ __all__ = [
     "QuotaExhausted",
     "TokenBucket",
     "open_client",
+    "same_account",
 ]
 
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
@@ -256,6 +257,22 @@ def _safe_url(url: httpx.URL | str) -> str:
     parts = urlsplit(str(url))
     netloc = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def same_account(recorded: str, current: str) -> bool:
+    """Whether two account URLs name the same account of the same server.
+
+    The embedded server binds a new loopback port on every run, so on loopback hosts the
+    port does not count; anywhere else the whole URL must match.
+    """
+    if recorded == current:
+        return True
+    a, b = urlsplit(recorded), urlsplit(current)
+    loopback = a.hostname in _LOOPBACK and b.hostname in _LOOPBACK
+    return loopback and (a.scheme, a.path) == (b.scheme, b.path)
 
 
 def map_status(response: httpx.Response) -> ApiError:

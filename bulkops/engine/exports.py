@@ -56,14 +56,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, get_args
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import attrs
 import httpx
 import msgspec
 import trio
 
-from bulkops.engine.client import Client
+from bulkops.engine.client import Client, same_account
 from bulkops.engine.imports import default_run_dir, resolve_lists
 from bulkops.engine.journal import JOURNAL_NAME, Journal
 from bulkops.engine.ledger import write_atomically
@@ -124,7 +124,6 @@ Via = Literal["activity", "feed"]
 _WHATS: tuple[str, ...] = get_args(ExportWhat)
 _LIST_TYPES = ("active", "removed", "do-not-mail")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _PAGE_ATTEMPTS = 5  # a page whose body broke off is fetched again this often
 _POST_ATTEMPTS = 3  # an export activity whose POST answer was lost is posted again
 _MAX_ENTRY_XML = 64 * 1024 * 1024  # one entry: an activity with 40,000 row errors fits
@@ -1300,19 +1299,6 @@ def _resumed_output(target: Path, temp: Path, checkpoint: _Checkpoint) -> _Outpu
     return _Output(target, temp, offset=checkpoint.offset)
 
 
-def _same_account(recorded: str, current: str) -> bool:
-    """Whether two account URLs name the same account of the same server.
-
-    The embedded server binds a new loopback port on every run, so on loopback hosts the
-    port does not count; anywhere else the whole URL must match.
-    """
-    if recorded == current:
-        return True
-    a, b = urlsplit(recorded), urlsplit(current)
-    loopback = a.hostname in _LOOPBACK and b.hostname in _LOOPBACK
-    return loopback and (a.scheme, a.path) == (b.scheme, b.path)
-
-
 def export_status(run_dir: str | Path) -> dict[str, Any]:
     """What an export run has done so far, from its journal (offline; for ``bulkops status``).
 
@@ -1388,7 +1374,7 @@ async def resume_export(
         meta = journal.meta()
         if meta.get("command") != "export":
             raise ConfigError(f"{directory} is not an export run")
-        if meta.get("account") and not _same_account(meta["account"], client.account_url):
+        if meta.get("account") and not same_account(meta["account"], client.account_url):
             raise ConfigError(
                 f"this run was made against {meta['account']}, not {client.account_url}"
             )

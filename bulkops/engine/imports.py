@@ -39,7 +39,7 @@ import attrs
 import trio
 from lxml import etree
 
-from bulkops.engine.client import Client
+from bulkops.engine.client import Client, same_account
 from bulkops.engine.journal import ChunkRecord, ChunkState, Journal, OutcomeRecord
 from bulkops.engine.ledger import ActivitySummary, ImportReport, count_outcomes
 from bulkops.engine.limits import AimdLimiter, SlotPool
@@ -242,6 +242,14 @@ async def resolve_lists(
 # -- the run -----------------------------------------------------------------------------------
 
 
+def _reporter_or_null(reporter: Reporter | None) -> Reporter:
+    return reporter if reporter is not None else NullReporter()
+
+
+def _event_or_new(event: trio.Event | None) -> trio.Event:
+    return event if event is not None else trio.Event()
+
+
 @attrs.define
 class _Run:
     client: Client
@@ -249,8 +257,8 @@ class _Run:
     options: ImportOptions
     lists: list[ResolvedList]
     source: Path | None
-    reporter: Reporter
-    stop: trio.Event
+    reporter: Reporter = attrs.field(converter=_reporter_or_null)
+    stop: trio.Event = attrs.field(converter=_event_or_new)
     counters: Counters = attrs.field(factory=Counters)
     tracker: ActivityTracker = attrs.field(init=False)
     pool: SlotPool = attrs.field(init=False)
@@ -718,6 +726,13 @@ def _activity_types(kind: str) -> set[str]:
     return {ActivityType.ADD_CONTACTS, ActivityType.ADD_CONTACT_DETAIL}
 
 
+def _new_journal(directory: Path) -> Journal:
+    """The journal of a new run; a directory that already holds a run is refused."""
+    if (directory / "journal.sqlite").exists():
+        raise ConfigError(f"{directory} already holds a run: use `bulkops resume {directory}`")
+    return Journal(directory, create=True)
+
+
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The one exception a group holds (through nested groups), or None."""
     while len(group.exceptions) == 1:
@@ -884,9 +899,7 @@ async def run_import(
     if not source.is_file():  # noqa: ASYNC240 - one stat before the run starts
         raise InputError("no such file", path=str(source))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(source, options.kind)
-    if (directory / "journal.sqlite").exists():
-        raise ConfigError(f"{directory} already holds a run: use `bulkops resume {directory}`")
-    journal = Journal(directory, create=True)
+    journal = _new_journal(directory)
     try:
         lists = await resolve_lists(client, options.lists, create=options.create_lists)
         size, digest = input_digest(source)
@@ -906,8 +919,8 @@ async def run_import(
             options=options,
             lists=lists,
             source=source,
-            reporter=reporter or NullReporter(),
-            stop=stop if stop is not None else trio.Event(),
+            reporter=reporter,
+            stop=stop,
         )
         return await _execute(run)
     finally:
@@ -935,7 +948,7 @@ async def resume_run(
     journal = Journal(run_dir, create=False)
     try:
         meta = journal.meta()
-        if meta.get("account") and meta["account"] != client.account_url:
+        if meta.get("account") and not same_account(meta["account"], client.account_url):
             raise ConfigError(
                 f"this run was made against {meta['account']}, not {client.account_url}"
             )
@@ -956,8 +969,8 @@ async def resume_run(
             options=options,
             lists=lists,
             source=source,
-            reporter=reporter or NullReporter(),
-            stop=stop if stop is not None else trio.Event(),
+            reporter=reporter,
+            stop=stop,
         )
         if meta.get("command") == "clear":
             return await _execute_clear(run)
@@ -1029,9 +1042,7 @@ async def run_clear(
     """Remove every member of the given lists with one CLEAR_CONTACTS_FROM_LISTS activity."""
     options = ImportOptions(kind="add", lists=tuple(lists))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(None, "clear")
-    if (directory / "journal.sqlite").exists():
-        raise ConfigError(f"{directory} already holds a run: use `bulkops resume {directory}`")
-    journal = Journal(directory, create=True)
+    journal = _new_journal(directory)
     try:
         resolved = await resolve_lists(client, lists, create=False)
         journal.set_meta(
@@ -1049,8 +1060,8 @@ async def run_clear(
             options=options,
             lists=resolved,
             source=None,
-            reporter=reporter or NullReporter(),
-            stop=stop if stop is not None else trio.Event(),
+            reporter=reporter,
+            stop=stop,
         )
         return await _execute_clear(run)
     finally:
