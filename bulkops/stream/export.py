@@ -19,9 +19,13 @@ Invariants of :class:`ExportCsvDecoder`:
 * Records are cut only at a ``\\n`` outside quotes: the parity of the quotes seen so far
   tells (even = outside a quoted field). Each piece is scanned once, quote by quote, so the
   cost is O(bytes + quotes), never a rescan; the text held back is one incomplete record,
-  bounded by ``max_record_bytes``.
+  bounded by ``max_record_chars``.
 * Record numbers count like the wire's ``LineNumber``: the header is 1, the first row 2;
   blank records are counted and skipped.
+* Not :class:`bulkops.stream.csv.CsvDecoder`: that one gives every record its lines and
+  byte offsets (the import's outcome files need them) and reads about 0.2 M rows/s; handing
+  whole runs of complete records to the C ``csv.reader``, this one reads about 1.3 M rows/s,
+  and an export needs no offsets.
 
 Output (both formats are UTF-8, one record per line):
 
@@ -48,7 +52,7 @@ from bulkops.wire.columns import COLUMNS, EMAIL_COLUMN, Column, lookup_column
 from bulkops.wire.model import Contact, ContactListMember, FeedEntry
 
 __all__ = [
-    "DEFAULT_MAX_RECORD_BYTES",
+    "DEFAULT_MAX_RECORD_CHARS",
     "FEED_FIELDS",
     "ExportCsvDecoder",
     "ExportRow",
@@ -63,8 +67,8 @@ __all__ = [
     "record_row",
 ]
 
-#: Default bound on one record of an export file (characters held back while incomplete).
-DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+#: Default bound on one record of an export file, in characters held back while incomplete.
+DEFAULT_MAX_RECORD_CHARS = 16 * 1024 * 1024
 
 OutputFormat = Literal["csv", "jsonl"]
 
@@ -81,14 +85,14 @@ class ExportCsvDecoder:
 
     Args:
         delimiter: ``","`` for CSV files, ``"\\t"`` for TXT files.
-        max_record_bytes: the most characters one record may hold.
+        max_record_chars: the most characters one record may hold.
     """
 
     def __init__(
-        self, *, delimiter: str = ",", max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+        self, *, delimiter: str = ",", max_record_chars: int = DEFAULT_MAX_RECORD_CHARS
     ) -> None:
         self._delimiter = delimiter
-        self._max_record = max_record_bytes
+        self._max_record = max_record_chars
         self._text = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
         self._held: list[str] = []  # the incomplete last record, in pieces
         self._held_size = 0
@@ -116,7 +120,7 @@ class ExportCsvDecoder:
         """Feed the next piece of the file; return the rows it completed.
 
         Raises:
-            ProtocolError: the bytes are not UTF-8, a record exceeds ``max_record_bytes``, or
+            ProtocolError: the bytes are not UTF-8, a record exceeds ``max_record_chars``, or
                 the decoder was flushed before.
         """
         if self._finished:

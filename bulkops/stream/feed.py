@@ -59,6 +59,10 @@ _BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 _BOM_PROBE = max(len(bom) for bom in _BOMS)
 
 
+def _is_entry(tag: str) -> bool:
+    return tag.endswith("}entry") or tag == "entry"
+
+
 def _pull_parser() -> etree.XMLPullParser:
     """A hardened pull parser reporting the start and end of ``feed`` and ``entry`` only.
 
@@ -255,19 +259,20 @@ class FeedDecoder:
             raise XmlError(f"more than {self._max_entry_bytes} bytes without a complete feed entry")
 
     def _handle_events(self, records: list[FeedEntry]) -> None:
+        # The tag filter lets only feed and entry elements through, in any namespace.
         for event, el in self._parser.read_events():
             if event == "end":
-                if local_name(el) != "entry":
-                    continue
-                self._entry_depth -= 1
                 if el is self._current:
+                    self._entry_depth -= 1
                     records.append(self._finish_entry(el))
+                elif _is_entry(el.tag):
+                    self._entry_depth -= 1
                 continue
             root = self._root
             if root is None:
                 root = self._root = self._document_root(el)
-            if local_name(el) != "entry":
-                continue
+            if not _is_entry(el.tag):
+                continue  # the feed itself, or a feed nested in something
             if self._entry_depth == 0 and el.getparent() is root:
                 self._current = el
                 previous = el.getprevious()
