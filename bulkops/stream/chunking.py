@@ -13,7 +13,8 @@ Rules (tests/test_stream_chunking.py checks each with hypothesis):
 * **No chunk is empty; none is smaller than ``min_rows``** when the input has that many
   rows to send: a cut chunk is held back until the next one has ``min_rows`` rows, and at
   the end a short last chunk is merged into the one before it, or takes rows from its end.
-  (Guaranteed whenever ``2 * min_rows`` rows fit in a chunk, i.e. any realistic limits.)
+  (``max_rows >= 2 * min_rows`` is required; the byte limit must also hold ``2 * min_rows``
+  rows, which any realistic limit does: a valid row is at most about 10 KB.)
 * **Duplicates.** The same email (lower case) twice: the last occurrence wins. Within a
   chunk the earlier row is dropped and reported as :class:`~bulkops.stream.records.Duplicate`
   naming the line that replaced it. An earlier occurrence in a chunk already cut stays there
@@ -31,10 +32,9 @@ the email table (:mod:`bulkops.stream.dedupe`).
 from __future__ import annotations
 
 import hashlib
-import zlib
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, compress
 from operator import itemgetter
 from typing import Literal
@@ -62,6 +62,10 @@ Form = Literal["multipart", "urlencoded"]
 _one_more = (1).__add__
 
 
+def _uris(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value < 1:
         raise ConfigError(f"{attribute.name} must be at least 1, not {value}")
@@ -81,7 +85,7 @@ class ChunkOptions:
     """
 
     kind: ChunkKind = ChunkKind.ADD
-    lists: tuple[str, ...] = attrs.field(converter=tuple)
+    lists: tuple[str, ...] = attrs.field(converter=_uris)
     form: Form = "multipart"
     max_rows: int = attrs.field(default=DEFAULT_MAX_ACTIVITY_ROWS, validator=_positive)
     max_bytes: int = attrs.field(default=DEFAULT_MAX_ACTIVITY_BYTES, validator=_positive)
@@ -92,8 +96,11 @@ class ChunkOptions:
             raise ConfigError("an activity needs at least one list URI")
         if self.form not in ("multipart", "urlencoded"):
             raise ConfigError(f"form must be multipart or urlencoded, not {self.form!r}")
-        if self.min_rows > self.max_rows:
-            raise ConfigError("min_rows cannot exceed max_rows")
+        if 2 * self.min_rows > self.max_rows:
+            raise ConfigError(
+                "max_rows must be at least twice min_rows (so that any number of rows can be "
+                "cut into chunks of min_rows to max_rows rows)"
+            )
 
     @property
     def activity_type(self) -> ActivityType:
@@ -233,7 +240,6 @@ class Chunker:
             return
         opts = self._options
         outs = batch.outs
-        hashes = list(map(zlib.crc32, batch.emails))
         prefix: list[int] | None = None
         i = 0
         while i < n:
@@ -263,7 +269,7 @@ class Chunker:
                 else:
                     self._cut()
                 continue
-            self._take(b, batch, hashes, i, j, need, events)
+            self._take(b, batch, i, j, need, events)
             i = j
         if self._pending and self._open.alive >= opts.min_rows:
             self._emit_pending(events)
@@ -304,7 +310,6 @@ class Chunker:
         self,
         b: _Building,
         batch: RowBatch,
-        hashes: list[int],
         i: int,
         j: int,
         need: int,
@@ -316,12 +321,12 @@ class Chunker:
             rows.outs += batch.outs
             rows.emails += batch.emails
             rows.lines += batch.lines
-            hits = self._table.insert(hashes, b.code)
+            hits = self._table.insert(batch.emails, b.code)
         else:
             rows.outs += batch.outs[i:j]
             rows.emails += batch.emails[i:j]
             rows.lines += batch.lines[i:j]
-            hits = self._table.insert(hashes[i:j], b.code)
+            hits = self._table.insert(batch.emails[i:j], b.code)
         b.alive += j - i
         b.nbytes += need
         self.rows_sent += j - i
@@ -329,13 +334,15 @@ class Chunker:
             r = base + k
             if previous == b.code:
                 if b.indexed < r:
-                    b.index.update(zip(rows.emails[b.indexed : r], range(b.indexed, r)))
+                    b.index.update(
+                        zip(rows.emails[b.indexed : r], range(b.indexed, r), strict=True)
+                    )
                     b.indexed = r
                 q = b.index.get(rows.emails[r])
                 if q is not None and rows.outs[q]:
                     self._drop(b, q, rows.lines[r], events)
                     continue
-                distance = CODE_PERIOD  # a fingerprint clash, or a chunk 4095 back
+                distance = CODE_PERIOD  # a fingerprint clash, or a chunk a whole period back
             else:
                 distance = code_distance(b.code, previous)
             if distance <= b.seq:
@@ -387,7 +394,8 @@ class Chunker:
         )
         encode = urlencoded_body if self._urlencoded else multipart_body
         body, content_type, data_bytes = encode(opts.activity_type.value, data, opts.lists)
-        assert data_bytes <= opts.max_bytes and len(outs) <= opts.max_rows, "limits broken"
+        assert data_bytes <= opts.max_bytes, "byte limit broken"
+        assert len(outs) <= opts.max_rows, "row limit broken"
         assert b.seq == self._emitted, "chunks out of order"
         self._emitted += 1
         waits = tuple(sorted(w for w in b.waits if w < b.seq))
@@ -412,14 +420,23 @@ class Chunker:
         )
 
     def _project(self, outs: list[bytes]) -> tuple[bytes, tuple[str, ...], list[bytes]]:
-        """Keep the columns some row fills (and the first, the email)."""
-        rows = [out.split(b"\x00") for out in outs]
-        used = [0] + [k for k in range(1, len(self._columns)) if any(map(itemgetter(k), rows))]
+        """Keep the columns some row fills (and the first, the email). Rows are split one
+        at a time (twice), never all at once: a chunk of 40,000 rows of 34 values would
+        otherwise hold over a million small objects."""
+        width = len(self._columns)
+        filled = bytearray(width)
+        filled[0] = 1
+        for out in outs:
+            for k, value in enumerate(out.split(b"\x00")):
+                if value:
+                    filled[k] = 1
+        used = [k for k in range(width) if filled[k]]
         columns = tuple(self._columns[k] for k in used)
         if len(used) == 1:
-            return columns[0].encode("ascii"), columns, [row[0] for row in rows]
+            return columns[0].encode("ascii"), columns, [out.split(b"\x00", 1)[0] for out in outs]
         pick = itemgetter(*used)
-        return ",".join(columns).encode("ascii"), columns, [b",".join(pick(r)) for r in rows]
+        projected = [b",".join(pick(out.split(b"\x00"))) for out in outs]
+        return ",".join(columns).encode("ascii"), columns, projected
 
     # -- the end: no chunk below min_rows -------------------------------------------------
 
@@ -427,18 +444,25 @@ class Chunker:
         """Make the short last chunk ``f`` reach ``min_rows``: merge it into the chunk
         before it, or move rows from that chunk's end into it."""
         opts = self._options
-        if (
-            p.alive + f.alive <= opts.max_rows
-            and p.nbytes + f.nbytes - self._header_bytes <= opts.max_bytes
-        ):
-            self._merge(p, f, events)
-            return
         prows, frows = p.batch, f.batch
         f_emails = {
             email: line
             for email, line, out in zip(frows.emails, frows.lines, frows.outs, strict=True)
             if out
         }
+        # Merged, the rows of p that f repeats would go: count without them.
+        repeated = [
+            out
+            for email, out in zip(prows.emails, prows.outs, strict=True)
+            if out and email in f_emails
+        ]
+        if (
+            p.alive + f.alive - len(repeated) <= opts.max_rows
+            and p.nbytes + f.nbytes - self._header_bytes - self._bytes_of(repeated)
+            <= opts.max_bytes
+        ):
+            self._merge(p, f, events)
+            return
         moved = RowBatch()
         while f.alive < opts.min_rows and p.alive > opts.min_rows and prows.outs:
             out = prows.outs[-1]
@@ -487,7 +511,11 @@ class Chunker:
 
     def _merge(self, p: _Building, f: _Building, events: list[Event]) -> None:
         prows, frows = p.batch, f.batch
-        p_rows = {email: q for q, (email, out) in enumerate(zip(prows.emails, prows.outs)) if out}
+        p_rows = {
+            email: q
+            for q, (email, out) in enumerate(zip(prows.emails, prows.outs, strict=True))
+            if out
+        }
         for email, out, line in zip(frows.emails, frows.outs, frows.lines, strict=True):
             if out and email in p_rows:
                 self._drop(p, p_rows.pop(email), line, events)

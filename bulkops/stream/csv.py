@@ -138,7 +138,7 @@ def parse_record(buf: bytes, pos: int, delimiter: bytes, *, final: bool) -> Pars
     lenient = False
     p = pos
     first = buf[p]
-    if first == _LF or first == _CR:
+    if first in (_LF, _CR):
         return _terminate(buf, p, fields, breaks, final=final, lenient=False)
     while True:
         if p < n and buf[p] == _QUOTE:
@@ -156,13 +156,15 @@ def parse_record(buf: bytes, pos: int, delimiter: bytes, *, final: bool) -> Pars
             if b"\r" in raw or b"\n" in raw:
                 breaks += count_breaks(raw)
             p = m.end()
-            t = plain_match(buf, p).end()
+            after = plain_match(buf, p)
+            t = after.end() if after is not None else p
             if t > p:
                 value += buf[p:t]
                 lenient = True
                 p = t
         else:
-            t = plain_match(buf, p).end()
+            plain = plain_match(buf, p)
+            t = plain.end() if plain is not None else p
             value = buf[p:t]
             if b'"' in value:
                 lenient = True

@@ -1,57 +1,71 @@
-"""Which emails were seen before, and in which chunk: about 7 to 13 bytes per unique email.
+"""Which emails were seen before, and in which chunk: 13 to 20 bytes per unique email.
 
 A Python ``set`` of addresses costs about 100 bytes per entry; an input of 5 million
-contacts would need half a gigabyte for it. :class:`EmailTable` keeps a 32-bit slot per
-entry in one ``array('I')`` (an open-addressing table, linear probing, at most 60% full):
+contacts would need half a gigabyte for it. :class:`EmailTable` is an open-addressing table
+(linear probing, at most 60% full) of 64-bit slots in one ``array('Q')``::
 
-* the 32-bit fingerprint of an address is ``zlib.crc32`` of its lower-cased UTF-8 bytes
-  (deterministic: the same input gives the same table in every process);
-* the low 6 bits pick one of 64 shards, the top ``k`` bits the home slot in the shard;
-* a slot holds the top 20 bits of the fingerprint and a 12-bit *chunk code*
-  (``seq % 4095 + 1``, never 0: 0 marks an empty slot).
+    bits 63..32  zlib.crc32 of the lower-cased address
+    bits 31..16  the high half of its zlib.adler32 (a second, unrelated hash)
+    bits 15..0   the chunk code: seq % 65535 + 1 (0 marks an empty slot)
 
-A hit is a *candidate*: two addresses share a fingerprint with probability about 2**-20 per
-slot compared. The pipeline confirms candidates in the current chunk against the exact
-addresses it still holds; a candidate in an earlier chunk only adds a dependency between
-chunks, which costs ordering, never correctness. Chunk codes repeat every 4,095 chunks; a
-dependency further back than that names a later chunk instead (any engine with fewer than
-4,095 chunks outstanding has applied it already).
+The CRC places the address: its home slot is ``crc * len(slots) >> 32`` (any table size
+works, so the table is sized to the emails expected rather than to a power of two). Two
+addresses are taken for one when they agree on
+all 48 hash bits: among 5 million addresses about 5e6**2 / 2**49 ≈ 0.04 pairs are confused.
+(A second CRC with another start value would add nothing: CRCs of equal-length inputs differ
+by the same amount whatever the start value. And a 32-bit slot that also holds the code
+leaves 26 bits that tell addresses apart: thousands of confusions per million.)
 
-Growing doubles every shard and re-inserts every entry (home slots come from the stored
-fingerprint bits, so nothing else is needed); give a ``capacity`` hint to avoid it. The
-table supports up to 40 million distinct emails.
+A hit is therefore a *candidate*. The chunker confirms candidates in the current chunk
+against the addresses it still holds; a candidate in an earlier chunk adds a dependency
+between chunks, which costs ordering, never correctness. Chunk codes repeat every 65,535
+chunks; a dependency further back than that names a later chunk instead (any engine with
+fewer chunks outstanding has applied it already).
+
+Everything is deterministic (no ``hash()``; its seed changes per process), so the same
+input gives the same table, hits and chunks in every process. Growing makes the table 1.5
+times bigger and re-inserts every entry (home from the stored CRC); a
+``capacity`` hint, or :meth:`EmailTable.reserve` once the size of the input is known,
+avoids it.
 """
 
 from __future__ import annotations
 
+import zlib
 from array import array
 
 from bulkops.errors import InputError
 
-__all__ = ["CODE_PERIOD", "MAX_EMAILS", "EmailTable", "chunk_code", "code_distance"]
+__all__ = ["CODE_PERIOD", "MAX_EMAILS", "SLOT_BYTES", "EmailTable", "chunk_code", "code_distance"]
 
 #: Chunk codes repeat after this many chunks.
-CODE_PERIOD = 4095
-_SHARD_BITS = 6
-_SHARDS = 1 << _SHARD_BITS
-_SHARD_MASK = _SHARDS - 1
-_TAG_MASK = 0xFFFFF000
-_CODE_MASK = 0x00000FFF
-_MIN_K = 9
-_MAX_K = 20
+CODE_PERIOD = 65535
+_MIN_SLOTS = 1 << 15
+_MAX_SLOTS = 1 << 30
 _LOAD = 0.6
+_GROWTH = 1.5
 #: The most distinct emails one table holds.
-MAX_EMAILS = int(_LOAD * (_SHARDS << _MAX_K))
+MAX_EMAILS = int(_LOAD * _MAX_SLOTS)
+#: Bytes per slot.
+SLOT_BYTES = 8
+_CODE_MASK = 0xFFFF
+_ADLER_HIGH = 0xFFFF0000
+_PROBE_INLINE = 8
 
 
 def chunk_code(seq: int) -> int:
-    """The 12-bit code stored for chunk ``seq`` (1..4095)."""
+    """The 16-bit code stored for chunk ``seq`` (1..65535)."""
     return seq % CODE_PERIOD + 1
 
 
 def code_distance(current: int, previous: int) -> int:
-    """How many chunks before chunk code ``current`` the chunk code ``previous`` is (0..4094)."""
+    """How many chunks before chunk code ``current`` the chunk code ``previous`` is."""
     return (current - previous) % CODE_PERIOD
+
+
+def _slots_for(count: int) -> int:
+    """Slots to hold ``count`` emails at most 60% full."""
+    return min(_MAX_SLOTS, max(_MIN_SLOTS, int(count / _LOAD) + 1))
 
 
 class EmailTable:
@@ -62,11 +76,7 @@ class EmailTable:
     """
 
     def __init__(self, capacity: int = 0) -> None:
-        k = _MIN_K
-        while k < _MAX_K and _LOAD * (_SHARDS << k) < capacity:
-            k += 1
-        self._k = k
-        self._slots = array("I", bytes(4 * (_SHARDS << k)))
+        self._slots = array("Q", bytes(SLOT_BYTES * _slots_for(capacity)))
         self._count = 0
 
     def __len__(self) -> int:
@@ -75,67 +85,89 @@ class EmailTable:
     @property
     def nbytes(self) -> int:
         """Bytes held by the slots."""
-        return self._slots.itemsize * len(self._slots)
+        return SLOT_BYTES * len(self._slots)
 
-    def insert(self, hashes: list[int], code: int) -> list[tuple[int, int]]:
-        """Record every fingerprint as last seen in chunk ``code``; report those seen before.
+    def reserve(self, count: int) -> None:
+        """Make room for ``count`` distinct emails in all, at once (no growth in steps)."""
+        if count > _LOAD * len(self._slots):
+            self._resize(_slots_for(count))
+
+    def insert(self, emails: list[bytes], code: int) -> list[tuple[int, int]]:
+        """Record every address as last seen in chunk ``code``; report those seen before.
 
         Args:
-            hashes: 32-bit fingerprints (``zlib.crc32`` of lower-cased addresses), in input
-                order.
+            emails: lower-cased addresses, UTF-8, in input order.
             code: the :func:`chunk_code` of the chunk these rows go to.
 
         Returns:
-            ``(i, previous_code)`` for each ``hashes[i]`` already present (in this call or
-            before), in order: a candidate duplicate last seen in chunk ``previous_code``.
+            ``(i, previous_code)`` for each ``emails[i]`` already present (earlier in this
+            call or before), in order: a candidate duplicate last seen in chunk
+            ``previous_code``.
 
         Raises:
             InputError: more than :data:`MAX_EMAILS` distinct emails.
         """
-        self._reserve(len(hashes))
+        self._reserve(len(emails))
         slots = self._slots
-        k = self._k
-        shift = 32 - k
-        kmask = (1 << k) - 1
+        n = len(slots)
         hits: list[tuple[int, int]] = []
-        for i, h in enumerate(hashes):
-            p = ((h & _SHARD_MASK) << k) | (h >> shift)
+        i = -1
+        for crc, adler in zip(map(zlib.crc32, emails), map(zlib.adler32, emails), strict=True):
+            i += 1
+            p = crc * n >> 32
             s = slots[p]
             if not s:
-                slots[p] = (h & _TAG_MASK) | code
+                slots[p] = crc << 32 | (adler & _ADLER_HIGH) | code
                 continue
-            while True:
-                if (s ^ h) <= _CODE_MASK:  # same top 20 bits: a candidate
+            # Occupied: walk the cluster (a slot or two on average) inline.
+            key = crc << 32 | (adler & _ADLER_HIGH)
+            for _ in range(_PROBE_INLINE):
+                if s >> 16 == key >> 16:
+                    slots[p] = key | code
                     hits.append((i, s & _CODE_MASK))
-                    slots[p] = (s & _TAG_MASK) | code
                     break
-                p = (p & ~kmask) | ((p + 1) & kmask)
+                p = p + 1 if p + 1 < n else 0
                 s = slots[p]
                 if not s:
-                    slots[p] = (h & _TAG_MASK) | code
+                    slots[p] = key | code
                     break
-        self._count += len(hashes) - len(hits)
+            else:  # a long cluster: the general walk
+                previous = self._probe(key, code)
+                if previous:
+                    hits.append((i, previous))
+        self._count += len(emails) - len(hits)
         return hits
+
+    def _probe(self, key: int, code: int) -> int:
+        """Find ``key`` (hash bits, no code) along its probe sequence, updating its code, or
+        add it; return the previous code, or 0 when it is new."""
+        slots = self._slots
+        n = len(slots)
+        p = (key >> 32) * n >> 32
+        while True:  # never endless: the table is at most 60% full
+            s = slots[p]
+            if not s:
+                slots[p] = key | code
+                return 0
+            if s >> 16 == key >> 16:
+                slots[p] = key | code
+                return s & _CODE_MASK
+            p = p + 1 if p + 1 < n else 0
 
     def _reserve(self, extra: int) -> None:
         while self._count + extra > _LOAD * len(self._slots):
-            if self._k >= _MAX_K:
+            if len(self._slots) >= _MAX_SLOTS:
                 raise InputError(
                     f"the input has more than {MAX_EMAILS} distinct email addresses; split it"
                 )
-            self._grow()
+            self._resize(_slots_for(int(len(self._slots) * _GROWTH * _LOAD)))
 
-    def _grow(self) -> None:
-        old, old_k = self._slots, self._k
-        k = old_k + 1
-        slots = array("I", bytes(4 * (_SHARDS << k)))
-        shift = 32 - k
-        kmask = (1 << k) - 1
-        for p_old, s in enumerate(old):
-            if not s:
-                continue
-            p = ((p_old >> old_k) << k) | (s >> shift)
+    def _resize(self, n: int) -> None:
+        old = self._slots
+        slots = array("Q", bytes(SLOT_BYTES * n))
+        for s in filter(None, old):
+            p = (s >> 32) * n >> 32
             while slots[p]:
-                p = (p & ~kmask) | ((p + 1) & kmask)
+                p = p + 1 if p + 1 < n else 0
             slots[p] = s
-        self._slots, self._k = slots, k
+        self._slots = slots

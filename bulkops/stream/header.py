@@ -151,9 +151,8 @@ def map_header(
             column = None
         else:
             column = lookup_column(source)
-            if column is None:
-                if kind is ChunkKind.ADD and not ignore_unknown:
-                    unknown.append(source)
+            if column is None and kind is ChunkKind.ADD and not ignore_unknown:
+                unknown.append(source)
         if kind is ChunkKind.REMOVE and column is not EMAIL_COLUMN:
             column = None
         if column is not None:

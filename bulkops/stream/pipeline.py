@@ -6,23 +6,27 @@
 (a :class:`~bulkops.stream.records.Rejected`, a :class:`~bulkops.stream.records.Duplicate`,
 or a place in a :class:`~bulkops.stream.records.Chunk`), chunks in ``seq`` order.
 
-How CSV gets through fast (faster than the stdlib ``csv.reader`` merely iterating the file;
-benchmarks/bench_stream.py measures it):
+How CSV gets through without a Python step per field (benchmarks/bench_stream.py measures
+it: about 0.45x the rate of a bare ``csv.reader`` iterating the same file, 3.5x the obvious
+``csv.reader`` + ``csv.writer`` + ``urlencode`` pipeline; see benchmarks/README.md):
 
-* Input is cut at the last line break of each piece. A run of lines without any quote
-  character (nearly all of a typical file) is split with ``bytes.split`` and checked by one
-  compiled pattern (:func:`~bulkops.stream.validate.plain_row_pattern`) whose ``findall``
-  yields every line's email when the line certainly passes the exact check. Only the lines
-  it refuses are parsed field by field and checked exactly; they are accepted or rejected
-  with their line and field.
-* A record holding quotes is matched as a whole by a second pattern (strict RFC 4180:
-  :func:`~bulkops.stream.validate.quoted_row_pattern`); failing that, it is parsed by
-  :func:`~bulkops.stream.csv.parse_record`, exactly as the stdlib would read it.
+* Input is cut at the last line break of each piece, then into regions of about 96 KiB of
+  whole lines. A region is split with ``bytes.split``; lines without a quote character
+  (nearly all of a typical file) are checked by one compiled pattern
+  (:func:`~bulkops.stream.validate.plain_row_pattern`) in a single ``findall``, which yields
+  every line's email when the line certainly passes the exact check; lines holding quotes
+  by a second ``findall`` of the single-line quoted pattern. Only the lines they refuse are
+  parsed field by field and checked exactly, and accepted or rejected with line and field.
+* A record whose quoted field runs over several lines is matched as a whole by the quoted
+  pattern (strict RFC 4180: :func:`~bulkops.stream.validate.quoted_row_pattern`); failing
+  that, it is parsed by :func:`~bulkops.stream.csv.parse_record`, as the stdlib reads it.
 * When the file's delimiter is a comma and every column is sent, an accepted row travels as
   its original bytes (multipart needs no escaping); otherwise it is rewritten, quoted
   minimally.
-* Emails are lower-cased in bulk and fingerprinted with ``zlib.crc32``; the chunker keeps
-  the email table (:mod:`bulkops.stream.dedupe`) and cuts chunks (:mod:`bulkops.stream.chunking`).
+* Emails are lower-cased in bulk; the chunker keeps the email table
+  (:mod:`bulkops.stream.dedupe`: one Python step per row, the only one on the common path)
+  and cuts chunks (:mod:`bulkops.stream.chunking`). Source offsets are kept per region
+  (line lengths) and looked up only for chunk ends and dropped duplicates.
 
 Invariants:
 
@@ -97,6 +101,10 @@ _one_more = (1).__add__
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 
+def _uris(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 def _mapping(
     value: Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[str],
 ) -> tuple[tuple[str, str], ...]:
@@ -126,9 +134,12 @@ class PipelineOptions:
         max_record_bytes: longer records are rejected without being buffered.
         capacity: expected number of distinct emails (sizes the email table; a hint only,
             it never changes the output).
+        size_hint: the input's size in bytes, when known (the engine knows the file's): after
+            the first MiB the email table is sized for the rows the whole input should hold,
+            once, instead of growing in steps. A hint only: it never changes the output.
     """
 
-    lists: tuple[str, ...] = attrs.field(converter=tuple)
+    lists: tuple[str, ...] = attrs.field(converter=_uris)
     kind: ChunkKind = attrs.field(default=ChunkKind.ADD, converter=ChunkKind)
     format: Format | None = None
     encoding: str | None = None
@@ -141,6 +152,7 @@ class PipelineOptions:
     min_rows: int = MIN_ACTIVITY_ROWS
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     capacity: int = 0
+    size_hint: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.format not in (None, "csv", "xml"):
@@ -251,7 +263,7 @@ class Pipeline:
             if fmt == "xml":
                 from bulkops.stream.xml import XmlRows  # lxml only when needed
 
-                self._core = XmlRows(self._options, self._text)  # type: ignore[no-redef]
+                self._core = XmlRows(self._options, self._text)
             else:
                 self._core = _CsvCore(self._options, self._text)
             data, self._head = self._head, b""
@@ -300,7 +312,6 @@ class _LineIndex:
                 del self._ends[old]
 
 
-
 class _CsvCore:
     """The CSV side of :class:`Pipeline`."""
 
@@ -320,6 +331,7 @@ class _CsvCore:
         self._columns: ColumnMap | None = None
         self._chunker: Chunker | None = None
         self._index = _LineIndex()
+        self._sized = False
         self._skipper: RecordSkipper | None = None
         self._skip_line = 0
         self._skip_start = 0
@@ -385,6 +397,7 @@ class _CsvCore:
             pos = header_end
         pos = self._process(buf, pos, final, events)
         self._advance(buf, pos)
+        self._size_table()
         self._buf = buf[pos:]
         self._waiting = bool(self._buf)
         if final:
@@ -392,6 +405,15 @@ class _CsvCore:
             self._chunker.finish(events)
         else:
             self._maybe_skip(final, events)
+
+    def _size_table(self) -> None:
+        """Once enough is read, size the email table for the rows the input should hold."""
+        hint = self._options.size_hint
+        if hint is None or self._sized or self._src < (1 << 20) or self._records < 100:
+            return
+        self._sized = True
+        assert self._chunker is not None
+        self._chunker.table.reserve(int(hint / self._src * self._records * 1.05))
 
     def _source_offset(self, buf: bytes, x: int) -> int:
         """The source offset of ``buf[x]`` (positions asked for never decrease)."""
@@ -415,41 +437,45 @@ class _CsvCore:
     # -- header ---------------------------------------------------------------------------
 
     def _read_header(self, buf: bytes, final: bool, events: list[Event]) -> int | None:
-        """Read the header record; None when more input is needed. Returns where it ends."""
+        """Read the header record; None when more input is needed. Returns where it ends.
+
+        An Excel ``sep=X`` first line sets the delimiter; blank lines before the header are
+        skipped (their lines counted)."""
         pos = 0
+        line = self._line
         delimiter = self._delimiter
-        while True:
+        parsed: ParsedRecord | None = None
+        while parsed is None:
             if pos >= len(buf):
                 if final:
                     raise InputError(
                         "the input is empty: it needs a header line naming its columns "
                         "(Email, First Name, ...)",
-                        line=self._line,
+                        line=line,
                     )
                 return None
-            parsed = parse_record(buf, pos, delimiter or b",", final=final)
-            if parsed is None:
+            found = parse_record(buf, pos, delimiter or b",", final=final)
+            if found is None:
                 if len(buf) - pos > self._max_record:
                     raise InputError(
-                        f"the header is longer than {self._max_record} bytes", line=self._line
+                        f"the header is longer than {self._max_record} bytes", line=line
                     )
                 return None
-            raw = buf[pos : parsed.end].strip()
-            if self._line == 1 and raw[:4].lower() == b"sep=" and len(raw) == 5:
-                delimiter = normalize_delimiter(raw[4:5])  # Excel's delimiter hint
-                self._skip_lines(parsed)
-                pos = parsed.end
-                continue
-            if not any(field.strip() for field in parsed.fields):
-                self._skip_lines(parsed)  # blank lines before the header
-                pos = parsed.end
-                continue
-            break
+            raw = buf[pos : found.end].strip()
+            if line == 1 and raw[:4].lower() == b"sep=" and len(raw) == 5:
+                delimiter = normalize_delimiter(raw[4:5])
+            elif any(field.strip() for field in found.fields):
+                parsed = found
+                break
+            line += found.breaks
+            pos = found.end
         if delimiter is None:
             delimiter = sniff_delimiter(buf[pos : parsed.end])
-            parsed = parse_record(buf, pos, delimiter, final=final)  # type: ignore[assignment]
-            if parsed is None:
+            again = parse_record(buf, pos, delimiter, final=final)
+            if again is None:
                 return None
+            parsed = again
+        self._line = line
         self._delimiter = delimiter
         try:
             cells = [field.decode("utf-8") for field in parsed.fields]
@@ -482,9 +508,6 @@ class _CsvCore:
         self._line += parsed.breaks
         self._records = 0
         return parsed.end
-
-    def _skip_lines(self, parsed: ParsedRecord) -> None:
-        self._line += parsed.breaks
 
     def _setup(self, columns: ColumnMap, delimiter: bytes) -> None:
         opts = self._options
@@ -589,11 +612,16 @@ class _CsvCore:
         qlines = _quote_lines(region) if b'"' in region else []
         emails = self._scan(region, lines, qlines)
         if region.translate(None, NOT_CONTROL):
-            emails = [e if not x.translate(None, NOT_CONTROL) else b"" for e, x in zip(emails, lines)]
+            emails = [
+                e if not x.translate(None, NOT_CONTROL) else b""
+                for e, x in zip(emails, lines, strict=True)
+            ]
         if not region.isascii() and not _is_utf8(region):
-            emails = [e if _is_utf8(x) else b"" for e, x in zip(emails, lines)]
+            emails = [e if _is_utf8(x) else b"" for e, x in zip(emails, lines, strict=True)]
         if len(region) > self._max_record and max(map(len, lines)) >= self._max_record:
-            emails = [e if len(x) < self._max_record else b"" for e, x in zip(emails, lines)]
+            emails = [
+                e if len(x) < self._max_record else b"" for e, x in zip(emails, lines, strict=True)
+            ]
         blob = b"\n".join(emails)
         if b"-." in blob or max(map(len, emails)) > EMAIL_MAX_LENGTH:
             emails = [e if fast_email_ok((e,)) else b"" for e in emails]
@@ -608,7 +636,7 @@ class _CsvCore:
             outs = region.replace(self._delimiter or b",", b",").split(b"\n")
             outs.pop()
         else:
-            outs = [self._rewrite(x) if e else b"" for e, x in zip(emails, lines)]
+            outs = [self._rewrite(x) if e else b"" for e, x in zip(emails, lines, strict=True)]
         if b"" not in emails:
             self._index.add(line0, src0, lengths)
             self._line += n
@@ -784,7 +812,8 @@ class _CsvCore:
     def _reject_oversized(
         self, head: bytes, number: int, start: int, end: int, events: list[Event]
     ) -> None:
-        assert self._delimiter is not None and self._columns is not None
+        assert self._delimiter is not None
+        assert self._columns is not None
         field = oversized_field(head[: self._max_record + 1], self._delimiter)
         sources = self._columns.sources
         self._rejected += 1

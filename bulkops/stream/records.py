@@ -163,7 +163,8 @@ class PipelineStatistics(msgspec.Struct, frozen=True, kw_only=True):
         duplicates: rows replaced by a later duplicate inside a chunk.
         rows_sent: rows placed in chunks (emitted or not yet).
         chunks: chunks emitted.
-        unique_emails: distinct emails seen (approximately: 32-bit fingerprints).
+        unique_emails: distinct emails seen (counted by fingerprint: exact up to the rare
+            clash, see :mod:`bulkops.stream.dedupe`).
         dedupe_bytes: memory held by the email table.
     """
 

@@ -87,7 +87,7 @@ def normalize_encoding(encoding: str | None) -> str | None:
     except LookupError:
         raise ConfigError(f"unknown encoding {encoding!r}") from None
     name = info.name
-    if any(name.startswith(prefix) for prefix in _UNUSABLE):
+    if any(name.replace("-", "_").startswith(prefix) for prefix in _UNUSABLE):
         raise ConfigError(f"encoding {encoding!r} cannot be used for contact files")
     return name
 
@@ -172,7 +172,7 @@ class Transcoder:
 
     def _could_grow_into_bom(self) -> bool:
         head = self._head
-        return any(bom.startswith(head) for bom in (_BOM_UTF8, _BOM_LE, _BOM_BE)) and bool(head)
+        return any(bom.startswith(head) for bom in (_BOM_UTF8, _BOM_LE, _BOM_BE))
 
     def _decide(self, data: bytes) -> bytes:
         """Choose the codec from the request and the byte-order mark; strip the mark."""

@@ -23,15 +23,18 @@ Invariants:
   anywhere in the byte stream, across piece boundaries too, is refused before the parser
   sees it. The text is UTF-8 after :class:`~bulkops.stream.text.Transcoder`, whatever the
   XML declaration says.
-* Lines are libxml2's (``sourceline`` of the ``Contact`` start tag). Offsets are
-  line-granular: a record spans from the start of its first line to the start of the next
-  record's first line (or the end of the input).
+* Lines are libxml2's (``sourceline``: the line where the ``Contact`` start tag ends).
+  Offsets come from finding each start tag in the raw bytes, in order: a record spans from
+  its ``<Contact`` to the next record's (or the end of the input). (A ``<Contact`` inside a
+  comment or CDATA section would shift them; lines are unaffected.)
 
 Errors are :class:`~bulkops.errors.InputError` with the line; after one the decoder is spent.
 """
 
 from __future__ import annotations
 
+import operator
+import re
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -41,8 +44,15 @@ from bulkops.errors import InputError
 from bulkops.stream.chunking import Chunker, RowBatch
 from bulkops.stream.records import ChunkKind, Event, Header, PipelineStatistics, Rejected
 from bulkops.stream.text import Transcoder
-from bulkops.stream.validate import control_problem, encode_row
-from bulkops.wire.columns import COLUMNS, EMAIL_COLUMN, email_problem, field_problem
+from bulkops.stream.validate import CONTROL_BYTES, control_problem, encode_row
+from bulkops.wire.columns import (
+    COLUMNS,
+    EMAIL_COLUMN,
+    STATE_CODES,
+    email_problem,
+    field_problem,
+    is_valid_email,
+)
 
 if TYPE_CHECKING:
     from bulkops.stream.pipeline import PipelineOptions
@@ -60,11 +70,12 @@ class XmlRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One ``Contact`` element.
 
     Attributes:
-        line: the line of the ``Contact`` start tag.
-        start_offset: the source offset of the start of that line.
-        end_offset: the source offset of the start of the next record's line (or the end).
-        fields: ``(local name, text)`` of each child element, in document order (text
-            ``""`` for an empty element; children with children of their own are left out).
+        line: the line of the ``Contact`` start tag (where it ends).
+        start_offset: the source offset of its ``<``.
+        end_offset: the source offset of the next record's ``<`` (or the end of the input).
+        fields: ``(local name, text)`` of each child element, in document order (``""``
+            for an empty element; for one with children of its own, such as
+            ``ContactLists``, the text before its first child).
     """
 
     line: int
@@ -92,14 +103,15 @@ def _pull_parser() -> etree.XMLPullParser:
     )
 
 
-_local_of: dict[str, str] = {}  # tag -> local name (tags repeat for every record)
+_names: dict[str, str] = {}  # tag -> local name (tags repeat for every record)
+_TAG = operator.attrgetter("tag")
+_TAG_ENDS = frozenset((b" ", b">", b"/", b"\t", b"\n", b"\r"))
+_TEXT = operator.attrgetter("text")
 
 
 def _local(tag: str) -> str:
-    name = _local_of.get(tag)
-    if name is None:
-        name = tag.rpartition("}")[2]
-        _local_of[tag] = name
+    name = tag.rpartition("}")[2]
+    _names[tag] = name
     return name
 
 
@@ -131,10 +143,13 @@ class XmlContactDecoder:
         self._pending_bytes = 0
         self._error: InputError | None = None
         self._held: tuple[int, int, tuple[tuple[str, str], ...]] | None = None
-        # Offsets: raw UTF-8 kept since _raw_line's start; the source offset of that start.
+        self._root: etree._Element | None = None  # kept to check that the tree stays small
+        # Offsets: raw UTF-8 kept from _raw_pos (the last record's start tag), which is at
+        # source offset _raw_src; compacted when the dead part grows (O(bytes) overall).
         self._raw = b""
-        self._raw_line = 1
+        self._raw_pos = 0
         self._raw_src = 0
+        self._lines = 0  # line breaks fed so far
         self._started = False
         self._fed_utf8 = 0
         self.records = 0
@@ -183,12 +198,18 @@ class XmlContactDecoder:
         out: list[XmlRecord] = []
         window = self._tail + data
         for token in _FORBIDDEN:
-            if token in window:
+            at = window.find(token)
+            if at >= 0:
+                before = self._lines - self._tail.count(b"\n") + window[:at].count(b"\n")
                 raise InputError(
                     f"the XML holds {token[2:].decode()}; declarations are not accepted",
-                    line=self._raw_line + self._raw.count(b"\n"),
+                    line=before + 1,
                 )
         self._tail = window[-_OVERLAP:]
+        self._lines += data.count(b"\n")
+        if self._raw_pos > len(self._raw) // 2:
+            self._raw = self._raw[self._raw_pos :]
+            self._raw_pos = 0
         self._raw += data
         self._fed_utf8 += len(data)
         parser = self._parser
@@ -200,7 +221,7 @@ class XmlContactDecoder:
             if self._pending_bytes > self._max:
                 raise InputError(
                     f"more than {self._max} bytes of XML without the end of a Contact element",
-                    line=self._raw_line,
+                    line=self._lines + 1,
                 )
         if final:
             if not self._started or self._fed_utf8 == 0:
@@ -210,7 +231,7 @@ class XmlContactDecoder:
             if self._held is not None:
                 line, start, fields = self._held
                 self._held = None
-                end = self._raw_src + self._text.source_length(self._raw)
+                end = self._raw_src + self._text.source_length(self._raw[self._raw_pos :])
                 out.append(XmlRecord(line=line, start_offset=start, end_offset=end, fields=fields))
                 self.records += 1
         return out
@@ -220,49 +241,74 @@ class XmlContactDecoder:
             if event == "start":
                 self._depth += 1
                 if self._depth == 1:
-                    self._started_record(el.sourceline, out)
+                    if self._root is None:
+                        self._root = el.getroottree().getroot()
+                    start = self._tag_offset()
+                    held = self._held
+                    if held is not None:
+                        out.append(
+                            XmlRecord(
+                                line=held[0], start_offset=held[1], end_offset=start, fields=held[2]
+                            )
+                        )
+                        self.records += 1
+                    self._held = (el.sourceline, start, ())
                 continue
             self._depth -= 1
             if self._depth:
                 continue
-            fields = tuple(
-                (_local(child.tag), child.text or "")
-                for child in el
-                if isinstance(child.tag, str) and len(child) == 0
-            )
-            assert self._held is not None
-            line, start, _ = self._held
-            self._held = (line, start, fields)
+            # Comments, processing instructions and entities never reach the tree (parser
+            # options; declarations are refused), so every child is an element.
+            children = el[:]
+            try:
+                names = list(map(_names.__getitem__, map(_TAG, children)))
+            except KeyError:
+                names = [_names.get(tag) or _local(tag) for tag in map(_TAG, children)]
+            texts = list(map(_TEXT, children))
+            if None in texts:
+                texts = [text or "" for text in texts]
+            held = self._held
+            self._held = (held[0], held[1], tuple(zip(names, texts, strict=True)))  # type: ignore[index]
             self._pending_bytes = 0
             el.clear(keep_tail=True)
-            for ancestor in el.iterancestors():
-                while ancestor.getprevious() is not None:
-                    del ancestor.getparent()[0]
-            while el.getprevious() is not None:
-                del el.getparent()[0]
+            # Drop what came before the record at every level up to the root: earlier
+            # records beside it, an entry's link, id, title..., earlier entries.
+            node = el
+            parent = node.getparent()
+            while parent is not None:
+                if node.getprevious() is not None:
+                    del parent[: parent.index(node)]
+                node, parent = parent, parent.getparent()
 
-    def _started_record(self, line: int, out: list[XmlRecord]) -> None:
-        start = self._line_offset(line)
-        held = self._held
-        if held is not None:
-            out.append(
-                XmlRecord(line=held[0], start_offset=held[1], end_offset=start, fields=held[2])
-            )
-            self.records += 1
-        self._held = (line, start, ())
-
-    def _line_offset(self, line: int) -> int:
-        """The source offset where ``line`` starts; forgets the raw bytes before it."""
+    def _tag_offset(self) -> int:
+        """The source offset of the next ``Contact`` start tag in the raw bytes (the one the
+        parser just reported); forgets the raw bytes before it."""
         raw = self._raw
-        p = 0
-        for _ in range(line - self._raw_line):
-            p = raw.find(b"\n", p) + 1
-            if p == 0:  # the line has not been fed yet: cannot happen for a start tag read
-                p = len(raw)
+        start = self._raw_pos
+        p = start if self._held is None else start + 1  # past the previous record's tag
+        i = raw.find(b"<Contact", p)  # the usual, unprefixed tag: one find
+        while i >= 0 and raw[i + 8 : i + 9] not in _TAG_ENDS:
+            i = raw.find(b"<Contact", i + 8)
+        tag = len(raw)  # (not found: cannot happen for a start tag the parser just read)
+        if i >= 0 and raw.find(b":Contact", p, i) < 0:
+            tag = i
+            p = len(raw)  # found: skip the general search below
+        while p < len(raw):  # prefixed tags (<c:Contact>), or something odd before the tag
+            i = raw.find(b"Contact", p)
+            if i < 0:
                 break
-        self._raw_src += self._text.source_length(raw[:p])
-        self._raw = raw[p:]
-        self._raw_line = line
+            after = raw[i + 7 : i + 8]
+            before = raw[i - 1 : i]
+            if after in _TAG_ENDS and before in (b"<", b":"):
+                tag = i - 1 if before == b"<" else raw.rfind(b"<", start, i)
+                if tag >= p and raw[tag + 1 : tag + 2] != b"/":  # not an end tag
+                    break
+            p = i + 7
+        if self._text.passthrough:
+            self._raw_src += tag - start
+        else:
+            self._raw_src += self._text.source_length(raw[start:tag])
+        self._raw_pos = tag
         return self._raw_src
 
 
@@ -271,6 +317,15 @@ class XmlContactDecoder:
 _ALL = tuple(COLUMNS)
 _INDEX_OF = {column.field: i for i, column in enumerate(_ALL)}
 _EMAIL_AT = _ALL.index(EMAIL_COLUMN)
+assert _EMAIL_AT == 0  # the quick check below skips values[0]
+_STATE_AT = _INDEX_OF["StateCode"]
+_TYPE_AT = _INDEX_OF["EmailType"]
+# Every limit but the state code's (2) and the email type's (4, both checked apart) is at
+# least this, so values no longer pass the length checks.
+_QUICK_LIMIT = min(c.limit for c in _ALL if c.field not in ("StateCode", "EmailType"))
+_QUICK_EMAIL = re.compile(r"\S{1,80}")
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+_CONTROL_RE = re.compile("[" + re.escape(CONTROL_BYTES.decode("latin-1")) + "]")
 
 
 class XmlRows:
@@ -350,7 +405,8 @@ class XmlRows:
         if not any(values):
             self._blank += 1
             return
-        problem = self._problem(values)
+        joined = "\uffff".join(values)  # a separator XML text cannot hold
+        problem = None if self._quick_ok(values, joined) else self._problem(values)
         if problem is not None:
             self._rejected += 1
             events.append(
@@ -366,8 +422,10 @@ class XmlRows:
         email = values[_EMAIL_AT]
         if self._remove:
             out = email.encode("utf-8")
+        elif _NEEDS_QUOTES.search(joined) is None:
+            out = "\x00".join(values).encode("utf-8")  # nothing to quote: values as they are
         else:
-            out = b"\x00".join(encode_row((value,)) for value in values)
+            out = b"\x00".join([encode_row((value,)) if value else b"" for value in values])
         batch.append(out, email.lower().encode("utf-8"), record.line)
         known = self._where.get(record.line)
         if known is None:
@@ -378,6 +436,21 @@ class XmlRows:
     def _forget(self, line: int) -> None:
         for old in [x for x in self._where if x < line]:
             del self._where[old]
+
+    def _quick_ok(self, values: list[str], joined: str) -> bool:
+        """A sufficient check: short values, no control character, a plain valid email,
+        a known state code (the usual row passes; any other goes to :meth:`_problem`)."""
+        email = values[_EMAIL_AT]
+        state = values[_STATE_AT]
+        kind = values[_TYPE_AT]
+        return (
+            max(map(len, values[1:])) <= _QUICK_LIMIT
+            and _CONTROL_RE.search(joined) is None
+            and (not state or state.upper() in STATE_CODES)
+            and (not kind or kind.casefold() in ("html", "text"))
+            and _QUICK_EMAIL.fullmatch(email) is not None
+            and is_valid_email(email)
+        )
 
     def _problem(self, values: list[str]) -> tuple[str, str] | None:
         email = values[_EMAIL_AT]

@@ -170,6 +170,10 @@ COLUMNS: tuple[Column, ...] = (
             "indirizzo email",
             "endereço de email",
             "endereço de e-mail",
+            "primary email",
+            "email 1",
+            "e-mailadres",
+            "emailadres",
         ),
     ),
     Column(
@@ -193,6 +197,7 @@ COLUMNS: tuple[Column, ...] = (
             "prenom",
             "nombre",
             "nome",
+            "voornaam",
         ),
     ),
     Column(
@@ -218,6 +223,7 @@ COLUMNS: tuple[Column, ...] = (
             "apellidos",
             "cognome",
             "sobrenome",
+            "achternaam",
         ),
     ),
     Column(
@@ -306,6 +312,7 @@ COLUMNS: tuple[Column, ...] = (
             "zipcode",
             "postcode",
             "plz",
+            "postleitzahl",
             "code postal",
             "código postal",
             "cap",

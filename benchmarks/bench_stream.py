@@ -1,0 +1,346 @@
+"""The import pipeline (``bulkops.stream``) against the stdlib, on generated contact files.
+
+Cases, each in its own Python process (so each peak RSS is its own), on the same file:
+
+* ``csv-reader`` — the baseline: bare ``csv.reader`` iterating the file;
+* ``pipeline`` — :class:`bulkops.stream.Pipeline`: bytes → validated rows → multipart
+  request bodies (dedupe, chunking, SHA-256 digests included), fed 1 MiB pieces as the engine
+  reads them;
+* ``pipeline-urlencoded`` — the same with urlencoded bodies;
+* ``naive`` — ``csv.reader`` → ``csv.writer`` → ``urlencode`` in 40,000-row requests, the
+  obvious way to build the same requests (no validation, no dedupe);
+* ``xml-iterparse`` — the XML baseline: bare ``lxml.etree.iterparse`` over an Atom feed of
+  the same contacts, clearing finished entries;
+* ``xml-reader`` — :class:`bulkops.stream.XmlContactDecoder` on that feed;
+* ``xml-pipeline`` — the whole pipeline on that feed.
+
+Files come from ``gen_contacts.py`` (seeded, deterministic) and are cached in ``--workdir``.
+Usage::
+
+    python benchmarks/bench_stream.py                          # 1 M rows (~3 min)
+    python benchmarks/bench_stream.py --rows 1000000,5000000   # as in README.md
+    python benchmarks/bench_stream.py --rows 200000 --xml-rows 50000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Figure, best_of, child_result, machine, print_table, run_child, to_json
+
+LIST_URI = "http://api.constantcontact.com/ws/customers/bench/lists/1"
+PIECE = 1 << 20
+CASES = (
+    "csv-reader",
+    "pipeline",
+    "pipeline-urlencoded",
+    "naive",
+    "xml-iterparse",
+    "xml-reader",
+    "xml-pipeline",
+)
+
+
+# -- the cases (run in the child) -------------------------------------------------------------
+
+
+def csv_reader(path: str) -> dict[str, Any]:
+    rows = 0
+    with open(path, newline="", encoding="utf-8") as handle:
+        for _row in csv.reader(handle):
+            rows += 1
+    return {"rows": rows - 1}
+
+
+def pipeline(path: str, form: str = "multipart") -> dict[str, Any]:
+    from bulkops.stream import Chunk, Pipeline, PipelineOptions
+
+    size = os.path.getsize(path)
+    options = PipelineOptions(lists=(LIST_URI,), form=form, size_hint=size)  # type: ignore[arg-type]
+    p = Pipeline(options)
+    chunks = 0
+    body_bytes = 0
+    with open(path, "rb") as handle:
+        while piece := handle.read(PIECE):
+            for event in p.decode(piece):
+                if isinstance(event, Chunk):
+                    chunks += 1
+                    body_bytes += len(event.body)
+    for event in p.flush():
+        if isinstance(event, Chunk):
+            chunks += 1
+            body_bytes += len(event.body)
+    stats = p.statistics()
+    return {
+        "rows": stats.records,
+        "rows_sent": stats.rows_sent,
+        "rejected": stats.rejected,
+        "duplicates": stats.duplicates,
+        "chunks": chunks,
+        "body_bytes": body_bytes,
+        "unique_emails": stats.unique_emails,
+        "dedupe_bytes": stats.dedupe_bytes,
+    }
+
+
+def naive(path: str) -> dict[str, Any]:
+    rows = 0
+    requests = 0
+    body_bytes = 0
+
+    def send(buffer: io.StringIO) -> None:
+        nonlocal requests, body_bytes
+        body = urlencode(
+            [("activityType", "SV_ADD"), ("data", buffer.getvalue()), ("lists", LIST_URI)]
+        )
+        requests += 1
+        body_bytes += len(body)
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        count = 0
+        for row in reader:
+            writer.writerow(row)
+            rows += 1
+            count += 1
+            if count == 40_000:
+                send(buffer)
+                buffer = io.StringIO()
+                writer = csv.writer(buffer)
+                writer.writerow(header)
+                count = 0
+        if count:
+            send(buffer)
+    return {"rows": rows, "chunks": requests, "body_bytes": body_bytes}
+
+
+def xml_iterparse(path: str) -> dict[str, Any]:
+    from lxml import etree
+
+    entries = 0
+    for _event, element in etree.iterparse(path, events=("end",), tag="{*}entry"):
+        entries += 1
+        element.clear(keep_tail=True)
+        while element.getprevious() is not None:
+            del element.getparent()[0]
+    return {"rows": entries}
+
+
+def xml_reader(path: str) -> dict[str, Any]:
+    from bulkops.stream import XmlContactDecoder
+
+    decoder = XmlContactDecoder()
+    records = 0
+    with open(path, "rb") as handle:
+        while piece := handle.read(PIECE):
+            records += len(decoder.decode(piece))
+    records += len(decoder.flush())
+    return {"rows": records}
+
+
+def run_case(case: str, path: str) -> dict[str, Any]:
+    if case == "csv-reader":
+        return csv_reader(path)
+    if case == "pipeline":
+        return pipeline(path)
+    if case == "pipeline-urlencoded":
+        return pipeline(path, "urlencoded")
+    if case == "naive":
+        return naive(path)
+    if case == "xml-iterparse":
+        return xml_iterparse(path)
+    if case == "xml-reader":
+        return xml_reader(path)
+    if case == "xml-pipeline":
+        return pipeline(path)
+    raise SystemExit(f"unknown case {case}")
+
+
+def child(case: str, path: str, repeat: int) -> None:
+    if case.startswith(("pipeline", "xml-")):
+        import bulkops.stream  # noqa: F401  # imports are not part of the figure
+        from bulkops.stream import xml as _xml  # noqa: F401
+    if case.startswith("xml-"):
+        from lxml import etree  # noqa: F401
+    import resource
+
+    imported_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result: dict[str, Any] = {"imported_rss_mib": imported_mib}
+
+    def once() -> None:
+        result.update(run_case(case, path))
+
+    cpu = time.process_time()
+    seconds = best_of(once, repeat)
+    cpu = (time.process_time() - cpu) / max(1, repeat)
+    child_result({"case": case, "seconds": seconds, "cpu_seconds": cpu, **result})
+
+
+# -- the parent -------------------------------------------------------------------------------
+
+
+def ensure_file(workdir: Path, rows: int, form: str) -> str:
+    from gen_contacts import write_file
+
+    path = workdir / f"contacts-{rows}.{form}"
+    if not path.exists():
+        print(f"generating {path} ...", file=sys.stderr)
+        tmp = path.with_suffix(".tmp")
+        write_file(str(tmp), rows, form=form)
+        tmp.rename(path)
+    return str(path)
+
+
+def measure(case: str, path: str, repeat: int) -> dict[str, Any]:
+    print(f"  {case} on {Path(path).name} ...", file=sys.stderr)
+    return run_child(__file__, ["--child", case, "--file", path, "--repeat", str(repeat)])
+
+
+def csv_figures(rows: int, results: dict[str, dict[str, Any]]) -> list[Figure]:
+    base = results["csv-reader"]
+    base_rate = base["rows"] / base["seconds"]
+    size = f"{rows / 1e6:g} M rows"
+    figures = []
+    for case in ("pipeline", "pipeline-urlencoded"):
+        if case not in results:
+            continue
+        r = results[case]
+        rate = r["rows"] / r["seconds"]
+        figures.append(
+            Figure(
+                case=f"{case}, {size}",
+                metric="file → validated rows → request bodies",
+                value=rate,
+                unit="rows/s",
+                baseline=base_rate,
+                baseline_label="bare csv.reader",
+            )
+        )
+    if "naive" in results and "pipeline" in results:
+        r = results["naive"]
+        pipe = results["pipeline"]
+        figures.append(
+            Figure(
+                case=f"pipeline, {size}",
+                metric="vs. csv.reader → csv.writer → urlencode",
+                value=pipe["rows"] / pipe["seconds"],
+                unit="rows/s",
+                baseline=r["rows"] / r["seconds"],
+                baseline_label="naive pipeline",
+            )
+        )
+    if "pipeline" in results:
+        pipe = results["pipeline"]
+        figures.append(
+            Figure(
+                case=f"pipeline, {size}",
+                metric="peak RSS",
+                value=pipe["peak_rss_mib"],
+                unit="MiB",
+                baseline=base["peak_rss_mib"],
+                baseline_label="bare csv.reader",
+                higher_is_better=False,
+            )
+        )
+        figures.append(
+            Figure(
+                case=f"pipeline, {size}",
+                metric=f"dedupe table per unique email ({pipe['unique_emails']:,} emails)",
+                value=pipe["dedupe_bytes"] / max(1, pipe["unique_emails"]),
+                unit="bytes",
+            )
+        )
+    return figures
+
+
+def xml_figures(rows: int, results: dict[str, dict[str, Any]]) -> list[Figure]:
+    base = results["xml-iterparse"]
+    base_rate = base["rows"] / base["seconds"]
+    figures = []
+    for case in ("xml-reader", "xml-pipeline"):
+        r = results[case]
+        figures.append(
+            Figure(
+                case=f"{case}, {rows / 1e3:g} k entries",
+                metric="Atom feed → contact records" if case == "xml-reader" else "→ bodies",
+                value=r["rows"] / r["seconds"],
+                unit="entries/s",
+                baseline=base_rate,
+                baseline_label="iterparse + clear",
+            )
+        )
+    figures.append(
+        Figure(
+            case=f"xml-reader, {rows / 1e3:g} k entries",
+            metric="peak RSS",
+            value=results["xml-reader"]["peak_rss_mib"],
+            unit="MiB",
+            baseline=base["peak_rss_mib"],
+            baseline_label="iterparse + clear",
+            higher_is_better=False,
+        )
+    )
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default="1000000", help="CSV sizes, comma-separated")
+    parser.add_argument("--xml-rows", type=int, default=200_000, help="entries of the XML feed")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case (best kept)")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--workdir", default="/tmp/bulkops-bench")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.file, args.repeat)
+        return 0
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    cases = args.cases.split(",")
+    figures: list[Figure] = []
+    raw: dict[str, Any] = {}
+    for rows in (int(r) for r in args.rows.split(",")):
+        path = ensure_file(workdir, rows, "csv")
+        results = {
+            case: measure(case, path, args.repeat)
+            for case in ("csv-reader", "pipeline", "pipeline-urlencoded", "naive")
+            if case in cases
+        }
+        raw[f"csv-{rows}"] = results
+        figures += csv_figures(rows, results)
+    if args.xml_rows and {"xml-iterparse", "xml-reader", "xml-pipeline"} <= set(cases):
+        path = ensure_file(workdir, args.xml_rows, "xml")
+        results = {
+            case: measure(case, path, args.repeat)
+            for case in ("xml-iterparse", "xml-reader", "xml-pipeline")
+        }
+        raw[f"xml-{args.xml_rows}"] = results
+        figures += xml_figures(args.xml_rows, results)
+    if args.json:
+        print(to_json(figures, machine=machine(), results=raw))
+    else:
+        print_table(figures)
+        print(f"\n{machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
