@@ -259,6 +259,10 @@ class Store:
         self._limiter = trio.CapacityLimiter(max_threads)
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        # Calls in progress per connection: close() must never close a connection another
+        # thread is executing on (sqlite3 would crash); that thread closes it when done.
+        self._busy: dict[int, int] = {}
+        self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._migrating() as db:
             self._migrate(db)
@@ -307,13 +311,31 @@ class Store:
         return await trio.to_thread.run_sync(self._call, fn, args, limiter=self._limiter)
 
     def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
-        return fn(self.connection(), *args)
+        db = self.connection()
+        key = id(db)
+        with self._all_lock:
+            self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            return fn(db, *args)
+        finally:
+            with self._all_lock:
+                self._busy[key] -= 1
+                close_now = self._closed and self._busy[key] == 0
+            if close_now:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
 
     def close(self) -> None:
-        """Close every connection this store opened (call once serving has stopped)."""
+        """Close every connection this store opened (call once serving has stopped).
+
+        A connection still executing in another thread is closed by that thread when its
+        call returns, never from here.
+        """
         with self._all_lock:
+            self._closed = True
             connections, self._all = self._all, []
-        for db in connections:
+            idle = [db for db in connections if not self._busy.get(id(db))]
+        for db in idle:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
         self._local = threading.local()
