@@ -42,7 +42,13 @@ from types import MappingProxyType
 from lxml import etree
 
 from bulkops.errors import XmlError
-from bulkops.wire.atom import links_of, local_name, record_from_entry, resolve_href
+from bulkops.wire.atom import (
+    HARDENED_PARSER_OPTIONS,
+    links_of,
+    local_name,
+    record_from_entry,
+    resolve_href,
+)
 from bulkops.wire.model import FeedEntry
 
 __all__ = ["DEFAULT_MAX_ENTRY_BYTES", "FEED_SLICE_BYTES", "FeedDecoder"]
@@ -72,18 +78,7 @@ def _pull_parser() -> etree.XMLPullParser:
     return etree.XMLPullParser(
         events=("start", "end"),
         tag=("{*}feed", "{*}entry"),
-        encoding="utf-8",
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        attribute_defaults=False,
-        huge_tree=False,
-        recover=False,
-        collect_ids=False,
-        remove_comments=True,
-        remove_pis=True,
-        strip_cdata=True,
+        **HARDENED_PARSER_OPTIONS,
     )
 
 

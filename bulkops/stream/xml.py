@@ -45,6 +45,7 @@ from bulkops.stream.chunking import Chunker, RowBatch
 from bulkops.stream.records import ChunkKind, Event, Header, PipelineStatistics, Rejected
 from bulkops.stream.text import Transcoder
 from bulkops.stream.validate import CONTROL_BYTES, control_problem, encode_row
+from bulkops.wire.atom import HARDENED_PARSER_OPTIONS
 from bulkops.wire.columns import (
     COLUMNS,
     EMAIL_COLUMN,
@@ -88,18 +89,7 @@ def _pull_parser() -> etree.XMLPullParser:
     return etree.XMLPullParser(
         events=("start", "end"),
         tag="{*}Contact",
-        encoding="utf-8",
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        attribute_defaults=False,
-        huge_tree=False,
-        recover=False,
-        collect_ids=False,
-        remove_comments=True,
-        remove_pis=True,
-        strip_cdata=True,
+        **HARDENED_PARSER_OPTIONS,
     )
 
 

@@ -87,6 +87,7 @@ __all__ = [
     "CTCT_NS",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
+    "HARDENED_PARSER_OPTIONS",
     "XML_DECLARATION",
     "AccountEmail",
     "Activity",
@@ -179,6 +180,25 @@ ContactView = Literal["summary", "search", "full"]
 # ---------------------------------------------------------------------------------------------
 
 
+#: The options every parser of untrusted XML uses (whole-document and pull parsers alike):
+#: no entities, no DTD, no network, no huge trees, no recovery; comments, PIs and CDATA
+#: wrappers dropped; input decoded as UTF-8.
+HARDENED_PARSER_OPTIONS: dict[str, str | bool] = {
+    "encoding": "utf-8",
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "attribute_defaults": False,
+    "huge_tree": False,
+    "recover": False,
+    "collect_ids": False,
+    "remove_comments": True,
+    "remove_pis": True,
+    "strip_cdata": True,
+}
+
+
 def hardened_parser() -> etree.XMLParser:
     """A new lxml parser that never reads a DTD, resolves an entity or touches the network.
 
@@ -191,20 +211,7 @@ def hardened_parser() -> etree.XMLParser:
     Returns:
         an ``lxml.etree.XMLParser``.
     """
-    return etree.XMLParser(
-        encoding="utf-8",
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        attribute_defaults=False,
-        huge_tree=False,
-        recover=False,
-        collect_ids=False,
-        remove_comments=True,
-        remove_pis=True,
-        strip_cdata=True,
-    )
+    return etree.XMLParser(**HARDENED_PARSER_OPTIONS)
 
 
 _UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
