@@ -60,6 +60,15 @@ __all__ = [
 
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
+# Bodies above this size are sent in pieces of this size.
+_SEND_PIECE = 256 * 1024
+
+
+async def _pieces(body: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(body)
+    for start in range(0, len(body), _SEND_PIECE):
+        yield bytes(view[start : start + _SEND_PIECE])
+
 
 class QuotaExhausted(BulkOpsError):
     """The daily request budget (``--daily-quota``) is used up; the run can be resumed later."""
@@ -349,8 +358,16 @@ class Client:
         self, method: str, url: str, *, idempotent: bool, stream: bool, **kwargs: Any
     ) -> httpx.Response:
         await self._before_attempt()
+        content = kwargs.get("content")
+        if isinstance(content, bytes) and len(content) > _SEND_PIECE:
+            # A big body goes out in pieces: given whole, h11 copies it before sending, and
+            # each chunk POST in flight would cost twice its 4 MiB.
+            headers = dict(kwargs.get("headers") or {})
+            headers["Content-Length"] = str(len(content))
+            kwargs = {**kwargs, "content": _pieces(content), "headers": headers}
         request = self._http.build_request(method, url, **kwargs)
-        self._stats.bytes_sent += len(request.content) if not stream and request.content else 0
+        if isinstance(content, bytes):
+            self._stats.bytes_sent += len(content)
         try:
             response = await self._http.send(request, stream=stream)
         except httpx.ConnectError as exc:

@@ -283,6 +283,7 @@ class _Run:
     planner: Planner | None = None
     rows_read: int = 0
     waiting: int = 0
+    submitters: int = 0
     stalled: ActivityStalled | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -396,6 +397,17 @@ class _Run:
     # -- submitters ------------------------------------------------------------------------
 
     async def submit(
+        self, receive: trio.MemoryReceiveChannel[PlannedChunk], nursery: trio.Nursery
+    ) -> None:
+        try:
+            await self._submit(receive, nursery)
+        finally:
+            self.submitters -= 1
+            if self.submitters == 0:  # nothing more to POST: now the last activity matters
+                self.tracker.submitting = False
+                self.tracker.wake()
+
+    async def _submit(
         self, receive: trio.MemoryReceiveChannel[PlannedChunk], nursery: trio.Nursery
     ) -> None:
         async with receive:
@@ -774,6 +786,8 @@ async def _execute_inner(run: _Run) -> ImportReport:
                 send, receive = trio.open_memory_channel[PlannedChunk](0)
                 work.start_soon(run.produce, send)
                 async with receive:
+                    run.submitters = run.options.concurrency
+                    run.tracker.submitting = True
                     for _ in range(run.options.concurrency):
                         work.start_soon(run.submit, receive.clone(), work)
             outer.cancel_scope.cancel()

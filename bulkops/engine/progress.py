@@ -205,13 +205,17 @@ class JsonReporter:
         self._stream = stream if stream is not None else sys.stdout
         self.interval = interval
         self._encoder = msgspec.json.Encoder()
+        self._started = time.monotonic()
 
     def _emit(self, payload: dict[str, Any]) -> None:
+        # Every event says when it happened: seconds since the run started.
+        payload["elapsed"] = round(time.monotonic() - self._started, 3)
         self._stream.write(self._encoder.encode(payload).decode() + "\n")
         self._stream.flush()
 
     def start(self) -> None:
-        """Nothing to set up."""
+        """Start the clock of the events' ``elapsed``."""
+        self._started = time.monotonic()
 
     def update(self, counters: Counters) -> None:
         """Emit a progress event."""

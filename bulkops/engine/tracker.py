@@ -4,16 +4,23 @@ One task polls for every activity in flight. While more than one is tracked, one
 activities feed (newest first) covers them all, following ``next`` only while some tracked
 activity has not been seen yet; with a single activity, one GET of that activity is cheaper.
 
-When to poll next (the interval rule):
+When to poll next (the interval rule, :func:`poll_interval`): a poll is worth a request
+only when its answer can change what the scheduler does.
 
-* with no estimate of the server's speed, intervals grow exponentially from ``poll_min`` to
-  ``poll_max`` and reset to ``poll_min`` whenever a poll shows progress;
-* once activities have finished, the server's rate (rows per second of its run times) gives
+* While the scheduler is still submitting and waits for nothing (``submitting`` and not
+  ``blocked``), no completion is needed yet: one poll per ``poll_max`` keeps progress and
+  stall detection alive.
+* Otherwise, with no estimate of the server's speed, intervals grow exponentially from
+  ``poll_min`` to ``poll_max`` and reset to ``poll_min`` whenever a poll shows progress.
+* Once activities have finished, the server's rate (rows per second of its run times) gives
   the expected finishing time of the activity the scheduler is waiting for — the next one
-  when it is blocked, the last one otherwise — and the next poll comes at three quarters of
-  that time, within ``[poll_min, poll_max]``. Servers process activities one after
+  when it is blocked, the last one otherwise — and the next poll comes at nine tenths of
+  that time, within ``[poll_min, PREDICTION_MAX]``. Servers process activities one after
   another, so the expected finish of the k-th oldest is the rows still ahead of it divided
-  by the rate.
+  by the rate. A late poll leaves the server idle (wall time), an early one costs a
+  request; aiming just short of the prediction costs one more poll when it was right.
+* A wake-up (the scheduler became blocked, or stopped submitting) re-evaluates the rule
+  from the last poll: it does not force a poll.
 
 An activity whose status has not changed for ``stall_timeout`` seconds is reported as stalled
 (:class:`~bulkops.errors.ActivityStalled`) — never a silent return, never an endless wait.
@@ -22,7 +29,7 @@ Every observed status is checked against the lifecycle table (``wire.activity.ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import attrs
 import trio
@@ -33,10 +40,55 @@ from bulkops.wire.activity import ActivityStatus, may_follow
 from bulkops.wire.atom import activity_from_entry, links_of, local_name, parse_xml
 from bulkops.wire.model import Activity
 
-__all__ = ["ActivityTracker", "TrackerStats"]
+__all__ = ["PREDICTION_MAX", "ActivityTracker", "TrackerStats", "poll_interval"]
 
 # Activity responses carry every row error; 40,000 errors are a few MiB.
 _MAX_ACTIVITY_XML = 256 * 1024 * 1024
+
+#: Longest wait a rate prediction may ask for, in seconds: a server that slowed down (another
+#: client's activities queued in front of ours) is noticed within this time.
+PREDICTION_MAX = 60.0
+
+#: Where between the last poll and the predicted finish the next poll comes.
+_AIM = 0.9
+
+#: Finished activities the rate estimate remembers.
+_SAMPLES = 8
+
+
+def poll_interval(
+    *,
+    rows_ahead: Sequence[int],
+    rate: float | None,
+    clean: bool = True,
+    blocked: bool,
+    submitting: bool,
+    backoff: float,
+    poll_min: float,
+    poll_max: float,
+) -> float:
+    """Seconds from the last poll to the next one (the rule in the module docstring).
+
+    Args:
+        rows_ahead: the rows of each tracked activity, oldest first (as of the last poll).
+        rate: the server's rows per second, or None while unknown.
+        clean: whether ``rate`` was measured on activities that ran alone; if not, it may
+            be several times too low, and only the oldest activity's finish is predicted.
+        blocked: the scheduler waits for a completion (a dependency or a queue slot).
+        submitting: more activities are coming, so nobody needs the last one yet.
+        backoff: the exponential interval (``poll_min`` after progress, doubling without).
+        poll_min / poll_max: the bounds of the exponential intervals.
+    """
+    if submitting and not blocked:
+        return poll_max
+    if rate is None or rate <= 0:
+        return backoff
+    target = (rows_ahead[0] if rows_ahead else 0) if blocked or not clean else sum(rows_ahead)
+    predicted = _AIM * target / rate
+    # After a poll that showed no progress, do not hammer a prediction that was too early:
+    # wait at least the exponential backoff.
+    floor = backoff if backoff > poll_min else poll_min
+    return min(max(PREDICTION_MAX, poll_max), max(floor, predicted))
 
 
 @attrs.define
@@ -87,11 +139,13 @@ class ActivityTracker:
         self._order: list[str] = []  # tracked ids, oldest first
         self._wakeup = trio.Event()
         self._backoff = poll_min
-        self._done_rows = 0
-        self._done_seconds = 0.0
-        self._latest_rate: float | None = None
+        # (rows, run start, run seconds) of the latest finished activities, server clock.
+        self._samples: list[tuple[int, float, float]] = []
+        self._last_insert: float | None = None
         self._polls = 0
+        self._last_poll = 0.0  # trio time of the last poll (or when tracking began)
         self.blocked = False  # set by the scheduler while it waits for a completion
+        self.submitting = False  # set by the scheduler while more activities are coming
 
     def statistics(self) -> TrackerStats:
         """A snapshot."""
@@ -101,21 +155,41 @@ class ActivityTracker:
 
     @property
     def rate(self) -> float | None:
-        """The server's processing rate in rows per second, once known: the faster of the
-        overall rate and the latest activity's (the first activities of a run compete with
-        the server's own request parsing and understate it)."""
-        if self._done_seconds <= 0 or self._done_rows <= 0:
+        """The server's processing rate in rows per second, once known (see :attr:`clean`)."""
+        samples = self._clean_samples() or self._samples
+        seconds = sum(s for _, _, s in samples)
+        rows = sum(r for r, _, _ in samples)
+        if seconds <= 0 or rows <= 0:
             return None
-        overall = self._done_rows / self._done_seconds
-        return max(overall, self._latest_rate or 0.0)
+        return rows / seconds
+
+    @property
+    def clean(self) -> bool:
+        """Whether :attr:`rate` comes from activities that ran after the last one was
+        submitted. Those that ran while later POSTs were still arriving shared the server
+        with their parsing and understate its speed (a local server: 2–4× slower)."""
+        return bool(self._clean_samples())
+
+    def _clean_samples(self) -> list[tuple[int, float, float]]:
+        last = self._last_insert
+        if last is None:
+            return []
+        return [sample for sample in self._samples if sample[1] >= last]
 
     def observe_finished(self, activity: Activity, rows: int) -> None:
         """Feed the rate estimate with an activity that finished (tracked or not)."""
+        self.observe_inserted(activity)
         if activity.run_start_time and activity.run_finish_time:
             seconds = (activity.run_finish_time - activity.run_start_time).total_seconds()
-            self._done_rows += rows
-            self._done_seconds += max(seconds, 0.001)
-            self._latest_rate = rows / max(seconds, 0.001)
+            self._samples.append((rows, activity.run_start_time.timestamp(), max(seconds, 0.001)))
+            del self._samples[:-_SAMPLES]
+
+    def observe_inserted(self, activity: Activity) -> None:
+        """Note when the server queued an activity (its clock): activities that start
+        running after the newest such time run alone."""
+        inserted = activity.insert_time.timestamp()
+        if self._last_insert is None or inserted > self._last_insert:
+            self._last_insert = inserted
 
     async def wait(self, activity_id: str, rows: int) -> Activity:
         """Wait until the activity is COMPLETE or ERROR and return its final state.
@@ -144,44 +218,36 @@ class ActivityTracker:
             if not self._tracked:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
-                await trio.sleep(self.poll_min)  # a new activity is at best PENDING now
+                self._last_poll = trio.current_time()  # a new activity is at best PENDING now
                 continue
-            with trio.move_on_after(self._next_interval()):
-                await self._wakeup.wait()
-            self._wakeup = trio.Event()
+            deadline = self._last_poll + self._next_interval()
+            if trio.current_time() < deadline:
+                with trio.move_on_at(deadline):
+                    await self._wakeup.wait()
+                if self._wakeup.is_set():  # the scheduler's state changed: re-evaluate
+                    self._wakeup = trio.Event()
+                    continue
             if self._tracked:
                 await self._poll()
+                self._last_poll = trio.current_time()
 
     def wake(self) -> None:
-        """Poll now (the scheduler became blocked, or something changed)."""
+        """Re-evaluate when to poll (the scheduler became blocked, or stopped submitting)."""
         self._wakeup.set()
 
     # -- scheduling of polls -----------------------------------------------------------------
 
     def _next_interval(self) -> float:
-        rate = self.rate
-        if rate is None:
-            return self._backoff
-        # Rows still to process, oldest first; the server works through them in order.
-        ahead = 0
-        target = None
-        for activity_id in self._order:
-            tracked = self._tracked[activity_id]
-            ahead += tracked.rows
-            if self.blocked:
-                target = ahead
-                break
-        if target is None:
-            target = ahead
-        # Aim a little early (a late poll wastes the server's idle time, an early one costs a
-        # request), then the next prediction is short.
-        predicted = 0.75 * target / rate
-        return min(self.poll_max, max(self.poll_min, predicted, self._backoff_floor()))
-
-    def _backoff_floor(self) -> float:
-        # After a poll that showed no progress, do not hammer a prediction that was too
-        # early: wait at least the exponential backoff.
-        return self._backoff if self._backoff > self.poll_min else 0.0
+        return poll_interval(
+            rows_ahead=[self._tracked[a].rows for a in self._order],
+            rate=self.rate,
+            clean=self.clean,
+            blocked=self.blocked,
+            submitting=self.submitting,
+            backoff=self._backoff,
+            poll_min=self.poll_min,
+            poll_max=self.poll_max,
+        )
 
     # -- polling -----------------------------------------------------------------------------
 
@@ -203,6 +269,7 @@ class ActivityTracker:
         progress = False
         now = trio.current_time()
         for activity in seen:
+            self.observe_inserted(activity)
             watched = self._tracked.get(activity.id)
             if watched is not None:
                 progress |= self._observe(watched, activity, now)
