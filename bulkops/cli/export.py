@@ -198,7 +198,13 @@ def resume_if_export(args: argparse.Namespace) -> int | None:
 
     async def main(stop: trio.Event) -> ExportReport:
         async with connect(args) as client:
-            return await resume_export(client, args.run_dir, reporter=reporter, stop=stop)
+            return await resume_export(
+                client,
+                args.run_dir,
+                reporter=reporter,
+                stop=stop,
+                stall_timeout=getattr(args, "stall_timeout", None),
+            )
 
     with single_errors():
         report = run_with_signals(main, reporter)

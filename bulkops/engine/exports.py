@@ -769,7 +769,7 @@ class _Run:
     reporter: Reporter
     stop: trio.Event
     resumes: int = 0
-    counters: Counters = attrs.field(factory=Counters)
+    counters: Counters = attrs.field(factory=lambda: Counters(kind="export"))
     columns: tuple[Column, ...] = ()
     header: list[str] = attrs.field(factory=list)
     detail_requests: int = 0
@@ -1356,11 +1356,14 @@ async def resume_export(
     *,
     reporter: Reporter | None = None,
     stop: trio.Event | None = None,
+    stall_timeout: float | None = None,
 ) -> ExportReport:
     """Finish an export that was interrupted (SIGKILL, Ctrl-C, a lost connection, …).
 
     The temporary file is cut back to the last checkpoint and the export continues from the
     page (or export-file row) after it; a run that had already finished returns its report.
+    Everything repeats the original run's options, except ``stall_timeout`` when given (an
+    export activity that stalled the run can be given longer).
 
     Raises:
         ConfigError: not an export run directory, another account, or the partial output
@@ -1390,7 +1393,7 @@ async def resume_export(
             client=client,
             journal=journal,
             checkpoints=checkpoints,
-            options=ExportOptions.from_meta(meta["options"]),
+            options=_with_stall_timeout(ExportOptions.from_meta(meta["options"]), stall_timeout),
             target=_Target(**meta["target"]),
             output=output,
             checkpoint=checkpoint,
@@ -1403,6 +1406,12 @@ async def resume_export(
     finally:
         checkpoints.close()
         journal.close()
+
+
+def _with_stall_timeout(options: ExportOptions, stall_timeout: float | None) -> ExportOptions:
+    if stall_timeout is None:
+        return options
+    return attrs.evolve(options, stall_timeout=stall_timeout)
 
 
 def _read_report(run_dir: str | Path) -> ExportReport:

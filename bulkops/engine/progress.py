@@ -65,6 +65,8 @@ class Counters:
     """What a run has done so far; the engine mutates it, reporters read it."""
 
     phase: str = "starting"
+    #: ``import`` (rows read from a file and applied) or ``export`` (rows written to one).
+    kind: str = "import"
     bytes_total: int = 0
     bytes_read: int = 0
     rows_read: int = 0
@@ -80,6 +82,10 @@ class Counters:
     retries: int = 0
     throttled: int = 0
     started: float = attrs.field(factory=time.monotonic)
+
+    def rows_written_text(self) -> str:
+        """Rows written so far (exports count their output rows in ``rows_read``)."""
+        return f"{self.rows_read:,} rows"
 
     def elapsed(self) -> float:
         """Seconds since the run began."""
@@ -158,7 +164,18 @@ def _human(n: float) -> str:
     return f"{n:.1f}T"
 
 
+def _export_line(counters: Counters) -> str:
+    return (
+        f"[{counters.phase}] written {counters.rows_written_text()}"
+        f" ({_human(counters.rows_per_second())} rows/s, {counters.bytes_read / 1048576:.1f} MiB);"
+        f" requests {counters.requests}, retries {counters.retries}, 429s {counters.throttled};"
+        f" rss {current_rss_bytes() / 1048576:.0f} MiB"
+    )
+
+
 def _line(counters: Counters) -> str:
+    if counters.kind == "export":
+        return _export_line(counters)
     eta = counters.eta_seconds()
     eta_text = f" eta {eta:.0f}s" if eta is not None else ""
     return (
@@ -249,6 +266,18 @@ class RichReporter:
         eta = counters.eta_seconds()
         done = counters.bytes_read / counters.bytes_total if counters.bytes_total else 0.0
         table.add_row("phase", counters.phase)
+        if counters.kind == "export":
+            table.add_row(
+                "written",
+                f"{counters.rows_written_text()}  {_human(counters.rows_per_second())} rows/s  "
+                f"{counters.bytes_read / 1048576:.1f} MiB",
+            )
+            table.add_row(
+                "requests",
+                f"{counters.requests}  retries {counters.retries}  429s {counters.throttled}",
+            )
+            table.add_row("memory", f"{current_rss_bytes() / 1048576:.0f} MiB RSS")
+            return table
         table.add_row(
             "read",
             f"{counters.rows_read:,} rows  {done:6.1%}  {_human(counters.rows_per_second())} rows/s"
