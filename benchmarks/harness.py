@@ -8,7 +8,9 @@ ratio (design.md §2.8). The pieces here are generic:
 * :func:`run_child` — run one case in a fresh Python process (so that each case's peak RSS is
   its own) and return the JSON object it printed last, with ``peak_rss_mib`` added;
 * :func:`child_result` — what a child calls at its end: prints its result as JSON with its
-  own peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``);
+  own peak RSS (:func:`peak_rss_mib`: ``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` is
+  not used, since on Linux a child can inherit its parent's peak through fork);
+* :func:`peak_rss_mib` — this process's peak RSS so far, in MiB;
 * :func:`best_of` — the fastest of several timed runs (noise on a shared machine is one-sided);
 * :func:`print_table` / :func:`to_json` / :func:`machine` — output.
 
@@ -43,6 +45,7 @@ __all__ = [
     "best_of",
     "child_result",
     "machine",
+    "peak_rss_mib",
     "print_table",
     "run_child",
     "to_json",
@@ -96,10 +99,27 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     return best
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB.
+
+    ``VmHWM`` ("high water mark") of ``/proc/self/status`` on Linux: the peak of this
+    process alone. ``ru_maxrss`` is not used there: a child forked from a big parent starts
+    with the parent's figure. Elsewhere, ``ru_maxrss`` (KiB on most systems).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # "VmHWM:   12345 kB"
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_result(result: dict[str, Any]) -> None:
-    """Print a child's result as one JSON line, with its own peak RSS in MiB added."""
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({**result, "peak_rss_mib": peak_kib / 1024}), flush=True)
+    """Print a child's result as one JSON line, with its own peak RSS in MiB added
+    (:func:`peak_rss_mib`)."""
+    print(json.dumps({**result, "peak_rss_mib": peak_rss_mib()}), flush=True)
 
 
 def run_child(script: str, args: Sequence[str], *, timeout: float = 3600) -> dict[str, Any]:

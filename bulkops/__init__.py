@@ -4,6 +4,9 @@ Web Services API v1 account — streaming, concurrent, crash-safe — and the AP
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from bulkops.errors import (
     ActivityFailed,
     ActivityStalled,
@@ -24,22 +27,56 @@ from bulkops.errors import (
 
 __version__ = "0.1.0"
 
-# The engine's public entry points (after __version__: the client's User-Agent uses it).
-from bulkops.engine.client import ClientConfig, Credentials, open_client
-from bulkops.engine.exports import (
-    ExportOptions,
-    ExportReport,
-    open_records,
-    resume_export,
-    run_export,
-)
-from bulkops.engine.imports import (
-    ImportOptions,
-    import_file,
-    resume_run,
-    run_clear,
-    run_import,
-)
+# The engine's public entry points, imported on first access (PEP 562): importing
+# ``bulkops.stream`` or ``bulkops.wire`` alone must not pull in trio and httpx (~20 MiB of
+# the stream pipeline's peak RSS). ``from bulkops import run_import`` works as before.
+_LAZY: dict[str, str] = {
+    "ClientConfig": "bulkops.engine.client",
+    "Credentials": "bulkops.engine.client",
+    "open_client": "bulkops.engine.client",
+    "ExportOptions": "bulkops.engine.exports",
+    "ExportReport": "bulkops.engine.exports",
+    "open_records": "bulkops.engine.exports",
+    "resume_export": "bulkops.engine.exports",
+    "run_export": "bulkops.engine.exports",
+    "ImportOptions": "bulkops.engine.imports",
+    "import_file": "bulkops.engine.imports",
+    "resume_run": "bulkops.engine.imports",
+    "run_clear": "bulkops.engine.imports",
+    "run_import": "bulkops.engine.imports",
+}
+
+if TYPE_CHECKING:
+    from bulkops.engine.client import ClientConfig, Credentials, open_client
+    from bulkops.engine.exports import (
+        ExportOptions,
+        ExportReport,
+        open_records,
+        resume_export,
+        run_export,
+    )
+    from bulkops.engine.imports import (
+        ImportOptions,
+        import_file,
+        resume_run,
+        run_clear,
+        run_import,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Import an engine entry point on first access and cache it in the module."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "ActivityFailed",

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from bulkops.stream.forms import (
     BOUNDARY,
     multipart_body,
+    multipart_body_of_lines,
     percent_encode,
     percent_encoded_size,
     urlencoded_body,
@@ -94,3 +95,19 @@ def test_urlencoded_values_decode_as_the_server_does() -> None:
     body, _, _ = urlencoded_body("SV_ADD", data, LISTS[:1])
     parsed = parse_qs(body.decode("ascii"), keep_blank_values=True)
     assert parsed["data"] == [data.decode()]
+
+
+@given(
+    st.lists(st.binary(max_size=40) | st.sampled_from([BOUNDARY, b"x" + BOUNDARY + b"-1"])),
+    st.sampled_from([LISTS, [LISTS[0] + BOUNDARY.decode()]]),
+)
+@example(rows=[b"a,b", b"c\r"], lists=LISTS)
+def test_a_body_built_from_lines_equals_the_body_built_from_data(
+    rows: list[bytes], lists: list[str]
+) -> None:
+    """Built without joining ``data`` first: the same bytes, boundary choice included."""
+    rows = [r.replace(b"\n", b"") for r in rows]
+    data = b"EMAIL ADDRESS\n" + b"\n".join(rows) + b"\n"
+    assert multipart_body_of_lines("SV_ADD", b"EMAIL ADDRESS", rows, lists) == multipart_body(
+        "SV_ADD", data, lists
+    )

@@ -286,3 +286,19 @@ def test_bad_options_fail_before_any_input() -> None:
     for bad in ({"delimiter": "ab"}, {"encoding": "utf-7"}, {"format": "json"}):
         with pytest.raises(ConfigError):
             Pipeline(PipelineOptions(lists=LISTS, **bad))  # type: ignore[arg-type]
+
+
+def test_importing_the_stream_does_not_import_the_engine() -> None:
+    """``bulkops/__init__.py`` imports the engine (trio, httpx) only when a name is used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bulkops.stream\n"
+        "assert not {'trio', 'httpx', 'bulkops.engine'} & set(sys.modules), sorted(sys.modules)\n"
+        "from bulkops import run_import, ImportOptions\n"
+        "import bulkops\n"
+        "assert 'trio' in sys.modules and bulkops.run_import is run_import\n"
+        "assert set(bulkops.__all__) <= set(dir(bulkops))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -120,6 +120,14 @@ def input_digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def _file_size(path: str) -> int | None:
+    """The size of the file at ``path``, or None when it is not a regular file."""
+    try:
+        return Path(path).stat().st_size if Path(path).is_file() else None
+    except OSError:
+        return None
+
+
 def _pipeline_options(
     options: PlannerOptions, *, lists: Sequence[str], kind: str
 ) -> PipelineOptions:
@@ -155,7 +163,10 @@ class Planner:
     ) -> None:
         self.path = path
         self.kind = kind
-        self._pipeline = Pipeline(_pipeline_options(options, lists=lists, kind=kind))
+        pipeline_options = _pipeline_options(options, lists=lists, kind=kind)
+        self._pipeline = Pipeline(  # size_hint: the email table is sized once, not grown
+            attrs.evolve(pipeline_options, size_hint=_file_size(path))
+        )
         self.header: Header | None = None
         #: Chunks that share an email with another chunk (either side of a dependency).
         self.linked_chunks: set[int] = set()

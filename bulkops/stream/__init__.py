@@ -21,6 +21,8 @@ The import side, from any contact file to activity request bodies:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from bulkops.stream.chunking import Chunker, ChunkOptions, RowBatch
 from bulkops.stream.csv import DEFAULT_MAX_RECORD_BYTES, CsvDecoder, Record, sniff_delimiter
 from bulkops.stream.dedupe import EmailTable
@@ -37,7 +39,9 @@ from bulkops.stream.records import (
     Rejected,
 )
 from bulkops.stream.text import Transcoder
-from bulkops.stream.xml import XmlContactDecoder, XmlRecord
+
+if TYPE_CHECKING:
+    from bulkops.stream.xml import XmlContactDecoder, XmlRecord
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
@@ -66,3 +70,14 @@ __all__ = [
     "sniff_delimiter",
     "urlencoded_body",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The XML reader on first access (PEP 562): a CSV import never loads lxml (~6 MiB)."""
+    if name in ("XmlContactDecoder", "XmlRecord"):
+        from bulkops.stream import xml
+
+        value = getattr(xml, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,8 +25,14 @@ Rules (tests/test_stream_chunking.py checks each with hypothesis):
 * **Deterministic**: cuts depend on the rows only, never on how the input was split into
   batches; the same rows and options give the same bodies and digests.
 
-Memory is one chunk's rows (plus the held-back one while the next reaches ``min_rows``) and
-the email table (:mod:`bulkops.stream.dedupe`).
+Duplicates inside a chunk are found in C (``dict.setdefault`` over a batch's emails; Python
+runs only for the repeats); the email table (:mod:`bulkops.stream.dedupe`) is given a
+chunk's distinct emails once, when it is cut, and answers which earlier chunks it waits for.
+
+Memory is one chunk's rows (plus the held-back one until the next reaches ``min_rows``: it
+goes out as soon as it does) and the email table. The body is joined from the rows in one
+copy (:func:`~bulkops.stream.forms.multipart_body_of_lines`), after the chunk's emails are
+released.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, compress
-from operator import itemgetter
+from operator import itemgetter, ne
 from typing import Literal
 
 import attrs
@@ -44,7 +50,7 @@ import attrs
 from bulkops.errors import ConfigError
 from bulkops.stream.dedupe import CODE_PERIOD, EmailTable, chunk_code, code_distance
 from bulkops.stream.forms import (
-    multipart_body,
+    multipart_body_of_lines,
     percent_encoded_size,
     urlencoded_body,
 )
@@ -148,8 +154,8 @@ class _Building:
         "batch",
         "code",
         "index",
-        "indexed",
         "nbytes",
+        "registered",
         "seq",
         "waits",
     )
@@ -161,8 +167,10 @@ class _Building:
         self.alive = 0
         self.nbytes = header_bytes
         self.waits: set[int] = set()
-        self.index: dict[bytes, int] = {}  # email -> row, built lazily (rows < indexed)
-        self.indexed = 0
+        # email -> row of its latest (live) occurrence in this chunk: built in C by
+        # dict.setdefault, batch by batch; its keys are the chunk's distinct emails.
+        self.index: dict[bytes, int] = {}
+        self.registered = False  # its emails are in the email table (done once, at the cut)
 
 
 class Chunker:
@@ -271,12 +279,17 @@ class Chunker:
                 continue
             self._take(b, batch, i, j, need, events)
             i = j
+            if self._pending and b.alive >= opts.min_rows:
+                # Out as soon as allowed: a held-back chunk's rows are the biggest memory.
+                self._emit_pending(events)
         if self._pending and self._open.alive >= opts.min_rows:
             self._emit_pending(events)
 
     def finish(self, events: list[Event]) -> None:
         """Emit what is left (called once, at the end of the input)."""
         last = self._open
+        if last.alive:
+            self._register(last)
         if last.alive and last.alive < self._options.min_rows and self._pending:
             self._rebalance(self._pending[-1], last, events)
         self._emit_pending(events)
@@ -318,33 +331,41 @@ class Chunker:
         rows = b.batch
         base = len(rows.outs)
         if i == 0 and j == len(batch.outs):
+            emails = batch.emails
             rows.outs += batch.outs
-            rows.emails += batch.emails
             rows.lines += batch.lines
-            hits = self._table.insert(batch.emails, b.code)
         else:
+            emails = batch.emails[i:j]
             rows.outs += batch.outs[i:j]
-            rows.emails += batch.emails[i:j]
             rows.lines += batch.lines[i:j]
-            hits = self._table.insert(batch.emails[i:j], b.code)
+        rows.emails += emails
         b.alive += j - i
         b.nbytes += need
         self.rows_sent += j - i
-        for k, previous in hits:
-            r = base + k
-            if previous == b.code:
-                if b.indexed < r:
-                    b.index.update(
-                        zip(rows.emails[b.indexed : r], range(b.indexed, r), strict=True)
-                    )
-                    b.indexed = r
-                q = b.index.get(rows.emails[r])
-                if q is not None and rows.outs[q]:
-                    self._drop(b, q, rows.lines[r], events)
-                    continue
-                distance = CODE_PERIOD  # a fingerprint clash, or a chunk a whole period back
-            else:
-                distance = code_distance(b.code, previous)
+        # Repeats inside the chunk, found in C: setdefault returns another row's number
+        # only for an email the chunk already holds. The Python loop runs over repeats only.
+        index = b.index
+        before = len(index)
+        positions = range(base, base + j - i)
+        found = list(map(index.setdefault, emails, positions))
+        if len(index) - before == j - i:
+            return
+        for r in compress(positions, map(ne, found, positions)):
+            email = rows.emails[r]
+            q = index[email]
+            index[email] = r
+            if rows.outs[q]:
+                self._drop(b, q, rows.lines[r], events)
+
+    def _register(self, b: _Building) -> None:
+        """Put the chunk's distinct emails in the email table (once, when it is cut or at
+        the end): an email last seen in an earlier chunk makes this one wait for it."""
+        if b.registered:
+            return
+        b.registered = True
+        for _k, previous in self._table.insert(list(b.index), b.code):
+            # Its own code: a fingerprint clash, or a chunk a whole period back.
+            distance = CODE_PERIOD if previous == b.code else code_distance(b.code, previous)
             if distance <= b.seq:
                 b.waits.add(b.seq - distance)
 
@@ -367,6 +388,7 @@ class Chunker:
         )
 
     def _cut(self) -> None:
+        self._register(self._open)
         self._pending.append(self._open)
         self._open = _Building(self._open.seq + 1, self._header_bytes)
 
@@ -384,16 +406,27 @@ class Chunker:
     def _finalize(self, b: _Building) -> Chunk:
         opts = self._options
         rows = b.batch
+        # Registered (or never to be): its emails are not needed any more; let them go
+        # before the body is built (a chunk's emails and index are ~4 MB).
+        rows.emails = []
+        b.index = {}
         outs = list(filter(None, rows.outs)) if b.alive < len(rows.outs) else rows.outs
         header, columns = self._header, self._columns
         if self._nul:
             header, columns, outs = self._project(outs)
-        data = b"".join((header, b"\n", b"\n".join(outs), b"\n"))
         lines = (
             array("I", compress(rows.lines, rows.outs)) if b.alive < len(rows.outs) else rows.lines
         )
-        encode = urlencoded_body if self._urlencoded else multipart_body
-        body, content_type, data_bytes = encode(opts.activity_type.value, data, opts.lists)
+        if self._urlencoded:
+            data = b"".join((header, b"\n", b"\n".join(outs), b"\n"))
+            body, content_type, data_bytes = urlencoded_body(
+                opts.activity_type.value, data, opts.lists
+            )
+            del data
+        else:
+            body, content_type, data_bytes = multipart_body_of_lines(
+                opts.activity_type.value, header, outs, opts.lists
+            )
         assert data_bytes <= opts.max_bytes, "byte limit broken"
         assert len(outs) <= opts.max_rows, "row limit broken"
         assert b.seq == self._emitted, "chunks out of order"

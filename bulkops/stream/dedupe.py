@@ -16,11 +16,12 @@ all 48 hash bits: among 5 million addresses about 5e6**2 / 2**49 ≈ 0.04 pairs 
 by the same amount whatever the start value. And a 32-bit slot that also holds the code
 leaves 26 bits that tell addresses apart: thousands of confusions per million.)
 
-A hit is therefore a *candidate*. The chunker confirms candidates in the current chunk
-against the addresses it still holds; a candidate in an earlier chunk adds a dependency
-between chunks, which costs ordering, never correctness. Chunk codes repeat every 65,535
-chunks; a dependency further back than that names a later chunk instead (any engine with
-fewer chunks outstanding has applied it already).
+A hit is therefore a *candidate*. The chunker finds repeats inside a chunk exactly (a dict
+of the chunk's emails) and gives the table each chunk's distinct emails once, when the chunk
+is cut: a hit there is an email last seen in an earlier chunk and adds a dependency
+between chunks, which costs ordering, never correctness (a clash adds one too many).
+Chunk codes repeat every 65,535 chunks; a dependency further back than that names a later
+chunk instead (any engine with fewer chunks outstanding has applied it already).
 
 Everything is deterministic (no ``hash()``; its seed changes per process), so the same
 input gives the same table, hits and chunks in every process. Growing makes the table 1.5

@@ -25,6 +25,7 @@ __all__ = [
     "MULTIPART",
     "URLENCODED",
     "multipart_body",
+    "multipart_body_of_lines",
     "percent_encode",
     "percent_encoded_size",
     "urlencoded_body",
@@ -102,6 +103,44 @@ def multipart_body(activity_type: str, data: bytes, lists: Sequence[str]) -> tup
     parts += [dash, b"--\r\n"]
     content_type = f"{MULTIPART}; boundary={boundary.decode('ascii')}"
     return b"".join(parts), content_type, len(data)
+
+
+def multipart_body_of_lines(
+    activity_type: str, header: bytes, rows: Sequence[bytes], lists: Sequence[str]
+) -> tuple[bytes, str, int]:
+    """:func:`multipart_body` of ``data = header + LF + rows joined by LF + LF``, built
+    with one copy of the rows (``data`` itself is never built: a chunk's body is ~4 MB).
+
+    Returns:
+        The same ``(body, content_type, data_bytes)`` as
+        ``multipart_body(activity_type, data, lists)``.
+    """
+    data_bytes = len(header) + 1 + sum(map(len, rows)) + len(rows)
+    uris = [uri.encode("utf-8") for uri in lists]
+    if not rows or any(BOUNDARY in uri for uri in uris):
+        return multipart_body(activity_type, header + b"\n" + b"\n".join(rows) + b"\n", lists)
+    dash = b"--" + BOUNDARY
+    head = b"".join(
+        (
+            dash,
+            b'\r\nContent-Disposition: form-data; name="activityType"\r\n\r\n',
+            activity_type.encode("ascii"),
+            b"\r\n",
+            dash,
+            b'\r\nContent-Disposition: form-data; name="data"; filename="contacts.csv"\r\n'
+            b"Content-Type: text/csv; charset=utf-8\r\n\r\n",
+            header,
+        )
+    )
+    tail = [b"\r\n"]
+    for uri in uris:
+        tail += [dash, b'\r\nContent-Disposition: form-data; name="lists"\r\n\r\n', uri, b"\r\n"]
+    tail += [dash, b"--\r\n"]
+    body = b"\n".join([head, *rows, b"".join(tail)])
+    if body.count(BOUNDARY) != 3 + len(uris):  # the data holds the boundary: another one
+        return multipart_body(activity_type, header + b"\n" + b"\n".join(rows) + b"\n", lists)
+    content_type = f"{MULTIPART}; boundary={BOUNDARY.decode('ascii')}"
+    return body, content_type, data_bytes
 
 
 def urlencoded_body(

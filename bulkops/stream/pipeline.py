@@ -7,7 +7,7 @@
 or a place in a :class:`~bulkops.stream.records.Chunk`), chunks in ``seq`` order.
 
 How CSV gets through without a Python step per field (benchmarks/bench_stream.py measures
-it: about 0.45x the rate of a bare ``csv.reader`` iterating the same file, 3.5x the obvious
+it: about 0.5x the rate of a bare ``csv.reader`` iterating the same file, 3.4-5x the obvious
 ``csv.reader`` + ``csv.writer`` + ``urlencode`` pipeline; see benchmarks/README.md):
 
 * Input is cut at the last line break of each piece, then into regions of about 96 KiB of
@@ -23,9 +23,10 @@ it: about 0.45x the rate of a bare ``csv.reader`` iterating the same file, 3.5x 
 * When the file's delimiter is a comma and every column is sent, an accepted row travels as
   its original bytes (multipart needs no escaping); otherwise it is rewritten, quoted
   minimally.
-* Emails are lower-cased in bulk; the chunker keeps the email table
-  (:mod:`bulkops.stream.dedupe`: one Python step per row, the only one on the common path)
-  and cuts chunks (:mod:`bulkops.stream.chunking`). Source offsets are kept per region
+* Emails are lower-cased in bulk; the chunker finds repeats inside a chunk in C, keeps the
+  email table (:mod:`bulkops.stream.dedupe`: one Python step per distinct email of a chunk,
+  when it is cut — the only one on the common path, and the largest cost) and cuts chunks
+  (:mod:`bulkops.stream.chunking`). Source offsets are kept per region
   (line lengths) and looked up only for chunk ends and dropped duplicates.
 
 Invariants:

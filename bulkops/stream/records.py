@@ -164,7 +164,8 @@ class PipelineStatistics(msgspec.Struct, frozen=True, kw_only=True):
         rows_sent: rows placed in chunks (emitted or not yet).
         chunks: chunks emitted.
         unique_emails: distinct emails seen (counted by fingerprint: exact up to the rare
-            clash, see :mod:`bulkops.stream.dedupe`).
+            clash, see :mod:`bulkops.stream.dedupe`), in the chunks cut so far (all of
+            them after ``flush``).
         dedupe_bytes: memory held by the email table.
     """
 
