@@ -302,3 +302,20 @@ def test_importing_the_stream_does_not_import_the_engine() -> None:
         "assert set(bulkops.__all__) <= set(dir(bulkops))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_csv_pipeline_does_not_import_lxml() -> None:
+    """The XML reader (lxml, ~6 MiB) loads only when an XML file is read."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bulkops.stream\n"
+        "from bulkops.stream import Pipeline, PipelineOptions\n"
+        "p = Pipeline(PipelineOptions(lists=('http://x/ws/customers/u/lists/1',)))\n"
+        "p.decode(b'Email\\na@example.org\\n'); p.flush()\n"
+        "assert 'lxml' not in sys.modules, 'lxml imported'\n"
+        "from bulkops.stream import XmlContactDecoder\n"
+        "assert 'lxml.etree' in sys.modules and 'XmlContactDecoder' in bulkops.stream.__all__\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
