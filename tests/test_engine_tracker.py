@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bulkops.engine.client import open_client
 from bulkops.engine.imports import ImportOptions, run_import
 from bulkops.engine.planner import PlannerOptions
-from bulkops.engine.tracker import PREDICTION_MAX, poll_interval
+from bulkops.engine.tracker import HEARTBEAT, PREDICTION_MAX, poll_interval
 from bulkops.server.app import ServerConfig
 from tests.enginekit import client_config, contact_rows, write_csv
 from tests.serverkit import RunningServer, make_state, start_server
@@ -63,14 +63,15 @@ def test_the_interval_stays_within_its_bounds(
         poll_min=poll_min,
         poll_max=poll_max,
     )
-    assert poll_min <= value <= max(PREDICTION_MAX, poll_max)
+    assert poll_min <= value <= max(PREDICTION_MAX, HEARTBEAT, poll_max)
 
 
 @given(rows_ahead, rates)
 def test_while_submitting_and_waiting_for_nothing_only_the_heartbeat_polls(
     ahead: list[int], rate: float | None
 ) -> None:
-    assert interval(rows_ahead=ahead, rate=rate, submitting=True, poll_max=7.0) == 7.0
+    assert interval(rows_ahead=ahead, rate=rate, submitting=True, poll_max=7.0) == HEARTBEAT
+    assert interval(rows_ahead=ahead, rate=rate, submitting=True, poll_max=99.0) == 99.0
 
 
 @given(rows_ahead, st.floats(min_value=100.0, max_value=1e6))

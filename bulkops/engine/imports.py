@@ -436,8 +436,12 @@ class _Run:
                 if activity_id is None:  # stopped before sending
                     self.pool.release()
                     continue
-                # The waiter keeps the plan record only: the body (MiBs) is dropped here.
-                nursery.start_soon(self._wait_final, chunk.record, activity_id)
+                # The waiter keeps the chunk's number and size only: the body (MiBs) and the
+                # source lines (8 bytes a row) are dropped here; the lines are read back from
+                # the journal when the activity has finished.
+                nursery.start_soon(
+                    self._wait_final, chunk.record.seq, chunk.record.rows, activity_id
+                )
                 del chunk
 
     async def _ensure_posted(self, chunk: PlannedChunk) -> str | None:
@@ -633,10 +637,9 @@ class _Run:
 
     # -- waiters ---------------------------------------------------------------------------
 
-    async def _wait_final(self, record: ChunkRecord, activity_id: str) -> None:
-        seq = record.seq
+    async def _wait_final(self, seq: int, rows: int, activity_id: str) -> None:
         try:
-            activity = await self.tracker.wait(activity_id, record.rows)
+            activity = await self.tracker.wait(activity_id, rows)
         except ActivityStalled as exc:
             self.stalled = exc
             self.reporter.event("stalled", chunk=seq, activity=activity_id, message=str(exc))
@@ -644,6 +647,8 @@ class _Run:
             return
         finally:
             self.pool.release()
+        record = self.journal.chunk(seq)
+        assert record is not None
         self._record_final(record, activity)
         self._event(seq).set()
 
@@ -1038,7 +1043,7 @@ async def _execute_clear(run: _Run) -> ImportReport:
                 run.pool.release()
                 state = "interrupted"
             else:
-                await run._wait_final(chunk.record, activity_id)
+                await run._wait_final(chunk.record.seq, chunk.record.rows, activity_id)
             nursery.cancel_scope.cancel()
     if run.stalled is not None:
         state, message = "stalled", str(run.stalled)

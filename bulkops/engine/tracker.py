@@ -8,8 +8,8 @@ When to poll next (the interval rule, :func:`poll_interval`): a poll is worth a 
 only when its answer can change what the scheduler does.
 
 * While the scheduler is still submitting and waits for nothing (``submitting`` and not
-  ``blocked``), no completion is needed yet: one poll per ``poll_max`` keeps progress and
-  stall detection alive.
+  ``blocked``), no completion is needed yet: one poll per ``HEARTBEAT`` seconds (or
+  ``poll_max``, if longer) keeps progress and stall detection alive.
 * Otherwise, with no estimate of the server's speed, intervals grow exponentially from
   ``poll_min`` to ``poll_max`` and reset to ``poll_min`` whenever a poll shows progress.
 * Once activities have finished, the server's rate (rows per second of its run times) gives
@@ -40,7 +40,7 @@ from bulkops.wire.activity import ActivityStatus, may_follow
 from bulkops.wire.atom import activity_from_entry, links_of, local_name, parse_xml
 from bulkops.wire.model import Activity
 
-__all__ = ["PREDICTION_MAX", "ActivityTracker", "TrackerStats", "poll_interval"]
+__all__ = ["HEARTBEAT", "PREDICTION_MAX", "ActivityTracker", "TrackerStats", "poll_interval"]
 
 # Activity responses carry every row error; 40,000 errors are a few MiB.
 _MAX_ACTIVITY_XML = 256 * 1024 * 1024
@@ -48,6 +48,9 @@ _MAX_ACTIVITY_XML = 256 * 1024 * 1024
 #: Longest wait a rate prediction may ask for, in seconds: a server that slowed down (another
 #: client's activities queued in front of ours) is noticed within this time.
 PREDICTION_MAX = 60.0
+
+#: Seconds between polls while nothing waits for a completion (progress, stall detection).
+HEARTBEAT = 30.0
 
 #: Where between the last poll and the predicted finish the next poll comes.
 _AIM = 0.9
@@ -80,7 +83,7 @@ def poll_interval(
         poll_min / poll_max: the bounds of the exponential intervals.
     """
     if submitting and not blocked:
-        return poll_max
+        return max(HEARTBEAT, poll_max)
     if rate is None or rate <= 0:
         return backoff
     target = (rows_ahead[0] if rows_ahead else 0) if blocked or not clean else sum(rows_ahead)

@@ -64,6 +64,11 @@ def code_distance(current: int, previous: int) -> int:
     return (current - previous) % CODE_PERIOD
 
 
+def _zeros(n: int) -> array[int]:
+    """``n`` empty slots, allocated once (``array("Q", bytes(...))`` would copy them)."""
+    return array("Q", (0,)) * n
+
+
 def _slots_for(count: int) -> int:
     """Slots to hold ``count`` emails at most 60% full."""
     return min(_MAX_SLOTS, max(_MIN_SLOTS, int(count / _LOAD) + 1))
@@ -77,7 +82,7 @@ class EmailTable:
     """
 
     def __init__(self, capacity: int = 0) -> None:
-        self._slots = array("Q", bytes(SLOT_BYTES * _slots_for(capacity)))
+        self._slots = _zeros(_slots_for(capacity))
         self._count = 0
 
     def __len__(self) -> int:
@@ -165,7 +170,7 @@ class EmailTable:
 
     def _resize(self, n: int) -> None:
         old = self._slots
-        slots = array("Q", bytes(SLOT_BYTES * n))
+        slots = _zeros(n)
         for s in filter(None, old):
             p = (s >> 32) * n >> 32
             while slots[p]:
