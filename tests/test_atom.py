@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from bulkops.errors import XmlError
@@ -33,6 +36,7 @@ from bulkops.wire.atom import (
     ListInput,
 )
 from bulkops.wire.columns import CONTACT_FIELDS
+from bulkops.wire.uris import resource_id_from_uri
 from tests.conftest import FIXTURES
 
 LEGACY = "http://api.constantcontact.com"
@@ -1259,3 +1263,105 @@ def test_format_time_is_utc_milliseconds_z() -> None:
     )
     assert atom.format_time(datetime(2009, 11, 20, 20, 41, 19)) == "2009-11-20T20:41:19.000Z"
     assert atom.format_time(datetime(987, 1, 2, tzinfo=UTC)) == "0987-01-02T00:00:00.000Z"
+
+
+# -- the per-entry fast paths agree with the general ones -------------------------------------
+
+_URI_PIECES = st.sampled_from(
+    ["/", "//", ":", "?", "#", "[", "]", "@", ".", "-", "_", "%", "a", "Z", "0", "9", "é", "x y"]
+)
+_URI_HEADS = st.sampled_from(["", "http://", "https://", "HTTP://", "/", "//", "http:/", "urn:"])
+_URI_MARKERS = st.sampled_from(["", "/contacts/", "/lists/", "/lists/7/members/", "/ws/"])
+
+
+@st.composite
+def _uris(draw: st.DrawFn) -> str:
+    parts = [draw(_URI_HEADS)]
+    for _ in range(draw(st.integers(0, 3))):
+        parts.append("".join(draw(st.lists(_URI_PIECES, max_size=6))))
+        parts.append(draw(_URI_MARKERS))
+    return "".join(parts)
+
+
+@given(_uris(), st.sampled_from(["contacts", "lists", "activities"]))
+@settings(max_examples=2000)
+def test_ids_read_by_prefix_match_resource_id_from_uri(uri: str, collection: str) -> None:
+    """The per-prefix shortcut gives what urlsplit-based parsing gives, errors included."""
+    uri = atom._squeeze(uri)
+
+    def outcome(parse: Callable[[str, str], str | None]) -> object:
+        try:
+            return parse(uri, collection)
+        except ValueError as exc:  # urlsplit's (a malformed IPv6 host)
+            return str(exc)
+
+    assert outcome(atom._resource_id) == outcome(resource_id_from_uri)
+    assert outcome(atom._resource_id) == outcome(resource_id_from_uri)  # cached prefix now
+
+
+@given(_uris())
+@settings(max_examples=2000)
+def test_member_list_ids_read_by_prefix_match_the_edit_link_pattern(edit: str) -> None:
+    """The per-prefix shortcut finds the list id the edit-link regex finds."""
+    edit = atom._squeeze(edit)
+    match = atom._MEMBER_EDIT_RE.search(edit)
+    expected = None if match is None else match.group(1)
+    assert atom._member_list_id(edit) == expected
+    assert atom._member_list_id(edit) == expected  # cached prefix now
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_wire_timestamps_read_the_same_on_the_fast_path(moment: datetime) -> None:
+    """format_time's form is read by fromisoformat; padded, it takes the general path."""
+    text = atom.format_time(moment)
+    fast = atom.parse_time(text)
+    assert fast == atom.parse_time(f" {text} ")
+    assert fast.tzinfo is UTC
+    assert fast == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2023-02-29T00:00:00.000Z", "2024-01-01T24:00:00.000Z", "2024-01-01T23:60:00.000Z"],
+)
+def test_impossible_wire_timestamps_are_refused_on_the_fast_path_too(text: str) -> None:
+    """Canonical in form but not a moment: ValueError, as on the general path."""
+    with pytest.raises(ValueError):  # noqa: PT011 - the documented contract
+        atom.parse_time(text)
+
+
+def test_the_local_name_cache_stays_bounded() -> None:
+    """Any number of distinct tags, and very long ones, read right and cannot grow the
+    tag -> local-name cache."""
+    names = [f"x{i}" for i in range(atom._LOCAL_NAMES_MAX + 10)] + ["y" * 3000]
+    children = "".join(f"<{name}>v</{name}>" for name in names)
+    xml = f'<entry xmlns="{atom.ATOM_NS}"><content><Other>{children}</Other></content></entry>'
+    record = atom.record_from_entry(etree.fromstring(xml))
+    assert isinstance(record, GenericEntry)
+    assert record.values == dict.fromkeys(names, "v")
+    assert len(atom._LOCAL_NAMES) <= atom._LOCAL_NAMES_MAX
+    assert all(
+        len(tag) <= atom._CACHED_KEY_MAX for tag in atom._LOCAL_NAMES if isinstance(tag, str)
+    )
+
+
+def test_an_entry_read_twice_gives_the_same_record_once_its_tags_are_cached() -> None:
+    """Prefixed, unprefixed and foreign-namespace children read the same on a cache hit."""
+    xml = (
+        f'<a:entry xmlns:a="{atom.ATOM_NS}" xmlns:x="urn:x">'
+        "<x:id>http://h/ws/customers/j/contacts/1</x:id>"
+        "<a:id>http://h/ws/customers/j/contacts/2</a:id>"
+        '<a:link rel="edit" href="/ws/customers/j/lists/4/members/1"/>'
+        "<a:updated>2024-01-01T00:00:00.000Z</a:updated>"
+        "<a:content><ContactListMember><EmailAddress>a@b.c</EmailAddress>"
+        "<Name>A</Name></ContactListMember></a:content></a:entry>"
+    )
+    first = atom.record_from_entry(etree.fromstring(xml))
+    assert first == atom.record_from_entry(etree.fromstring(xml))
+    assert first == ContactListMember(
+        contact_id="1",
+        email="a@b.c",
+        name="A",
+        list_id="4",
+        updated=utc("2024-01-01T00:00:00.000Z"),
+    )

@@ -224,6 +224,14 @@ def test_records_are_flattened_for_csv_and_whole_in_json_lines() -> None:
     ]
 
 
+def test_a_record_header_is_worked_out_once_per_type() -> None:
+    """The header of a type is cached: every row of an export reuses the same tuple."""
+    assert record_header(Activity) is record_header(Activity)
+    assert record_header(ContactList) == tuple(
+        field.name for field in msgspec.structs.fields(ContactList)
+    )
+
+
 def as_parsed(activity: Activity) -> Activity:
     """The record as a feed decoder hands it over (what XML can carry of it)."""
     return atom.activity_from_entry(

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bulkops.errors import InputError
 from bulkops.stream import Chunk, ChunkKind, Event, Pipeline, PipelineOptions, XmlContactDecoder
+from bulkops.stream import xml as xml_module
 from bulkops.stream.xml import XmlRecord
 from tests.stream_strategies import cuts, data_rows, form_fields, pieces
 
@@ -90,6 +91,21 @@ def test_the_tree_stays_small_however_many_contacts() -> None:
         root = decoder._root
         assert root is None or len(root) <= 2
     assert count + len(decoder.flush()) == 20_000
+
+
+def test_any_number_of_names_reads_right_and_the_name_cache_stays_bounded() -> None:
+    """Thousands of distinct child names, and very long ones, all read by their local name."""
+    names = [f"F{i}" for i in range(xml_module._NAMES_MAX + 50)] + ["L" * 5000]
+    body = "".join(f"<{n}>{i}</{n}>" for i, n in enumerate(names))
+    document = (
+        f'<Contacts xmlns="urn:x"><Contact>{body}</Contact><Contact>{body}</Contact></Contacts>'
+    )
+    first, second = records(document.encode())
+    expected = tuple((n, str(i)) for i, n in enumerate(names))
+    assert first.fields == expected
+    assert second.fields == expected
+    assert len(xml_module._names) <= xml_module._NAMES_MAX
+    assert all(len(tag) <= xml_module._NAME_KEY_MAX for tag in xml_module._names)
 
 
 @pytest.mark.parametrize(

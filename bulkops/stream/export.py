@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -319,8 +320,13 @@ def _csv_bytes(rows: Iterable[Sequence[Any]]) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
+@functools.cache
 def record_header(kind: type[msgspec.Struct]) -> tuple[str, ...]:
-    """CSV header of a record type: its attribute names, in definition order."""
+    """CSV header of a record type: its attribute names, in definition order.
+
+    Cached: ``msgspec.structs.fields`` evaluates the type's (string) annotations on every
+    call, which made it two thirds of the cost of :func:`record_row`.
+    """
     return tuple(field.name for field in msgspec.structs.fields(kind))
 
 
