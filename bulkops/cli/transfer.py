@@ -41,7 +41,14 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
         "--write-applied", action="store_true", help="also write applied.csv (every applied row)"
     )
     tuning = parser.add_argument_group("tuning")
-    tuning.add_argument("--concurrency", type=int, default=4, help="POSTs in flight (default 4)")
+    tuning.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    tuning.add_argument(
+        "--uploads",
+        type=int,
+        default=2,
+        help="chunk bodies (up to 4 MiB each) being sent at once, at most --concurrency"
+        " (default 2)",
+    )
     tuning.add_argument(
         "--max-queued", type=int, default=50, help="unfinished activities at most (default 50)"
     )
@@ -112,13 +119,14 @@ def _planner_options(args: argparse.Namespace) -> PlannerOptions:
 
 
 def _run(args: argparse.Namespace, kind: str) -> int:
-    if args.concurrency < 1 or args.max_queued < 1:
-        raise ConfigError("--concurrency and --max-queued must be at least 1")
+    if args.concurrency < 1 or args.max_queued < 1 or args.uploads < 1:
+        raise ConfigError("--concurrency, --uploads and --max-queued must be at least 1")
     options = ImportOptions(
         kind=kind,  # type: ignore[arg-type]
         lists=tuple(args.lists),
         create_lists=getattr(args, "create_lists", False),
         concurrency=args.concurrency,
+        uploads=args.uploads,
         max_queued=args.max_queued,
         stall_timeout=args.stall_timeout,
         write_applied=args.write_applied,

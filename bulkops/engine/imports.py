@@ -100,7 +100,11 @@ class ImportOptions:
         kind: ``add`` (add or update contacts on the lists) or ``remove`` (take them off).
         lists: list names or ids.
         create_lists: create named lists that do not exist.
-        concurrency: activity POSTs in flight at once (lowered on 429s, raised again slowly).
+        concurrency: requests in flight at once (lowered on 429s, raised again slowly).
+        uploads: chunks being POSTed at once, at most ``concurrency``. Each holds its body
+            (up to 4 MiB) until answered, so memory is O(uploads × 4 MiB); over one link,
+            more parallel uploads do not finish the set sooner (a local server parses them
+            one at a time anyway).
         max_queued: activities submitted but not finished, at most (one feed page is 50).
         poll_min / poll_max: bounds of the interval between polls, in seconds.
         stall_timeout: seconds without a status change before an activity counts as stalled.
@@ -112,6 +116,7 @@ class ImportOptions:
     lists: tuple[str, ...] = ()
     create_lists: bool = False
     concurrency: int = 4
+    uploads: int = 2
     max_queued: int = 50
     poll_min: float = 0.5
     poll_max: float = 10.0
@@ -791,9 +796,9 @@ async def _execute_inner(run: _Run) -> ImportReport:
                 send, receive = trio.open_memory_channel[PlannedChunk](0)
                 work.start_soon(run.produce, send)
                 async with receive:
-                    run.submitters = run.options.concurrency
+                    run.submitters = max(1, min(run.options.uploads, run.options.concurrency))
                     run.tracker.submitting = True
-                    for _ in range(run.options.concurrency):
+                    for _ in range(run.submitters):
                         work.start_soon(run.submit, receive.clone(), work)
             outer.cancel_scope.cancel()
     except KeyboardInterrupt:
