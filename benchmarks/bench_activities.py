@@ -14,6 +14,8 @@ Cases (each prints the project's figure, a baseline measured in the same run, an
   copy of the account with one ``executemany`` in one transaction on a plain ``sqlite3``
   connection with the server's pragmas (no validation, no temp table, no memberships).
   Target: ≥ 0.5× the baseline.
+* ``sv-add-empty`` — the same into an account with no contacts (every row adds one), as
+  the import engine's benchmark does; baseline as above, into a second empty account.
 * ``export`` — an EXPORT_CONTACTS of a small list and of the big list (about 30% and 97% of
   the account), each in a fresh server process: rows written per second (worker time) and the
   process's peak RSS (``VmHWM``) before and after, which must not grow with the export size.
@@ -49,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_server import (  # the shared account and server helpers
     API_KEY,
+    LISTS,
     PASSWORD,
     USER,
     Figure,
@@ -56,6 +59,9 @@ from bench_server import (  # the shared account and server helpers
     print_table,
     serving,
 )
+
+from bulkops.server.auth import AccountSpec, Secret, ensure_account
+from bulkops.server.store import Store, now_ms, write_tx
 
 __all__ = ["CASES", "main"]
 
@@ -178,12 +184,66 @@ def case(name: str) -> Callable[[CaseFn], CaseFn]:
     return register
 
 
+def _fresh_batches(run: Run) -> list[list[tuple[str, str, str, str, str]]]:
+    """``activities`` batches of ``rows`` rows, every email new (for an empty account)."""
+    return [
+        [
+            (
+                f"fresh{k}.{i}@bench-empty.example",
+                f"First{i}",
+                f"Last{k}",
+                f"City{i % 211}",
+                _STATES[i % len(_STATES)],
+            )
+            for i in range(run.rows)
+        ]
+        for k in range(run.activities)
+    ]
+
+
+def _empty_account(path: Path) -> tuple[Path, list[int]]:
+    """A database holding the benchmark account and its lists, and no contact."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    store = Store(path)
+    db = store.connection()
+    account, _created = ensure_account(
+        db, AccountSpec(username=USER, password=Secret(PASSWORD), api_key=Secret(API_KEY))
+    )
+    with write_tx(db):
+        for name in LISTS:
+            db.execute(
+                "INSERT INTO list (account_id, name, short_name, updated) VALUES (?, ?, ?, ?)",
+                (account.id, name, name, now_ms()),
+            )
+    ids = [r[0] for r in db.execute("SELECT id FROM list ORDER BY id")]
+    store.close()
+    return path, ids
+
+
 @case("sv-add")
 def sv_add(run: Run) -> list[Figure]:
     """SV_ADD rows applied per second vs a raw executemany upsert of the same rows."""
-    batches = _batches(run)
-    served = _copy(run.source, run.scratch / "served.db")
-    raw_path = _copy(run.source, run.scratch / "raw.db")
+    return _sv_add(run, run.source, run.list_ids, _batches(run), "sv-add", "")
+
+
+@case("sv-add-empty")
+def sv_add_empty(run: Run) -> list[Figure]:
+    """The same into an account with no contacts (every row a new contact)."""
+    source, list_ids = _empty_account(run.scratch / "empty.db")
+    return _sv_add(run, source, list_ids, _fresh_batches(run), "sv-add-empty", ", empty account")
+
+
+def _sv_add(
+    run: Run,
+    source: Path,
+    list_ids: list[int],
+    batches: list[list[tuple[str, str, str, str, str]]],
+    name: str,
+    label: str,
+) -> list[Figure]:
+    served = _copy(source, run.scratch / "served.db")
+    raw_path = _copy(source, run.scratch / "raw.db")
     raw_db = _server_like(raw_path)
     (account_id,) = raw_db.execute("SELECT id FROM account WHERE username = ?", (USER,)).fetchone()
     upsert = (
@@ -201,7 +261,7 @@ def sv_add(run: Run) -> list[Figure]:
             started = time.perf_counter()
             response = client.post(
                 "activities",
-                data={"activityType": "SV_ADD", "data": data, "lists": _list_uri(run.list_ids[1])},
+                data={"activityType": "SV_ADD", "data": data, "lists": _list_uri(list_ids[1])},
             )
             if response.status_code != 201:
                 raise RuntimeError(f"POST: {response.status_code} {response.text[:200]}")
@@ -229,12 +289,11 @@ def sv_add(run: Run) -> list[Figure]:
                 file=sys.stderr,
             )
     raw_db.close()
-    name = "sv-add"
     raw = statistics.median(raw_rates)
     return [
         Figure(
             case=name,
-            metric=f"SV_ADD {run.rows:,}-row activities, worker (median of {len(batches)})",
+            metric=f"SV_ADD {run.rows:,}-row activities{label}, worker (median of {len(batches)})",
             value=statistics.median(worker_rates),
             unit="rows/s",
             baseline=raw,
@@ -242,7 +301,7 @@ def sv_add(run: Run) -> list[Figure]:
         ),
         Figure(
             case=name,
-            metric="SV_ADD, POST sent → COMPLETE seen (median)",
+            metric=f"SV_ADD{label}, POST sent → COMPLETE seen (median)",
             value=statistics.median(e2e_rates),
             unit="rows/s",
             baseline=raw,

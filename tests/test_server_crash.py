@@ -21,7 +21,7 @@ from bulkops.server.store import write_tx
 from tests.serverkit import DEMO, basic
 
 ROWS = 40_000
-ACTIVITIES = 3
+ACTIVITIES = 5  # an activity applies in well under a second: some must still wait
 ATOM_STATUS = re.compile(rb"<Status>([A-Z]+)</Status>")
 
 
@@ -107,7 +107,7 @@ def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(tmp_path: Pa
                 time.sleep(0.002)
             else:
                 raise AssertionError("no activity was seen RUNNING")
-            time.sleep(rng.uniform(0.05, 0.4))
+            time.sleep(rng.uniform(0.02, 0.25))
         proc.send_signal(signal.SIGKILL)
     finally:
         _stop(proc)

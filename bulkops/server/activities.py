@@ -15,7 +15,7 @@ Routes (under ``/ws/customers/{username}``):
 
 Invariants:
 
-* A new activity is created PENDING, with everything the worker needs in ``activity.request``,
+* A new activity is created PENDING, with everything the worker needs in ``activity_request``,
   in one write transaction that also checks the lists exist and the queued-activity limit
   (so concurrent POSTs cannot exceed it); the worker is woken after the commit.
 * Form decoding and ``data`` parsing run in a worker thread: a 4 MB body never stalls the
@@ -218,19 +218,22 @@ def _create(
             if unfinished >= max_queued:
                 raise RequestProblem("", status=429)
         activity_id = new_activity_id()
-        db.execute(
-            "INSERT INTO activity (id, account_id, requested_type, type, status, request, "
-            "insert_time, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        cursor = db.execute(
+            "INSERT INTO activity (id, account_id, requested_type, type, status, "
+            "insert_time, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 activity_id,
                 account_id,
                 activity_type.value,
                 shown_type.value,
                 ActivityStatus.PENDING.value,
-                blob,
                 now,
                 now,
             ),
+        )
+        # Apart from the activity row: its status changes then never rewrite the request.
+        db.execute(
+            "INSERT INTO activity_request (seq, request) VALUES (?, ?)", (cursor.lastrowid, blob)
         )
         row: tuple[Any, ...] = db.execute(
             f"SELECT {_COLUMNS} FROM activity WHERE id = ?", (activity_id,)

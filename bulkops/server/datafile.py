@@ -3,7 +3,7 @@
 ``POST /activities`` carries a form (spec §7.3), urlencoded or multipart; its ``data`` field is
 a small CSV file (spec §7.4). This module turns the request body into an
 :class:`ActivityRequest` — everything the worker needs, encoded with msgspec into
-``activity.request`` — or raises :class:`RequestProblem` with the short message of a 400.
+``activity_request`` — or raises :class:`RequestProblem` with the short message of a 400.
 
 Invariants:
 
@@ -14,8 +14,11 @@ Invariants:
   number of fields is bounded too.
 * ``data`` records are numbered as the wire does (``LineNumber``): the header record is 1 and
   the first data record 2; a newline inside a quoted field does not start a new number, a
-  blank line does. :attr:`ActivityRequest.rows` keeps one entry per data record (``[]`` for a
-  blank one), so record ``i`` of ``rows`` is line ``i + 2``.
+  blank line does.
+* The records are stored by column (:attr:`ActivityRequest.columns`), one cell per non-blank
+  record, each record padded or cut to the header's width: the worker then trims, checks
+  and loads whole columns at C speed, and decoding a stored request makes a few dozen lists,
+  not one per row (which would also wake the garbage collector over and over).
 * Header names are matched with :func:`bulkops.wire.columns.lookup_column` (case, spaces,
   punctuation and the aliases of §7.4 do not matter). Empty header cells are ignored, with
   their column; an unknown or repeated name, or no email column, is a 400.
@@ -27,9 +30,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from urllib.parse import parse_qsl
 
+import attrs
 import msgspec
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -44,6 +49,7 @@ __all__ = [
     "URLENCODED",
     "ActivityCannotRun",
     "ActivityRequest",
+    "DataTable",
     "ExportRequest",
     "Form",
     "ParsedData",
@@ -53,6 +59,7 @@ __all__ = [
     "parse_activity_form",
     "parse_data",
     "parse_form",
+    "tabulate",
 ]
 
 URLENCODED = "application/x-www-form-urlencoded"
@@ -102,27 +109,115 @@ class ExportRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ActivityRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the worker needs to run one activity; stored in ``activity.request``.
+    """Everything the worker needs to run one activity; stored in ``activity_request``.
 
     Attributes:
         type: the requested type (an :class:`~bulkops.wire.activity.ActivityType` value).
         list_ids: the numeric ids of ``lists`` (add, remove, clear), in request order.
         fields: for each ``data`` column, the ``Contact`` field it fills, ``""`` for an
             ignored (empty) header cell.
-        rows: the data records after the header, cells as sent; ``[]`` for a blank record.
+        columns: for each ``data`` column, the cell of every non-blank record after the
+            header, as sent (a short record's missing cells are ``""``); ``[]`` for an
+            ignored column.
+        lines: the ``LineNumber`` of each non-blank record; empty when they are 2, 3, 4, …
+            (no blank record in between).
+        overflowing: positions (in ``columns``) of the records that had non-blank cells
+            past the header's width (those cells are dropped).
+        rows: the records as sent, ``[]`` for a blank one — how requests stored by earlier
+            versions hold them (new requests use ``columns``); record ``i`` is line ``i + 2``.
         export: the export settings, for ``EXPORT_CONTACTS`` only.
     """
 
     type: str
     list_ids: tuple[int, ...] = ()
     fields: tuple[str, ...] = ()
+    columns: list[Sequence[str]] = msgspec.field(default_factory=list)
+    lines: list[int] = msgspec.field(default_factory=list)
+    overflowing: list[int] = msgspec.field(default_factory=list)
     rows: list[list[str]] = msgspec.field(default_factory=list)
     export: ExportRequest | None = None
+
+    def table(self) -> DataTable:
+        """The ``data`` records by column (converted from ``rows`` for an old request)."""
+        if self.rows or not self.columns:
+            return tabulate(self.rows, self.fields)
+        return DataTable(
+            columns=_trimmed(self.columns),
+            lines=self.lines or range(2, 2 + _record_count(self.columns)),
+            overflowing=frozenset(self.overflowing),
+        )
 
     @property
     def column_count(self) -> int:
         """The number of recognised ``data`` columns (what decides the reported type)."""
         return sum(1 for field in self.fields if field)
+
+
+@attrs.frozen
+class DataTable:
+    """``data`` records by column, as the worker checks and applies them.
+
+    Attributes:
+        columns: per ``data`` column, the trimmed cell of each non-blank record (``[]`` for an
+            ignored column); every other column has one cell per record.
+        lines: the ``LineNumber`` of each record (``lines[at]`` for ``columns[i][at]``).
+        overflowing: positions of the records that had non-blank cells past the header.
+    """
+
+    columns: list[Sequence[str]]
+    lines: Sequence[int]
+    overflowing: frozenset[int]
+
+
+def _record_count(columns: list[Sequence[str]]) -> int:
+    return max(map(len, columns), default=0)
+
+
+def tabulate(records: list[list[str]], fields: Sequence[str]) -> DataTable:
+    """Records (``[]`` for a blank one; record ``i`` is line ``i + 2``) as trimmed columns.
+
+    Blank records — none or only whitespace cells — are left out; the others are padded with
+    ``""`` or cut to ``len(fields)`` cells, and every cell of a used column is trimmed.
+    """
+    lines, kept = _non_blank(records)
+    table = _by_column(kept, fields)
+    return DataTable(
+        columns=_trimmed(table.columns),
+        lines=lines or table.lines,
+        overflowing=table.overflowing,
+    )
+
+
+def _trimmed(columns: list[Sequence[str]]) -> list[Sequence[str]]:
+    # By column, at C speed: a stored column's cells lie together in memory.
+    return [list(map(str.strip, column)) for column in columns]
+
+
+def _by_column(records: Sequence[Sequence[str]], fields: Sequence[str]) -> DataTable:
+    """Non-blank records as columns, cells as sent (lines 2, 3, … — the caller sets others)."""
+    width = len(fields)
+    overflowing: set[int] = set()
+    if records and not (min(map(len, records)) == max(map(len, records)) == width):
+        shaped: list[Sequence[str]] = []
+        for at, record in enumerate(records):
+            if len(record) < width:
+                record = [*record, *([""] * (width - len(record)))]
+            elif len(record) > width:
+                if any(cell.strip() for cell in record[width:]):
+                    overflowing.add(at)
+                record = record[:width]
+            shaped.append(record)
+        records = shaped
+    if records:
+        columns: list[Sequence[str]] = [
+            list(cells) if field else []
+            for field, cells in zip(fields, zip(*records, strict=True), strict=True)
+        ]
+    else:
+        columns = [[] for _field in fields]
+    return DataTable(
+        columns=columns, lines=range(2, 2 + len(records)), overflowing=frozenset(overflowing)
+    )
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -295,14 +390,17 @@ def _parse_multipart(body: bytes, boundary: bytes) -> list[tuple[str, str]]:
 
 
 class ParsedData(msgspec.Struct, frozen=True, kw_only=True):
-    """A parsed ``data`` field: the field of each column and the data records.
+    """A parsed ``data`` field: the field of each column and the data records by column.
 
     ``fields[i]`` is the ``Contact`` field of column ``i`` (``""`` for an ignored empty header
-    cell); ``rows`` as in :class:`ActivityRequest`; ``row_count`` counts the non-blank ones.
+    cell); ``columns``, ``lines`` and ``overflowing`` as in :class:`ActivityRequest`;
+    ``row_count`` counts the (non-blank) records.
     """
 
     fields: tuple[str, ...]
-    rows: list[list[str]]
+    columns: list[Sequence[str]]
+    lines: list[int]
+    overflowing: list[int]
     row_count: int
 
 
@@ -324,23 +422,53 @@ def parse_data(text: str, *, max_rows: int) -> ParsedData:
         if header is None or not any(cell.strip() for cell in header):
             raise RequestProblem("data is empty: it needs a header line naming its columns")
         fields = _header_fields(header)
-        rows: list[list[str]] = []
-        count = 0
-        for record in reader:
-            if any(cell.strip() for cell in record):
-                count += 1
-                if count > max_rows:
-                    raise RequestProblem(
-                        f"data has more than {max_rows} rows; split it into several activities"
-                    )
-                rows.append(record)
-            else:
-                rows.append([])
+        records: list[list[str]] = []
+        try:
+            records.extend(reader)
+        except csv.Error:
+            # Too many rows before the unreadable record is what a record-by-record reader
+            # would have said first.
+            _check_row_count(len(_non_blank(records)[1]), max_rows)
+            raise
     except csv.Error as exc:
         raise RequestProblem(f"data is not readable CSV ({exc})") from None
-    while rows and not rows[-1]:
-        rows.pop()  # trailing blank records carry nothing
-    return ParsedData(fields=fields, rows=rows, row_count=count)
+    lines, records = _non_blank(records)
+    _check_row_count(len(records), max_rows)
+    table = _by_column(records, fields)
+    del records
+    return ParsedData(
+        fields=fields,
+        columns=table.columns,
+        lines=lines,
+        overflowing=sorted(table.overflowing),
+        row_count=len(table.columns[fields.index(EMAIL_COLUMN.field)]),
+    )
+
+
+def _check_row_count(count: int, max_rows: int) -> None:
+    if count > max_rows:
+        raise RequestProblem(
+            f"data has more than {max_rows} rows; split it into several activities"
+        )
+
+
+def _non_blank(records: list[list[str]]) -> tuple[list[int], list[list[str]]]:
+    """The non-blank records (a blank one has no cell but whitespace) and their lines.
+
+    The lines are ``[]`` when they are 2, 3, 4, … — no blank record in between, the usual
+    case, found at C speed from the first cells.
+    """
+    if all(records) and all(map(str.strip, map(itemgetter(0), records))):
+        return [], records
+    lines: list[int] = []
+    kept: list[list[str]] = []
+    for index, record in enumerate(records):
+        if any(cell.strip() for cell in record):
+            lines.append(index + 2)
+            kept.append(record)
+    if lines and lines[-1] == len(lines) + 1:
+        lines = []
+    return lines, kept
 
 
 def _header_fields(header: list[str]) -> tuple[str, ...]:
@@ -482,5 +610,10 @@ def parse_activity_form(
         )
     parsed = parse_data(data, max_rows=max_rows)
     return ActivityRequest(
-        type=activity_type.value, list_ids=list_ids, fields=parsed.fields, rows=parsed.rows
+        type=activity_type.value,
+        list_ids=list_ids,
+        fields=parsed.fields,
+        columns=parsed.columns,
+        lines=parsed.lines,
+        overflowing=parsed.overflowing,
     )

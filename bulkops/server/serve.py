@@ -37,6 +37,7 @@ from bulkops.server.store import Store
 
 __all__ = [
     "DEMO_ACCOUNT",
+    "SWITCH_INTERVAL",
     "add_arguments",
     "default_db_path",
     "open_state",
@@ -49,6 +50,13 @@ logger = logging.getLogger("bulkops.server")
 DEMO_ACCOUNT = AccountSpec(
     username="demo", password=Secret("demo-password"), api_key=Secret("demo-key")
 )
+
+
+#: The GIL switch interval of a ``bulkops serve`` process, in seconds (Python's default is
+#: 0.005). The activity worker's SQLite calls release the GIL; taking it back while a request
+#: handler parses a 4 MB body waits up to one interval each time. At 1 ms, a 1 M-row import
+#: into a fresh server took ~10-15% less wall time (benchmarks/README.md, "Activities").
+SWITCH_INTERVAL = 0.001
 
 
 def bulkops_home() -> Path:
@@ -268,6 +276,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     db_path = args.db if args.db is not None else default_db_path()
     state = open_state(db_path, config_from_args(args), accounts=accounts, tokens=tokens)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         trio.run(_serve_until_signal, state, args.host, args.port)
     finally:

@@ -51,9 +51,12 @@ __all__ = [
     "STATUS_DO_NOT_MAIL",
     "STATUS_REMOVED",
     "STATUS_UNCONFIRMED",
+    "WAL_AUTOCHECKPOINT",
     "Account",
     "Store",
+    "checkpoint_wal",
     "now_ms",
+    "without_autocheckpoint",
     "write_tx",
 ]
 
@@ -144,7 +147,7 @@ CREATE TABLE activity (
     requested_type  TEXT NOT NULL,
     type            TEXT NOT NULL,
     status          TEXT NOT NULL,
-    request         BLOB,                           -- what the worker needs to run it
+    request         BLOB,                           -- before version 2: activity_request
     errors          BLOB,                           -- encoded row errors
     error_count     INTEGER NOT NULL DEFAULT 0,
     file_name       TEXT NOT NULL DEFAULT '',
@@ -215,8 +218,21 @@ CREATE INDEX event_contact ON event(contact_id, kind, time, id);
 CREATE INDEX event_url ON event(url_id, time, id) WHERE url_id IS NOT NULL;
 """
 
+#: WAL pages after which a commit checkpoints (SQLite's default; see without_autocheckpoint).
+WAL_AUTOCHECKPOINT = 1000
+
+# Version 2: an activity's request (up to a few MB) lives in a table of its own, so its
+# status changes rewrite a small row, not the request with it. ``activity.request`` is
+# only read for activities stored by version 1.
+_SCHEMA_V2 = """
+CREATE TABLE activity_request (
+    seq             INTEGER PRIMARY KEY REFERENCES activity(seq) ON DELETE CASCADE,
+    request         BLOB NOT NULL                   -- what the worker needs to run it
+);
+"""
+
 #: One script per schema version; index i upgrades version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 
 
 def now_ms() -> int:
@@ -230,6 +246,29 @@ class Account:
 
     id: int
     username: str
+
+
+@contextlib.contextmanager
+def without_autocheckpoint(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Commits on ``db`` inside the block leave the WAL as it is (no automatic checkpoint).
+
+    For a big write whose commit should not also copy everything it wrote into the
+    database file: call :func:`checkpoint_wal` afterwards, from any connection.
+    """
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    try:
+        yield db
+    finally:
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
+
+
+def checkpoint_wal(db: sqlite3.Connection) -> None:
+    """Copy the committed WAL frames into the database file, without blocking anyone.
+
+    ``PASSIVE``: readers and the writer go on; whatever cannot be copied yet waits for the
+    next checkpoint.
+    """
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 @contextlib.contextmanager
@@ -277,6 +316,7 @@ class Store:
         db.execute("PRAGMA busy_timeout=60000")
         db.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
         db.execute("PRAGMA temp_store=MEMORY")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
         return db
 
     @contextlib.contextmanager

@@ -15,9 +15,14 @@ Invariants:
   or not at all, never half. An export writes ``{id}.csv.tmp`` and renames it into place
   before its COMPLETE commits; running it again just rewrites the file.
 * **Set-based SQL.** Rows are validated in Python before the write lock is taken (the
-  client's checks: the first problem :func:`~bulkops.wire.columns.row_problem` would name),
-  ``executemany``-ed into a TEMP table, then applied with a handful of ``INSERT … SELECT`` /
-  ``UPDATE … WHERE id IN`` statements — never one statement per row.
+  client's checks: the first problem :func:`~bulkops.wire.columns.row_problem` would name;
+  a column at a time, see :func:`_prepare`), loaded into a TEMP table a few hundred rows per
+  ``INSERT``, then applied with a handful of ``INSERT … SELECT`` / ``UPDATE … WHERE id IN``
+  statements — never one statement per row, and none that returns a row per row (each
+  ``sqlite3_step`` releases the GIL, and taking it back may wait for a request handler).
+* **No checkpoint inside an activity.** Its commit does not checkpoint the WAL (that would
+  copy everything it wrote into the database file before it could finish); the worker runs
+  a passive checkpoint in another thread afterwards, alongside the next activity.
 * **The event loop never blocks.** Validation and SQL run in a worker thread through
   :meth:`Store.run`; request handlers keep answering (WAL readers do not wait for the writer).
 * **No polling.** The worker sleeps on a :class:`trio.Event` that ``POST /activities`` sets
@@ -35,8 +40,10 @@ email twice in one ``data``: the last row wins, each earlier one is an error nam
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import chain, compress, islice
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +63,9 @@ from bulkops.server.store import (
     STATUS_DO_NOT_MAIL,
     STATUS_REMOVED,
     STATUS_UNCONFIRMED,
+    checkpoint_wal,
     now_ms,
+    without_autocheckpoint,
     write_tx,
 )
 from bulkops.wire.activity import (
@@ -68,6 +77,7 @@ from bulkops.wire.activity import (
 )
 from bulkops.wire.columns import (
     EMAIL_COLUMN,
+    EMAIL_MAX_LENGTH,
     FIELD_LIMITS,
     STATE_CODES,
     email_problem,
@@ -101,6 +111,19 @@ _EMAIL = EMAIL_COLUMN.field
 # Fields whose values are checked beyond their length (and normalised when applied).
 _CHECKED_VALUES = frozenset({"StateCode", "EmailType"})
 _EMAIL_TYPES = frozenset({"html", "text"})
+# Bound parameters per statement when loading rows (SQLite's limit is 32,766 since 3.32).
+_MAX_PARAMETERS = 8_000
+
+# A fast email pattern, sufficient for is_valid_email: dot-separated atoms of ASCII "atext"
+# (no leading, trailing or doubled dot), "@", ASCII labels of at most 62 characters that
+# start with a letter or digit, an ASCII alphabetic TLD. Possessive, so it never
+# backtracks. What it leaves open — at most 80 characters, no "-." (a label ending in "-")
+# — is checked on the whole column. ASCII classes are subsets of the Unicode ones of
+# columns._EMAIL_RE, so every address it accepts is valid (tests/test_server_worker.py).
+_ATOM = "[A-Za-z0-9" + re.escape("!#$%&'*+/=?^_`{|}~-") + "]++"
+_FAST_EMAIL = re.compile(
+    rf"{_ATOM}(?:\.{_ATOM})*+@(?:[A-Za-z0-9][A-Za-z0-9\-]{{0,61}}+\.)++[A-Za-z]{{2,63}}+"
+)
 
 
 class RowError(msgspec.Struct, frozen=True, array_like=True):
@@ -112,7 +135,6 @@ class RowError(msgspec.Struct, frozen=True, array_like=True):
 
 
 _errors_encoder = msgspec.msgpack.Encoder()
-_json_encoder = msgspec.json.Encoder()
 _errors_decoder = msgspec.msgpack.Decoder(list[RowError])
 
 
@@ -210,6 +232,7 @@ def _fail(db: sqlite3.Connection, activity_id: str) -> None:
     now = now_ms()
     with write_tx(db):
         _transition(db, activity_id, ActivityEvent.FAIL, now, run_finish_time=now, request=None)
+        _drop_request(db, activity_id)
 
 
 def _finish(
@@ -221,7 +244,8 @@ def _finish(
 ) -> None:
     """``FINISH`` inside the caller's transaction: COMPLETE with the counts and errors.
 
-    The stored request (up to a few MB) is dropped: a final activity never runs again.
+    The stored request (up to a few MB, in ``activity_request``; ``activity.request`` before
+    schema version 2) is dropped: a final activity never runs again.
     """
     now = now_ms()
     _transition(
@@ -235,6 +259,14 @@ def _finish(
         error_count=len(errors),
         file_name=file_name,
         request=None,
+    )
+    _drop_request(db, activity_id)
+
+
+def _drop_request(db: sqlite3.Connection, activity_id: str) -> None:
+    db.execute(
+        "DELETE FROM activity_request WHERE seq = (SELECT seq FROM activity WHERE id = ?)",
+        (activity_id,),
     )
 
 
@@ -260,11 +292,22 @@ def purge_expired(db: sqlite3.Connection, cutoff_ms: int, data_dir: Path) -> int
 
 @attrs.frozen
 class _Prepared:
-    """Rows that passed validation, and the errors of those that did not."""
+    """Rows that passed validation, and the errors of those that did not.
 
-    fields: tuple[str, ...]  # the Contact fields of ``rows``' columns after the email key
-    rows: list[tuple[Any, ...]]  # (email_key, line, EmailAddress, *values)
+    The rows are kept by column (``email_key``, ``line``, ``EmailAddress``, then the values
+    of ``fields``) and zipped into tuples only while SQLite reads them: no list of
+    thousands of tuples for the garbage collector to walk.
+    """
+
+    fields: tuple[str, ...]  # the Contact fields of the columns after the email
+    columns: tuple[Sequence[Any], ...]  # email_key, line, EmailAddress, *values
+    keep: list[bool] | None  # which positions are rows (None: all of them)
     errors: list[RowError]
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        """``(email_key, line, EmailAddress, *values)`` of each row, in line order."""
+        rows = zip(*self.columns, strict=True)
+        return rows if self.keep is None else compress(rows, self.keep)
 
 
 def _prepare(request: ActivityRequest, *, check_fields: bool) -> _Prepared:
@@ -273,76 +316,108 @@ def _prepare(request: ActivityRequest, *, check_fields: bool) -> _Prepared:
     The last row of an email wins; every earlier one is an error naming the line that
     replaced it. With ``check_fields`` (adds) every given field is checked, else only the
     email (removes). Messages are those of :func:`~bulkops.wire.columns.row_problem` (the
-    first problem in column order); a fast pre-check decides when to ask for one.
+    first problem in column order).
+
+    A column at a time, at C speed (the request stores its cells by column): ``map`` trims
+    and measures each column and matches the emails against a fast pattern. These
+    checks are *sufficient*: a row none of them flags is certainly fine (the fast email
+    pattern implies :func:`~bulkops.wire.columns.is_valid_email`; the length and value checks
+    are the exact ones). Flagged rows — usually none — get the exact per-row verdict of
+    :func:`_row_message`, which decides.
     """
     fields = request.fields
-    width = len(fields)
     email_at = fields.index(_EMAIL)
     kept = [
         (i, field, FIELD_LIMITS[field], field in _CHECKED_VALUES)
         for i, field in enumerate(fields)
         if check_fields and field and field != _EMAIL
     ]
-    kept_at = [i for i, _field, _limit, _special in kept]
-    special = [(n, field) for n, (_i, field, _limit, sp) in enumerate(kept) if sp]
-    # Pass 1: trim the cells, and note where each email appears last.
-    cleaned: list[tuple[int, list[str], bool]] = []
-    last_line: dict[str, int] = {}
-    for index, record in enumerate(request.rows):
-        if not record:
-            continue
-        values = [cell.strip() for cell in record]
-        overflow = False
-        if len(values) < width:
-            values.extend([""] * (width - len(values)))
-        elif len(values) > width:
-            overflow = any(values[width:])
-            del values[width:]
-        line = index + 2
-        cleaned.append((line, values, overflow))
-        email = values[email_at]
-        if email:
-            last_line[email.lower()] = line
-    # Pass 2: the verdict on every row.
+    kept_fields = tuple(field for _i, field, _limit, _special in kept)
+    table = request.table()
+    columns, lines = table.columns, table.lines
+    emails = columns[email_at]
+    count = len(emails)
+    keys = list(map(str.lower, emails))
+    last_line = dict(zip(keys, lines, strict=True))  # the last line of each key wins
+    flagged = set(table.overflowing)
+    if len(last_line) != count:  # a repeated key (or several empty emails)
+        flagged.update(
+            at
+            for at, (key, line) in enumerate(zip(keys, lines, strict=True))
+            if key and last_line[key] != line
+        )
+    # all() drops each match as it goes: no list of match objects (which the GC tracks).
+    if not all(map(_FAST_EMAIL.fullmatch, emails)):
+        flagged.update(at for at, email in enumerate(emails) if not _FAST_EMAIL.fullmatch(email))
+    if count and (max(map(len, emails)) > EMAIL_MAX_LENGTH or "-." in "\n".join(emails)):
+        flagged.update(
+            at for at, email in enumerate(emails) if len(email) > EMAIL_MAX_LENGTH or "-." in email
+        )
+    values: list[Sequence[str]] = []
+    for i, field, limit, special in kept:
+        column = columns[i]
+        if special:
+            distinct = set(column)
+            bad = {value for value in distinct if _value_refused(field, limit, value)}
+            if bad:
+                flagged.update(at for at, value in enumerate(column) if value in bad)
+            normal = {value: _normalise(field, value) for value in distinct}
+            column = list(map(normal.__getitem__, column))
+        elif count and max(map(len, column)) > limit:
+            flagged.update(at for at, value in enumerate(column) if len(value) > limit)
+        values.append(column)
     errors: list[RowError] = []
-    rows: list[tuple[Any, ...]] = []
-    for line, values, overflow in cleaned:
-        email = values[email_at]
-        key = email.lower()
-        if email and last_line[key] != line:
-            replaced_by = last_line[key]
-            message: str | None = (
-                f"{email} is repeated on line {replaced_by}, which replaces this row"
+    keep: list[bool] | None = None
+    if flagged:
+        keep = [True] * count
+        for at in sorted(flagged):
+            row = [column[at] if column else "" for column in columns]
+            message = _row_message(
+                row, lines[at], at in table.overflowing, last_line, email_at, kept
             )
-        elif overflow:
-            message = "the line has more values than the header has columns"
-        elif not is_valid_email(email):
-            message = email_problem(email)
-        else:
-            message = None
-            for i, field, limit, checked in kept:
-                value = values[i]
-                if value and (
-                    len(value) > limit
-                    or (
-                        checked
-                        and (
-                            value.upper() not in STATE_CODES
-                            if field == "StateCode"
-                            else value.casefold() not in _EMAIL_TYPES
-                        )
-                    )
-                ):
-                    message = field_problem(field, value)
-                    break
-        if message is not None:
-            errors.append(RowError(line, email, message))
-            continue
-        kept_values = [values[i] for i in kept_at]
-        for n, field in special:
-            kept_values[n] = _normalise(field, kept_values[n])
-        rows.append((key, line, email, *kept_values))
-    return _Prepared(fields=tuple(field for _i, field, _l, _s in kept), rows=rows, errors=errors)
+            if message is not None:
+                errors.append(RowError(lines[at], row[email_at], message))
+                keep[at] = False
+        if not errors:
+            keep = None
+    return _Prepared(
+        fields=kept_fields, columns=(keys, lines, emails, *values), keep=keep, errors=errors
+    )
+
+
+def _value_refused(field: str, limit: int, value: str) -> bool:
+    """Whether the exact check refuses a (stripped) value of ``StateCode`` or ``EmailType``."""
+    if not value:
+        return False
+    if len(value) > limit:
+        return True
+    if field == "StateCode":
+        return value.upper() not in STATE_CODES
+    return value.casefold() not in _EMAIL_TYPES
+
+
+def _row_message(
+    values: list[str],
+    line: int,
+    overflow: bool,
+    last_line: dict[str, int],
+    email_at: int,
+    kept: list[tuple[int, str, int, bool]],
+) -> str | None:
+    """The exact verdict on one row (stripped ``values``): its error message, or None."""
+    email = values[email_at]
+    key = email.lower()
+    if email and last_line[key] != line:
+        return f"{email} is repeated on line {last_line[key]}, which replaces this row"
+    if overflow:
+        return "the line has more values than the header has columns"
+    if not is_valid_email(email):
+        return email_problem(email)
+    for i, field, limit, checked in kept:
+        value = values[i]
+        if value and (len(value) > limit or (checked and _value_refused(field, limit, value))):
+            return field_problem(field, value)
+    return None
 
 
 def _normalise(field: str, value: str) -> str:
@@ -376,8 +451,15 @@ def _load_rows(db: sqlite3.Connection, prepared: _Prepared) -> None:
         "CREATE TEMP TABLE act_rows (email_key TEXT PRIMARY KEY, line INTEGER NOT NULL, "
         f"EmailAddress TEXT NOT NULL{columns}) WITHOUT ROWID"
     )
-    marks = ",".join("?" * (3 + len(prepared.fields)))
-    db.executemany(f"INSERT INTO act_rows VALUES ({marks})", prepared.rows)
+    width = 3 + len(prepared.fields)
+    per_statement = max(1, _MAX_PARAMETERS // width)
+    record = "(" + ",".join("?" * width) + ")"
+    rows = prepared.rows()
+    # Many rows per statement: one sqlite3_step (one release of the GIL) per batch, not
+    # per row. Every release can cost a thread switch while request handlers parse bodies.
+    while batch := list(islice(rows, per_statement)):
+        sql = f"INSERT INTO act_rows VALUES {','.join([record] * len(batch))}"
+        db.execute(sql, tuple(chain.from_iterable(batch)))
 
 
 def _apply_add(
@@ -416,35 +498,34 @@ def _apply_add(
         f"{f} = CASE WHEN excluded.{f} <> '' THEN excluded.{f} ELSE contact.{f} END, "
         for f in fields
     )
-    contact_ids = sorted(
-        r[0]
-        for r in db.execute(
-            "INSERT INTO contact (account_id, email_key, EmailAddress"
-            f"{names}, status, opt_in_source, opt_in_time, insert_time, last_update_time) "
-            f"SELECT ?, email_key, EmailAddress{names}, ?, ?, ?, ?, ? FROM act_rows WHERE true "
-            "ON CONFLICT (account_id, email_key) DO UPDATE SET "
-            f"{updates}"
-            "status = CASE WHEN contact.status = ? THEN ? ELSE contact.status END, "
-            "last_update_time = excluded.last_update_time RETURNING id",
-            (
-                account_id,
-                STATUS_ACTIVE,
-                OPT_IN_SOURCE,
-                now,
-                now,
-                now,
-                STATUS_REMOVED,
-                STATUS_ACTIVE,
-            ),
-        )
+    # One statement each, no RETURNING: a statement that yields rows releases and takes
+    # back the GIL once per row.
+    db.execute(
+        "INSERT INTO contact (account_id, email_key, EmailAddress"
+        f"{names}, status, opt_in_source, opt_in_time, insert_time, last_update_time) "
+        f"SELECT ?, email_key, EmailAddress{names}, ?, ?, ?, ?, ? FROM act_rows WHERE true "
+        "ON CONFLICT (account_id, email_key) DO UPDATE SET "
+        f"{updates}"
+        "status = CASE WHEN contact.status = ? THEN ? ELSE contact.status END, "
+        "last_update_time = excluded.last_update_time",
+        (
+            account_id,
+            STATUS_ACTIVE,
+            OPT_IN_SOURCE,
+            now,
+            now,
+            now,
+            STATUS_REMOVED,
+            STATUS_ACTIVE,
+        ),
     )
-    # The ids go back in as one JSON array: json_each feeds them at C speed, in id order.
-    ids_json = _json_encoder.encode(contact_ids).decode("ascii")
     for list_id in request.list_ids:
         db.execute(
             "INSERT OR IGNORE INTO membership (list_id, contact_id, opt_in_source, opt_in_time) "
-            "SELECT ?, value, ?, ? FROM json_each(?)",
-            (list_id, OPT_IN_SOURCE, now, ids_json),
+            # CROSS JOIN: look each row up by its email (never scan the account's contacts).
+            "SELECT ?, c.id, ?, ? FROM act_rows t CROSS JOIN contact c "
+            "ON c.account_id = ? AND c.email_key = t.email_key ORDER BY c.id",
+            (list_id, OPT_IN_SOURCE, now, account_id),
         )
     (count,) = db.execute("SELECT count(*) FROM act_rows").fetchone()
     db.execute("DROP TABLE temp.act_rows")
@@ -537,7 +618,9 @@ def apply_activity(
     # Validation is pure: done before the write lock is taken.
     prepared = _prepare(request, check_fields=adding) if adding or removing else None
     now = now_ms()
-    with write_tx(db):
+    # The commit of a big activity would run a WAL checkpoint of everything it wrote:
+    # the worker starts one in the background afterwards instead (Worker._start_checkpoint).
+    with without_autocheckpoint(db), write_tx(db):
         if adding and prepared is not None:
             count, errors = _apply_add(db, account_id, request, prepared, now)
         elif removing and prepared is not None:
@@ -552,7 +635,11 @@ def apply_activity(
 
 
 def _load_request(db: sqlite3.Connection, activity_id: str) -> ActivityRequest:
-    row = db.execute("SELECT request FROM activity WHERE id = ?", (activity_id,)).fetchone()
+    row = db.execute(
+        "SELECT coalesce(r.request, a.request) FROM activity a "
+        "LEFT JOIN activity_request r ON r.seq = a.seq WHERE a.id = ?",
+        (activity_id,),
+    ).fetchone()
     if row is None or row[0] is None:
         raise ActivityCannotRun(f"activity {activity_id} has no stored request")
     try:
@@ -585,6 +672,7 @@ class Worker:
         self._failed = 0
         self._stalled = 0
         self._last_purge_ms: int | None = None
+        self._checkpointing = False
 
     def wake(self) -> None:
         """Tell the worker a new activity may be waiting (safe to call any time)."""
@@ -618,6 +706,7 @@ class Worker:
         if self._released:
             activity_id, account_id = self._released.pop(0)
             await self._run(activity_id, account_id)
+            self._start_checkpoint(nursery)
             return True
         taken = await self.state.store.run(take_next)
         if taken is None:
@@ -629,7 +718,22 @@ class Worker:
             nursery.start_soon(self._release_after, taken, stall)
             return True
         await self._run(*taken)
+        self._start_checkpoint(nursery)
         return True
+
+    def _start_checkpoint(self, nursery: trio.Nursery) -> None:
+        """Checkpoint the WAL in another thread while the next activity runs (one at a time)."""
+        if not self._checkpointing:
+            self._checkpointing = True
+            nursery.start_soon(self._checkpoint)
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self.state.store.run(checkpoint_wal)
+        except sqlite3.Error:  # pragma: no cover - tried again after the next activity
+            logger.exception("checkpointing the WAL failed")
+        finally:
+            self._checkpointing = False
 
     def _stall_seconds(self) -> float:
         plan = self.state.extras.get("faults")
