@@ -14,11 +14,16 @@ only when its answer can change what the scheduler does.
   ``poll_min`` to ``poll_max`` and reset to ``poll_min`` whenever a poll shows progress.
 * Once activities have finished, the server's rate (rows per second of its run times) gives
   the expected finishing time of the activity the scheduler is waiting for — the next one
-  when it is blocked, the last one otherwise — and the next poll comes at nine tenths of
-  that time, within ``[poll_min, PREDICTION_MAX]``. Servers process activities one after
-  another, so the expected finish of the k-th oldest is the rows still ahead of it divided
-  by the rate. A late poll leaves the server idle (wall time), an early one costs a
-  request; aiming just short of the prediction costs one more poll when it was right.
+  when it is blocked, the last one otherwise — and the next poll comes then, within
+  ``[poll_min, PREDICTION_MAX]``. Servers process activities one after another, so the
+  expected finish of the k-th oldest is the rows still ahead of it divided by the rate.
+  Only the poll that sees the last activity finish costs wall time when it is late (the
+  server has queued work until then); an early one costs a request. Counting the running
+  activity's rows in full makes the prediction a little late, by at most that activity.
+* A rate measured while POSTs were still arriving understates the server (their parsing
+  shares its CPU; 2–4× on a local server), so until activities that started after the last
+  submission have finished (``clean``), the poll aims at the second-oldest activity: the
+  first one run wholly alone, which gives a clean rate.
 * A wake-up (the scheduler became blocked, or stopped submitting) re-evaluates the rule
   from the last poll: it does not force a poll.
 
@@ -52,8 +57,6 @@ PREDICTION_MAX = 60.0
 #: Seconds between polls while nothing waits for a completion (progress, stall detection).
 HEARTBEAT = 30.0
 
-#: Where between the last poll and the predicted finish the next poll comes.
-_AIM = 0.9
 
 #: Finished activities the rate estimate remembers.
 _SAMPLES = 8
@@ -76,7 +79,8 @@ def poll_interval(
         rows_ahead: the rows of each tracked activity, oldest first (as of the last poll).
         rate: the server's rows per second, or None while unknown.
         clean: whether ``rate`` was measured on activities that ran alone; if not, it may
-            be several times too low, and only the oldest activity's finish is predicted.
+            be several times too low, and only the two oldest activities' finish is
+            predicted.
         blocked: the scheduler waits for a completion (a dependency or a queue slot).
         submitting: more activities are coming, so nobody needs the last one yet.
         backoff: the exponential interval (``poll_min`` after progress, doubling without).
@@ -86,8 +90,13 @@ def poll_interval(
         return max(HEARTBEAT, poll_max)
     if rate is None or rate <= 0:
         return backoff
-    target = (rows_ahead[0] if rows_ahead else 0) if blocked or not clean else sum(rows_ahead)
-    predicted = _AIM * target / rate
+    if blocked:
+        target = sum(rows_ahead[:1])
+    elif not clean:
+        target = sum(rows_ahead[:2])
+    else:
+        target = sum(rows_ahead)
+    predicted = target / rate
     # After a poll that showed no progress, do not hammer a prediction that was too early:
     # wait at least the exponential backoff.
     floor = backoff if backoff > poll_min else poll_min
