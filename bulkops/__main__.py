@@ -37,7 +37,7 @@ EXIT_FATAL = 4
 EXIT_USAGE = 64
 
 #: command name -> (module, one-line help). A command's module is imported only when its
-#: arguments are needed: ``bulkops import`` never loads the server (hypercorn, ~10 MB).
+#: arguments are needed: ``bulkops import`` never loads the server (hypercorn, ~7 MiB).
 COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("bulkops.cli.transfer", "add or update a file of contacts on lists"),
     "remove": ("bulkops.cli.remove", "take a file of contacts off lists"),

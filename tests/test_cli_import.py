@@ -152,3 +152,24 @@ def test_errors_have_clear_messages_and_exit_codes(
     )
     assert result.returncode == code, result.stderr
     assert message in result.stderr
+
+
+def test_a_command_imports_only_its_own_modules(tmp_path: Path) -> None:
+    """``bulkops import --dry-run`` loads neither the server (hypercorn, starlette) nor the
+    other commands' modules: each costs the client memory on every import."""
+    source = tmp_path / "in.csv"
+    source.write_text("Email\na@example.org\n", encoding="utf-8")
+    code = (
+        "import sys\n"
+        "from bulkops.__main__ import main\n"
+        f"code = main(['import', {str(source)!r}, '--list', 'L', '--dry-run',"
+        f" '--run-dir', {str(tmp_path / 'run')!r}])\n"
+        "loaded = {m for m in sys.modules if m.startswith(('hypercorn', 'starlette',"
+        " 'bulkops.server', 'bulkops.cli.export', 'bulkops.cli.events'))}\n"
+        "assert code == 0, code\n"
+        "assert not loaded, sorted(loaded)\n"
+        "from bulkops.__main__ import main_parser\n"
+        "main_parser()\n"
+        "assert 'hypercorn' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
