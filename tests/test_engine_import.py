@@ -64,6 +64,27 @@ async def test_valid_invalid_and_duplicate_rows_each_get_their_outcome(
     assert saved["counts"]["applied"] == 40
 
 
+async def test_bodies_bigger_than_a_send_piece_arrive_whole(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """A chunk body above 256 KiB goes out in pieces with its Content-Length; the server
+    gets every row of it (two chunks of ~290 KB here)."""
+    path = write_csv(tmp_path / "in.csv", contact_rows(12_000))
+    options = ImportOptions(
+        lists=("Big",),
+        create_lists=True,
+        **FAST,  # type: ignore[arg-type]
+        planner=PlannerOptions(max_rows=6_000),
+    )
+    async with open_client(client_config(server)) as client:
+        with trio.fail_after(120):
+            report = await run_import(client, path, options=options, run_dir=tmp_path / "run")
+        assert client.statistics().bytes_sent > 2 * 256 * 1024
+    assert len(report.activities) == 2
+    assert report.counts.applied == 12_000
+    assert len(server_contacts(server.state)) == 12_000
+
+
 async def test_server_row_errors_become_failed_rows_with_their_source_line(
     server: RunningServer, tmp_path: Path
 ) -> None:
