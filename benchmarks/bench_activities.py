@@ -51,17 +51,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_server import (  # the shared account and server helpers
     API_KEY,
-    LISTS,
     PASSWORD,
     USER,
     Figure,
+    add_account_and_lists,
     prepare_db,
     print_table,
     serving,
 )
 
-from bulkops.server.auth import AccountSpec, Secret, ensure_account
-from bulkops.server.store import Store, now_ms, write_tx
+from bulkops.server.store import Store
 
 __all__ = ["CASES", "main"]
 
@@ -206,17 +205,7 @@ def _empty_account(path: Path) -> tuple[Path, list[int]]:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     store = Store(path)
-    db = store.connection()
-    account, _created = ensure_account(
-        db, AccountSpec(username=USER, password=Secret(PASSWORD), api_key=Secret(API_KEY))
-    )
-    with write_tx(db):
-        for name in LISTS:
-            db.execute(
-                "INSERT INTO list (account_id, name, short_name, updated) VALUES (?, ?, ?, ?)",
-                (account.id, name, name, now_ms()),
-            )
-    ids = [r[0] for r in db.execute("SELECT id FROM list ORDER BY id")]
+    _account_id, ids = add_account_and_lists(store.connection())
     store.close()
     return path, ids
 

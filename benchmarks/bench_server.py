@@ -58,6 +58,7 @@ __all__ = [
     "USER",
     "Bench",
     "Figure",
+    "add_account_and_lists",
     "case",
     "main",
     "prepare_db",
@@ -327,6 +328,21 @@ def contacts_depth(bench: Bench) -> list[Figure]:
 # -- the account and the server -------------------------------------------------------------
 
 
+def add_account_and_lists(db: sqlite3.Connection) -> tuple[int, list[int]]:
+    """The benchmark account and its :data:`LISTS` in a new database: the account's id and
+    the lists' ids."""
+    account, _created = ensure_account(
+        db, AccountSpec(username=USER, password=Secret(PASSWORD), api_key=Secret(API_KEY))
+    )
+    with write_tx(db):
+        for name in LISTS:
+            db.execute(
+                "INSERT INTO list (account_id, name, short_name, updated) VALUES (?, ?, ?, ?)",
+                (account.id, name, name, now_ms()),
+            )
+    return account.id, [r[0] for r in db.execute("SELECT id FROM list ORDER BY id")]
+
+
 def prepare_db(cache: Path, contacts: int, seed: int, *, fresh: bool) -> tuple[Path, list[int]]:
     """The database of the benchmark account, made (and cached) when missing.
 
@@ -343,18 +359,8 @@ def prepare_db(cache: Path, contacts: int, seed: int, *, fresh: bool) -> tuple[P
             Path(f"{partial}{suffix}").unlink(missing_ok=True)
         store = Store(partial)
         db = store.connection()
-        account, _created = ensure_account(
-            db,
-            AccountSpec(username=USER, password=Secret(PASSWORD), api_key=Secret(API_KEY)),
-        )
-        with write_tx(db):
-            for name in LISTS:
-                db.execute(
-                    "INSERT INTO list (account_id, name, short_name, updated) VALUES (?, ?, ?, ?)",
-                    (account.id, name, name, now_ms()),
-                )
-        ids = [r[0] for r in db.execute("SELECT id FROM list ORDER BY id")]
-        report = seed_contacts(db, account.id, contacts, lists=ids, seed=seed)
+        account_id, ids = add_account_and_lists(db)
+        report = seed_contacts(db, account_id, contacts, lists=ids, seed=seed)
         print(
             f"seeded {report.contacts:,} contacts, {report.memberships:,} memberships"
             f" in {report.seconds:.1f} s ({report.rate:,.0f} contacts/s)",
