@@ -86,8 +86,15 @@ def multipart_body(activity_type: str, data: bytes, lists: Sequence[str]) -> tup
     """
     uris = [uri.encode("utf-8") for uri in lists]
     boundary = _boundary_for(data, uris)
+    parts = [*_multipart_head(activity_type, boundary), data, *_multipart_tail(boundary, uris)]
+    content_type = f"{MULTIPART}; boundary={boundary.decode('ascii')}"
+    return b"".join(parts), content_type, len(data)
+
+
+def _multipart_head(activity_type: str, boundary: bytes) -> list[bytes]:
+    """The parts before the ``data`` value: ``activityType``, then the file part's headers."""
     dash = b"--" + boundary
-    parts = [
+    return [
         dash,
         b'\r\nContent-Disposition: form-data; name="activityType"\r\n\r\n',
         activity_type.encode("ascii"),
@@ -95,14 +102,17 @@ def multipart_body(activity_type: str, data: bytes, lists: Sequence[str]) -> tup
         dash,
         b'\r\nContent-Disposition: form-data; name="data"; filename="contacts.csv"\r\n'
         b"Content-Type: text/csv; charset=utf-8\r\n\r\n",
-        data,
-        b"\r\n",
     ]
+
+
+def _multipart_tail(boundary: bytes, uris: Sequence[bytes]) -> list[bytes]:
+    """The parts after the ``data`` value: one ``lists`` part per list, the closing line."""
+    dash = b"--" + boundary
+    tail = [b"\r\n"]
     for uri in uris:
-        parts += [dash, b'\r\nContent-Disposition: form-data; name="lists"\r\n\r\n', uri, b"\r\n"]
-    parts += [dash, b"--\r\n"]
-    content_type = f"{MULTIPART}; boundary={boundary.decode('ascii')}"
-    return b"".join(parts), content_type, len(data)
+        tail += [dash, b'\r\nContent-Disposition: form-data; name="lists"\r\n\r\n', uri, b"\r\n"]
+    tail += [dash, b"--\r\n"]
+    return tail
 
 
 def multipart_body_of_lines(
@@ -119,23 +129,8 @@ def multipart_body_of_lines(
     uris = [uri.encode("utf-8") for uri in lists]
     if not rows or any(BOUNDARY in uri for uri in uris):
         return multipart_body(activity_type, header + b"\n" + b"\n".join(rows) + b"\n", lists)
-    dash = b"--" + BOUNDARY
-    head = b"".join(
-        (
-            dash,
-            b'\r\nContent-Disposition: form-data; name="activityType"\r\n\r\n',
-            activity_type.encode("ascii"),
-            b"\r\n",
-            dash,
-            b'\r\nContent-Disposition: form-data; name="data"; filename="contacts.csv"\r\n'
-            b"Content-Type: text/csv; charset=utf-8\r\n\r\n",
-            header,
-        )
-    )
-    tail = [b"\r\n"]
-    for uri in uris:
-        tail += [dash, b'\r\nContent-Disposition: form-data; name="lists"\r\n\r\n', uri, b"\r\n"]
-    tail += [dash, b"--\r\n"]
+    head = b"".join([*_multipart_head(activity_type, BOUNDARY), header])
+    tail = _multipart_tail(BOUNDARY, uris)
     body = b"\n".join([head, *rows, b"".join(tail)])
     if body.count(BOUNDARY) != 3 + len(uris):  # the data holds the boundary: another one
         return multipart_body(activity_type, header + b"\n" + b"\n".join(rows) + b"\n", lists)
