@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bulkops.engine.client import open_client
 from bulkops.engine.imports import ImportOptions, run_import
 from bulkops.engine.planner import PlannerOptions
-from bulkops.engine.tracker import HEARTBEAT, PREDICTION_MAX, poll_interval
+from bulkops.engine.tracker import FINAL_MARGIN, HEARTBEAT, PREDICTION_MAX, poll_interval
 from bulkops.server.app import ServerConfig
 from tests.enginekit import client_config, contact_rows, write_csv
 from tests.serverkit import RunningServer, make_state, start_server
@@ -75,17 +75,18 @@ def test_while_submitting_and_waiting_for_nothing_only_the_heartbeat_polls(
 
 
 @given(rows_ahead, st.floats(min_value=100.0, max_value=1e6))
-def test_a_clean_rate_aims_at_the_predicted_finish(ahead: list[int], rate: float) -> None:
+def test_a_clean_rate_aims_just_past_the_predicted_finish(ahead: list[int], rate: float) -> None:
+    """A little past it: only this poll costs wall time when late, and run times vary."""
     value = interval(rows_ahead=ahead, rate=rate, poll_min=0.01, backoff=0.01)
     finish = sum(ahead) / rate
-    assert value == min(PREDICTION_MAX, max(0.01, finish))
+    assert value == pytest.approx(min(PREDICTION_MAX, max(0.01, finish * (1 + FINAL_MARGIN))))
 
 
 @given(rows_ahead, st.floats(min_value=100.0, max_value=1e6))
 def test_blocked_it_aims_at_the_oldest_activity_only(ahead: list[int], rate: float) -> None:
     """The scheduler waits for the oldest: whatever follows it does not matter."""
     value = interval(rows_ahead=ahead, rate=rate, blocked=True, poll_min=0.01, backoff=0.01)
-    assert value == interval(rows_ahead=ahead[:1], rate=rate, poll_min=0.01, backoff=0.01)
+    assert value == pytest.approx(min(PREDICTION_MAX, max(0.01, ahead[0] / rate)))
 
 
 @given(rows_ahead, st.floats(min_value=100.0, max_value=1e6))
@@ -96,7 +97,7 @@ def test_unsure_of_the_rate_it_aims_at_the_first_activity_run_alone(
     predicting the whole queue with it would poll long after the server finished. The
     second-oldest activity is the first to run wholly alone; its finish gives a clean rate."""
     value = interval(rows_ahead=ahead, rate=rate, clean=False, poll_min=0.01, backoff=0.01)
-    assert value == interval(rows_ahead=ahead[:2], rate=rate, poll_min=0.01, backoff=0.01)
+    assert value == pytest.approx(min(PREDICTION_MAX, max(0.01, sum(ahead[:2]) / rate)))
 
 
 @given(rows_ahead, rows_ahead, st.floats(min_value=100.0, max_value=1e6))
