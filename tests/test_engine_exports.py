@@ -27,7 +27,7 @@ from bulkops.engine.exports import (
     single_errors,
 )
 from bulkops.engine.tracker import ActivityTracker
-from bulkops.errors import ConfigError, NotFound, TransportError
+from bulkops.errors import ActivityFailed, ConfigError, NotFound, TransportError
 from bulkops.server import queries
 from bulkops.server.app import ApiState
 from bulkops.server.seed import seed_contacts
@@ -636,3 +636,25 @@ def test_default_columns_follow_the_path() -> None:
         what="contacts", via="feed", list_type="active", updated_since="2020-01-01"
     ).resolved_columns()
     assert [c.export_header for c in sync] == ["Email Address", "Email Type"]
+
+
+async def test_a_stalled_export_resumes_with_a_longer_stall_timeout(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """An export activity that stays RUNNING past the stall timeout stops the run; resuming
+    with ``stall_timeout`` longer than the stall finishes it (the run's own would stall again)."""
+    state = make_state(tmp_path / "srv", faults="stall=1.0:2,seed=1")
+    server = await start_server(nursery, state)
+    list_id = make_list(state, "Slow")
+    seed(state, 30, list_id)
+    async with open_client(client_config(server)) as client:
+        with pytest.raises(ActivityFailed, match="no progress"):
+            await export(
+                client, tmp_path / "s.csv", tmp_path / "run", list=list_id, stall_timeout=0.3
+            )
+        with trio.fail_after(60):
+            report = await resume_export(client, tmp_path / "run", stall_timeout=30)
+    assert report.state == "complete"
+    assert report.rows == 30
+    assert len(read_output(tmp_path / "s.csv", "csv")) == 30
+    state.store.close()
