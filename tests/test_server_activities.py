@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -698,6 +699,28 @@ async def test_another_account_cannot_see_or_use_activities(
 
 
 # -- the worker -------------------------------------------------------------------------------
+
+
+async def test_empty_header_cells_do_not_multiply_memory(
+    client: httpx.AsyncClient, server_state: ApiState
+) -> None:
+    """20,000 ignored header columns over 2,000 one-cell rows: applied, in a few MB."""
+    list_id = make_list(server_state, "Wide")
+    rows = "".join(f"\nw{i}@example.org" if i % 2 else f"\nbad{i}" for i in range(2_000))
+    data = "Email Address" + "," * 20_000 + rows
+    tracemalloc.start()
+    try:
+        activity = await run_activity(
+            client, activityType="SV_ADD", data=data, lists=list_uri(list_id)
+        )
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert activity.transaction_count == 1_000
+    assert activity.errors[0].line == 2
+    assert len(activity.errors) == 1_000
+    assert len(members(server_state, list_id)) == 1_000
+    assert peak < 40 * 1024 * 1024
 
 
 async def test_requests_are_answered_while_a_big_activity_runs(

@@ -103,6 +103,7 @@ def poll_interval(
         return max(HEARTBEAT, poll_max)
     if rate is None or rate <= 0:
         return backoff
+    target: float
     if blocked:
         target = sum(rows_ahead[:1])
     elif not clean:

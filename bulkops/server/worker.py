@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain, compress, islice
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,8 @@ _EMAIL = EMAIL_COLUMN.field
 # Fields whose values are checked beyond their length (and normalised when applied).
 _CHECKED_VALUES = frozenset({"StateCode", "EmailType"})
 _EMAIL_TYPES = frozenset({"html", "text"})
-# Bound parameters per statement when loading rows (SQLite's limit is 32,766 since 3.32).
+# Most bound parameters per statement when loading rows (SQLite's default limit is 32,766
+# since 3.32; a lower compiled-in limit is respected, see _load_rows).
 _MAX_PARAMETERS = 8_000
 
 # A fast email pattern, sufficient for is_valid_email: dot-separated atoms of ASCII "atext"
@@ -370,8 +371,10 @@ def _prepare(request: ActivityRequest, *, check_fields: bool) -> _Prepared:
     keep: list[bool] | None = None
     if flagged:
         keep = [True] * count
+        # Only the cells the verdict reads: empty header cells can make a row very wide.
+        used = [email_at, *(i for i, _field, _limit, _special in kept)]
         for at in sorted(flagged):
-            row = [column[at] if column else "" for column in columns]
+            row = {i: columns[i][at] for i in used}
             message = _row_message(
                 row, lines[at], at in table.overflowing, last_line, email_at, kept
             )
@@ -397,14 +400,14 @@ def _value_refused(field: str, limit: int, value: str) -> bool:
 
 
 def _row_message(
-    values: list[str],
+    values: Mapping[int, str],
     line: int,
     overflow: bool,
     last_line: dict[str, int],
     email_at: int,
     kept: list[tuple[int, str, int, bool]],
 ) -> str | None:
-    """The exact verdict on one row (stripped ``values``): its error message, or None."""
+    """The exact verdict on one row (stripped ``values`` by column): its error message, or None."""
     email = values[email_at]
     key = email.lower()
     if email and last_line[key] != line:
@@ -452,7 +455,10 @@ def _load_rows(db: sqlite3.Connection, prepared: _Prepared) -> None:
         f"EmailAddress TEXT NOT NULL{columns}) WITHOUT ROWID"
     )
     width = 3 + len(prepared.fields)
-    per_statement = max(1, _MAX_PARAMETERS // width)
+    # A SQLite built with a lower SQLITE_MAX_VARIABLE_NUMBER (999 before 3.32) would refuse
+    # the statement and fail every activity of more than a few hundred rows.
+    limit = min(_MAX_PARAMETERS, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    per_statement = max(1, limit // width)
     record = "(" + ",".join("?" * width) + ")"
     rows = prepared.rows()
     # Many rows per statement: one sqlite3_step (one release of the GIL) per batch, not
