@@ -283,10 +283,13 @@ def test_a_request_stored_by_schema_version_1_still_runs(tmp_path: Path) -> None
 
 
 def test_empty_header_cells_cost_nothing_per_row() -> None:
-    """300,000 ignored columns: parsing and checking 1,000 bad rows stays linear in the data."""
+    """300,000 ignored columns: parsing and checking 1,000 bad rows stays linear in the data.
+
+    A complexity guard, not a speed target: the quadratic version took ~18 s of CPU, this
+    one ~0.6 s; CPU time (not wall time) so other jobs on the machine do not count."""
     width = 300_000
     text = "Email Address" + "," * width + "\n" + "".join(f"bad{i}\n" for i in range(1_000))
-    started = time.monotonic()
+    started = time.process_time()
     parsed = parse_data(text, max_rows=40_000)
     request = ActivityRequest(
         type="SV_ADD",
@@ -297,8 +300,8 @@ def test_empty_header_cells_cost_nothing_per_row() -> None:
         overflowing=parsed.overflowing,
     )
     prepared = _prepare(decode_request(encode_request(request)), check_fields=True)
-    elapsed = time.monotonic() - started
+    elapsed = time.process_time() - started
     assert list(prepared.rows()) == []
     assert prepared.errors[0] == RowError(2, "bad0", 'Invalid email address "bad0"')
     assert len(prepared.errors) == 1_000
-    assert elapsed < 3.0
+    assert elapsed < 6.0
