@@ -1339,10 +1339,8 @@ def test_the_local_name_cache_stays_bounded() -> None:
     record = atom.record_from_entry(etree.fromstring(xml))
     assert isinstance(record, GenericEntry)
     assert record.values == dict.fromkeys(names, "v")
-    assert len(atom._LOCAL_NAMES) <= atom._LOCAL_NAMES_MAX
-    assert all(
-        len(tag) <= atom._CACHED_KEY_MAX for tag in atom._LOCAL_NAMES if isinstance(tag, str)
-    )
+    assert len(atom.LOCAL_NAMES) <= atom._LOCAL_NAMES_MAX
+    assert all(len(tag) <= atom._CACHED_KEY_MAX for tag in atom.LOCAL_NAMES if isinstance(tag, str))
 
 
 def test_an_entry_read_twice_gives_the_same_record_once_its_tags_are_cached() -> None:

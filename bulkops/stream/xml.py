@@ -45,7 +45,7 @@ from bulkops.stream.chunking import Chunker, RowBatch
 from bulkops.stream.records import ChunkKind, Event, Header, PipelineStatistics, Rejected
 from bulkops.stream.text import Transcoder
 from bulkops.stream.validate import CONTROL_BYTES, control_problem, encode_row
-from bulkops.wire.atom import HARDENED_PARSER_OPTIONS
+from bulkops.wire.atom import HARDENED_PARSER_OPTIONS, LOCAL_NAMES, local_name_of
 from bulkops.wire.columns import (
     COLUMNS,
     EMAIL_COLUMN,
@@ -93,21 +93,9 @@ def _pull_parser() -> etree.XMLPullParser:
     )
 
 
-_names: dict[str, str] = {}  # tag -> local name (tags repeat for every record)
-# A hostile document may use any number of names, of any length: cache at most _NAMES_MAX
-# tags of at most _NAME_KEY_MAX characters (~2 MB).
-_NAMES_MAX = 4096
-_NAME_KEY_MAX = 256
 _TAG = operator.attrgetter("tag")
 _TAG_ENDS = frozenset((b" ", b">", b"/", b"\t", b"\n", b"\r"))
 _TEXT = operator.attrgetter("text")
-
-
-def _local(tag: str) -> str:
-    name = tag.rpartition("}")[2]
-    if len(_names) < _NAMES_MAX and len(tag) <= _NAME_KEY_MAX:
-        _names[tag] = name
-    return name
 
 
 def _fields(el: etree._Element) -> tuple[tuple[str, str], ...]:
@@ -120,10 +108,11 @@ def _fields(el: etree._Element) -> tuple[tuple[str, str], ...]:
     # Comments, processing instructions and entities never reach the tree (parser options;
     # declarations are refused), so every child is an element.
     children = el[:]
+    # Tag -> local name: wire.atom's bounded cache (tags repeat for every record).
     try:
-        names = list(map(_names.__getitem__, map(_TAG, children)))
+        names = list(map(LOCAL_NAMES.__getitem__, map(_TAG, children)))
     except KeyError:
-        names = [_names.get(tag) or _local(tag) for tag in map(_TAG, children)]
+        names = [LOCAL_NAMES.get(tag) or local_name_of(tag) for tag in map(_TAG, children)]
     texts = list(map(_TEXT, children))
     if None in texts:
         texts = [text or "" for text in texts]

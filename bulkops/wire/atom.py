@@ -93,6 +93,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
     "HARDENED_PARSER_OPTIONS",
+    "LOCAL_NAMES",
     "XML_DECLARATION",
     "AccountEmail",
     "Activity",
@@ -145,6 +146,7 @@ __all__ = [
     "list_entry",
     "list_from_entry",
     "local_name",
+    "local_name_of",
     "member_entry",
     "member_from_entry",
     "parse_campaign",
@@ -674,32 +676,34 @@ def local_name(el: etree._Element) -> str:
 # dict hit. Bounded, as hostile input may use any number of names, of any length: past
 # _LOCAL_NAMES_MAX tags, and for tags longer than _CACHED_KEY_MAX, names are computed but
 # not kept (at most ~2 MB).
-_LOCAL_NAMES: dict[object, str] = {}
+LOCAL_NAMES: dict[object, str] = {}
 _LOCAL_NAMES_MAX = 4096
 _CACHED_KEY_MAX = 256
 
 
-def _local_of(tag: object) -> str:
-    """The local name of a tag, kept in :data:`_LOCAL_NAMES` (the cache's miss path)."""
+def local_name_of(tag: object) -> str:
+    """The local name of a tag (``""`` for a comment's or processing instruction's), kept in
+    :data:`LOCAL_NAMES`: the cache's miss path. Hot loops look a tag up in
+    ``LOCAL_NAMES`` first and call this only when it is missing."""
     if isinstance(tag, str):
         name = tag[tag.rfind("}") + 1 :]
         if len(tag) > _CACHED_KEY_MAX:
             return name
     else:
         name = ""
-    if len(_LOCAL_NAMES) < _LOCAL_NAMES_MAX:
-        _LOCAL_NAMES[tag] = name
+    if len(LOCAL_NAMES) < _LOCAL_NAMES_MAX:
+        LOCAL_NAMES[tag] = name
     return name
 
 
 def _children(el: etree._Element) -> Iterator[tuple[str, etree._Element]]:
     """(local name, element) of the element children, in document order."""
-    names = _LOCAL_NAMES
+    names = LOCAL_NAMES
     for child in el:
         tag = child.tag
         local = names.get(tag)
         if local is None:
-            local = _local_of(tag)
+            local = local_name_of(tag)
         if local:
             yield local, child
 
@@ -822,9 +826,9 @@ class _Entry:
     __slots__ = ("_title", "id", "kind", "link_list", "links", "payload", "updated")
 
     def __init__(self, entry: etree._Element) -> None:
-        names = _LOCAL_NAMES
+        names = LOCAL_NAMES
         tag = entry.tag
-        if (names.get(tag) or _local_of(tag)) != "entry":
+        if (names.get(tag) or local_name_of(tag)) != "entry":
             raise XmlError(f"expected an <entry>, found <{local_name(entry) or '?'}>")
         self.id: str | None = None
         self._title: etree._Element | None = None
@@ -837,7 +841,7 @@ class _Entry:
             tag = child.tag
             local = names.get(tag)
             if local is None:
-                local = _local_of(tag)
+                local = local_name_of(tag)
             if local == "id":
                 if self.id is None:
                     self.id = _squeeze(_string(child))
@@ -860,7 +864,7 @@ class _Entry:
                     tag = sub.tag
                     local = names.get(tag)
                     if local is None:
-                        local = _local_of(tag)
+                        local = local_name_of(tag)
                     if local:
                         self.payload, self.kind = sub, local
                         break
@@ -938,12 +942,12 @@ def _resource_id(uri: str, collection: str) -> str | None:
 def _first_children(el: etree._Element) -> dict[str, etree._Element]:
     """Element children by local name; the first of each name wins."""
     found: dict[str, etree._Element] = {}
-    names = _LOCAL_NAMES
+    names = LOCAL_NAMES
     for child in el:
         tag = child.tag
         local = names.get(tag)
         if local is None:
-            local = _local_of(tag)
+            local = local_name_of(tag)
         if local and local not in found:
             found[local] = child
     return found
