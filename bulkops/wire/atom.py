@@ -312,6 +312,17 @@ _CANONICAL_TIME = re.compile(
 _fromisoformat = datetime.fromisoformat
 
 
+def _canonical_time(text: str) -> datetime | None:
+    """``text`` read by the fast path when it has the wire's own form; None otherwise (also
+    for an impossible date such as 2023-02-30: the general path then says what is wrong)."""
+    if _CANONICAL_TIME(text) is None:
+        return None
+    try:
+        return _fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def parse_time(text: str) -> datetime:
     """Parse a wire timestamp into an aware UTC datetime.
 
@@ -323,11 +334,9 @@ def parse_time(text: str) -> datetime:
     Raises:
         ValueError: anything else, or an impossible date or time.
     """
-    if _CANONICAL_TIME(text) is not None:
-        try:
-            return _fromisoformat(text)
-        except ValueError:
-            pass  # an impossible date (2023-02-30): the general path says so
+    fast = _canonical_time(text)
+    if fast is not None:
+        return fast
     match = _TIME_RE.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"not an ISO-8601 timestamp: {text!r}")
@@ -780,11 +789,10 @@ def _time(text: str, what: str) -> datetime:
 
 def _optional_time_of(el: etree._Element, what: str) -> datetime | None:
     text = el.text
-    if text is not None and _CANONICAL_TIME(text) is not None and not len(el):
-        try:
-            return _fromisoformat(text)  # parse_time's fast path, without the calls
-        except ValueError:
-            pass
+    if text is not None and not len(el):
+        fast = _canonical_time(text)  # parse_time's fast path, without its other calls
+        if fast is not None:
+            return fast
     text = _string(el).strip(_XML_WS)
     return _time(text, what) if text else None
 
