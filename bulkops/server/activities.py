@@ -55,8 +55,6 @@ from bulkops.server.app import (
     state_of,
 )
 from bulkops.server.datafile import (
-    MULTIPART,
-    URLENCODED,
     ActivityRequest,
     RequestProblem,
     encode_request,
@@ -78,6 +76,7 @@ from bulkops.wire.atom import (
     feed_head,
     feed_tail,
 )
+from bulkops.wire.forms import MULTIPART, URLENCODED
 
 __all__ = [
     "ACTIVITY_ID_PREFIX",
