@@ -224,8 +224,8 @@ class FormDecoder:
     arrives, then ``flush()`` once; each returns the ``(name, value)`` fields completed.
 
     The fields are the same whatever the pieces. Multipart holds only the part being read;
-    urlencoded is decoded at :meth:`flush` (the caller bounds the body). After an error the
-    decoder is spent.
+    urlencoded is decoded at :meth:`flush` (the caller bounds the body). After a
+    :class:`FormError` the decoder must not be fed again.
 
     Raises:
         FormError: (from the constructor) a media type other than the two form types, or
