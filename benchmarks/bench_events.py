@@ -57,7 +57,10 @@ MIB = 1024 * 1024
 # The naive baseline client: every record kept in memory, written at the end.
 _NAIVE = r"""
 import csv, sys, httpx
-from bulkops.wire.atom import event_from_entry, local_name, parse_feed, parse_xml
+from bulkops.wire.atom.events import event_from_entry
+from bulkops.wire.atom.feeds import parse_feed
+from bulkops.wire.atom.reading import local_name
+from bulkops.wire.atom.syntax import parse_xml
 origin, user, key, password, path, out = sys.argv[1:7]
 base = f"{origin}/ws/customers/{user}/"
 records = []

@@ -13,7 +13,7 @@ Cases (every figure next to a baseline measured in the same run, and the ratio):
     output records";
   - ``iterparse``: bare ``lxml.etree.iterparse(events=("end",), tag=entry)`` with the
     element cleared and its preceding siblings deleted — no records (the issue's baseline);
-  - ``iterparse+records``: the same loop calling ``wire.atom.record_from_entry`` per entry —
+  - ``iterparse+records``: the same loop calling ``wire.atom.feeds.record_from_entry`` per entry —
     the same records as ours, so the ratio is the decoder's own overhead;
   - ``whole`` (RSS only): ``lxml.etree.parse`` of the whole document.
 
@@ -50,8 +50,12 @@ from typing import TYPE_CHECKING, Any
 
 # Only what decoding needs is imported here: the workers' peak RSS is the decoder's, not the
 # server's or httpx's (the benchmark's own process imports those in main()).
-from bulkops.wire import atom
-from bulkops.wire.model import Base, Contact, ContactListMember, ContactListRef, FeedMeta
+from bulkops.wire.atom.contacts import contact_entry
+from bulkops.wire.atom.feeds import feed_head, feed_tail, parse_entry, record_from_entry
+from bulkops.wire.atom.lists import member_entry
+from bulkops.wire.atom.syntax import ATOM_NS
+from bulkops.wire.atom.writing import document
+from bulkops.wire.model import Activity, Base, Contact, ContactListMember, ContactListRef, FeedMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,7 +65,7 @@ if TYPE_CHECKING:
 
 USER = "bench"  # the account of bench_server (checked in main)
 
-ENTRY_TAG = f"{{{atom.ATOM_NS}}}entry"
+ENTRY_TAG = f"{{{ATOM_NS}}}entry"
 PIECE = 64 * 1024
 _FIRST = "James Mary John Patricia Robert Zoë Łukasz Søren Ana Bo Cy Omar Priya Wei".split()
 _LAST = "Smith Johnson Williams Brown Jones Garcia Ødegaard Nuñez Chen Ito Diaz".split()
@@ -86,7 +90,7 @@ def write_feed(path: Path, entries: int, seed: int, shape: str) -> int:
         current_href=f"/ws/customers/{USER}/lists/2/members",
     )
     with path.open("wb") as out:
-        out.write(atom.document(atom.feed_head(base, meta)))
+        out.write(document(feed_head(base, meta)))
         batch: list[str] = []
         for i in range(entries):
             first, last = rnd.choice(_FIRST), rnd.choice(_LAST)
@@ -97,7 +101,7 @@ def write_feed(path: Path, entries: int, seed: int, shape: str) -> int:
                 record = ContactListMember(
                     contact_id=cid, email=email, name=f"{last}, {first}", list_id="2", updated=when
                 )
-                batch.append(atom.member_entry(base, record))
+                batch.append(member_entry(base, record))
             else:
                 contact = Contact(
                     id=cid,
@@ -122,12 +126,12 @@ def write_feed(path: Path, entries: int, seed: int, shape: str) -> int:
                     insert_time=when,
                     last_update_time=when,
                 )
-                batch.append(atom.contact_entry(base, contact, view="full"))
+                batch.append(contact_entry(base, contact, view="full"))
             if len(batch) == 2000:
                 out.write("".join(batch).encode())
                 batch.clear()
         out.write("".join(batch).encode())
-        out.write(atom.feed_tail().encode())
+        out.write(feed_tail().encode())
     return path.stat().st_size
 
 
@@ -192,7 +196,7 @@ def _work_iterparse(path: Path, *, records: bool) -> int:
     with path.open("rb") as source:
         for _event, el in etree.iterparse(source, events=("end",), tag=ENTRY_TAG):
             if records:
-                atom.record_from_entry(el, list_id="2")
+                record_from_entry(el, list_id="2")
             count += 1
             el.clear()
             while el.getprevious() is not None:
@@ -401,11 +405,11 @@ def _bare_activity(client: httpx.Client, origin: str, columns: list[str]) -> tup
     started = time.perf_counter()
     response = client.post(f"{base}activities", data=dict(fields) | {"columns": columns})
     response.raise_for_status()
-    activity = atom.parse_entry(response.content)
-    assert isinstance(activity, atom.Activity)
+    activity = parse_entry(response.content)
+    assert isinstance(activity, Activity)
     while True:
-        current = atom.parse_entry(client.get(f"{base}activities/{activity.id}").content)
-        assert isinstance(current, atom.Activity)
+        current = parse_entry(client.get(f"{base}activities/{activity.id}").content)
+        assert isinstance(current, Activity)
         if current.status in ("COMPLETE", "ERROR"):
             break
         time.sleep(0.05)

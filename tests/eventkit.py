@@ -14,7 +14,9 @@ from lxml import etree
 from bulkops.server.app import ApiState
 from bulkops.server.campaigns import CLOCK_KEY
 from bulkops.server.seed_cli import SeedSummary, seed_account
-from bulkops.wire import atom
+from bulkops.wire.atom.feeds import parse_feed
+from bulkops.wire.atom.reading import local_name
+from bulkops.wire.atom.syntax import ATOM_MEDIA_TYPE, ATOM_NS, CTCT_MEDIA_TYPE, CTCT_NS, parse_xml
 from tests.serverkit import USER, make_state
 
 #: The tests' "now": 2024-06-01T00:00:00Z.
@@ -91,9 +93,9 @@ def campaign_body(
                 f" /></{element}>"
             )
     return (
-        f'<entry xmlns="{atom.ATOM_NS}"><id>data:,none</id><title type="text"> </title>'
+        f'<entry xmlns="{ATOM_NS}"><id>data:,none</id><title type="text"> </title>'
         "<author></author><updated>2008-04-16</updated>"
-        f'<content type="{atom.CTCT_MEDIA_TYPE}"><Campaign xmlns="{atom.CTCT_NS}">'
+        f'<content type="{CTCT_MEDIA_TYPE}"><Campaign xmlns="{CTCT_NS}">'
         + "".join(parts)
         + extra
         + "</Campaign></content></entry>"
@@ -103,20 +105,20 @@ def campaign_body(
 def schedule_body(when: str) -> bytes:
     """A ``POST /campaigns/{id}/schedules`` body."""
     return (
-        f'<entry xmlns="{atom.ATOM_NS}"><id>data:,none</id><title type="text"></title>'
+        f'<entry xmlns="{ATOM_NS}"><id>data:,none</id><title type="text"></title>'
         "<author></author><updated>2008-04-16</updated>"
-        f'<content type="{atom.CTCT_MEDIA_TYPE}"><Schedule xmlns="{atom.CTCT_NS}" '
+        f'<content type="{CTCT_MEDIA_TYPE}"><Schedule xmlns="{CTCT_NS}" '
         'id="http://api.constantcontact.com/ws/customers/demo/campaigns/1/schedules/1">'
         f"<ScheduledTime>{when}</ScheduledTime></Schedule></content></entry>"
     ).encode()
 
 
-ATOM = {"Content-Type": atom.ATOM_MEDIA_TYPE}
+ATOM = {"Content-Type": ATOM_MEDIA_TYPE}
 
 
 def entries(content: bytes) -> list[etree._Element]:
     """The ``<entry>`` elements of a feed document."""
-    return [e for e in atom.parse_xml(content, max_bytes=64 << 20) if atom.local_name(e) == "entry"]
+    return [e for e in parse_xml(content, max_bytes=64 << 20) if local_name(e) == "entry"]
 
 
 async def walk(client: httpx.AsyncClient, url: str) -> list[etree._Element]:
@@ -130,7 +132,7 @@ async def walk(client: httpx.AsyncClient, url: str) -> list[etree._Element]:
         with trio.fail_after(20):
             response = await client.get(next_url)
         assert response.status_code == 200, response.text
-        feed = atom.parse_feed(response.content, max_bytes=64 << 20)
+        feed = parse_feed(response.content, max_bytes=64 << 20)
         found.extend(entries(response.content))
         href = feed.link("next")
         next_url = None if href is None else str(client.base_url.join(href))

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from hypothesis import strategies as st
 
 from bulkops.wire.activity import ActivityStatus, ActivityType
-from bulkops.wire.atom import (
+from bulkops.wire.columns import CONTACT_FIELDS, CONTACT_STATUSES, OPT_IN_SOURCES
+from bulkops.wire.model import (
     Activity,
     ActivityError,
     Contact,
@@ -18,7 +19,6 @@ from bulkops.wire.atom import (
     ContactListMember,
     ContactListRef,
 )
-from bulkops.wire.columns import CONTACT_FIELDS, CONTACT_STATUSES, OPT_IN_SOURCES
 from bulkops.wire.uris import SYSTEM_LISTS
 
 # =============================================================================================

@@ -16,8 +16,46 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from bulkops.errors import XmlError
-from bulkops.wire import atom
-from bulkops.wire.atom import (
+from bulkops.wire.atom.activities import activity_entry, activity_from_entry
+from bulkops.wire.atom.contacts import (
+    ContactView,
+    contact_entry,
+    contact_from_entry,
+    parse_contact_entry,
+)
+from bulkops.wire.atom.feeds import feed_head, feed_tail, parse_entry, parse_feed, record_from_entry
+from bulkops.wire.atom.lists import (
+    _MEMBER_EDIT_RE,
+    _member_list_id,
+    list_entry,
+    list_from_entry,
+    member_entry,
+    member_from_entry,
+    parse_list_entry,
+)
+from bulkops.wire.atom.reading import (
+    _CACHED_KEY_MAX,
+    _LOCAL_NAMES_MAX,
+    LOCAL_NAMES,
+    _resource_id,
+    _squeeze,
+    links_of,
+    resolve_href,
+)
+from bulkops.wire.atom.service import parse_service_document, service_document
+from bulkops.wire.atom.syntax import (
+    APP_NS,
+    ATOM_NS,
+    CTCT_MEDIA_TYPE,
+    CTCT_NS,
+    format_time,
+    parse_time,
+    parse_xml,
+    strip_illegal_xml_chars,
+)
+from bulkops.wire.atom.writing import document
+from bulkops.wire.columns import CONTACT_FIELDS
+from bulkops.wire.model import (
     AccountEmail,
     Activity,
     ActivityError,
@@ -35,7 +73,6 @@ from bulkops.wire.atom import (
     GenericEntry,
     ListInput,
 )
-from bulkops.wire.columns import CONTACT_FIELDS
 from bulkops.wire.uris import resource_id_from_uri
 from tests.conftest import FIXTURES
 
@@ -53,7 +90,7 @@ def utc(text: str) -> datetime:
 
 
 def feed_of(name: str) -> Feed:
-    return atom.parse_feed(fixture(name))
+    return parse_feed(fixture(name))
 
 
 def entries(feed: Feed, kind: type[T]) -> list[T]:
@@ -318,7 +355,7 @@ def test_fixture_feeds_parse_into_the_right_records(name: str) -> None:
 
 def test_full_contact_fixture_parses_every_part() -> None:
     """contact-full.xml: fields, the list with its opt-in, Confirmed and the times."""
-    contact = atom.parse_entry(fixture("contact-full.xml"))
+    contact = parse_entry(fixture("contact-full.xml"))
     assert contact == Contact(
         id="22199",
         status="Active",
@@ -399,13 +436,13 @@ ENTRY_CHECKS: dict[str, Any] = {
 @pytest.mark.parametrize("name", sorted(ENTRY_CHECKS))
 def test_fixture_entries_parse_into_the_right_records(name: str) -> None:
     """Single-entry samples give exactly their record."""
-    assert atom.parse_entry(fixture(name)) == ENTRY_CHECKS[name]
+    assert parse_entry(fixture(name)) == ENTRY_CHECKS[name]
 
 
 def test_campaign_entry_is_a_campaign_with_unescaped_text() -> None:
     """campaign-entry.xml: the payload id is the campaign (the entry id is a docs typo);
     escaped HTML reads as text."""
-    campaign = atom.parse_entry(fixture("campaign-entry.xml"))
+    campaign = parse_entry(fixture("campaign-entry.xml"))
     assert isinstance(campaign, Campaign)
     assert campaign.id == "1100546096289"
     assert campaign.fields["EmailContent"].startswith('<html lang="en"')
@@ -415,7 +452,7 @@ def test_campaign_entry_is_a_campaign_with_unescaped_text() -> None:
 
 def test_settings_entry_is_an_account_email() -> None:
     """settings-emailaddress-entry.xml parses into its address record."""
-    email = atom.parse_entry(fixture("settings-emailaddress-entry.xml"))
+    email = parse_entry(fixture("settings-emailaddress-entry.xml"))
     assert email == AccountEmail(
         id="1",
         email="joesflowers@example.com",
@@ -428,7 +465,7 @@ def test_settings_entry_is_an_account_email() -> None:
 def test_an_entry_with_another_payload_is_a_generic_entry() -> None:
     """A payload without a record of its own keeps its values and links."""
     text = fixture("settings-emailaddress-entry.xml").replace(b"Email ", b"Image ")
-    image = atom.parse_entry(text.replace(b"</Email>", b"</Image>"))
+    image = parse_entry(text.replace(b"</Email>", b"</Image>"))
     assert isinstance(image, GenericEntry)
     assert image.kind == "Image"
     assert image.values == {
@@ -461,7 +498,7 @@ def test_an_entry_with_another_payload_is_a_generic_entry() -> None:
 )
 def test_service_documents_parse(name: str, title: str, hrefs: list[str]) -> None:
     """The app-namespace documents with atom:-prefixed titles."""
-    service = atom.parse_service_document(fixture(name))
+    service = parse_service_document(fixture(name))
     assert service.title == title
     assert [c.href for c in service.collections] == hrefs
     if name == "service-document.xml":
@@ -474,7 +511,7 @@ def test_service_documents_parse(name: str, title: str, hrefs: list[str]) -> Non
 
 def test_contact_create_request_parses() -> None:
     """requests/contact-create.xml: fields, the (bogus) list URI as sent, the opt-in source."""
-    assert atom.parse_contact_entry(fixture("requests/contact-create.xml")) == ContactInput(
+    assert parse_contact_entry(fixture("requests/contact-create.xml")) == ContactInput(
         fields={"EmailAddress": "test_100@example.com", "FirstName": "First", "LastName": "Last"},
         list_uris=("http://api.constantcontact.com/ws/customers/geeksquad/joesflowers/lists/1",),
         opt_in_source="ACTION_BY_CONTACT",
@@ -500,7 +537,7 @@ def test_every_fixture_is_checked() -> None:
 def test_malformed_fixtures_raise_xml_error(path: Path) -> None:
     """Junk after the root, raw '&', a space in xmlns, scraped markup: XmlError, no crash."""
     with pytest.raises(XmlError):
-        atom.parse_xml(path.read_bytes())
+        parse_xml(path.read_bytes())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,7 +584,7 @@ def identities(root: Any) -> list[tuple[str, str]]:
             found.append(("id", el.text.strip()))
         elif name == "link" and rel == "edit":
             found.append(("edit", el.get("href")))
-        elif name == "link" and rel == "self" and el.getparent().tag.startswith("{" + atom.CTCT_NS):
+        elif name == "link" and rel == "self" and el.getparent().tag.startswith("{" + CTCT_NS):
             found.append(("self", el.get("href")))
         elif el.get("id"):
             found.append((name, "".join(el.get("id").split())))
@@ -556,13 +593,13 @@ def identities(root: Any) -> list[tuple[str, str]]:
 
 def source_meta(entry_xml: bytes, base: Base) -> FeedMeta:
     """The FeedMeta of an entry's <source> in a fixture."""
-    source = atom.parse_xml(entry_xml).find(f"{{{atom.ATOM_NS}}}source")
-    feed_id = source.findtext(f"{{{atom.ATOM_NS}}}id")
+    source = parse_xml(entry_xml).find(f"{{{ATOM_NS}}}source")
+    feed_id = source.findtext(f"{{{ATOM_NS}}}id")
     return FeedMeta(
         id_path=feed_id.removeprefix(base.id()),
-        title=source.findtext(f"{{{atom.ATOM_NS}}}title"),
-        updated=atom.parse_time(source.findtext(f"{{{atom.ATOM_NS}}}updated")),
-        author=source.findtext(f"{{{atom.ATOM_NS}}}author/{{{atom.ATOM_NS}}}name"),
+        title=source.findtext(f"{{{ATOM_NS}}}title"),
+        updated=parse_time(source.findtext(f"{{{ATOM_NS}}}updated")),
+        author=source.findtext(f"{{{ATOM_NS}}}author/{{{ATOM_NS}}}name"),
         next_href=None,
         first_href="unused",
         current_href="unused",
@@ -583,24 +620,24 @@ def feed_meta(feed: Feed, base: Base) -> FeedMeta:
     )
 
 
-def rebuild_feed(name: str, username: str, view: atom.ContactView = "summary") -> bytes:
+def rebuild_feed(name: str, username: str, view: ContactView = "summary") -> bytes:
     """Render a fixture feed again from the records it parses into."""
     feed = feed_of(name)
     base = Base(LEGACY, username)
-    parts = [atom.feed_head(base, feed_meta(feed, base))]
+    parts = [feed_head(base, feed_meta(feed, base))]
     for entry in feed.entries:
         if isinstance(entry, ContactList):
-            parts.append(atom.list_entry(base, entry))
+            parts.append(list_entry(base, entry))
         elif isinstance(entry, ContactListMember):
-            parts.append(atom.member_entry(base, entry))
+            parts.append(member_entry(base, entry))
         elif isinstance(entry, Contact):
-            parts.append(atom.contact_entry(base, entry, view=view))
+            parts.append(contact_entry(base, entry, view=view))
         elif isinstance(entry, Activity):
-            parts.append(atom.activity_entry(base, entry))
+            parts.append(activity_entry(base, entry))
         else:  # pragma: no cover - only called on feeds of our records
             raise AssertionError(entry)
-    parts.append(atom.feed_tail())
-    return atom.document("".join(parts))
+    parts.append(feed_tail())
+    return document("".join(parts))
 
 
 @pytest.mark.parametrize(
@@ -613,15 +650,15 @@ def rebuild_feed(name: str, username: str, view: atom.ContactView = "summary") -
     ],
 )
 def test_built_feeds_have_the_shape_of_the_samples(
-    name: str, username: str, view: atom.ContactView
+    name: str, username: str, view: ContactView
 ) -> None:
     """Same data in, same namespaces, elements, order, attributes, link rels and time format
     out; the same ids and links; and the same records back."""
     built = rebuild_feed(name, username, view)
-    ours, theirs = atom.parse_xml(built), atom.parse_xml(fixture(name))
+    ours, theirs = parse_xml(built), parse_xml(fixture(name))
     assert shape(ours) == shape(theirs)
     assert identities(ours) == identities(theirs)
-    assert atom.parse_feed(built).entries == feed_of(name).entries
+    assert parse_feed(built).entries == feed_of(name).entries
 
 
 def test_built_list_entry_has_the_shape_of_the_sample() -> None:
@@ -629,17 +666,17 @@ def test_built_list_entry_has_the_shape_of_the_sample() -> None:
     entries (the documented quirk repaired)."""
     data = fixture("list-entry.xml")
     base = Base(LEGACY, "recordkick")
-    lst = atom.parse_entry(data)
+    lst = parse_entry(data)
     assert isinstance(lst, ContactList)
-    built = atom.document(atom.list_entry(base, lst, source=source_meta(data, base)))
+    built = document(list_entry(base, lst, source=source_meta(data, base)))
     repaired = data.replace(
         b"<ContactList>",
-        f'<ContactList xmlns="{atom.CTCT_NS}" id="{base.id("lists/1")}">'.encode(),
+        f'<ContactList xmlns="{CTCT_NS}" id="{base.id("lists/1")}">'.encode(),
     )
-    ours, theirs = atom.parse_xml(built), atom.parse_xml(repaired)
+    ours, theirs = parse_xml(built), parse_xml(repaired)
     assert shape(ours) == shape(theirs)
     assert identities(ours) == identities(theirs)
-    assert atom.parse_entry(built) == lst
+    assert parse_entry(built) == lst
 
 
 def test_built_full_contact_has_the_shape_of_the_sample() -> None:
@@ -647,32 +684,30 @@ def test_built_full_contact_has_the_shape_of_the_sample() -> None:
     the source."""
     data = fixture("contact-full.xml")
     base = Base(LEGACY, "joesflowers")
-    contact = atom.parse_entry(data)
+    contact = parse_entry(data)
     assert isinstance(contact, Contact)
-    built = atom.document(
-        atom.contact_entry(base, contact, view="full", source=source_meta(data, base))
-    )
-    ours, theirs = atom.parse_xml(built), atom.parse_xml(data)
+    built = document(contact_entry(base, contact, view="full", source=source_meta(data, base)))
+    ours, theirs = parse_xml(built), parse_xml(data)
     assert shape(ours) == shape(theirs)
     assert identities(ours) == identities(theirs)
-    assert atom.parse_entry(built) == contact
+    assert parse_entry(built) == contact
 
 
 def test_built_activity_entry_has_the_shape_of_the_sample() -> None:
     """activity-entry.xml plus the edit link that activities-feed.xml entries carry."""
     data = fixture("activity-entry.xml")
     base = Base(LEGACY, "joesflowers")
-    activity = atom.parse_entry(data)
+    activity = parse_entry(data)
     assert isinstance(activity, Activity)
-    built = atom.document(atom.activity_entry(base, activity, source=source_meta(data, base)))
-    theirs_root = atom.parse_xml(data)
-    edit = etree.Element(f"{{{atom.ATOM_NS}}}link", href=base.href(f"activities/{activity.id}"))
+    built = document(activity_entry(base, activity, source=source_meta(data, base)))
+    theirs_root = parse_xml(data)
+    edit = etree.Element(f"{{{ATOM_NS}}}link", href=base.href(f"activities/{activity.id}"))
     edit.set("rel", "edit")
     theirs_root.insert(0, edit)
-    ours = atom.parse_xml(built)
+    ours = parse_xml(built)
     assert shape(ours) == shape(theirs_root)
     assert identities(ours) == identities(theirs_root)
-    assert atom.parse_entry(built) == activity
+    assert parse_entry(built) == activity
 
 
 def test_built_activity_in_a_feed_has_the_shape_of_the_sample() -> None:
@@ -681,36 +716,36 @@ def test_built_activity_in_a_feed_has_the_shape_of_the_sample() -> None:
     base = Base(LEGACY, "joesflowers")
     (activity,) = feed.entries
     assert isinstance(activity, Activity)
-    ours = atom.parse_xml(atom.activity_entry(base, activity).encode())
-    theirs = atom.parse_xml(fixture("activities-feed.xml")).find(f"{{{atom.ATOM_NS}}}entry")
+    ours = parse_xml(activity_entry(base, activity).encode())
+    theirs = parse_xml(fixture("activities-feed.xml")).find(f"{{{ATOM_NS}}}entry")
     assert shape(ours) == shape(theirs)
     assert identities(ours) == identities(theirs)
 
 
 def test_service_document_has_the_shape_of_the_sample() -> None:
     """The two documented collections in the documented shape, then our Contacts collection."""
-    ours = atom.parse_xml(atom.service_document(Base(LEGACY, "joesflowers")))
-    theirs = atom.parse_xml(fixture("service-document.xml"))
+    ours = parse_xml(service_document(Base(LEGACY, "joesflowers")))
+    theirs = parse_xml(fixture("service-document.xml"))
     workspace = ours[0]
     extra = workspace[-1]
     assert extra.get("href") == "/ws/customers/joesflowers/contacts"
     workspace.remove(extra)
     assert shape(ours) == shape(theirs)
-    assert [c.get("href") for c in ours.iter(f"{{{atom.APP_NS}}}collection")] == [
-        c.get("href") for c in theirs.iter(f"{{{atom.APP_NS}}}collection")
+    assert [c.get("href") for c in ours.iter(f"{{{APP_NS}}}collection")] == [
+        c.get("href") for c in theirs.iter(f"{{{APP_NS}}}collection")
     ]
     assert etree.tostring(ours).count(b"Contact Lists") == 1
 
 
 def test_shape_helper_notices_differences() -> None:
     """The comparison is not vacuous: order, namespace, rel and time format all count."""
-    base = [f'<e xmlns="{atom.ATOM_NS}"><a rel="x"/><b>2009-11-20T20:41:19.243Z</b></e>']
+    base = [f'<e xmlns="{ATOM_NS}"><a rel="x"/><b>2009-11-20T20:41:19.243Z</b></e>']
     variants = [
-        f'<e xmlns="{atom.ATOM_NS}"><b>2009-11-20T20:41:19.243Z</b><a rel="x"/></e>',
-        f'<e xmlns="{atom.CTCT_NS}"><a rel="x"/><b>2009-11-20T20:41:19.243Z</b></e>',
-        f'<e xmlns="{atom.ATOM_NS}"><a rel="y"/><b>2009-11-20T20:41:19.243Z</b></e>',
-        f'<e xmlns="{atom.ATOM_NS}"><a rel="x"/><b>2009-11-20T20:41:19Z</b></e>',
-        f'<e xmlns="{atom.ATOM_NS}"><a rel="x" href=""/><b>2009-11-20T20:41:19.243Z</b></e>',
+        f'<e xmlns="{ATOM_NS}"><b>2009-11-20T20:41:19.243Z</b><a rel="x"/></e>',
+        f'<e xmlns="{CTCT_NS}"><a rel="x"/><b>2009-11-20T20:41:19.243Z</b></e>',
+        f'<e xmlns="{ATOM_NS}"><a rel="y"/><b>2009-11-20T20:41:19.243Z</b></e>',
+        f'<e xmlns="{ATOM_NS}"><a rel="x"/><b>2009-11-20T20:41:19Z</b></e>',
+        f'<e xmlns="{ATOM_NS}"><a rel="x" href=""/><b>2009-11-20T20:41:19.243Z</b></e>',
     ]
     reference = shape(etree.fromstring(base[0]))
     for variant in variants:
@@ -746,9 +781,9 @@ def test_feed_head_orders_links_and_omits_next_on_the_last_page() -> None:
         "/ws/customers/joe/contacts",
         "/ws/customers/joe/contacts?email=a%40x&email=b%40y",
     )
-    head = atom.feed_head(BASE, meta)
+    head = feed_head(BASE, meta)
     assert "?next=a&amp;b" in head
-    feed = atom.parse_feed(atom.document(head + atom.feed_tail()))
+    feed = parse_feed(document(head + feed_tail()))
     assert [(link.rel, link.href) for link in feed.links] == [
         ("alternate", "http://127.0.0.1:8080/ws/customers/joe/contacts"),
         ("self", "http://127.0.0.1:8080/ws/customers/joe/contacts"),
@@ -761,13 +796,13 @@ def test_feed_head_orders_links_and_omits_next_on_the_last_page() -> None:
         "joe",
         [],
     )
-    last = atom.feed_head(BASE, attrs.evolve(meta, next_href=None))
+    last = feed_head(BASE, attrs.evolve(meta, next_href=None))
     assert 'rel="next"' not in last
 
 
 def test_document_prepends_the_declaration() -> None:
     """UTF-8 bytes with the single-quoted declaration of the samples."""
-    assert atom.document("<a>é</a>") == "<?xml version='1.0' encoding='UTF-8'?>\n<a>é</a>".encode()
+    assert document("<a>é</a>") == "<?xml version='1.0' encoding='UTF-8'?>\n<a>é</a>".encode()
 
 
 def test_system_lists_render_only_their_names() -> None:
@@ -780,7 +815,7 @@ def test_system_lists_render_only_their_names() -> None:
         opt_in_default=True,
         sort_order=3,
     )
-    payload = atom.parse_xml(atom.list_entry(BASE, lst).encode()).find(".//{*}ContactList")
+    payload = parse_xml(list_entry(BASE, lst).encode()).find(".//{*}ContactList")
     assert [etree.QName(child).localname for child in payload] == ["Name", "ShortName"]
 
 
@@ -789,7 +824,7 @@ def test_activity_errors_element_is_always_present_and_run_times_wait() -> None:
     queued = Activity(
         id="a07e1abcdefghijklmn", type="SV_ADD", status="QUEUED", insert_time=NOW, updated=NOW
     )
-    payload = atom.parse_xml(atom.activity_entry(BASE, queued).encode()).find(".//{*}Activity")
+    payload = parse_xml(activity_entry(BASE, queued).encode()).find(".//{*}Activity")
     assert [etree.QName(child).localname for child in payload] == [
         "Type",
         "Status",
@@ -803,8 +838,8 @@ def test_activity_errors_element_is_always_present_and_run_times_wait() -> None:
 def test_member_entry_edit_link_is_under_the_list_and_id_is_the_contact() -> None:
     """/lists/{id}/members/{cid} for edit, /contacts/{cid} for ids."""
     member = ContactListMember(contact_id="812", email="p@x.org", name="", list_id="7", updated=NOW)
-    entry = atom.parse_xml(atom.member_entry(BASE, member).encode())
-    assert atom.links_of(entry) == {"edit": "/ws/customers/joe/lists/7/members/812"}
+    entry = parse_xml(member_entry(BASE, member).encode())
+    assert links_of(entry) == {"edit": "/ws/customers/joe/lists/7/members/812"}
     assert entry.findtext("{*}id") == "http://127.0.0.1:8080/ws/customers/joe/contacts/812"
     assert entry.findtext("{*}title") == "Contact: p@x.org"
 
@@ -842,9 +877,7 @@ def test_member_entry_edit_link_is_under_the_list_and_id_is_the_contact() -> Non
         ),
     ],
 )
-def test_contact_views_list_their_elements_in_order(
-    view: atom.ContactView, elements: list[str]
-) -> None:
+def test_contact_views_list_their_elements_in_order(view: ContactView, elements: list[str]) -> None:
     """Each view writes exactly its elements, in the samples' order."""
     contact = Contact(
         id="5",
@@ -860,7 +893,7 @@ def test_contact_views_list_their_elements_in_order(
         insert_time=NOW,
         last_update_time=NOW,
     )
-    payload = atom.parse_xml(atom.contact_entry(BASE, contact, view=view).encode())
+    payload = parse_xml(contact_entry(BASE, contact, view=view).encode())
     names = [etree.QName(c).localname for c in payload.find(".//{*}Contact")]
     assert names == elements
 
@@ -869,15 +902,15 @@ def test_contact_entry_rejects_an_unknown_view() -> None:
     """A typo in the view is a programming error, not a silent default."""
     contact = Contact(id="5", status="Active", updated=NOW)
     with pytest.raises(ValueError, match="view"):
-        atom.contact_entry(BASE, contact, view="brief")  # type: ignore[arg-type]
+        contact_entry(BASE, contact, view="brief")  # type: ignore[arg-type]
 
 
 def test_builders_strip_characters_xml_cannot_carry() -> None:
     """NUL, other C0 controls, lone surrogates and U+FFFE vanish; tab, LF, CR survive."""
     lst = ContactList(id="9", name="a\x00b\x1bc\ud800d\ufffe\te\r\nf", short_name="x", updated=NOW)
-    back = atom.list_from_entry(atom.parse_xml(atom.document(atom.list_entry(BASE, lst))))
+    back = list_from_entry(parse_xml(document(list_entry(BASE, lst))))
     assert back.name == "abcd\te\r\nf"
-    assert atom.strip_illegal_xml_chars("\x00ok\x08\x0b\x0c\x0e\x1f\ud83d") == "ok"
+    assert strip_illegal_xml_chars("\x00ok\x08\x0b\x0c\x0e\x1f\ud83d") == "ok"
 
 
 def test_a_page_of_full_contacts_renders_well_under_a_millisecond_per_entry() -> None:
@@ -896,14 +929,14 @@ def test_a_page_of_full_contacts_renders_well_under_a_millisecond_per_entry() ->
     best = float("inf")
     for _ in range(5):
         started = time.perf_counter()
-        page = atom.document(
-            atom.feed_head(BASE, meta)
-            + "".join(atom.contact_entry(BASE, contact, view="full") for _ in range(50))
-            + atom.feed_tail()
+        page = document(
+            feed_head(BASE, meta)
+            + "".join(contact_entry(BASE, contact, view="full") for _ in range(50))
+            + feed_tail()
         )
         best = min(best, time.perf_counter() - started)
     assert best / 50 < 0.001
-    assert len(atom.parse_feed(page).entries) == 50
+    assert len(parse_feed(page).entries) == 50
 
 
 # ---------------------------------------------------------------------------------------------
@@ -912,10 +945,10 @@ def test_a_page_of_full_contacts_renders_well_under_a_millisecond_per_entry() ->
 
 
 def list_request(payload: str, *, namespace: bool = True) -> bytes:
-    xmlns = f' xmlns="{atom.CTCT_NS}"' if namespace else ""
+    xmlns = f' xmlns="{CTCT_NS}"' if namespace else ""
     return (
-        f'<entry xmlns="{atom.ATOM_NS}"><id>data:,</id><title/><author/>'
-        f'<updated>2010-03-02</updated><content type="{atom.CTCT_MEDIA_TYPE}">'
+        f'<entry xmlns="{ATOM_NS}"><id>data:,</id><title/><author/>'
+        f'<updated>2010-03-02</updated><content type="{CTCT_MEDIA_TYPE}">'
         f"<ContactList{xmlns}>{payload}</ContactList></content></entry>"
     ).encode()
 
@@ -925,14 +958,14 @@ def test_list_request_from_the_spec_parses() -> None:
     body = list_request(
         "<OptInDefault>false</OptInDefault><Name>Spring Promotions</Name><SortOrder>99</SortOrder>"
     )
-    assert atom.parse_list_entry(body) == ListInput(
+    assert parse_list_entry(body) == ListInput(
         name="Spring Promotions", opt_in_default=False, sort_order=99
     )
 
 
 def test_list_entry_fixture_parses_as_a_put_body() -> None:
     """list-entry.xml (payload without namespace, with <source>) as a PUT body."""
-    assert atom.parse_list_entry(fixture("list-entry.xml")) == ListInput(
+    assert parse_list_entry(fixture("list-entry.xml")) == ListInput(
         name="General Interest", opt_in_default=True, sort_order=1, display_on_signup=True
     )
 
@@ -961,14 +994,14 @@ def test_list_booleans_accept_yes_no_true_false_in_any_case(
     body = list_request(
         f"<Name>n</Name><DisplayOnSignup>{text}</DisplayOnSignup><OptInDefault>{text}</OptInDefault>"
     )
-    parsed = atom.parse_list_entry(body)
+    parsed = parse_list_entry(body)
     assert (parsed.display_on_signup, parsed.opt_in_default) == (expected, expected)
 
 
 def test_list_request_with_nothing_gives_nothing() -> None:
     """Absent or empty elements are None; the name is trimmed."""
-    assert atom.parse_list_entry(list_request("<Name>\n  </Name><SortOrder/>")) == ListInput()
-    assert atom.parse_list_entry(list_request("<Name> x </Name>", namespace=False)).name == "x"
+    assert parse_list_entry(list_request("<Name>\n  </Name><SortOrder/>")) == ListInput()
+    assert parse_list_entry(list_request("<Name> x </Name>", namespace=False)).name == "x"
 
 
 @pytest.mark.parametrize(
@@ -986,18 +1019,18 @@ def test_list_request_with_nothing_gives_nothing() -> None:
 def test_list_request_with_a_bad_value_is_an_xml_error(payload: str) -> None:
     """Invalid booleans and integers are rejected, not guessed."""
     with pytest.raises(XmlError):
-        atom.parse_list_entry(list_request(payload))
+        parse_list_entry(list_request(payload))
 
 
 def test_list_request_tolerates_prefixes_crlf_and_attribute_line_breaks() -> None:
     """atom: and c: prefixes, CRLF line ends, a wrapped id attribute, no declaration."""
     body = (
-        f'<a:entry xmlns:a="{atom.ATOM_NS}">\r\n<a:content type="x">\r\n'
-        f'<c:ContactList xmlns:c="{atom.CTCT_NS}"\r\n id="http://x/ws/customers/j/\r\nlists/1">'
+        f'<a:entry xmlns:a="{ATOM_NS}">\r\n<a:content type="x">\r\n'
+        f'<c:ContactList xmlns:c="{CTCT_NS}"\r\n id="http://x/ws/customers/j/\r\nlists/1">'
         "\r\n<c:Name>Clients</c:Name>\r\n<c:SortOrder> 7 </c:SortOrder>\r\n"
         "</c:ContactList></a:content></a:entry>\r\n"
     ).encode()
-    assert atom.parse_list_entry(body) == ListInput(name="Clients", sort_order=7)
+    assert parse_list_entry(body) == ListInput(name="Clients", sort_order=7)
 
 
 @pytest.mark.parametrize(
@@ -1014,14 +1047,14 @@ def test_list_request_tolerates_prefixes_crlf_and_attribute_line_breaks() -> Non
 def test_list_request_that_is_not_a_list_entry_is_an_xml_error(body: bytes) -> None:
     """Wrong root, missing payload, another payload, truncated, empty."""
     with pytest.raises(XmlError):
-        atom.parse_list_entry(body)
+        parse_list_entry(body)
 
 
 def contact_request(payload: str) -> bytes:
     return (
-        f'<entry xmlns="{atom.ATOM_NS}"><title type="text"> </title>'
+        f'<entry xmlns="{ATOM_NS}"><title type="text"> </title>'
         "<updated>2008-07-23T14:21:06.407Z</updated><author></author><id>data:,none</id>"
-        f'<content type="{atom.CTCT_MEDIA_TYPE}"><Contact xmlns="{atom.CTCT_NS}">'
+        f'<content type="{CTCT_MEDIA_TYPE}"><Contact xmlns="{CTCT_NS}">'
         f"{payload}</Contact></content></entry>"
     ).encode()
 
@@ -1029,7 +1062,7 @@ def contact_request(payload: str) -> bytes:
 def test_a_get_body_put_back_parses_as_a_contact_request() -> None:
     """contact-full.xml as a PUT body: non-empty writable fields and the list URI; read-only
     elements, the source and the links are ignored."""
-    parsed = atom.parse_contact_entry(fixture("contact-full.xml"))
+    parsed = parse_contact_entry(fixture("contact-full.xml"))
     assert parsed == ContactInput(
         fields={
             "EmailAddress": "joe@example.com",
@@ -1053,18 +1086,15 @@ def test_contact_request_lists_absent_empty_or_given() -> None:
     """None without ContactLists, () when empty, URIs in order otherwise (self link as
     fallback for a missing id)."""
     assert (
-        atom.parse_contact_entry(contact_request("<EmailAddress>a@b.c</EmailAddress>")).list_uris
-        is None
+        parse_contact_entry(contact_request("<EmailAddress>a@b.c</EmailAddress>")).list_uris is None
     )
-    assert (
-        atom.parse_contact_entry(contact_request("<ContactLists></ContactLists>")).list_uris == ()
-    )
+    assert parse_contact_entry(contact_request("<ContactLists></ContactLists>")).list_uris == ()
     given = contact_request(
         '<ContactLists><ContactList id="http://x/ws/customers/j/lists/2"/>'
-        f'<ContactList><link xmlns="{atom.ATOM_NS}" href="/ws/customers/j/lists/5" rel="self"/>'
+        f'<ContactList><link xmlns="{ATOM_NS}" href="/ws/customers/j/lists/5" rel="self"/>'
         "</ContactList></ContactLists>"
     )
-    assert atom.parse_contact_entry(given).list_uris == (
+    assert parse_contact_entry(given).list_uris == (
         "http://x/ws/customers/j/lists/2",
         "/ws/customers/j/lists/5",
     )
@@ -1077,7 +1107,7 @@ def test_contact_request_empty_means_not_given_and_values_are_trimmed() -> None:
         "<LastName>  </LastName><Confirmed>true</Confirmed><InsertTime>x</InsertTime>"
         "<Whatever>y</Whatever><OptInSource> ACTION_BY_CONTACT </OptInSource><Note>a &amp; b</Note>"
     )
-    assert atom.parse_contact_entry(body) == ContactInput(
+    assert parse_contact_entry(body) == ContactInput(
         fields={"EmailAddress": "a@b.c", "Note": "a & b"}, opt_in_source="ACTION_BY_CONTACT"
     )
 
@@ -1095,7 +1125,7 @@ def test_contact_request_empty_means_not_given_and_values_are_trimmed() -> None:
 def test_contact_request_that_is_not_a_contact_entry_is_an_xml_error(body: bytes) -> None:
     """A list entry, a feed, a list without id, mismatched tags, a bare payload."""
     with pytest.raises(XmlError):
-        atom.parse_contact_entry(body)
+        parse_contact_entry(body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1105,48 +1135,48 @@ def test_contact_request_that_is_not_a_contact_entry_is_an_xml_error(body: bytes
 
 def test_member_without_edit_link_takes_the_list_id_given() -> None:
     """The decoder of /lists/7/members knows the list even when the entry does not say."""
-    entry = atom.parse_xml(
-        f'<entry xmlns="{atom.ATOM_NS}"><id>http://x/ws/customers/j/contacts/3</id>'
+    entry = parse_xml(
+        f'<entry xmlns="{ATOM_NS}"><id>http://x/ws/customers/j/contacts/3</id>'
         "<updated>2009-07-09T20:56:20.868Z</updated><content>"
-        f'<ContactListMember xmlns="{atom.CTCT_NS}"><EmailAddress>a@b.c</EmailAddress>'
+        f'<ContactListMember xmlns="{CTCT_NS}"><EmailAddress>a@b.c</EmailAddress>'
         "</ContactListMember></content></entry>".encode()
     )
-    assert atom.member_from_entry(entry, list_id="7").list_id == "7"
-    assert atom.record_from_entry(entry, list_id="7") == atom.member_from_entry(entry, list_id="7")
+    assert member_from_entry(entry, list_id="7").list_id == "7"
+    assert record_from_entry(entry, list_id="7") == member_from_entry(entry, list_id="7")
     with pytest.raises(XmlError, match="list id"):
-        atom.member_from_entry(entry)
+        member_from_entry(entry)
 
 
 @pytest.mark.parametrize(
     ("function", "entry"),
     [
-        (atom.list_from_entry, "<id>x/lists/1</id><updated>2009-01-01</updated><content/>"),
+        (list_from_entry, "<id>x/lists/1</id><updated>2009-01-01</updated><content/>"),
         (
-            atom.list_from_entry,
+            list_from_entry,
             "<id>x/lists/1</id><content><ContactList><Name>n</Name></ContactList></content>",
         ),
         (
-            atom.list_from_entry,
+            list_from_entry,
             "<id>data:,</id><updated>2009-01-01</updated>"
             "<content><ContactList><Name>n</Name></ContactList></content>",
         ),
         (
-            atom.contact_from_entry,
+            contact_from_entry,
             "<id>x/contacts/1</id><updated>2009-01-01</updated>"
             "<content><Contact><Confirmed>perhaps</Confirmed></Contact></content>",
         ),
         (
-            atom.contact_from_entry,
+            contact_from_entry,
             "<id>x/contacts/1</id><updated>2009-01-01</updated>"
             "<content><Contact><InsertTime>yesterday</InsertTime></Contact></content>",
         ),
         (
-            atom.activity_from_entry,
+            activity_from_entry,
             "<id>x/activities/a1</id><updated>2009-01-01</updated>"
             "<content><Activity><Type>SV_ADD</Type></Activity></content>",
         ),
         (
-            atom.activity_from_entry,
+            activity_from_entry,
             "<id>x/activities/a1</id><updated>2009-01-01</updated><content><Activity>"
             "<InsertTime>2009-01-01</InsertTime><TransactionCount>many</TransactionCount>"
             "</Activity></content>",
@@ -1156,25 +1186,25 @@ def test_member_without_edit_link_takes_the_list_id_given() -> None:
 def test_server_entries_missing_essentials_are_xml_errors(function: Any, entry: str) -> None:
     """No payload, no updated, no resource id, bad boolean/time/integer, no InsertTime."""
     with pytest.raises(XmlError):
-        function(atom.parse_xml(f'<entry xmlns="{atom.ATOM_NS}">{entry}</entry>'.encode()))
+        function(parse_xml(f'<entry xmlns="{ATOM_NS}">{entry}</entry>'.encode()))
 
 
 def test_element_parsers_refuse_a_non_entry() -> None:
     """Handing a feed to an entry parser is a protocol error."""
     with pytest.raises(XmlError, match="entry"):
-        atom.list_from_entry(atom.parse_xml(fixture("lists-feed.xml")))
+        list_from_entry(parse_xml(fixture("lists-feed.xml")))
 
 
 def test_links_of_reads_direct_links_in_any_form() -> None:
     """End tags, missing rel (alternate), first wins, relative hrefs kept as written."""
-    root = atom.parse_xml(fixture("campaigns-feed.xml"))
-    assert atom.links_of(root) == {
+    root = parse_xml(fixture("campaigns-feed.xml"))
+    assert links_of(root) == {
         "alternate": "campaigns",
         "self": "campaigns",
         "current": "/ws/customers/joesflowers/campaigns",
         "first": "/ws/customers/joesflowers/campaigns",
     }
-    assert atom.links_of(atom.parse_xml(fixture("lists-feed-with-contact-count.xml")))["self"] == ""
+    assert links_of(parse_xml(fixture("lists-feed-with-contact-count.xml")))["self"] == ""
 
 
 @pytest.mark.parametrize(
@@ -1201,7 +1231,7 @@ def test_links_of_reads_direct_links_in_any_form() -> None:
 def test_resolve_href_handles_every_href_form(href: str, expected: str | None) -> None:
     """Absolute, root-relative, document-relative, line-wrapped, empty."""
     url = "https://api.constantcontact.com/ws/customers/joe/lists?next=2"
-    assert atom.resolve_href(url, href) == expected
+    assert resolve_href(url, href) == expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1227,7 +1257,7 @@ def test_resolve_href_handles_every_href_form(href: str, expected: str | None) -
 )
 def test_parse_time_accepts_the_forms_seen(text: str, expected: datetime) -> None:
     """Full form, no millis, offsets, no zone, bare dates; always aware UTC."""
-    parsed = atom.parse_time(text)
+    parsed = parse_time(text)
     assert parsed == expected
     assert parsed.tzinfo is UTC
 
@@ -1252,17 +1282,17 @@ def test_parse_time_accepts_the_forms_seen(text: str, expected: datetime) -> Non
 def test_parse_time_rejects_everything_else(text: str) -> None:
     """ValueError, never a wrong date."""
     with pytest.raises(ValueError):  # noqa: PT011 - the documented contract
-        atom.parse_time(text)
+        parse_time(text)
 
 
 def test_format_time_is_utc_milliseconds_z() -> None:
     """Offsets are converted, microseconds truncated, naive taken as UTC."""
     east = timezone(timedelta(hours=5, minutes=30))
-    assert atom.format_time(datetime(2009, 11, 21, 2, 11, 19, 243999, tzinfo=east)) == (
+    assert format_time(datetime(2009, 11, 21, 2, 11, 19, 243999, tzinfo=east)) == (
         "2009-11-20T20:41:19.243Z"
     )
-    assert atom.format_time(datetime(2009, 11, 20, 20, 41, 19)) == "2009-11-20T20:41:19.000Z"
-    assert atom.format_time(datetime(987, 1, 2, tzinfo=UTC)) == "0987-01-02T00:00:00.000Z"
+    assert format_time(datetime(2009, 11, 20, 20, 41, 19)) == "2009-11-20T20:41:19.000Z"
+    assert format_time(datetime(987, 1, 2, tzinfo=UTC)) == "0987-01-02T00:00:00.000Z"
 
 
 # -- the per-entry fast paths agree with the general ones -------------------------------------
@@ -1287,7 +1317,7 @@ def _uris(draw: st.DrawFn) -> str:
 @settings(max_examples=2000)
 def test_ids_read_by_prefix_match_resource_id_from_uri(uri: str, collection: str) -> None:
     """The per-prefix shortcut gives what urlsplit-based parsing gives, errors included."""
-    uri = atom._squeeze(uri)
+    uri = _squeeze(uri)
 
     def outcome(parse: Callable[[str, str], str | None]) -> object:
         try:
@@ -1295,27 +1325,27 @@ def test_ids_read_by_prefix_match_resource_id_from_uri(uri: str, collection: str
         except ValueError as exc:  # urlsplit's (a malformed IPv6 host)
             return str(exc)
 
-    assert outcome(atom._resource_id) == outcome(resource_id_from_uri)
-    assert outcome(atom._resource_id) == outcome(resource_id_from_uri)  # cached prefix now
+    assert outcome(_resource_id) == outcome(resource_id_from_uri)
+    assert outcome(_resource_id) == outcome(resource_id_from_uri)  # cached prefix now
 
 
 @given(_uris())
 @settings(max_examples=2000)
 def test_member_list_ids_read_by_prefix_match_the_edit_link_pattern(edit: str) -> None:
     """The per-prefix shortcut finds the list id the edit-link regex finds."""
-    edit = atom._squeeze(edit)
-    match = atom._MEMBER_EDIT_RE.search(edit)
+    edit = _squeeze(edit)
+    match = _MEMBER_EDIT_RE.search(edit)
     expected = None if match is None else match.group(1)
-    assert atom._member_list_id(edit) == expected
-    assert atom._member_list_id(edit) == expected  # cached prefix now
+    assert _member_list_id(edit) == expected
+    assert _member_list_id(edit) == expected  # cached prefix now
 
 
 @given(st.datetimes(timezones=st.just(UTC)))
 def test_wire_timestamps_read_the_same_on_the_fast_path(moment: datetime) -> None:
     """format_time's form is read by fromisoformat; padded, it takes the general path."""
-    text = atom.format_time(moment)
-    fast = atom.parse_time(text)
-    assert fast == atom.parse_time(f" {text} ")
+    text = format_time(moment)
+    fast = parse_time(text)
+    assert fast == parse_time(f" {text} ")
     assert fast.tzinfo is UTC
     assert fast == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
@@ -1327,26 +1357,26 @@ def test_wire_timestamps_read_the_same_on_the_fast_path(moment: datetime) -> Non
 def test_impossible_wire_timestamps_are_refused_on_the_fast_path_too(text: str) -> None:
     """Canonical in form but not a moment: ValueError, as on the general path."""
     with pytest.raises(ValueError):  # noqa: PT011 - the documented contract
-        atom.parse_time(text)
+        parse_time(text)
 
 
 def test_the_local_name_cache_stays_bounded() -> None:
     """Any number of distinct tags, and very long ones, read right and cannot grow the
     tag -> local-name cache."""
-    names = [f"x{i}" for i in range(atom._LOCAL_NAMES_MAX + 10)] + ["y" * 3000]
+    names = [f"x{i}" for i in range(_LOCAL_NAMES_MAX + 10)] + ["y" * 3000]
     children = "".join(f"<{name}>v</{name}>" for name in names)
-    xml = f'<entry xmlns="{atom.ATOM_NS}"><content><Other>{children}</Other></content></entry>'
-    record = atom.record_from_entry(etree.fromstring(xml))
+    xml = f'<entry xmlns="{ATOM_NS}"><content><Other>{children}</Other></content></entry>'
+    record = record_from_entry(etree.fromstring(xml))
     assert isinstance(record, GenericEntry)
     assert record.values == dict.fromkeys(names, "v")
-    assert len(atom.LOCAL_NAMES) <= atom._LOCAL_NAMES_MAX
-    assert all(len(tag) <= atom._CACHED_KEY_MAX for tag in atom.LOCAL_NAMES if isinstance(tag, str))
+    assert len(LOCAL_NAMES) <= _LOCAL_NAMES_MAX
+    assert all(len(tag) <= _CACHED_KEY_MAX for tag in LOCAL_NAMES if isinstance(tag, str))
 
 
 def test_an_entry_read_twice_gives_the_same_record_once_its_tags_are_cached() -> None:
     """Prefixed, unprefixed and foreign-namespace children read the same on a cache hit."""
     xml = (
-        f'<a:entry xmlns:a="{atom.ATOM_NS}" xmlns:x="urn:x">'
+        f'<a:entry xmlns:a="{ATOM_NS}" xmlns:x="urn:x">'
         "<x:id>http://h/ws/customers/j/contacts/1</x:id>"
         "<a:id>http://h/ws/customers/j/contacts/2</a:id>"
         '<a:link rel="edit" href="/ws/customers/j/lists/4/members/1"/>'
@@ -1354,8 +1384,8 @@ def test_an_entry_read_twice_gives_the_same_record_once_its_tags_are_cached() ->
         "<a:content><ContactListMember><EmailAddress>a@b.c</EmailAddress>"
         "<Name>A</Name></ContactListMember></a:content></a:entry>"
     )
-    first = atom.record_from_entry(etree.fromstring(xml))
-    assert first == atom.record_from_entry(etree.fromstring(xml))
+    first = record_from_entry(etree.fromstring(xml))
+    assert first == record_from_entry(etree.fromstring(xml))
     assert first == ContactListMember(
         contact_id="1",
         email="a@b.c",

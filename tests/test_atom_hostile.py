@@ -10,7 +10,8 @@ import pytest
 from lxml import etree
 
 from bulkops.errors import XmlError
-from bulkops.wire import atom
+from bulkops.wire.atom.reading import local_name
+from bulkops.wire.atom.syntax import hardened_parser, parse_xml
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [
@@ -92,7 +93,7 @@ def test_hostile_and_broken_input_is_an_xml_error_within_a_second(case: str) -> 
     """Entities, DTDs, size, depth, encodings, junk: XmlError, quickly, nothing read."""
     data = HOSTILE[case]()
     with answers_quickly(), pytest.raises(XmlError) as caught:
-        atom.parse_xml(data)
+        parse_xml(data)
     assert "root:" not in str(caught.value)  # nothing of /etc/passwd leaks into messages
 
 
@@ -100,28 +101,28 @@ def test_the_big_and_the_deep_are_refused_in_milliseconds() -> None:
     """Size is checked before anything else; depth stops libxml2 early."""
     for data in (HUGE, DEEP):
         with answers_quickly(0.05), pytest.raises(XmlError):
-            atom.parse_xml(data)
+            parse_xml(data)
 
 
 def test_size_limit_is_inclusive() -> None:
     """A document of exactly max_bytes parses; one byte more does not."""
     data = ENTRY.encode()
-    assert atom.local_name(atom.parse_xml(data, max_bytes=len(data))) == "entry"
+    assert local_name(parse_xml(data, max_bytes=len(data))) == "entry"
     with pytest.raises(XmlError, match="exceeds"):
-        atom.parse_xml(data, max_bytes=len(data) - 1)
+        parse_xml(data, max_bytes=len(data) - 1)
 
 
 def test_depth_limit_is_inclusive() -> None:
     """max_depth levels parse; one more does not; the limit is configurable."""
     ok = b"<a>" * 100 + b"</a>" * 100
-    assert atom.parse_xml(ok) is not None
+    assert parse_xml(ok) is not None
     too_deep = b"<a>" * 101 + b"</a>" * 101
     with pytest.raises(XmlError, match="deeper than 100"):
-        atom.parse_xml(too_deep)
+        parse_xml(too_deep)
     with pytest.raises(XmlError, match="deeper than 5"):
-        atom.parse_xml(b"<a>" * 6 + b"</a>" * 6, max_depth=5)
+        parse_xml(b"<a>" * 6 + b"</a>" * 6, max_depth=5)
     wide = b"<a>" + b"<b><c/></b>" * 1000 + b"</a>"
-    assert len(atom.parse_xml(wide, max_depth=3)) == 1000
+    assert len(parse_xml(wide, max_depth=3)) == 1000
 
 
 def test_friendly_input_still_parses() -> None:
@@ -135,14 +136,14 @@ def test_friendly_input_still_parses() -> None:
         b"<entry><title><![CDATA[a <b> & c]]></title></entry>",
         b"<entry><title>a<!-- c -->b<?pi x?>c</title></entry>",
     ]
-    titles = [atom.parse_xml(data).findtext("{*}title") for data in cases]
+    titles = [parse_xml(data).findtext("{*}title") for data in cases]
     assert titles == ["héllo", "héllo", "a", "<!DOCTYPE x> &lt;!ENTITY", "a <b> & c", "abc"]
 
 
 def test_a_parser_is_configured_defensively() -> None:
     """The factory's options are the hardened ones (no entities, network, DTD, huge trees)."""
-    parser = atom.hardened_parser()
-    assert parser is not atom.hardened_parser()  # parsers are not shared between callers
+    parser = hardened_parser()
+    assert parser is not hardened_parser()  # parsers are not shared between callers
     # An external entity that slipped past the pre-check would still not be resolved.
     doc = etree.fromstring(EXTERNAL_ENTITY, parser)
     assert "root:" not in (doc.findtext("{*}title") or "")
@@ -164,4 +165,4 @@ def test_cheap_checks_answer_before_the_parser_runs(data: bytes, message: str) -
     """Declarations and foreign byte-order marks are refused by the byte pre-checks (their
     own messages), not left to libxml2."""
     with pytest.raises(XmlError, match=message):
-        atom.parse_xml(data)
+        parse_xml(data)

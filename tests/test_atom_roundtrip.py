@@ -10,8 +10,19 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkops.wire import atom
-from bulkops.wire.atom import (
+from bulkops.wire.atom.activities import activity_entry, activity_from_entry
+from bulkops.wire.atom.contacts import (
+    ContactView,
+    contact_entry,
+    contact_from_entry,
+    parse_contact_entry,
+)
+from bulkops.wire.atom.feeds import feed_head, feed_tail, parse_feed, record_from_entry
+from bulkops.wire.atom.lists import list_entry, list_from_entry, member_entry, member_from_entry
+from bulkops.wire.atom.syntax import format_time, parse_time, parse_xml, strip_illegal_xml_chars
+from bulkops.wire.atom.writing import document
+from bulkops.wire.columns import CONTACT_FIELDS
+from bulkops.wire.model import (
     Activity,
     ActivityError,
     Base,
@@ -21,7 +32,6 @@ from bulkops.wire.atom import (
     ContactListMember,
     FeedMeta,
 )
-from bulkops.wire.columns import CONTACT_FIELDS
 from tests import strategies as s
 
 BASE = Base("http://127.0.0.1:8080", "joe")
@@ -30,7 +40,7 @@ MS_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def reparse(fragment: str) -> object:
-    return atom.parse_xml(atom.document(fragment))
+    return parse_xml(document(fragment))
 
 
 def expected_list(lst: ContactList) -> ContactList:
@@ -51,7 +61,7 @@ def clean_fields(fields: dict[str, str], names: tuple[str, ...] = CONTACT_FIELDS
     return {name: value for name, value in cleaned.items() if value}
 
 
-def expected_contact(contact: Contact, view: atom.ContactView) -> Contact:
+def expected_contact(contact: Contact, view: ContactView) -> Contact:
     """The contact as a view carries it (see contact_entry's docstring)."""
     if view == "full":
         reason = None if contact.opt_out_reason is None else s.xml_clean(contact.opt_out_reason)
@@ -85,14 +95,14 @@ def expected_contact(contact: Contact, view: atom.ContactView) -> Contact:
 def test_lists_round_trip(lst: ContactList, with_source: bool) -> None:
     """list_entry then list_from_entry gives the list back, hostile names included."""
     source = FeedMeta("lists", "Contact Lists", lst.updated, "joe", None, "/f", "/c")
-    built = atom.list_entry(BASE, lst, source=source if with_source else None)
-    assert atom.list_from_entry(reparse(built)) == expected_list(lst)
+    built = list_entry(BASE, lst, source=source if with_source else None)
+    assert list_from_entry(reparse(built)) == expected_list(lst)
 
 
 @given(s.members)
 def test_members_round_trip(member: ContactListMember) -> None:
     """member_entry then member_from_entry gives the member back."""
-    back = atom.member_from_entry(reparse(atom.member_entry(BASE, member)))
+    back = member_from_entry(reparse(member_entry(BASE, member)))
     assert back == ContactListMember(
         contact_id=member.contact_id,
         email=s.xml_clean(member.email),
@@ -103,9 +113,9 @@ def test_members_round_trip(member: ContactListMember) -> None:
 
 
 @given(s.contacts(), st.sampled_from(["summary", "search", "full"]))
-def test_contacts_round_trip_in_every_view(contact: Contact, view: atom.ContactView) -> None:
+def test_contacts_round_trip_in_every_view(contact: Contact, view: ContactView) -> None:
     """contact_entry then contact_from_entry gives what the view carries."""
-    back = atom.contact_from_entry(reparse(atom.contact_entry(BASE, contact, view=view)))
+    back = contact_from_entry(reparse(contact_entry(BASE, contact, view=view)))
     assert back == expected_contact(contact, view)
 
 
@@ -113,7 +123,7 @@ def test_contacts_round_trip_in_every_view(contact: Contact, view: atom.ContactV
 def test_full_contacts_parse_back_as_requests(contact: Contact) -> None:
     """A full entry sent back as a PUT body gives its fields (trimmed, empties dropped) and
     the URIs of its lists."""
-    parsed = atom.parse_contact_entry(atom.document(atom.contact_entry(BASE, contact, view="full")))
+    parsed = parse_contact_entry(document(contact_entry(BASE, contact, view="full")))
     trimmed = {name: value.strip(XML_WS) for name, value in clean_fields(contact.fields).items()}
     assert parsed == ContactInput(
         fields={name: value for name, value in trimmed.items() if value},
@@ -125,7 +135,7 @@ def test_full_contacts_parse_back_as_requests(contact: Contact) -> None:
 @given(s.activities())
 def test_activities_round_trip(activity: Activity) -> None:
     """activity_entry then activity_from_entry gives the activity back, errors and all."""
-    back = atom.activity_from_entry(reparse(atom.activity_entry(BASE, activity)))
+    back = activity_from_entry(reparse(activity_entry(BASE, activity)))
     assert back == Activity(
         id=activity.id,
         type=activity.type,
@@ -155,8 +165,8 @@ def test_feeds_round_trip(
 ) -> None:
     """A streamed feed parses into its entries, title and paging links."""
     meta = FeedMeta("lists", title, updated, "joe", next_href, "/ws/customers/joe/lists", current)
-    page = atom.feed_head(BASE, meta) + "".join(atom.list_entry(BASE, x) for x in lists)
-    feed = atom.parse_feed(atom.document(page + atom.feed_tail()))
+    page = feed_head(BASE, meta) + "".join(list_entry(BASE, x) for x in lists)
+    feed = parse_feed(document(page + feed_tail()))
     assert feed.entries == [expected_list(x) for x in lists]
     assert (feed.title, feed.updated, feed.author) == (s.xml_clean(title), updated, "joe")
     assert (feed.link("next"), feed.link("current")) == (next_href, current)
@@ -168,16 +178,16 @@ def test_record_from_entry_picks_the_parser_by_payload(record: object) -> None:
     """Dispatch by payload name gives the same record as the specific parser."""
     specific: Callable[[Any], object]
     if isinstance(record, ContactList):
-        built, specific = atom.list_entry(BASE, record), atom.list_from_entry
+        built, specific = list_entry(BASE, record), list_from_entry
     elif isinstance(record, ContactListMember):
-        built, specific = atom.member_entry(BASE, record), atom.member_from_entry
+        built, specific = member_entry(BASE, record), member_from_entry
     elif isinstance(record, Contact):
-        built, specific = atom.contact_entry(BASE, record, view="full"), atom.contact_from_entry
+        built, specific = contact_entry(BASE, record, view="full"), contact_from_entry
     else:
         assert isinstance(record, Activity)
-        built, specific = atom.activity_entry(BASE, record), atom.activity_from_entry
+        built, specific = activity_entry(BASE, record), activity_from_entry
     element = reparse(built)
-    assert atom.record_from_entry(element) == specific(element)
+    assert record_from_entry(element) == specific(element)
 
 
 @given(s.clean_text)
@@ -186,14 +196,14 @@ def test_clean_text_survives_unchanged(text: str) -> None:
     member = ContactListMember(
         contact_id="1", email=text, name=text, list_id="2", updated=datetime(2009, 1, 1, tzinfo=UTC)
     )
-    back = atom.member_from_entry(reparse(atom.member_entry(BASE, member)))
+    back = member_from_entry(reparse(member_entry(BASE, member)))
     assert (back.email, back.name) == (text, text)
 
 
 @given(s.hostile_text)
 def test_strip_illegal_xml_chars_matches_the_xml_char_production(text: str) -> None:
     """The stripping agrees with an independent reading of XML 1.0's Char."""
-    assert atom.strip_illegal_xml_chars(text) == s.xml_clean(text)
+    assert strip_illegal_xml_chars(text) == s.xml_clean(text)
 
 
 @given(
@@ -207,9 +217,9 @@ def test_strip_illegal_xml_chars_matches_the_xml_char_production(text: str) -> N
 )
 def test_time_round_trips_to_the_millisecond(moment: datetime) -> None:
     """format_time then parse_time is the same instant, truncated to milliseconds, in UTC."""
-    text = atom.format_time(moment)
+    text = format_time(moment)
     assert MS_UTC.fullmatch(text)
-    back = atom.parse_time(text)
+    back = parse_time(text)
     assert back.tzinfo is UTC
     assert timedelta(0) <= moment - back < timedelta(milliseconds=1)
-    assert atom.format_time(back) == text
+    assert format_time(back) == text

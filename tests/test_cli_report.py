@@ -16,7 +16,7 @@ from bulkops.server.app import ServerConfig
 from bulkops.server.seed_cli import seed_account
 from bulkops.server.serve import DEMO_ACCOUNT, open_state
 from bulkops.server.store import now_ms
-from bulkops.wire.atom import Campaign, CampaignCounts, CampaignUrl
+from bulkops.wire.model import Campaign, CampaignCounts, CampaignUrl
 
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -31,7 +31,7 @@ from bulkops.errors import ActivityFailed, ConfigError, NotFound, TransportError
 from bulkops.server import queries
 from bulkops.server.app import ApiState
 from bulkops.server.seed import seed_contacts
-from bulkops.wire.atom import parse_entry
+from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.model import Activity, ContactListMember, ListInput
 from tests.enginekit import HEADER, client_config, contact_rows
 from tests.serverkit import USER, RunningServer, make_state, start_server

@@ -26,7 +26,8 @@ from bulkops.server.datafile import (
 )
 from bulkops.server.store import now_ms, write_tx
 from bulkops.wire.activity import ActivityStatus, check_observations
-from bulkops.wire.atom import Activity, parse_entry, parse_feed
+from bulkops.wire.atom.feeds import parse_entry, parse_feed
+from bulkops.wire.model import Activity
 from tests.serverkit import USER, RunningServer, asgi_client, basic, make_state, start_server
 
 ATOM = "http://www.w3.org/2005/Atom"

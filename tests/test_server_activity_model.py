@@ -25,8 +25,9 @@ from bulkops.server.app import ApiState
 from bulkops.server.store import write_tx
 from bulkops.server.worker import serve_worker
 from bulkops.wire.activity import FINAL_STATUSES, ActivityStatus
-from bulkops.wire.atom import Activity, parse_entry
+from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.columns import column_for_field, row_problem
+from bulkops.wire.model import Activity
 from tests.serverkit import asgi_client, make_state
 
 LISTS = (1, 2)

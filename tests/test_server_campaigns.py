@@ -17,8 +17,17 @@ from hypothesis import strategies as st
 from bulkops.server import campaigns as server_campaigns
 from bulkops.server.app import ApiState
 from bulkops.server.store import Store
-from bulkops.wire import atom
-from bulkops.wire.atom import Campaign, CampaignCounts
+from bulkops.wire.atom.campaigns import (
+    campaign_from_entry,
+    parse_campaign,
+    parse_campaign_entry,
+    schedule_from_entry,
+)
+from bulkops.wire.atom.events import event_from_entry
+from bulkops.wire.atom.feeds import parse_feed
+from bulkops.wire.atom.reading import links_of, local_name
+from bulkops.wire.atom.syntax import format_time, parse_time, parse_xml
+from bulkops.wire.model import Campaign, CampaignCounts
 from tests.eventkit import (
     ATOM,
     HOUR,
@@ -52,7 +61,7 @@ async def create(client: httpx.AsyncClient, body: bytes | None = None) -> Campai
     with trio.fail_after(10):
         response = await client.post("campaigns", content=body or campaign_body(), headers=ATOM)
     assert response.status_code == 201, response.text
-    campaign = atom.parse_campaign(response.content)
+    campaign = parse_campaign(response.content)
     assert (
         response.headers["location"]
         == f"http://testserver/ws/customers/demo/campaigns/{campaign.id}"
@@ -64,7 +73,7 @@ async def get(client: httpx.AsyncClient, campaign_id: str) -> Campaign:
     with trio.fail_after(10):
         response = await client.get(f"campaigns/{campaign_id}")
     assert response.status_code == 200, response.text
-    return atom.parse_campaign(response.content)
+    return parse_campaign(response.content)
 
 
 # -- POST and GET -------------------------------------------------------------------------
@@ -95,18 +104,16 @@ async def test_get_has_the_fixture_entry_shape_and_source(client: httpx.AsyncCli
     created = await create(client)
     with trio.fail_after(10):
         response = await client.get(f"campaigns/{created.id}")
-    root = atom.parse_xml(response.content)
+    root = parse_xml(response.content)
     assert response.headers["content-type"].startswith("application/atom+xml")
-    assert [atom.local_name(c) for c in root] == [
+    assert [local_name(c) for c in root] == [
         "link", "id", "title", "updated", "author", "content", "source",
     ]  # fmt: skip
-    assert atom.links_of(root)["edit"] == f"/ws/customers/demo/campaigns/{created.id}"
-    names = [atom.local_name(c) for c in root[5][0]]
-    docs = atom.parse_xml(
-        (Path(__file__).parent / "fixtures/ctct-v1/campaign-entry.xml").read_bytes()
-    )
+    assert links_of(root)["edit"] == f"/ws/customers/demo/campaigns/{created.id}"
+    names = [local_name(c) for c in root[5][0]]
+    docs = parse_xml((Path(__file__).parent / "fixtures/ctct-v1/campaign-entry.xml").read_bytes())
     expected = iter(names)
-    assert all(name in expected for name in (atom.local_name(c) for c in docs[5][0]))
+    assert all(name in expected for name in (local_name(c) for c in docs[5][0]))
 
 
 async def test_from_name_defaults_to_the_from_address(client: httpx.AsyncClient) -> None:
@@ -238,16 +245,16 @@ async def test_collection_is_newest_first_with_status_filters(
         drafts = await client.get("campaigns?status=draft")
         scheduled = await client.get("campaigns?status=SCHEDULED")
         sent = await client.get("campaigns?status=Sent")
-    assert [atom.campaign_from_entry(e).id for e in entries(everything.content)] == [
+    assert [campaign_from_entry(e).id for e in entries(everything.content)] == [
         second.id,
         first.id,
     ]
-    assert [atom.campaign_from_entry(e).id for e in entries(drafts.content)] == [first.id]
-    assert [atom.campaign_from_entry(e).status for e in entries(scheduled.content)] == ["Scheduled"]
+    assert [campaign_from_entry(e).id for e in entries(drafts.content)] == [first.id]
+    assert [campaign_from_entry(e).status for e in entries(scheduled.content)] == ["Scheduled"]
     assert entries(sent.content) == []
     for entry in entries(everything.content):
-        assert [atom.local_name(c) for c in entry[5][0]] == ["Name", "Status", "Date"]
-    rels = [link.rel for link in atom.parse_feed(everything.content).links]
+        assert [local_name(c) for c in entry[5][0]] == ["Name", "Status", "Date"]
+    rels = [link.rel for link in parse_feed(everything.content).links]
     assert rels == ["alternate", "self", "current", "first"]
 
 
@@ -267,13 +274,11 @@ async def test_collection_pages_by_50_with_opaque_tokens(
     is 400."""
     state, _clock = seeded
     db = state.store.connection()
-    spec = server_campaigns.checked_campaign(
-        atom.parse_campaign_entry(campaign_body()), creating=True
-    )
+    spec = server_campaigns.checked_campaign(parse_campaign_entry(campaign_body()), creating=True)
     made = [server_campaigns.create_campaign(db, 1, spec, NOW).id for _ in range(60)]
     with trio.fail_after(10):
         page1 = await client.get("campaigns?status=DRAFT")
-    feed = atom.parse_feed(page1.content)
+    feed = parse_feed(page1.content)
     assert len(feed.entries) == 50
     href = feed.link("next")
     assert href is not None
@@ -281,7 +286,7 @@ async def test_collection_pages_by_50_with_opaque_tokens(
     assert "next=" in href
     assert not href.rsplit("next=", 1)[1].isdigit()
     everything = await walk(client, "campaigns?status=DRAFT")
-    assert [atom.campaign_from_entry(e).id for e in everything] == made[::-1]
+    assert [campaign_from_entry(e).id for e in everything] == made[::-1]
     with trio.fail_after(10):
         forged = await client.get("campaigns?next=2")
     assert forged.status_code == 400
@@ -372,8 +377,8 @@ async def test_schedule_lifecycle(client: httpx.AsyncClient) -> None:
         )
     assert response.status_code == 201
     assert response.headers["location"].endswith(f"/campaigns/{created.id}/schedules/1")
-    schedule = atom.schedule_from_entry(atom.parse_xml(response.content))
-    assert (schedule.campaign_id, schedule.id, atom.format_time(schedule.time)) == (
+    schedule = schedule_from_entry(parse_xml(response.content))
+    assert (schedule.campaign_id, schedule.id, format_time(schedule.time)) == (
         created.id,
         "1",
         "2024-06-02T09:30:00.000Z",
@@ -384,8 +389,8 @@ async def test_schedule_lifecycle(client: httpx.AsyncClient) -> None:
         listed = await client.get(path)
         one = await client.get(f"{path}/1")
         other = await client.get(f"{path}/2")
-    assert [atom.schedule_from_entry(e) for e in entries(listed.content)] == [schedule]
-    assert atom.schedule_from_entry(atom.parse_xml(one.content)) == schedule
+    assert [schedule_from_entry(e) for e in entries(listed.content)] == [schedule]
+    assert schedule_from_entry(parse_xml(one.content)) == schedule
     assert other.status_code == 404
     with trio.fail_after(10):
         assert (await client.delete(f"{path}/1")).status_code == 204
@@ -451,7 +456,7 @@ async def test_due_campaigns_are_sent_to_the_active_members_of_their_lists(
     assert active > 0
     assert sent.status == "Sent"
     assert sent.counts == CampaignCounts(sent=active)
-    assert sent.last_run_date == atom.parse_time("2024-06-01T01:00:00Z") == sent.date
+    assert sent.last_run_date == parse_time("2024-06-01T01:00:00Z") == sent.date
     sends = await walk(client, f"campaigns/{created.id}/events/sends?pageSize=200")
     assert len(sends) == active
     with trio.fail_after(10):
@@ -504,7 +509,7 @@ def test_counters_equal_the_events_for_any_event_set(
         from_ref="1",
         reply_ref="1",
     )
-    spec = server_campaigns.checked_campaign(atom.parse_campaign_entry(body), creating=True)
+    spec = server_campaigns.checked_campaign(parse_campaign_entry(body), creating=True)
     campaign = server_campaigns.create_campaign(db, 1, spec, NOW)
     url_ids = [int(u.id) for u in campaign.urls]
     rows = [
@@ -553,7 +558,7 @@ async def test_a_retired_service_client_reads_campaigns_results_and_events(
         async with running.client() as http:
             with trio.fail_after(10):
                 listing = await http.get("campaigns?status=SENT")
-            sent = [atom.campaign_from_entry(e) for e in entries(listing.content)]
+            sent = [campaign_from_entry(e) for e in entries(listing.content)]
             assert len(sent) == summary.sent > 0
             for item in sent:
                 campaign = await get(http, item.id)
@@ -561,7 +566,7 @@ async def test_a_retired_service_client_reads_campaigns_results_and_events(
                 got = {}
                 for kind in ("sends", "opens", "clicks", "bounces", "forwards", "optouts"):
                     found = await walk(http, f"campaigns/{item.id}/events/{kind}?pageSize=200")
-                    assert all(atom.event_from_entry(e).kind == kind for e in found)
+                    assert all(event_from_entry(e).kind == kind for e in found)
                     got[kind] = len(found)
                 counts = campaign.counts
                 assert got == {
@@ -577,7 +582,7 @@ async def test_a_retired_service_client_reads_campaigns_results_and_events(
                 per_url = 0
                 for url in campaign.urls:
                     clicks = [
-                        atom.event_from_entry(e)
+                        event_from_entry(e)
                         for e in await walk(http, f"campaigns/{item.id}/events/urls/{url.id}")
                     ]
                     assert len(clicks) == url.clicks
@@ -586,10 +591,10 @@ async def test_a_retired_service_client_reads_campaigns_results_and_events(
                 assert per_url == counts.clicks
             with trio.fail_after(10):
                 first = await http.get(f"campaigns/{sent[0].id}/events/opens?pageSize=1")
-            contact = atom.event_from_entry(entries(first.content)[0]).contact_id
+            contact = event_from_entry(entries(first.content)[0]).contact_id
             opens = await walk(http, f"contacts/{contact}/events/opens")
             assert opens
-            assert all(atom.event_from_entry(e).contact_id == contact for e in opens)
+            assert all(event_from_entry(e).contact_id == contact for e in opens)
     finally:
         state.store.close()
 
@@ -643,7 +648,7 @@ async def test_no_campaign_or_schedule_body_gives_a_500(
             assert created.status_code in (201, 400), created.text
             if created.status_code != 201:
                 return
-            path = f"campaigns/{atom.parse_campaign(created.content).id}"
+            path = f"campaigns/{parse_campaign(created.content).id}"
             put = await client.put(path, content=body, headers=ATOM)
             assert put.status_code in (204, 400), put.text
             scheduled = await client.post(

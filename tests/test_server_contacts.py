@@ -14,7 +14,8 @@ from bulkops.server import queries
 from bulkops.server.paging import encode_token
 from bulkops.server.seed import seed_contacts
 from bulkops.server.store import Store, write_tx
-from bulkops.wire.atom import format_time, parse_entry
+from bulkops.wire.atom.feeds import parse_entry
+from bulkops.wire.atom.syntax import format_time
 from bulkops.wire.columns import CONTACT_FIELDS, email_problem
 from bulkops.wire.model import Contact
 from tests.conftest import FIXTURES

@@ -14,7 +14,12 @@ from lxml import etree
 
 from bulkops.server.app import ApiState
 from bulkops.server.seed_cli import SeedSummary
-from bulkops.wire import atom
+from bulkops.wire.atom.campaigns import parse_campaign
+from bulkops.wire.atom.events import event_from_entry, event_summary_from_entry
+from bulkops.wire.atom.feeds import parse_feed
+from bulkops.wire.atom.reading import links_of, local_name
+from bulkops.wire.atom.service import parse_service_document
+from bulkops.wire.atom.syntax import ATOM_NS, format_time, parse_time
 from bulkops.wire.model import BOUNCE_CODES, EVENT_ELEMENTS
 from tests.conftest import FIXTURES
 from tests.eventkit import DAY, NOW, Clock, entries, seeded_state, walk
@@ -55,7 +60,7 @@ def keys(found: list[etree._Element]) -> list[tuple[int, int]]:
     """(row id, time) of each event entry, from its id ``{campaign},{row},{ms}``."""
     result = []
     for entry in found:
-        _campaign, row, ms = atom.event_from_entry(entry).id.split(",")
+        _campaign, row, ms = event_from_entry(entry).id.split(",")
         result.append((int(row), int(ms)))
     return result
 
@@ -75,8 +80,8 @@ async def test_campaign_workspace_has_the_fixture_collections(
     cid = sent_campaign(seeded)
     response = await fetch(client, f"campaigns/{cid}/events/")
     assert response.status_code == 200
-    ours = atom.parse_service_document(response.content)
-    theirs = atom.parse_service_document(
+    ours = parse_service_document(response.content)
+    theirs = parse_service_document(
         (FIXTURES / "campaign-events-service-document.xml").read_bytes()
     )
     assert ours.title == theirs.title == "Constant Contact Web Services Event Workspace"
@@ -95,7 +100,7 @@ async def test_contact_workspace_lists_every_collection_and_the_summary(
     """GET /contacts/{id}/events/ lists the six kinds and summary."""
     response = await fetch(client, "contacts/3/events/")
     assert response.status_code == 200
-    doc = atom.parse_service_document(response.content)
+    doc = parse_service_document(response.content)
     assert [c.href for c in doc.collections] == [
         f"/ws/customers/demo/contacts/3/events/{kind}"
         for kind in ("bounces", "clicks", "forwards", "opens", "optouts", "sends", "summary")
@@ -150,15 +155,13 @@ async def test_campaign_collections_carry_their_element(
     found = await walk(client, f"campaigns/{cid}/events/{kind}?pageSize=200")
     assert keys(found) == db_events(seeded[0], "campaign_id = ? AND kind = ?", cid, kind)
     for entry in found:
-        payload = entry.find(f"{{{atom.ATOM_NS}}}content")[0]  # type: ignore[index]
-        assert atom.local_name(payload) == EVENT_ELEMENTS[kind]
-        assert "edit" not in atom.links_of(entry)
-        assert entry.findtext(f"{{{atom.ATOM_NS}}}id") == payload.get("id")
-        event = atom.event_from_entry(entry)
+        payload = entry.find(f"{{{ATOM_NS}}}content")[0]  # type: ignore[index]
+        assert local_name(payload) == EVENT_ELEMENTS[kind]
+        assert "edit" not in links_of(entry)
+        assert entry.findtext(f"{{{ATOM_NS}}}id") == payload.get("id")
+        event = event_from_entry(entry)
         assert event.campaign_id == str(cid)
-        assert event.id.endswith(
-            f",{atom.parse_time(atom.format_time(event.time)).timestamp() * 1000:.0f}"
-        )
+        assert event.id.endswith(f",{parse_time(format_time(event.time)).timestamp() * 1000:.0f}")
         assert event.email
         assert (event.link_url is not None) == (kind == "clicks")
         assert (event.code is not None) == (kind == "bounces")
@@ -177,7 +180,7 @@ async def test_pages_are_newest_first_and_cover_every_event_once(
     assert len(expected) > 14
     assert keys(found) == expected
     first = await fetch(client, f"campaigns/{cid}/events/sends?pageSize=7")
-    feed = atom.parse_feed(first.content)
+    feed = parse_feed(first.content)
     assert len(feed.entries) == 7
     assert [link.rel for link in feed.links] == ["alternate", "self", "next", "first", "current"]
     assert "pageSize=7" in (feed.link("next") or "")
@@ -228,12 +231,12 @@ async def test_clicks_are_grouped_per_url(client: httpx.AsyncClient, seeded: See
     """…/events/urls/{id} holds that link's clicks (LinkUrl = its Value); together the links
     hold every click of the campaign."""
     cid = sent_campaign(seeded)
-    campaign = atom.parse_campaign((await fetch(client, f"campaigns/{cid}")).content)
+    campaign = parse_campaign((await fetch(client, f"campaigns/{cid}")).content)
     total: list[tuple[int, int]] = []
     for url in campaign.urls:
         found = await walk(client, f"campaigns/{cid}/events/urls/{url.id}?pageSize=3")
         assert keys(found) == db_events(seeded[0], "url_id = ?", int(url.id))
-        assert all(atom.event_from_entry(e).link_url == url.url for e in found)
+        assert all(event_from_entry(e).link_url == url.url for e in found)
         assert len(found) == url.clicks
         total.extend(keys(found))
     everything = db_events(seeded[0], "campaign_id = ? AND kind = 'clicks'", cid)
@@ -244,7 +247,7 @@ async def test_clicks_are_grouped_per_url(client: httpx.AsyncClient, seeded: See
 async def test_a_link_of_another_campaign_is_404(client: httpx.AsyncClient, seeded: Seeded) -> None:
     """A URL id is only found under its own campaign."""
     first, second = seeded[2].campaigns[:2]
-    other = atom.parse_campaign((await fetch(client, f"campaigns/{second}")).content).urls[0]
+    other = parse_campaign((await fetch(client, f"campaigns/{second}")).content).urls[0]
     assert (await fetch(client, f"campaigns/{first}/events/urls/{other.id}")).status_code == 404
 
 
@@ -261,9 +264,9 @@ async def test_contact_events_and_summary_agree_with_the_events(
     for kind in ("sends", "opens", "clicks"):
         found = await walk(client, f"contacts/{contact}/events/{kind}")
         assert keys(found) == db_events(state, "contact_id = ? AND kind = ?", contact, kind)
-        assert all(atom.event_from_entry(e).campaign_name for e in found)
+        assert all(event_from_entry(e).campaign_name for e in found)
     response = await fetch(client, f"contacts/{contact}/events/summary")
-    summaries = [atom.event_summary_from_entry(e) for e in entries(response.content)]
+    summaries = [event_summary_from_entry(e) for e in entries(response.content)]
     per = Counter(
         (campaign, kind)
         for campaign, kind in db.execute(
@@ -300,7 +303,7 @@ async def test_the_window_is_the_last_90_days(client: httpx.AsyncClient, seeded:
     assert NOW - 91 * DAY not in times
     contact = keys(await walk(client, "contacts/3/events/forwards"))
     assert NOW - 91 * DAY not in {ms for _row, ms in contact}
-    before = atom.parse_campaign((await fetch(client, f"campaigns/{cid}")).content).counts
+    before = parse_campaign((await fetch(client, f"campaigns/{cid}")).content).counts
     assert before is not None
     (total,) = db.execute(
         "SELECT count(*) FROM event WHERE campaign_id = ? AND kind = 'forwards'", (cid,)
@@ -309,5 +312,5 @@ async def test_the_window_is_the_last_90_days(client: httpx.AsyncClient, seeded:
     clock.now = NOW + 200 * DAY
     assert await walk(client, f"campaigns/{cid}/events/sends") == []
     assert entries((await fetch(client, "contacts/3/events/summary")).content) == []
-    after = atom.parse_campaign((await fetch(client, f"campaigns/{cid}")).content).counts
+    after = parse_campaign((await fetch(client, f"campaigns/{cid}")).content).counts
     assert after == before

@@ -17,7 +17,8 @@ from bulkops.errors import ConfigError
 from bulkops.server.app import ApiState, ServerConfig
 from bulkops.server.faults import FaultDice, FaultKind, parse_fault_plan
 from bulkops.server.worker import serve_worker, worker_for
-from bulkops.wire.atom import Activity, parse_entry
+from bulkops.wire.atom.feeds import parse_entry
+from bulkops.wire.model import Activity
 from tests.serverkit import RunningServer, asgi_client, make_state, start_server
 from tests.test_server_activities import list_uri, make_list
 

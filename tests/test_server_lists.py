@@ -21,7 +21,7 @@ from lxml import etree
 from bulkops.server.app import ApiState, ServerConfig
 from bulkops.server.paging import BadToken, decode_token, encode_token
 from bulkops.server.seed import seed_contacts
-from bulkops.wire.atom import parse_entry, parse_feed
+from bulkops.wire.atom.feeds import parse_entry, parse_feed
 from bulkops.wire.model import ContactList, ContactListMember, Feed
 from tests.serverkit import asgi_client, basic, make_state, start_server
 

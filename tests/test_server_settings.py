@@ -12,7 +12,9 @@ from lxml import etree
 
 from bulkops.server.app import ApiState
 from bulkops.server.settings import add_email_address
-from bulkops.wire import atom
+from bulkops.wire.atom.email_addresses import email_address_from_entry
+from bulkops.wire.atom.feeds import parse_feed
+from bulkops.wire.atom.syntax import ATOM_NS, parse_xml
 from tests.conftest import FIXTURES
 from tests.eventkit import NOW, entries, seeded_state, walk
 from tests.serverkit import add_account, asgi_client, basic
@@ -58,27 +60,27 @@ async def test_feed_lists_verified_and_pending_like_the_fixture(client: httpx.As
     is the address; VerifiedTime only while Verified."""
     response = await fetch(client, "settings/emailaddresses")
     assert response.status_code == 200
-    feed = atom.parse_feed(response.content)
+    feed = parse_feed(response.content)
     assert feed.title == ""
     ours = entries(response.content)
     theirs = entries((FIXTURES / "settings-emailaddresses.xml").read_bytes())
     assert [shape(e) for e in ours] == [shape(e) for e in theirs]
-    parsed = [atom.email_address_from_entry(e) for e in ours]
+    parsed = [email_address_from_entry(e) for e in ours]
     assert [(a.id, a.email, a.status) for a in parsed] == [
         ("1", "demo@example.com", "Verified"),
         ("2", "demo.news@example.com", "Pending"),
     ]
     assert parsed[0].verified_time is not None
     assert parsed[1].verified_time is None
-    assert [e.findtext(f"{{{atom.ATOM_NS}}}title") for e in ours] == [a.email for a in parsed]
+    assert [e.findtext(f"{{{ATOM_NS}}}title") for e in ours] == [a.email for a in parsed]
 
 
 async def test_one_address_has_the_fixture_shape_with_source(client: httpx.AsyncClient) -> None:
     """GET /settings/emailaddresses/1 is shaped like settings-emailaddress-entry.xml."""
     response = await fetch(client, "settings/emailaddresses/1")
     assert response.status_code == 200
-    theirs = atom.parse_xml((FIXTURES / "settings-emailaddress-entry.xml").read_bytes())
-    assert shape(atom.parse_xml(response.content)) == shape(theirs)
+    theirs = parse_xml((FIXTURES / "settings-emailaddress-entry.xml").read_bytes())
+    assert shape(parse_xml(response.content)) == shape(theirs)
 
 
 @pytest.mark.parametrize("address", ["99", "abc", "1.0", "-1", ""])
@@ -112,11 +114,11 @@ async def test_addresses_page_by_50(own_state: ApiState) -> None:
     for i in range(60):
         add_email_address(db, 1, f"sender{i}@example.com", verified=i % 2 == 0, now=NOW)
     async with asgi_client(own_state) as client:
-        first = atom.parse_feed((await fetch(client, "settings/emailaddresses")).content)
+        first = parse_feed((await fetch(client, "settings/emailaddresses")).content)
         assert len(first.entries) == 50
         assert first.link("next") is not None
         found = await walk(client, "settings/emailaddresses")
-    every = [atom.email_address_from_entry(e) for e in found]
+    every = [email_address_from_entry(e) for e in found]
     assert [int(a.id) for a in every] == list(range(1, 63))
 
 

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 )
 
 from bulkops.server.app import ApiState, create_app
-from bulkops.wire.atom import parse_feed
+from bulkops.wire.atom.feeds import parse_feed
 from bulkops.wire.model import Contact, ContactList, ContactListMember
 from tests.serverkit import basic, make_state
 from tests.test_server_lists import contact_body, list_body, list_uri

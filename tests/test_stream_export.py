@@ -27,12 +27,21 @@ from bulkops.stream.export import (
     record_header,
     record_row,
 )
-from bulkops.wire import atom
+from bulkops.wire.atom.activities import activity_entry, activity_from_entry
+from bulkops.wire.atom.syntax import parse_xml
+from bulkops.wire.atom.writing import document
 from bulkops.wire.columns import COLUMNS, EMAIL_COLUMN, lookup_column
-from bulkops.wire.model import Activity, ActivityError, Contact, ContactList, ContactListMember
+from bulkops.wire.model import (
+    Activity,
+    ActivityError,
+    Base,
+    Contact,
+    ContactList,
+    ContactListMember,
+)
 from tests import strategies as s
 
-BASE = atom.Base("http://api.constantcontact.com", "joe")
+BASE = Base("http://api.constantcontact.com", "joe")
 T0 = datetime(2009, 11, 20, 20, 41, 19, 243000, tzinfo=UTC)
 
 
@@ -234,9 +243,7 @@ def test_a_record_header_is_worked_out_once_per_type() -> None:
 
 def as_parsed(activity: Activity) -> Activity:
     """The record as a feed decoder hands it over (what XML can carry of it)."""
-    return atom.activity_from_entry(
-        atom.parse_xml(atom.document(atom.activity_entry(BASE, activity)))
-    )
+    return activity_from_entry(parse_xml(document(activity_entry(BASE, activity))))
 
 
 @given(st.lists(s.activities().map(as_parsed), max_size=5))

@@ -13,9 +13,14 @@ from hypothesis import strategies as st
 
 from bulkops.errors import XmlError
 from bulkops.stream.feed import FEED_SLICE_BYTES, FeedDecoder
-from bulkops.wire import atom
-from bulkops.wire.atom import Base, ContactListMember
-from bulkops.wire.model import FeedEntry
+from bulkops.wire.atom.activities import activity_entry
+from bulkops.wire.atom.contacts import contact_entry
+from bulkops.wire.atom.feeds import parse_feed
+from bulkops.wire.atom.lists import list_entry, member_entry
+from bulkops.wire.atom.reading import links_of, local_name
+from bulkops.wire.atom.syntax import format_time, parse_xml
+from bulkops.wire.atom.writing import document
+from bulkops.wire.model import Base, ContactListMember, FeedEntry
 from tests import strategies as s
 from tests.conftest import FIXTURES
 
@@ -34,8 +39,8 @@ MALFORMED = sorted((FIXTURES / "malformed").glob("*.xml"))
 def oracle(data: bytes) -> tuple[list[FeedEntry], dict[str, str]] | str:
     """What a whole-document parse says: records and feed links, or "error"."""
     try:
-        feed = atom.parse_feed(data, max_bytes=1 << 30)
-        return feed.entries, atom.links_of(atom.parse_xml(data, max_bytes=1 << 30))
+        feed = parse_feed(data, max_bytes=1 << 30)
+        return feed.entries, links_of(parse_xml(data, max_bytes=1 << 30))
     except XmlError:
         return "error"
 
@@ -70,7 +75,7 @@ def one_byte_cuts(data: bytes) -> list[int]:
 
 
 def member(n: int, *, list_id: str = "7") -> str:
-    return atom.member_entry(
+    return member_entry(
         BASE,
         ContactListMember(
             contact_id=str(n),
@@ -84,7 +89,7 @@ def member(n: int, *, list_id: str = "7") -> str:
 
 def feed(*children: str, declaration: bool = True) -> bytes:
     body = f"<feed {ATOM}><id>{BASE.id('lists/7/members')}</id>{''.join(children)}</feed>"
-    return atom.document(body) if declaration else body.encode()
+    return document(body) if declaration else body.encode()
 
 
 def link(rel: str | None, href: str) -> str:
@@ -163,11 +168,11 @@ RELS = st.sampled_from([None, "self", "next", "first", "current", "alternate", "
 def feed_children(draw: st.DrawFn) -> list[str]:
     """Entries of every kind, links of every form, and other elements, in any order."""
     entries = st.one_of(
-        s.members.map(lambda m: atom.member_entry(BASE, m)),
-        s.contact_lists().map(lambda lst: atom.list_entry(BASE, lst)),
-        s.activities().map(lambda a: atom.activity_entry(BASE, a)),
+        s.members.map(lambda m: member_entry(BASE, m)),
+        s.contact_lists().map(lambda lst: list_entry(BASE, lst)),
+        s.activities().map(lambda a: activity_entry(BASE, a)),
         st.tuples(s.contacts(), st.sampled_from(["summary", "search", "full"])).map(
-            lambda cv: atom.contact_entry(BASE, cv[0], view=cv[1])
+            lambda cv: contact_entry(BASE, cv[0], view=cv[1])
         ),
     )
     others = st.one_of(
@@ -308,7 +313,7 @@ def test_finished_entries_are_cleared_so_the_tree_stays_small() -> None:
         root = decoder._root
         assert root is not None
         largest = max(largest, len(root))
-        assert all(len(child) == 0 for child in root[:-1] if atom.local_name(child) == "entry")
+        assert all(len(child) == 0 for child in root[:-1] if local_name(child) == "entry")
     count += len(decoder.flush())
     assert count == 3000
     assert largest <= 8192 // 500 + 3  # one read-ahead piece of entries, never the feed
@@ -352,7 +357,7 @@ def test_doctype_and_entity_declarations_are_refused_across_every_cut(raw: bytes
     [
         (feed(member(1)).decode().encode("utf-16"), "UTF-8"),
         (feed(member(1)).decode().encode("utf-32"), "UTF-8"),
-        (atom.document(member(1)), "expected a <feed>, found <entry>"),
+        (document(member(1)), "expected a <feed>, found <entry>"),
         (b"<html><body>403</body></html>", "expected a <feed>, found <html>"),
         (b"<service><feed><entry/></feed></service>", "expected a <feed>, found <service>"),
         (feed(member(1))[:-10], "malformed"),
@@ -383,7 +388,7 @@ def test_broken_documents_are_xml_errors_in_any_split(raw: bytes, message: str) 
 
 def test_a_bad_entry_names_its_position_and_spends_the_decoder() -> None:
     """The record parser's error says which entry; every later call raises it again."""
-    bad = member(2).replace(atom.format_time(T0 + timedelta(milliseconds=2)), "not a time")
+    bad = member(2).replace(format_time(T0 + timedelta(milliseconds=2)), "not a time")
     decoder = FeedDecoder()
     with pytest.raises(XmlError, match="feed entry 2: bad timestamp"):
         decoder.decode(feed(member(1), bad, member(3)))

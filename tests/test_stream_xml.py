@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from bulkops.errors import InputError
 from bulkops.stream import Chunk, ChunkKind, Event, Pipeline, PipelineOptions, XmlContactDecoder
 from bulkops.stream.xml import XmlRecord
-from bulkops.wire import atom
+from bulkops.wire.atom.reading import _CACHED_KEY_MAX, _LOCAL_NAMES_MAX, LOCAL_NAMES
 from tests.stream_strategies import cuts, data_rows, form_fields, pieces
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ctct-v1"
@@ -95,7 +95,7 @@ def test_the_tree_stays_small_however_many_contacts() -> None:
 
 def test_any_number_of_names_reads_right_and_the_name_cache_stays_bounded() -> None:
     """Thousands of distinct child names, and very long ones, all read by their local name."""
-    names = [f"F{i}" for i in range(atom._LOCAL_NAMES_MAX + 50)] + ["L" * 5000]
+    names = [f"F{i}" for i in range(_LOCAL_NAMES_MAX + 50)] + ["L" * 5000]
     body = "".join(f"<{n}>{i}</{n}>" for i, n in enumerate(names))
     document = (
         f'<Contacts xmlns="urn:x"><Contact>{body}</Contact><Contact>{body}</Contact></Contacts>'
@@ -104,8 +104,8 @@ def test_any_number_of_names_reads_right_and_the_name_cache_stays_bounded() -> N
     expected = tuple((n, str(i)) for i, n in enumerate(names))
     assert first.fields == expected
     assert second.fields == expected
-    assert len(atom.LOCAL_NAMES) <= atom._LOCAL_NAMES_MAX  # the cache is wire.atom's
-    assert all(len(tag) <= atom._CACHED_KEY_MAX for tag in atom.LOCAL_NAMES if isinstance(tag, str))
+    assert len(LOCAL_NAMES) <= _LOCAL_NAMES_MAX  # the cache is wire.atom's
+    assert all(len(tag) <= _CACHED_KEY_MAX for tag in LOCAL_NAMES if isinstance(tag, str))
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,9 @@ import trio
 from bulkops.cli.common import add_connection_arguments, connect
 from bulkops.engine.exports import single_errors
 from bulkops.errors import ConfigError, ProtocolError
-from bulkops.wire.atom import Campaign, CampaignCounts, format_time, parse_campaign
+from bulkops.wire.atom.campaigns import parse_campaign
+from bulkops.wire.atom.syntax import format_time
+from bulkops.wire.model import Campaign, CampaignCounts
 
 __all__ = [
     "CampaignReport",

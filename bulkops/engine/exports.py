@@ -93,7 +93,9 @@ from bulkops.stream.export import (
 )
 from bulkops.stream.feed import FEED_SLICE_BYTES, FeedDecoder
 from bulkops.wire.activity import ActivityStatus, ActivityType, Field
-from bulkops.wire.atom import format_time, list_from_entry, parse_entry, parse_time, parse_xml
+from bulkops.wire.atom.feeds import parse_entry
+from bulkops.wire.atom.lists import list_from_entry
+from bulkops.wire.atom.syntax import format_time, parse_time, parse_xml
 from bulkops.wire.columns import Column
 from bulkops.wire.model import Activity, Contact, ContactListMember, FeedEntry
 from bulkops.wire.uris import SYSTEM_LISTS

@@ -63,15 +63,10 @@ from bulkops.errors import (
     TransportError,
 )
 from bulkops.wire.activity import ActivityStatus, ActivityType
-from bulkops.wire.atom import (
-    ATOM_NS,
-    CTCT_NS,
-    activity_from_entry,
-    links_of,
-    list_from_entry,
-    local_name,
-    parse_xml,
-)
+from bulkops.wire.atom.activities import activity_from_entry
+from bulkops.wire.atom.lists import list_from_entry
+from bulkops.wire.atom.reading import links_of, local_name
+from bulkops.wire.atom.syntax import ATOM_NS, CTCT_NS, parse_xml
 from bulkops.wire.model import Activity, ContactList
 from bulkops.wire.uris import SYSTEM_LISTS
 

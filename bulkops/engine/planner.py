@@ -13,16 +13,13 @@ line order, with the journal's outcomes: memory stays O(1) in the number of outc
 from __future__ import annotations
 
 import csv
-import email.policy
 import hashlib
 import io
 import sqlite3
 from array import array
 from collections.abc import Iterator, Sequence
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl
 
 import attrs
 import msgspec
@@ -40,7 +37,8 @@ from bulkops.stream.records import (
     PipelineStatistics,
     Rejected,
 )
-from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
+from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS, Field
+from bulkops.wire.forms import decode_form
 
 __all__ = [
     "DryRunPlan",
@@ -271,20 +269,13 @@ class Planner:
 
 
 def chunk_data(body: bytes, content_type: str) -> bytes:
-    """The ``data`` field of an activity request body (multipart or urlencoded)."""
-    if content_type.startswith("multipart/"):
-        message = BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
-        )
-        for part in message.iter_parts():
-            if part.get_param("name", header="content-disposition") == "data":
-                payload = part.get_payload(decode=True)
-                return payload if isinstance(payload, bytes) else b""
-        return b""
-    for key, value in parse_qsl(body.decode("ascii"), keep_blank_values=True):
-        if key == "data":
-            return value.encode("utf-8")
-    return b""
+    """The ``data`` field of an activity request body (multipart or urlencoded).
+
+    Raises:
+        FormError: the body is not a form the codec decodes.
+    """
+    data = decode_form(body, content_type).first(Field.DATA)
+    return b"" if data is None else data.encode("utf-8")
 
 
 def chunk_rows(body: bytes, content_type: str) -> tuple[list[str], list[list[str]]]:

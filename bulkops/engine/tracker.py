@@ -45,7 +45,9 @@ import trio
 from bulkops.engine.client import Client
 from bulkops.errors import ActivityStalled, LifecycleError, NotFound, ProtocolError
 from bulkops.wire.activity import ActivityStatus, may_follow
-from bulkops.wire.atom import activity_from_entry, links_of, local_name, parse_xml
+from bulkops.wire.atom.activities import activity_from_entry
+from bulkops.wire.atom.reading import links_of, local_name
+from bulkops.wire.atom.syntax import parse_xml
 from bulkops.wire.model import Activity
 
 __all__ = [

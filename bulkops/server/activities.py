@@ -55,8 +55,6 @@ from bulkops.server.app import (
     state_of,
 )
 from bulkops.server.datafile import (
-    MULTIPART,
-    URLENCODED,
     ActivityRequest,
     RequestProblem,
     encode_request,
@@ -67,17 +65,12 @@ from bulkops.server.store import Account, now_ms, write_tx
 from bulkops.server.throttle import queue_limit_message, retry_after_headers
 from bulkops.server.worker import RowError, decode_errors, worker_for
 from bulkops.wire.activity import ActivityStatus, ActivityType, reported_type
-from bulkops.wire.atom import (
-    ATOM_MEDIA_TYPE,
-    Activity,
-    ActivityError,
-    Base,
-    FeedMeta,
-    activity_entry,
-    document,
-    feed_head,
-    feed_tail,
-)
+from bulkops.wire.atom.activities import activity_entry
+from bulkops.wire.atom.feeds import feed_head, feed_tail
+from bulkops.wire.atom.syntax import ATOM_MEDIA_TYPE
+from bulkops.wire.atom.writing import document
+from bulkops.wire.forms import MULTIPART, URLENCODED
+from bulkops.wire.model import Activity, ActivityError, Base, FeedMeta
 
 __all__ = [
     "ACTIVITY_ID_PREFIX",

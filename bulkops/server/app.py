@@ -32,7 +32,9 @@ from starlette.routing import BaseRoute, Route
 from bulkops.server.auth import Authenticator, Denied
 from bulkops.server.store import Account, Store
 from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
-from bulkops.wire.atom import ATOM_MEDIA_TYPE, Base, service_document
+from bulkops.wire.atom.service import service_document
+from bulkops.wire.atom.syntax import ATOM_MEDIA_TYPE
+from bulkops.wire.model import Base
 
 __all__ = [
     "PREFIX",

@@ -71,25 +71,26 @@ from bulkops.server.app import (
 from bulkops.server.lists import atom_body, current_href, next_key, parse_body, path_id
 from bulkops.server.paging import PAGE_SIZE, encode_token, next_href
 from bulkops.server.store import STATUS_ACTIVE, now_ms, write_tx
-from bulkops.wire.atom import (
+from bulkops.wire.atom.campaigns import (
+    campaign_entry,
+    parse_campaign_entry,
+    parse_schedule_entry,
+    schedule_entry,
+)
+from bulkops.wire.atom.feeds import feed_head, feed_tail
+from bulkops.wire.atom.syntax import parse_xml
+from bulkops.wire.atom.writing import document
+from bulkops.wire.model import (
     Base,
     Campaign,
     CampaignCounts,
     CampaignInput,
     CampaignUrl,
+    EmailRef,
     EmailRefInput,
     FeedMeta,
     Schedule,
-    campaign_entry,
-    document,
-    feed_head,
-    feed_tail,
-    parse_campaign_entry,
-    parse_schedule_entry,
-    parse_xml,
-    schedule_entry,
 )
-from bulkops.wire.model import EmailRef
 from bulkops.wire.uris import list_id_from_uri, resource_id_from_uri
 
 __all__ = [

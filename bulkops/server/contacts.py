@@ -53,15 +53,11 @@ from bulkops.server.lists import (
 )
 from bulkops.server.paging import PAGE_SIZE
 from bulkops.server.store import Account, now_ms
-from bulkops.wire.atom import (
-    Contact,
-    ContactInput,
-    contact_entry,
-    document,
-    parse_contact_entry,
-    parse_time,
-)
+from bulkops.wire.atom.contacts import contact_entry, parse_contact_entry
+from bulkops.wire.atom.syntax import parse_time
+from bulkops.wire.atom.writing import document
 from bulkops.wire.columns import OPT_IN_SOURCES, email_problem, field_problem
+from bulkops.wire.model import Contact, ContactInput
 from bulkops.wire.uris import SYSTEM_LISTS, list_id_from_uri
 
 __all__ = ["MAX_SEARCH_EMAILS", "checked_fields", "checked_source", "routes"]

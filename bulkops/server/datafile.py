@@ -9,9 +9,9 @@ Invariants:
 
 * Pure and synchronous (no IO, no clock); the handler runs it in a worker thread, since a
   4 MB ``data`` takes tens of milliseconds to decode.
-* Forms are parsed from the bytes already read under the body limit (``parse_qsl`` for
-  urlencoded, python-multipart's push parser for multipart), so no limit can be bypassed; the
-  number of fields is bounded too.
+* Forms are decoded by the activity form codec (:mod:`bulkops.wire.forms`: ``parse_qsl`` for
+  urlencoded, python-multipart's push parser for multipart) from the bytes already read
+  under the body limit, so no limit can be bypassed; the number of fields is bounded too.
 * ``data`` records are numbered as the wire does (``LineNumber``): the header record is 1 and
   the first data record 2; a newline inside a quoted field does not start a new number, a
   blank line does.
@@ -30,29 +30,23 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import islice
 from operator import itemgetter
-from urllib.parse import parse_qsl
 
 import attrs
 import msgspec
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
 
 from bulkops.wire.activity import DATA_TYPES, ActivityType, Field
 from bulkops.wire.columns import EMAIL_COLUMN, lookup_column
+from bulkops.wire.forms import MAX_FORM_FIELDS, Form, FormError, decode_form
 from bulkops.wire.uris import SYSTEM_LISTS, list_id_from_uri
 
 __all__ = [
-    "MAX_FORM_FIELDS",
-    "MULTIPART",
-    "URLENCODED",
     "ActivityCannotRun",
     "ActivityRequest",
     "DataTable",
     "ExportRequest",
-    "Form",
     "ParsedData",
     "RequestProblem",
     "decode_request",
@@ -62,12 +56,6 @@ __all__ = [
     "parse_form",
     "tabulate",
 ]
-
-URLENCODED = "application/x-www-form-urlencoded"
-MULTIPART = "multipart/form-data"
-
-#: Most form fields one POST may carry (``lists`` and ``columns`` repeat).
-MAX_FORM_FIELDS = 2_000
 
 FILE_TYPES = ("CSV", "TXT")
 _MAX_ID = 2**63 - 1  # a bigger number names no row (and would not fit SQLite)
@@ -246,30 +234,8 @@ def decode_request(blob: bytes) -> ActivityRequest:
 # -- forms ------------------------------------------------------------------------------------
 
 
-class Form:
-    """Decoded form fields: every value of each name, in order."""
-
-    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self._values: dict[str, list[str]] = {}
-        for name, value in pairs:
-            self._values.setdefault(name, []).append(value)
-
-    def all(self, name: str) -> list[str]:
-        """Every value given for ``name`` (``[]`` when absent)."""
-        return self._values.get(name, [])
-
-    def first(self, name: str) -> str | None:
-        """The first value given for ``name``, or None."""
-        values = self._values.get(name)
-        return values[0] if values else None
-
-    def names(self) -> list[str]:
-        """The field names present."""
-        return list(self._values)
-
-
 def parse_form(body: bytes, content_type: str) -> Form:
-    """Decode a urlencoded or multipart form.
+    """Decode a urlencoded or multipart form (:func:`bulkops.wire.forms.decode_form`).
 
     Args:
         body: the whole request body.
@@ -278,117 +244,10 @@ def parse_form(body: bytes, content_type: str) -> Form:
     Raises:
         RequestProblem: a malformed body, text that is not UTF-8, too many fields.
     """
-    media_type, options = parse_options_header(content_type)
-    if media_type == URLENCODED.encode():
-        return Form(_parse_urlencoded(body))
-    if media_type == MULTIPART.encode():
-        boundary = options.get(b"boundary")
-        if not boundary:
-            raise RequestProblem("multipart/form-data without a boundary parameter")
-        return Form(_parse_multipart(body, boundary))
-    raise RequestProblem(f"cannot decode a form of type {media_type.decode('latin-1')}")
-
-
-def _parse_urlencoded(body: bytes) -> list[tuple[str, str]]:
     try:
-        text = body.decode("ascii")
-    except UnicodeDecodeError:
-        # Raw non-ASCII bytes are not urlencoded, but some clients send UTF-8 unescaped.
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise RequestProblem("the form is not UTF-8 text") from None
-    try:
-        return parse_qsl(
-            text,
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FORM_FIELDS,
-        )
-    except UnicodeDecodeError:
-        raise RequestProblem("a form value is not UTF-8 once percent-decoded") from None
-    except ValueError:
-        raise RequestProblem(f"the form has more than {MAX_FORM_FIELDS} fields") from None
-
-
-class _PartCollector:
-    """Callbacks for python-multipart: collects ``(name, bytes)`` for every part."""
-
-    def __init__(self) -> None:
-        self.parts: list[tuple[str, bytes]] = []
-        self.finished = False
-        self._header_field = bytearray()
-        self._header_value = bytearray()
-        self._name: str | None = None
-        self._data = bytearray()
-
-    def on_part_begin(self) -> None:
-        self._name = None
-        self._data = bytearray()
-
-    def on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_field += data[start:end]
-
-    def on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
-
-    def on_header_end(self) -> None:
-        if bytes(self._header_field).strip().lower() == b"content-disposition":
-            _disposition, params = parse_options_header(bytes(self._header_value))
-            name = params.get(b"name")
-            if name is not None:
-                try:
-                    self._name = name.decode("utf-8")
-                except UnicodeDecodeError:
-                    self._name = name.decode("latin-1")
-        self._header_field = bytearray()
-        self._header_value = bytearray()
-
-    def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        self._data += data[start:end]
-
-    def on_part_end(self) -> None:
-        if self._name is None:
-            raise RequestProblem("a multipart part has no Content-Disposition name")
-        if len(self.parts) >= MAX_FORM_FIELDS:
-            raise RequestProblem(f"the form has more than {MAX_FORM_FIELDS} fields")
-        self.parts.append((self._name, bytes(self._data)))
-        self._data = bytearray()
-
-    def on_end(self) -> None:
-        self.finished = True
-
-
-def _parse_multipart(body: bytes, boundary: bytes) -> list[tuple[str, str]]:
-    collector = _PartCollector()
-    try:
-        parser = MultipartParser(
-            boundary,
-            {
-                "on_part_begin": collector.on_part_begin,
-                "on_header_field": collector.on_header_field,
-                "on_header_value": collector.on_header_value,
-                "on_header_end": collector.on_header_end,
-                "on_part_data": collector.on_part_data,
-                "on_part_end": collector.on_part_end,
-                "on_end": collector.on_end,
-            },
-        )
-        parser.write(body)
-        parser.finalize()
-    except (MultipartParseError, ValueError) as exc:
-        raise RequestProblem(f"malformed multipart/form-data body ({exc})") from None
-    if not collector.finished:
-        raise RequestProblem("malformed multipart/form-data body (no closing boundary)")
-    pairs: list[tuple[str, str]] = []
-    for name, raw in collector.parts:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise RequestProblem(f"form field {name!r} is not UTF-8 text") from None
-        pairs.append((name, text))
-    return pairs
+        return decode_form(body, content_type, max_fields=MAX_FORM_FIELDS)
+    except FormError as exc:
+        raise RequestProblem(str(exc)) from None
 
 
 # -- data -------------------------------------------------------------------------------------

@@ -45,14 +45,8 @@ from bulkops.server.app import PREFIX, ApiProblem, atom_response, authenticate, 
 from bulkops.server.campaigns import after_due, campaign_id_of, clock_ms, feed_page, from_ms
 from bulkops.server.lists import next_key, path_id
 from bulkops.server.paging import PAGE_SIZE
-from bulkops.wire.atom import (
-    Event,
-    EventSummary,
-    event_entry,
-    event_summary_entry,
-    events_service_document,
-)
-from bulkops.wire.model import BOUNCE_CODES, EVENT_ELEMENTS, EVENT_KINDS
+from bulkops.wire.atom.events import event_entry, event_summary_entry, events_service_document
+from bulkops.wire.model import BOUNCE_CODES, EVENT_ELEMENTS, EVENT_KINDS, Event, EventSummary
 
 __all__ = [
     "CAMPAIGN_WORKSPACE",

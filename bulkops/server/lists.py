@@ -44,18 +44,11 @@ from bulkops.server.app import (
 )
 from bulkops.server.paging import PAGE_SIZE, BadToken, decode_token, encode_token, next_href
 from bulkops.server.store import Account, now_ms
-from bulkops.wire.atom import (
-    ATOM_MEDIA_TYPE,
-    Base,
-    ContactList,
-    FeedMeta,
-    document,
-    feed_head,
-    feed_tail,
-    list_entry,
-    member_entry,
-    parse_list_entry,
-)
+from bulkops.wire.atom.feeds import feed_head, feed_tail
+from bulkops.wire.atom.lists import list_entry, member_entry, parse_list_entry
+from bulkops.wire.atom.syntax import ATOM_MEDIA_TYPE
+from bulkops.wire.atom.writing import document
+from bulkops.wire.model import Base, ContactList, FeedMeta
 from bulkops.wire.uris import SYSTEM_LISTS
 
 __all__ = [

@@ -34,7 +34,7 @@ from bulkops.server.seed import seed_contacts
 from bulkops.server.seed_events import seed_campaigns
 from bulkops.server.settings import add_email_address
 from bulkops.server.store import Store, write_tx
-from bulkops.wire.atom import parse_time
+from bulkops.wire.atom.syntax import parse_time
 
 __all__ = ["SeedSummary", "add_arguments", "ensure_account_row", "run", "seed_account"]
 

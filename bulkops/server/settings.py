@@ -30,7 +30,9 @@ from bulkops.server.campaigns import clock_ms, feed_page, from_ms, source_for
 from bulkops.server.lists import next_key, path_id
 from bulkops.server.paging import PAGE_SIZE
 from bulkops.server.store import write_tx
-from bulkops.wire.atom import AccountEmail, document, email_address_entry
+from bulkops.wire.atom.email_addresses import email_address_entry
+from bulkops.wire.atom.writing import document
+from bulkops.wire.model import AccountEmail
 
 __all__ = [
     "STATUS_PENDING",

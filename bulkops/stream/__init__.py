@@ -15,8 +15,8 @@ The import side, from any contact file to activity request bodies:
   ``csv`` reads them), :class:`XmlContactDecoder` (``Contact`` elements of an Atom feed or a
   plain ``<Contacts>`` document), :func:`map_header` (header cells to activity columns,
   :class:`ColumnMap`), :class:`Transcoder` (any encoding to UTF-8, offsets kept),
-  :class:`Chunker` (rows to chunks), :class:`EmailTable` (the compact duplicate finder),
-  :func:`multipart_body` and :func:`urlencoded_body` (the two request encodings).
+  :class:`Chunker` (rows to chunks), :class:`EmailTable` (the compact duplicate finder).
+  The two request encodings are the activity form codec's, :mod:`bulkops.wire.forms`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from bulkops.stream.chunking import Chunker, ChunkOptions, RowBatch
 from bulkops.stream.csv import DEFAULT_MAX_RECORD_BYTES, CsvDecoder, Record, sniff_delimiter
 from bulkops.stream.dedupe import EmailTable
-from bulkops.stream.forms import multipart_body, percent_encode, urlencoded_body
 from bulkops.stream.header import ColumnMap, map_header
 from bulkops.stream.pipeline import Pipeline, PipelineOptions
 from bulkops.stream.records import (
@@ -65,10 +64,7 @@ __all__ = [
     "XmlContactDecoder",
     "XmlRecord",
     "map_header",
-    "multipart_body",
-    "percent_encode",
     "sniff_delimiter",
-    "urlencoded_body",
 ]
 
 

@@ -31,7 +31,7 @@ chunk's distinct emails once, when it is cut, and answers which earlier chunks i
 
 Memory is one chunk's rows (plus the held-back one until the next reaches ``min_rows``: it
 goes out as soon as it does) and the email table. The body is joined from the rows in one
-copy (:func:`~bulkops.stream.forms.multipart_body_of_lines`), after the chunk's emails are
+copy (:func:`~bulkops.wire.forms.multipart_body_of_lines`), after the chunk's emails are
 released.
 """
 
@@ -49,17 +49,17 @@ import attrs
 
 from bulkops.errors import ConfigError
 from bulkops.stream.dedupe import CODE_PERIOD, EmailTable, chunk_code, code_distance
-from bulkops.stream.forms import (
-    multipart_body_of_lines,
-    percent_encoded_size,
-    urlencoded_body,
-)
 from bulkops.stream.records import Chunk, ChunkKind, Duplicate, Event, Rejected
 from bulkops.wire.activity import (
     DEFAULT_MAX_ACTIVITY_BYTES,
     DEFAULT_MAX_ACTIVITY_ROWS,
     MIN_ACTIVITY_ROWS,
     ActivityType,
+)
+from bulkops.wire.forms import (
+    multipart_body_of_lines,
+    percent_encoded_size,
+    urlencoded_body,
 )
 
 __all__ = ["ChunkOptions", "Chunker", "Locate", "RowBatch"]

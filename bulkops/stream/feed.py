@@ -10,9 +10,9 @@ Invariants:
 
 * **Same answer as a whole-document parse.** For every split of a document into pieces,
   the records returned by all the ``decode`` calls and ``flush``, in order, equal
-  ``wire.atom.parse_feed(document).entries``, and :attr:`FeedDecoder.links` equals its
-  first-link-per-rel map (``wire.atom.links_of`` of the root): each top-level ``<entry>``
-  goes through ``wire.atom.record_from_entry``, the very function ``parse_feed`` uses.
+  ``wire.atom.feeds.parse_feed(document).entries``, and :attr:`FeedDecoder.links` equals its
+  first-link-per-rel map (``wire.atom.reading.links_of`` of the root): each top-level ``<entry>``
+  goes through ``wire.atom.feeds.record_from_entry``, the very function ``parse_feed`` uses.
   Links count wherever they are among the feed's children (before, between or after the
   entries); the first link of each ``rel`` wins. tests/test_stream_feed.py checks it with
   hypothesis (whole, every split, one byte at a time).
@@ -22,7 +22,7 @@ Invariants:
   has read ahead of the events (at most one 64 KiB slice). Input given in bigger pieces is
   fed in 64 KiB slices. The bytes between two finished entries (the header, one entry,
   anything else) are bounded by ``max_entry_bytes``; beyond it the feed is refused.
-* **Hardened like** ``wire.atom.parse_xml``: no DTD is loaded, no entity resolved, no network
+* **Hardened like** ``wire.atom.syntax.parse_xml``: no DTD is loaded, no entity resolved, no network
   touched, ``huge_tree`` is off (libxml2 bounds depth at 256 and text nodes at 10 MB); any
   ``<!DOCTYPE`` or ``<!ENTITY`` in the byte stream, across piece boundaries too, and a
   UTF-16/32 byte-order mark are refused before the parser sees them; input is decoded as
@@ -42,13 +42,9 @@ from types import MappingProxyType
 from lxml import etree
 
 from bulkops.errors import XmlError
-from bulkops.wire.atom import (
-    HARDENED_PARSER_OPTIONS,
-    links_of,
-    local_name,
-    record_from_entry,
-    resolve_href,
-)
+from bulkops.wire.atom.feeds import record_from_entry
+from bulkops.wire.atom.reading import links_of, local_name, resolve_href
+from bulkops.wire.atom.syntax import HARDENED_PARSER_OPTIONS
 from bulkops.wire.model import FeedEntry
 
 __all__ = ["DEFAULT_MAX_ENTRY_BYTES", "FEED_SLICE_BYTES", "FeedDecoder"]
@@ -72,7 +68,7 @@ def _is_entry(tag: str) -> bool:
 def _pull_parser() -> etree.XMLPullParser:
     """A hardened pull parser reporting the start and end of ``feed`` and ``entry`` only.
 
-    The options are those of ``wire.atom.hardened_parser``; the tag filter keeps events
+    The options are those of ``wire.atom.syntax.hardened_parser``; the tag filter keeps events
     (Python objects) to two per entry whatever the entry holds.
     """
     return etree.XMLPullParser(

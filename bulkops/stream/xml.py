@@ -45,7 +45,8 @@ from bulkops.stream.chunking import Chunker, RowBatch
 from bulkops.stream.records import ChunkKind, Event, Header, PipelineStatistics, Rejected
 from bulkops.stream.text import Transcoder
 from bulkops.stream.validate import CONTROL_BYTES, control_problem, encode_row
-from bulkops.wire.atom import HARDENED_PARSER_OPTIONS, LOCAL_NAMES, local_name_of
+from bulkops.wire.atom.reading import LOCAL_NAMES, local_name_of
+from bulkops.wire.atom.syntax import HARDENED_PARSER_OPTIONS
 from bulkops.wire.columns import (
     COLUMNS,
     EMAIL_COLUMN,

@@ -527,7 +527,7 @@ class EventSummary(msgspec.Struct, frozen=True, kw_only=True):
     forwards: int = 0
 
 
-#: Anything :func:`bulkops.wire.atom.record_from_entry` returns.
+#: Anything :func:`bulkops.wire.atom.feeds.record_from_entry` returns.
 FeedEntry = (
     ContactList
     | Contact
