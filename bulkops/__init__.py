@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from bulkops._version import __version__
 from bulkops.errors import (
     ActivityFailed,
     ActivityStalled,
@@ -25,7 +26,6 @@ from bulkops.errors import (
     XmlError,
 )
 
-__version__ = "0.1.0"
 
 # The engine's public entry points, imported on first access (PEP 562): importing
 # ``bulkops.stream`` or ``bulkops.wire`` alone must not pull in trio and httpx (~20 MiB of

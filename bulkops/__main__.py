@@ -21,7 +21,7 @@ import importlib
 import sys
 from collections.abc import Iterator, Sequence
 
-from bulkops import __version__
+from bulkops._version import __version__
 from bulkops.errors import (
     ActivityStalled,
     BulkOpsError,

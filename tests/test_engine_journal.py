@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bulkops.engine.journal import ChunkRecord, ChunkState, Journal, OutcomeRecord
+from bulkops.engine.chunks import ChunkEvent, ChunkState
+from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import count_outcomes
 from bulkops.errors import ConfigError
 
@@ -33,8 +34,8 @@ def test_a_replayed_plan_returns_the_recorded_chunk(tmp_path: Path) -> None:
     """Planning the same chunk twice keeps the first record and its state."""
     journal = Journal(tmp_path, create=True)
     journal.plan(chunk(0, [2, 3, 4]))
-    journal.posting(0, now=1.0)
-    journal.posted(0, "a07e1abc")
+    journal.apply(0, ChunkEvent.SEND, now=1.0)
+    journal.apply(0, ChunkEvent.ANSWER, activity_id="a07e1abc")
     again = journal.plan(chunk(0, [2, 3, 4]))
     assert again.state == ChunkState.POSTED
     assert again.activity_id == "a07e1abc"
@@ -65,6 +66,9 @@ def test_counts_balance_and_reopen_after_a_crash(tmp_path: Path) -> None:
             OutcomeRecord(line=3, kind="duplicate", reason="replaced by line 8", replaced_by=8),
         ]
     )
+    for seq in (0, 1):
+        journal.apply(seq, ChunkEvent.SEND, now=1.0)
+        journal.apply(seq, ChunkEvent.ANSWER, activity_id=f"a{seq}")
     journal.done(
         0,
         status="COMPLETE",

@@ -64,10 +64,11 @@ import msgspec
 import trio
 
 from bulkops.engine.client import Client, same_account
-from bulkops.engine.imports import default_run_dir, resolve_lists
 from bulkops.engine.journal import JOURNAL_NAME, Journal
 from bulkops.engine.ledger import write_atomically
+from bulkops.engine.lists import resolve_lists
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
+from bulkops.engine.rundirs import default_run_dir
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import (
     ActivityFailed,

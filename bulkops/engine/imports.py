@@ -31,18 +31,19 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
 import attrs
 import trio
-from lxml import etree
 
+from bulkops.engine.chunks import ChunkEvent, ChunkState, Reconciled, Step, next_step, reconcile
 from bulkops.engine.client import Client, same_account
-from bulkops.engine.journal import ChunkRecord, ChunkState, Journal, OutcomeRecord
+from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import ActivitySummary, ImportReport, count_outcomes
 from bulkops.engine.limits import AimdLimiter, SlotPool
+from bulkops.engine.lists import ResolvedList, resolve_lists
 from bulkops.engine.planner import (
     PlannedChunk,
     PlannedOutcome,
@@ -54,33 +55,23 @@ from bulkops.engine.planner import (
     write_outcome_files,
 )
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
+from bulkops.engine.rundirs import default_run_dir, new_journal
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import (
     ActivityStalled,
     ConfigError,
     InputError,
     OutcomeUnknown,
+    StateError,
     TransportError,
 )
 from bulkops.wire.activity import ActivityStatus, ActivityType
-from bulkops.wire.atom import (
-    ATOM_NS,
-    CTCT_NS,
-    activity_from_entry,
-    links_of,
-    list_from_entry,
-    local_name,
-    parse_xml,
-)
-from bulkops.wire.model import Activity, ContactList
-from bulkops.wire.uris import SYSTEM_LISTS
+from bulkops.wire.atom import activity_from_entry
+from bulkops.wire.model import Activity
 
 __all__ = [
     "ImportOptions",
-    "ResolvedList",
-    "default_run_dir",
     "import_file",
-    "resolve_lists",
     "resume_run",
     "run_clear",
     "run_import",
@@ -140,110 +131,6 @@ class ImportOptions:
         return cls(**values)  # type: ignore[arg-type]
 
 
-@attrs.frozen(kw_only=True)
-class ResolvedList:
-    """A list the run works on."""
-
-    id: str
-    name: str
-    uri: str
-
-
-def default_run_dir(path: Path | None, command: str) -> Path:
-    """``./bulkops-runs/{stem}-{command}-{YYYYmmdd-HHMMSS}``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    stem = path.stem if path is not None else "lists"
-    return Path("bulkops-runs") / f"{stem}-{command}-{stamp}"
-
-
-# -- lists -------------------------------------------------------------------------------------
-
-
-async def _all_lists(client: Client) -> list[ContactList]:
-    found: list[ContactList] = []
-    href: str | None = "lists"
-    while href:
-        response = await client.get(href)
-        root = parse_xml(response.content, max_bytes=64 * 1024 * 1024)
-        found.extend(list_from_entry(el) for el in root if local_name(el) == "entry")
-        href = links_of(root).get("next") or None
-    return found
-
-
-def _list_request(name: str) -> bytes:
-    entry = etree.Element(f"{{{ATOM_NS}}}entry", nsmap={None: ATOM_NS})
-    etree.SubElement(entry, f"{{{ATOM_NS}}}id").text = "data:,"
-    etree.SubElement(entry, f"{{{ATOM_NS}}}title")
-    etree.SubElement(entry, f"{{{ATOM_NS}}}author")
-    etree.SubElement(entry, f"{{{ATOM_NS}}}updated").text = time.strftime("%Y-%m-%d")
-    content = etree.SubElement(entry, f"{{{ATOM_NS}}}content", type="application/vnd.ctct+xml")
-    payload = etree.SubElement(content, f"{{{CTCT_NS}}}ContactList", nsmap={None: CTCT_NS})
-    etree.SubElement(payload, f"{{{CTCT_NS}}}OptInDefault").text = "false"
-    etree.SubElement(payload, f"{{{CTCT_NS}}}Name").text = name
-    etree.SubElement(payload, f"{{{CTCT_NS}}}SortOrder").text = "99"
-    return bytes(etree.tostring(entry, xml_declaration=True, encoding="UTF-8"))
-
-
-async def _create_list(client: Client, name: str) -> ContactList:
-    """Create a list; when the answer is lost, look for it before trying again."""
-    for _ in range(_MAX_POSTS_PER_CHUNK):
-        try:
-            response = await client.request(
-                "POST",
-                "lists",
-                content=_list_request(name),
-                headers={"Content-Type": "application/atom+xml"},
-            )
-        except OutcomeUnknown:
-            made = [lst for lst in await _all_lists(client) if lst.name == name]
-            if made:
-                return made[0]
-            continue
-        return list_from_entry(parse_xml(response.content))
-    raise TransportError(f"could not create list {name!r}: answers kept getting lost")
-
-
-async def resolve_lists(
-    client: Client, specs: Sequence[str], *, create: bool, allow_system: bool = False
-) -> list[ResolvedList]:
-    """Find the lists named by ``specs`` (names or ids); create missing names if allowed.
-
-    Raises:
-        ConfigError: a list does not exist (and ``create`` is false), a name is ambiguous,
-            or a system list is named where it cannot be used.
-    """
-    if not specs:
-        raise ConfigError("name at least one list with --list")
-    existing = await _all_lists(client)
-    by_id = {lst.id: lst for lst in existing}
-    resolved: list[ResolvedList] = []
-    for spec in specs:
-        spec = spec.strip()
-        match = by_id.get(spec)
-        if match is None:
-            named = [lst for lst in existing if lst.name == spec]
-            if not named:
-                named = [lst for lst in existing if lst.name.casefold() == spec.casefold()]
-            if len(named) > 1:
-                raise ConfigError(f"list name {spec!r} is ambiguous; give its id")
-            match = named[0] if named else None
-        if match is None:
-            if not create:
-                names = ", ".join(
-                    sorted(lst.name for lst in existing if lst.id not in SYSTEM_LISTS)
-                )
-                raise ConfigError(
-                    f"no list {spec!r} (use --create-lists to create it); lists: {names or 'none'}"
-                )
-            match = await _create_list(client, spec)
-        if match.id in SYSTEM_LISTS and not allow_system:
-            raise ConfigError(f"the system list {match.name!r} cannot be used here")
-        resolved.append(
-            ResolvedList(id=match.id, name=match.name, uri=client.url(f"lists/{match.id}"))
-        )
-    return resolved
-
-
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -278,9 +165,6 @@ class _Run:
     # Bounds on (server clock - our clock), narrowed by every answered POST's InsertTime.
     offset_low: float = -_CLOCK_SKEW
     offset_high: float = _CLOCK_SKEW
-    # Activities never to adopt (seen in an ambiguous match), chunks whose resend is flagged.
-    blocked: set[str] = attrs.field(factory=set)
-    tainted: set[int] = attrs.field(factory=set)
     # After the first lost answer, POSTs go one at a time so their windows cannot overlap.
     serial_posts: bool = False
     post_lock: trio.Lock = attrs.field(factory=trio.Lock)
@@ -450,60 +334,70 @@ class _Run:
                 del chunk
 
     async def _ensure_posted(self, chunk: PlannedChunk) -> str | None:
+        """Drive the chunk's state machine (engine/chunks.py) until it is POSTED.
+
+        Returns:
+            its activity id, or None when the run stopped before sending it.
+        """
         seq = chunk.record.seq
-        record = self.journal.chunk(seq)
-        assert record is not None
-        if record.state == ChunkState.POSTED and record.activity_id:
-            self.counters.activities_submitted += 1
-            return record.activity_id
-        maybe_twice = False
-        if record.state == ChunkState.POSTING:
-            adopted, maybe_twice = await self._reconcile(chunk)
-            if adopted is not None:
-                self.journal.posted(seq, adopted)
+        lost = 0
+        while True:
+            record = self.journal.chunk(seq)
+            assert record is not None
+            step = next_step(record.state)
+            if step is Step.WAIT:
                 self.counters.activities_submitted += 1
-                return adopted
-        for _ in range(_MAX_POSTS_PER_CHUNK):
-            if self.stop.is_set():
-                return None
-            async with self.aimd.slot(), self._post_turn():
-                started = time.time()
-                self.journal.posting(seq, now=started)
-                self.window_chunks[seq] = chunk
-                self._set_window(seq, [started, None, float(chunk.record.rows)])
-                try:
-                    response = await self.client.request(
-                        "POST",
-                        "activities",
-                        content=chunk.body,
-                        headers={"Content-Type": chunk.content_type},
+                return record.activity_id
+            if step is Step.LOSE:  # a process died with this POST in flight
+                self.journal.apply(seq, ChunkEvent.LOSE)
+            elif step is Step.RECONCILE:
+                self._settle(seq, await self._reconcile(chunk))
+            elif step is Step.SEND:
+                if self.stop.is_set():
+                    return None
+                if lost == _MAX_POSTS_PER_CHUNK:
+                    raise TransportError(
+                        f"chunk {seq} (lines {chunk.record.first_line}-"
+                        f"{chunk.record.last_line}): the answer to its POST was lost "
+                        f"{_MAX_POSTS_PER_CHUNK} times"
                     )
-                except OutcomeUnknown as exc:
-                    self.serial_posts = True
-                    self.reporter.event("warning", chunk=seq, message=str(exc))
-                    self._set_window(seq, [started, time.time(), float(chunk.record.rows)])
-                    adopted, ambiguous = await self._reconcile(chunk)
-                    maybe_twice = maybe_twice or ambiguous
-                    if adopted is not None:
-                        self.journal.posted(seq, adopted)
-                        self.counters.activities_submitted += 1
-                        return adopted
-                    continue
-                answered = time.time()
-            self.aimd.succeeded()
-            activity = activity_from_entry(parse_xml(response.content, max_bytes=64 << 20))
-            self._narrow_offset(activity, started, answered)
-            self.claimed.add(activity.id)
-            self._set_window(seq, None)
-            self.window_chunks.pop(seq, None)
-            _crash_point_after_post()
-            self.journal.posted(seq, activity.id, maybe_twice=maybe_twice)
-            self.counters.activities_submitted += 1
-            return activity.id
-        raise TransportError(
-            f"chunk {seq} (lines {chunk.record.first_line}-{chunk.record.last_line}): "
-            f"the answer to its POST was lost {_MAX_POSTS_PER_CHUNK} times"
-        )
+                async with self.aimd.slot(), self._post_turn():
+                    answered = await self._post(chunk)
+                    if not answered:  # reconciled in this turn: no other POST starts meanwhile
+                        lost += 1
+                        self._settle(seq, await self._reconcile(chunk))
+                if answered:
+                    self.aimd.succeeded()
+            else:  # pragma: no cover - the producer never hands out a DONE chunk
+                raise StateError(f"chunk {seq} is {record.state}: nothing to post")
+
+    async def _post(self, chunk: PlannedChunk) -> bool:
+        """SEND the chunk, then ANSWER (True) or LOSE (False) it."""
+        seq, rows = chunk.record.seq, float(chunk.record.rows)
+        started = time.time()
+        self.journal.apply(seq, ChunkEvent.SEND, now=started)
+        self.window_chunks[seq] = chunk
+        self._set_window(seq, [started, None, rows])
+        try:
+            activity = await self.client.post_activity(chunk.body, chunk.content_type)
+        except OutcomeUnknown as exc:
+            self.serial_posts = True
+            self.reporter.event("warning", chunk=seq, message=str(exc))
+            self._set_window(seq, [started, time.time(), rows])
+            self.journal.apply(seq, ChunkEvent.LOSE)
+            return False
+        self._narrow_offset(activity, started, time.time())
+        self.claimed.add(activity.id)
+        self._set_window(seq, None)
+        self.window_chunks.pop(seq, None)
+        _crash_point_after_post()
+        self.journal.apply(seq, ChunkEvent.ANSWER, activity_id=activity.id)
+        return True
+
+    def _settle(self, seq: int, verdict: Reconciled) -> None:
+        self.journal.reconciled(seq, verdict)
+        if verdict.activity_id is not None:
+            self.claimed.add(verdict.activity_id)
 
     def _offset_bounds(self) -> tuple[float, float]:
         low, high = self.offset_low, self.offset_high
@@ -541,7 +435,7 @@ class _Run:
                 return False
         return True
 
-    async def _reconcile(self, chunk: PlannedChunk) -> tuple[str | None, bool]:
+    async def _reconcile(self, chunk: PlannedChunk) -> Reconciled:
         """Find the activity an unanswered POST of ``chunk`` created, if it created one.
 
         Every POST has a *send window*: from when it was sent until its answer came or was
@@ -552,28 +446,20 @@ class _Run:
         ``TransactionCount + errors == rows`` with every error naming the email of the row
         at its line.
 
-        A candidate is adopted only if it could belong to no *other* unanswered POST. When
-        that cannot be decided (two POSTs of the same size lost at the same moment), the
-        chunk is sent again — safe, because chunks that depend on it wait for it — and it,
-        and every chunk the candidates could belong to, is flagged as maybe applied twice;
-        the candidates are never adopted by anyone afterwards. One reconciliation runs at a
-        time, after every other POST in flight has been answered or lost.
-
-        Returns:
-            the adopted activity id (or None), and whether the chunk may have gone twice.
+        The verdict (:func:`bulkops.engine.chunks.reconcile`) adopts a candidate only if it
+        could belong to no *other* unanswered POST. When that cannot be decided (two POSTs
+        of the same size lost at the same moment), the chunk is sent again — safe, because
+        chunks that depend on it wait for it — and it, and every chunk the candidates could
+        belong to, is flagged as maybe applied twice; the candidates are never adopted by
+        anyone afterwards. One reconciliation runs at a time, after every other POST in
+        flight has been answered or lost.
         """
         seq = chunk.record.seq
         self.window_chunks[seq] = chunk
         if seq not in self.windows:  # after a crash: the window ends by the POST timeout
             record = self.journal.chunk(seq)
             assert record is not None
-            started = record.post_started or 0.0
-            window: list[float | None] = [
-                started,
-                started + self.client.config.timeout,
-                float(chunk.record.rows),
-            ]
-            self._set_window(seq, window)
+            self._set_window(seq, self._crash_window(record))
         try:
             async with self.reconcile_lock:
                 while any(w[1] is None for s, w in self.windows.items() if s != seq):
@@ -583,9 +469,13 @@ class _Run:
             self._set_window(seq, None)
             self.window_chunks.pop(seq, None)
 
-    async def _match(self, chunk: PlannedChunk) -> tuple[str | None, bool]:
+    def _crash_window(self, record: ChunkRecord) -> list[float | None]:
+        started = record.post_started or 0.0
+        return [started, started + self.client.config.timeout, float(record.rows)]
+
+    async def _match(self, chunk: PlannedChunk) -> Reconciled:
         seq = chunk.record.seq
-        known = self.journal.known_activity_ids() | self.claimed | self.blocked
+        known = self.journal.known_activity_ids() | self.claimed
         wanted = _activity_types(chunk.record.kind)
         sent_from = self.windows[seq][0]
         assert sent_from is not None
@@ -605,39 +495,31 @@ class _Run:
             c.id: [other for other in self.windows if other != seq and self._fits(other, c)]
             for c in fitting
         }
-        sole = [c for c in fitting if not owners[c.id]]
-        tainted = seq in self.tainted
-        if len(sole) == 1 and len(fitting) == 1:
-            self.claimed.add(sole[0].id)
-            self.reporter.event("reconciled", chunk=seq, activity=sole[0].id, status=sole[0].status)
-            return sole[0].id, tainted
-        if not fitting:
+        record = self.journal.chunk(seq)
+        assert record is not None
+        verdict = reconcile([c.id for c in fitting], owners, suspected=record.suspected)
+        if verdict.event is ChunkEvent.ADOPT:
+            status = fitting[0].status
+            self.reporter.event(
+                "reconciled", chunk=seq, activity=verdict.activity_id, status=status
+            )
+        elif verdict.event is ChunkEvent.ABSENT:
             self.reporter.event("reconciled", chunk=seq, activity=None)
-            return None, tainted
-        # Undecidable: block the candidates, taint every chunk they could belong to.
-        for candidate in fitting:
-            self.blocked.add(candidate.id)
-            self.tainted.update(owners[candidate.id])
-        self.reporter.event(
-            "reconciled", chunk=seq, activity=None, ambiguous=[c.id for c in fitting]
-        )
-        return None, True
+        else:
+            self.reporter.event(
+                "reconciled", chunk=seq, activity=None, ambiguous=sorted(verdict.blocked)
+            )
+        return verdict
 
     async def _recent_activities(self, since: float) -> list[Activity]:
         """Activities of the account inserted after ``since`` (by our clock), newest first."""
         found: list[Activity] = []
-        href: str | None = "activities"
-        while href:
-            response = await self.client.get(href)
-            root = parse_xml(response.content, max_bytes=256 << 20)
-            page = [activity_from_entry(el) for el in root if local_name(el) == "entry"]
-            older = False
-            for activity in page:
-                if activity.insert_time.timestamp() < since + self._offset_bounds()[0]:
-                    older = True
-                else:
-                    found.append(activity)
-            href = None if older or not page else (links_of(root).get("next") or None)
+        async with aclosing(self.client.iter_feed("activities", activity_from_entry)) as pages:
+            async for page in pages:
+                cutoff = since + self._offset_bounds()[0]
+                found.extend(a for a in page if a.insert_time.timestamp() >= cutoff)
+                if not page or any(a.insert_time.timestamp() < cutoff for a in page):
+                    break
         return found
 
     # -- waiters ---------------------------------------------------------------------------
@@ -748,13 +630,6 @@ def _activity_types(kind: str) -> set[str]:
     return {ActivityType.ADD_CONTACTS, ActivityType.ADD_CONTACT_DETAIL}
 
 
-def _new_journal(directory: Path) -> Journal:
-    """The journal of a new run; a directory that already holds a run is refused."""
-    if (directory / "journal.sqlite").exists():
-        raise ConfigError(f"{directory} already holds a run: use `bulkops resume {directory}`")
-    return Journal(directory, create=True)
-
-
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The one exception a group holds (through nested groups), or None."""
     while len(group.exceptions) == 1:
@@ -784,10 +659,12 @@ async def _execute_inner(run: _Run) -> ImportReport:
         run.counters.bytes_total = run.source.stat().st_size
     state = "complete"
     message = ""
-    # POSTs a crash left unanswered: their windows must be known before any reconciliation.
+    # POSTs a crash left unanswered: their outcome is unknown, and their windows must be
+    # known before any reconciliation.
     for record in run.journal.chunks(ChunkState.POSTING):
-        started = record.post_started or 0.0
-        run.windows[record.seq] = [started, started + run.client.config.timeout, float(record.rows)]
+        run.journal.apply(record.seq, ChunkEvent.LOSE)
+    for record in run.journal.chunks(ChunkState.UNKNOWN):
+        run.windows[record.seq] = run._crash_window(record)
     try:
         async with trio.open_nursery() as outer:
             outer.start_soon(run.tracker.run)
@@ -923,7 +800,7 @@ async def run_import(
     if not source.is_file():  # noqa: ASYNC240 - one stat before the run starts
         raise InputError("no such file", path=str(source))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(source, options.kind)
-    journal = _new_journal(directory)
+    journal = new_journal(directory)
     try:
         lists = await resolve_lists(client, options.lists, create=options.create_lists)
         size, digest = input_digest(source)
@@ -1066,7 +943,7 @@ async def run_clear(
     """Remove every member of the given lists with one CLEAR_CONTACTS_FROM_LISTS activity."""
     options = ImportOptions(kind="add", lists=tuple(lists))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(None, "clear")
-    journal = _new_journal(directory)
+    journal = new_journal(directory)
     try:
         resolved = await resolve_lists(client, lists, create=False)
         journal.set_meta(

@@ -27,8 +27,10 @@ from urllib.parse import parse_qsl
 import attrs
 import msgspec
 
-from bulkops.engine.journal import ChunkRecord, ChunkState, Journal, OutcomeRecord
+from bulkops.engine.chunks import ChunkState
+from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import write_atomically, write_outcome_file
+from bulkops.engine.rundirs import default_run_dir
 from bulkops.errors import InputError
 from bulkops.stream.pipeline import Pipeline, PipelineOptions
 from bulkops.stream.records import (
@@ -618,8 +620,6 @@ def dry_run(
     Raises:
         InputError: the input cannot be read or imported.
     """
-    from bulkops.engine.imports import default_run_dir
-
     source = Path(path)
     if not source.is_file():
         raise InputError("no such file", path=str(source))
