@@ -13,6 +13,7 @@ from bulkops.errors import (
     ActivityStalled,
     ApiError,
     AuthError,
+    BodyBrokenOff,
     BulkOpsError,
     ConfigError,
     Conflict,
@@ -21,11 +22,11 @@ from bulkops.errors import (
     NotFound,
     OutcomeUnknown,
     ProtocolError,
+    StateError,
     Throttled,
     TransportError,
     XmlError,
 )
-
 
 # The engine's public entry points, imported on first access (PEP 562): importing
 # ``bulkops.stream`` or ``bulkops.wire`` alone must not pull in trio and httpx (~20 MiB of
@@ -83,6 +84,7 @@ __all__ = [
     "ActivityStalled",
     "ApiError",
     "AuthError",
+    "BodyBrokenOff",
     "BulkOpsError",
     "ClientConfig",
     "ConfigError",
@@ -96,6 +98,7 @@ __all__ = [
     "NotFound",
     "OutcomeUnknown",
     "ProtocolError",
+    "StateError",
     "Throttled",
     "TransportError",
     "XmlError",

@@ -24,10 +24,15 @@ from bulkops.engine.exports import (
     resume_export,
     run_export,
     since_from_run,
-    single_errors,
 )
 from bulkops.engine.tracker import ActivityTracker
-from bulkops.errors import ActivityFailed, ConfigError, NotFound, TransportError
+from bulkops.errors import (
+    ActivityFailed,
+    ConfigError,
+    NotFound,
+    TransportError,
+    single_errors,
+)
 from bulkops.server import queries
 from bulkops.server.app import ApiState
 from bulkops.server.seed import seed_contacts
@@ -575,6 +580,10 @@ def test_nursery_groups_become_errors_of_the_tree() -> None:
     assert caught.value.__notes__ == [f"also: {NotFound(404, 'x')!r}"]
     with pytest.raises(ExceptionGroup), single_errors():
         raise ExceptionGroup("g", [TransportError("a"), ValueError("bug")])
+    with pytest.raises(ValueError, match="alone"), single_errors():  # one of anything is itself
+        raise ExceptionGroup("g", [ExceptionGroup("h", [ValueError("alone")])])
+    with pytest.raises(KeyboardInterrupt), single_errors():  # Ctrl-C beside an error of ours
+        raise BaseExceptionGroup("g", [KeyboardInterrupt(), TransportError("a")])
 
 
 def test_since_from_run_needs_a_finished_export(tmp_path: Path) -> None:

@@ -39,10 +39,9 @@ from bulkops.engine.exports import (
     resume_export,
     run_export,
     since_from_run,
-    single_errors,
     summary,
 )
-from bulkops.errors import ConfigError
+from bulkops.errors import ConfigError, single_errors
 
 __all__ = ["add_arguments", "resume_if_export", "run", "status_if_export"]
 

@@ -25,8 +25,7 @@ import msgspec
 import trio
 
 from bulkops.cli.common import add_connection_arguments, connect
-from bulkops.engine.exports import single_errors
-from bulkops.errors import ConfigError, ProtocolError
+from bulkops.errors import ConfigError, ProtocolError, single_errors
 from bulkops.wire.atom import Campaign, CampaignCounts, format_time, parse_campaign
 
 __all__ = [

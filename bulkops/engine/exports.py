@@ -51,7 +51,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -72,12 +72,12 @@ from bulkops.engine.rundirs import default_run_dir
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import (
     ActivityFailed,
-    BulkOpsError,
     ConfigError,
     NotFound,
     OutcomeUnknown,
     ProtocolError,
     TransportError,
+    single_errors,
 )
 from bulkops.stream.export import (
     FEED_FIELDS,
@@ -115,7 +115,6 @@ __all__ = [
     "resume_export",
     "run_export",
     "since_from_run",
-    "single_errors",
     "summary",
 ]
 
@@ -130,33 +129,6 @@ _POST_ATTEMPTS = 3  # an export activity whose POST answer was lost is posted ag
 _MAX_ENTRY_XML = 64 * 1024 * 1024  # one entry: an activity with 40,000 row errors fits
 _REPORT_NAME = "report.json"
 _ENCODER = msgspec.json.Encoder()
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for item in group.exceptions:
-        found.extend(_leaves(item) if isinstance(item, BaseExceptionGroup) else [item])
-    return found
-
-
-@contextlib.contextmanager
-def single_errors() -> Iterator[None]:
-    """Turn a nursery's exception group back into one exception of the error tree.
-
-    A group of one is its exception; a group of bulkops errors only (several requests of one
-    page failing together) is the first of them, the others added as notes; anything else
-    (a bug, ``KeyboardInterrupt`` beside an error) stays a group.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1 or all(isinstance(leaf, BulkOpsError) for leaf in leaves):
-            first = leaves[0]
-            for other in leaves[1:]:
-                first.add_note(f"also: {other!r}")
-            raise first from None
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from bulkops.errors import (
     OutcomeUnknown,
     StateError,
     TransportError,
+    single_errors,
 )
 from bulkops.wire.activity import ActivityStatus, ActivityType
 from bulkops.wire.atom import activity_from_entry
@@ -630,25 +631,9 @@ def _activity_types(kind: str) -> set[str]:
     return {ActivityType.ADD_CONTACTS, ActivityType.ADD_CONTACT_DETAIL}
 
 
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception a group holds (through nested groups), or None."""
-    while len(group.exceptions) == 1:
-        inner = group.exceptions[0]
-        if not isinstance(inner, BaseExceptionGroup):
-            return inner
-        group = inner
-    return None
-
-
 async def _execute(run: _Run) -> ImportReport:
-    try:
+    with single_errors():  # callers get our error itself, not a group
         return await _execute_inner(run)
-    except BaseExceptionGroup as group:
-        # Callers get our error itself, not a group, when only one thing went wrong.
-        single = _single(group)
-        if single is not None:
-            raise single from group
-        raise
 
 
 async def _execute_inner(run: _Run) -> ImportReport:
