@@ -26,7 +26,7 @@ import trio
 
 from bulkops.cli.common import add_connection_arguments, connect
 from bulkops.errors import ConfigError, ProtocolError, single_errors
-from bulkops.wire.atom import Campaign, CampaignCounts, format_time, parse_campaign
+from bulkops.wire.atom import Campaign, CampaignCounts, campaign_from_entry, format_time
 
 __all__ = [
     "CampaignReport",
@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 _ID_RE = re.compile(r"[0-9]{1,18}")
-_MAX_ENTRY_BYTES = 64 * 1024 * 1024
 
 
 class Rates(msgspec.Struct, frozen=True, kw_only=True):
@@ -189,8 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def fetch() -> Campaign:
         async with connect(args) as client:
-            response = await client.get(f"campaigns/{campaign_id}")
-        return parse_campaign(response.content, max_bytes=_MAX_ENTRY_BYTES)
+            return await client.get_entry(f"campaigns/{campaign_id}", campaign_from_entry)
 
     with single_errors():  # the embedded server's nursery wraps errors in a group
         campaign = trio.run(fetch)

@@ -29,11 +29,11 @@ import datetime as dt
 import email.utils
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import attrs
 import httpx
@@ -54,7 +54,6 @@ from bulkops.errors import (
     Throttled,
     TransportError,
 )
-from bulkops.wire.activity import Field
 from bulkops.wire.atom import activity_from_entry, links_of, local_name, parse_xml
 from bulkops.wire.model import Activity
 
@@ -556,14 +555,17 @@ class Client:
         )
         return activity_from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
 
-    async def post_form(self, href: str, fields: list[tuple[Field | str, str]]) -> Activity:
-        """POST a small urlencoded activity form (an export, a clear) and read the activity.
+    async def post_form(
+        self,
+        href: str,
+        fields: Sequence[tuple[str, str]],
+        from_entry: Callable[[etree._Element], _T],
+    ) -> _T:
+        """POST a small urlencoded form (an export or clear activity) and read the answer.
 
         Raises:
             as :meth:`post_activity`.
         """
-        from urllib.parse import urlencode
-
         body = urlencode([(str(key), value) for key, value in fields]).encode()
         response = await self.request(
             "POST",
@@ -571,7 +573,7 @@ class Client:
             content=body,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
-        return activity_from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
+        return from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
 
     @asynccontextmanager
     async def stream_download(

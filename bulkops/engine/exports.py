@@ -59,7 +59,6 @@ from typing import Any, BinaryIO, Literal, get_args
 from urllib.parse import urlencode
 
 import attrs
-import httpx
 import msgspec
 import trio
 
@@ -72,6 +71,7 @@ from bulkops.engine.rundirs import default_run_dir
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import (
     ActivityFailed,
+    BodyBrokenOff,
     ConfigError,
     NotFound,
     OutcomeUnknown,
@@ -94,7 +94,13 @@ from bulkops.stream.export import (
 )
 from bulkops.stream.feed import FEED_SLICE_BYTES, FeedDecoder
 from bulkops.wire.activity import ActivityStatus, ActivityType, Field
-from bulkops.wire.atom import format_time, list_from_entry, parse_entry, parse_time, parse_xml
+from bulkops.wire.atom import (
+    activity_from_entry,
+    format_time,
+    list_from_entry,
+    parse_time,
+    record_from_entry,
+)
 from bulkops.wire.columns import Column
 from bulkops.wire.model import Activity, Contact, ContactListMember, FeedEntry
 from bulkops.wire.uris import SYSTEM_LISTS
@@ -126,7 +132,6 @@ _LIST_TYPES = ("active", "removed", "do-not-mail")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _PAGE_ATTEMPTS = 5  # a page whose body broke off is fetched again this often
 _POST_ATTEMPTS = 3  # an export activity whose POST answer was lost is posted again
-_MAX_ENTRY_XML = 64 * 1024 * 1024  # one entry: an activity with 40,000 row errors fits
 _REPORT_NAME = "report.json"
 _ENCODER = msgspec.json.Encoder()
 
@@ -474,16 +479,16 @@ class PageWalk:
             records: list[FeedEntry] = []
             requested_after: int | None = None
             try:
-                async with self._client.stream(url) as response:
-                    async for piece in response.aiter_bytes(self._read_size):
+                async with self._client.stream_download(url, read_size=self._read_size) as body:
+                    async for piece in body:
                         records.extend(decoder.decode(piece))
                         if not successor and decoder.next_url is not None:
                             requested_after = decoder.bytes_fed
                             start_next(decoder.next_url)
-            except (httpx.TransportError, httpx.StreamError) as exc:
+            except BodyBrokenOff as exc:
                 # The body broke off after the headers: read the page again.
                 if attempt == _PAGE_ATTEMPTS:
-                    raise TransportError(f"reading a feed page failed: {exc!r}") from exc
+                    raise TransportError(f"reading a feed page failed: {exc}") from exc
                 continue
             records.extend(decoder.flush())
             next_url = decoder.next_url
@@ -868,8 +873,7 @@ class _Run:
 
         async def fetch(index: int, contact_id: str) -> None:
             async with limiter:
-                response = await self.client.get(f"contacts/{contact_id}")
-            full = parse_entry(response.content, max_bytes=_MAX_ENTRY_XML)
+                full = await self.client.get_entry(f"contacts/{contact_id}", record_from_entry)
             if not isinstance(full, Contact):
                 raise ProtocolError(f"contacts/{contact_id} is not a contact entry")
             found[index] = full
@@ -904,7 +908,7 @@ class _Run:
 
     async def _still_there(self, activity_id: str) -> bool:
         try:
-            await self.client.get(f"activities/{activity_id}")
+            await self.client.get_entry(f"activities/{activity_id}", activity_from_entry)
         except NotFound:
             return False
         return True
@@ -929,21 +933,14 @@ class _Run:
             (Field.LIST_ID, self.target.list_uri),
         ]
         fields.extend((Field.COLUMNS, column.name) for column in self.columns)
-        body = urlencode(fields).encode()
         for attempt in range(1, _POST_ATTEMPTS + 1):
             try:
-                response = await self.client.request(
-                    "POST",
-                    "activities",
-                    content=body,
-                    headers={"Content-Type": "application/x-www-form-urlencoded"},
-                )
+                entry = await self.client.post_form("activities", fields, record_from_entry)
                 break
             except OutcomeUnknown:
                 # An export changes nothing: a second one costs only the server's time.
                 if attempt == _POST_ATTEMPTS:
                     raise
-        entry = parse_entry(response.content, max_bytes=_MAX_ENTRY_XML)
         if not isinstance(entry, Activity):
             raise ProtocolError("POST /activities did not answer with an activity entry")
         return entry.id
@@ -990,8 +987,9 @@ class _Run:
             projection: list[int] | None = None
             seen = 0  # rows of the file read in this attempt
             try:
-                async with self.client.stream(f"activities/{file_name}") as response:
-                    async for piece in response.aiter_bytes(FEED_SLICE_BYTES):
+                href = f"activities/{file_name}"
+                async with self.client.stream_download(href, read_size=FEED_SLICE_BYTES) as body:
+                    async for piece in body:
                         rows = decoder.decode(piece)
                         if projection is None and decoder.header is not None:
                             projection = header_projection(decoder.header, self.columns)
@@ -1001,11 +999,11 @@ class _Run:
                         if self.due():
                             self.save(source_rows=written)
                         self.check_stop(source_rows=written)
-            except (httpx.TransportError, httpx.StreamError) as exc:
+            except BodyBrokenOff as exc:
                 if attempt == _PAGE_ATTEMPTS:
                     self.save(source_rows=written)
                     raise TransportError(
-                        f"the export file kept breaking off ({exc!r}); resume the run"
+                        f"the export file kept breaking off ({exc}); resume the run"
                     ) from exc
                 continue
             rows = decoder.flush()
@@ -1095,8 +1093,7 @@ async def _resolve_target(client: Client, options: ExportOptions) -> _Target:
         raise ConfigError(str(exc).replace(" (use --create-lists to create it)", "")) from None
     count: int | None = None
     if found.id not in SYSTEM_LISTS:
-        response = await client.get(f"lists/{found.id}")
-        count = list_from_entry(parse_xml(response.content)).contact_count
+        count = (await client.get_entry(f"lists/{found.id}", list_from_entry)).contact_count
     if what == "contacts":
         query = urlencode({"updatedsince": options.updated_since, "listid": found.id})
         return _Target(href=f"contacts?{query}", list_id=found.id, list_uri=found.uri)
