@@ -35,9 +35,9 @@ _LAZY: dict[str, str] = {
     "ClientConfig": "bulkops.engine.client",
     "Credentials": "bulkops.engine.client",
     "open_client": "bulkops.engine.client",
-    "ExportOptions": "bulkops.engine.exports",
-    "ExportReport": "bulkops.engine.exports",
-    "open_records": "bulkops.engine.exports",
+    "ExportOptions": "bulkops.engine.export_options",
+    "ExportReport": "bulkops.engine.export_options",
+    "open_records": "bulkops.engine.feeds",
     "resume_export": "bulkops.engine.exports",
     "run_export": "bulkops.engine.exports",
     "ImportOptions": "bulkops.engine.imports",
@@ -49,13 +49,9 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from bulkops.engine.client import ClientConfig, Credentials, open_client
-    from bulkops.engine.exports import (
-        ExportOptions,
-        ExportReport,
-        open_records,
-        resume_export,
-        run_export,
-    )
+    from bulkops.engine.export_options import ExportOptions, ExportReport
+    from bulkops.engine.exports import resume_export, run_export
+    from bulkops.engine.feeds import open_records
     from bulkops.engine.imports import (
         ImportOptions,
         import_file,

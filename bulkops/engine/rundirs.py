@@ -12,7 +12,10 @@ from pathlib import Path
 from bulkops.engine.journal import JOURNAL_NAME, Journal
 from bulkops.errors import ConfigError
 
-__all__ = ["default_run_dir", "new_journal"]
+__all__ = ["REPORT_NAME", "default_run_dir", "new_journal"]
+
+#: Every run's report, next to its journal.
+REPORT_NAME = "report.json"
 
 
 def default_run_dir(path: Path | None, command: str) -> Path:
