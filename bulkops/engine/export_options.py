@@ -147,19 +147,22 @@ class ExportOptions:
         carried = FEED_FIELDS[ContactListMember if self.what == "members" else Contact]
         return tuple(c for c in export_columns(None) if c.field in carried)
 
-    def to_meta(self) -> dict[str, object]:
-        """A JSON-ready form."""
-        data = attrs.asdict(self)
-        data["columns"] = None if self.columns is None else list(self.columns)
-        return data
+    def to_meta(self) -> dict[str, Any]:
+        """A JSON-ready form (msgspec, from the attrs fields)."""
+        meta: dict[str, Any] = msgspec.to_builtins(self)
+        return meta
 
     @classmethod
-    def from_meta(cls, data: dict[str, Any]) -> ExportOptions:
-        """The inverse of :meth:`to_meta`."""
-        values = dict(data)
-        if values.get("columns") is not None:
-            values["columns"] = tuple(values["columns"])
-        return cls(**values)
+    def from_meta(cls, data: object) -> ExportOptions:
+        """The inverse of :meth:`to_meta` (validators run again).
+
+        Raises:
+            ConfigError: the stored options are not valid options.
+        """
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"the run's stored options are not valid: {exc}") from None
 
 
 class ExportReport(msgspec.Struct, frozen=True, kw_only=True):

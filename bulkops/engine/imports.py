@@ -31,9 +31,10 @@ import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
+import msgspec
 import trio
 
 from bulkops.engine.chunks import ChunkState
@@ -46,7 +47,6 @@ from bulkops.engine.planner import (
     PlannedChunk,
     PlannedOutcome,
     Planner,
-    PlannerOptions,
     find_repeated_emails,
     input_digest,
     write_outcome_files,
@@ -61,6 +61,7 @@ from bulkops.errors import (
     InputError,
     single_errors,
 )
+from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.wire.activity import ActivityStatus, ActivityType
 from bulkops.wire.model import Activity
 
@@ -92,7 +93,8 @@ class ImportOptions:
         poll_min / poll_max: bounds of the interval between polls, in seconds.
         stall_timeout: seconds without a status change before an activity counts as stalled.
         write_applied: also write ``applied.csv``.
-        planner: how the input is read, validated and cut into chunks.
+        read: how the input is read (format, encoding, delimiter, mapping, ...).
+        limits: how rows are cut into requests (form, rows and bytes per request).
     """
 
     kind: Literal["add", "remove"] = "add"
@@ -105,22 +107,25 @@ class ImportOptions:
     poll_max: float = 10.0
     stall_timeout: float = 600.0
     write_applied: bool = False
-    planner: PlannerOptions = attrs.field(factory=PlannerOptions)
+    read: ReadOptions = attrs.field(factory=ReadOptions)
+    limits: ChunkLimits = attrs.field(factory=ChunkLimits)
 
-    def to_meta(self) -> dict[str, object]:
-        """A JSON-ready form."""
-        data = attrs.asdict(self, recurse=False)
-        data["lists"] = list(self.lists)
-        data["planner"] = self.planner.to_meta()
-        return data
+    def to_meta(self) -> dict[str, Any]:
+        """A JSON-ready form (msgspec, from the attrs fields)."""
+        meta: dict[str, Any] = msgspec.to_builtins(self)
+        return meta
 
     @classmethod
-    def from_meta(cls, data: dict[str, object]) -> ImportOptions:
-        """The inverse of :meth:`to_meta`."""
-        values = dict(data)
-        values["lists"] = tuple(values["lists"])  # type: ignore[arg-type]
-        values["planner"] = PlannerOptions.from_meta(values["planner"])  # type: ignore[arg-type]
-        return cls(**values)  # type: ignore[arg-type]
+    def from_meta(cls, data: object) -> ImportOptions:
+        """The inverse of :meth:`to_meta` (validators run again).
+
+        Raises:
+            ConfigError: the stored options are not valid options.
+        """
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"the run's stored options are not valid: {exc}") from None
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -196,7 +201,8 @@ class _Run:
     async def produce(self, send: trio.MemorySendChannel[PlannedChunk]) -> None:
         assert self.source is not None
         planner = self.planner = Planner(
-            self.options.planner,
+            self.options.read,
+            self.options.limits,
             lists=[lst.uri for lst in self.lists],
             kind=self.options.kind,
             path=str(self.source),
@@ -438,7 +444,8 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
         marked = find_repeated_emails(
             journal,
             run.source,
-            run.options.planner,
+            run.options.read,
+            run.options.limits,
             lists=[lst.uri for lst in run.lists],
             kind=run.options.kind,
             chunks=planner.linked_chunks,
@@ -450,7 +457,8 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
     files = write_outcome_files(
         journal,
         run.source,
-        run.options.planner,
+        run.options.read,
+        run.options.limits,
         write_applied=run.options.write_applied and state == "complete",
         header=planner.header if planner is not None else None,
     )
