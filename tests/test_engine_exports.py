@@ -22,6 +22,7 @@ from bulkops.engine.feeds import open_pages, open_records
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import (
     ActivityFailed,
+    BodyBrokenOff,
     ConfigError,
     NotFound,
     TransportError,
@@ -387,6 +388,32 @@ async def test_bodies_that_break_off_are_read_again(
     assert proxy.times == 0  # every cut happened
     assert (cut.rows, cut.count_check) == (clean.rows, "match") == (700, "match")
     assert (tmp_path / "cut.csv").read_bytes() == (tmp_path / "clean.csv").read_bytes()
+
+
+async def test_a_body_cut_while_it_streams_is_an_error_of_the_tree(
+    server: RunningServer, nursery: trio.Nursery
+) -> None:
+    """The client maps a connection failing mid-body too: BodyBrokenOff, never httpx's."""
+    list_id = make_list(server.state, "Cut")
+    seed(server.state, 200, list_id)
+    port = int(server.origin.rsplit(":", 1)[1])
+    proxy = CuttingProxy(port, marker=b"<entry", after=3000, times=1)
+    proxy_port = await nursery.start(proxy.serve)
+    flaky = attrs.evolve(server, origin=f"http://127.0.0.1:{proxy_port}")
+    received = 0
+
+    async def read_all(client: Client) -> None:
+        nonlocal received
+        async with client.stream_download(f"lists/{list_id}/members", read_size=1024) as body:
+            async for piece in body:
+                received += len(piece)
+
+    async with open_client(client_config(flaky)) as client:
+        with trio.fail_after(60), pytest.raises(BodyBrokenOff, match="broke off"):
+            await read_all(client)
+        assert client.statistics().transport_errors == 1
+    assert proxy.times == 0
+    assert received > 3000
 
 
 # -- the walker --------------------------------------------------------------------------------
