@@ -17,7 +17,8 @@ import trio
 
 from bulkops.engine.client import Client, open_client, same_account
 from bulkops.engine.export_options import ExportOptions, ExportReport
-from bulkops.engine.exports import resume_export, run_export, since_from_run
+from bulkops.engine.export_runs import since_from_run
+from bulkops.engine.exports import resume_export, run_export
 from bulkops.engine.feeds import open_pages, open_records
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import (

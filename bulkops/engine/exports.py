@@ -58,6 +58,7 @@ import trio
 
 from bulkops.engine.client import Client, same_account
 from bulkops.engine.export_options import ExportOptions, ExportReport, ExportWhat, Via, summary
+from bulkops.engine.export_runs import read_export_report
 from bulkops.engine.feeds import open_pages
 from bulkops.engine.journal import JOURNAL_NAME, Journal
 from bulkops.engine.ledger import write_atomically
@@ -111,11 +112,8 @@ __all__ = [
     "ExportReport",
     "ExportWhat",
     "Via",
-    "export_status",
-    "is_export_run",
     "resume_export",
     "run_export",
-    "since_from_run",
     "summary",
 ]
 
@@ -677,57 +675,6 @@ def _resumed_output(target: Path, temp: Path, checkpoint: Checkpoint) -> Output:
     return Output(target, temp, offset=checkpoint.offset)
 
 
-def export_status(run_dir: str | Path) -> dict[str, Any]:
-    """What an export run has done so far, from its journal (offline; for ``bulkops status``).
-
-    Returns:
-        ``command``, ``state``, ``what``, ``via``, ``output``, ``rows`` (written and made
-        durable), ``pages``, ``activity_id``, ``next`` (the page to continue from),
-        ``high_water_mark``, ``resumes``, and ``report`` (the last report, or None).
-
-    Raises:
-        ConfigError: not an export run directory.
-    """
-    directory = Path(run_dir)
-    if not is_export_run(directory):
-        raise ConfigError(f"{directory} is not an export run")
-    journal = Journal(directory, create=False)
-    checkpoints = Checkpoints(directory)
-    try:
-        meta = journal.meta()
-        checkpoint = checkpoints.load() or Checkpoint(offset=0, rows=0)
-    finally:
-        checkpoints.close()
-        journal.close()
-    options = meta.get("options", {})
-    report_path = directory / REPORT_NAME
-    return {
-        "command": "export",
-        "state": meta.get("state"),
-        "what": options.get("what"),
-        "via": options.get("via"),
-        "output": meta.get("output"),
-        "rows": checkpoint.rows,
-        "pages": checkpoint.pages,
-        "activity_id": checkpoint.activity_id,
-        "next": None if checkpoint.done else checkpoint.href,
-        "high_water_mark": checkpoint.high_water,
-        "resumes": meta.get("resumes", 0),
-        "report": _read_report(directory) if report_path.exists() else None,
-    }
-
-
-def is_export_run(run_dir: str | Path) -> bool:
-    """True when ``run_dir`` holds the journal of an export (for ``bulkops resume``)."""
-    if not (Path(run_dir) / JOURNAL_NAME).exists():
-        return False
-    journal = Journal(run_dir, create=False)
-    try:
-        return journal.meta().get("command") == "export"
-    finally:
-        journal.close()
-
-
 async def resume_export(
     client: Client,
     run_dir: str | Path,
@@ -760,7 +707,7 @@ async def resume_export(
                 f"this run was made against {meta['account']}, not {client.account_url}"
             )
         if meta.get("state") == "complete":
-            return _read_report(directory)
+            return read_export_report(directory)
         checkpoint = checkpoints.load()
         if checkpoint is None:
             raise ConfigError(f"{directory} has no export checkpoint; start the export again")
@@ -790,28 +737,3 @@ def _with_stall_timeout(options: ExportOptions, stall_timeout: float | None) -> 
     if stall_timeout is None:
         return options
     return attrs.evolve(options, stall_timeout=stall_timeout)
-
-
-def _read_report(run_dir: str | Path) -> ExportReport:
-    """The ``report.json`` of an export run.
-
-    Raises:
-        ConfigError: there is none, or it is not an export report.
-    """
-    path = Path(run_dir) / REPORT_NAME
-    try:
-        return msgspec.json.decode(path.read_bytes(), type=ExportReport)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ConfigError(f"{run_dir} holds no export report: {exc}") from None
-
-
-def since_from_run(run_dir: str | Path) -> str:
-    """The high-water mark a previous export run recorded, for ``--updated-since RUN_DIR``.
-
-    Raises:
-        ConfigError: the directory holds no finished export with a high-water mark.
-    """
-    report = _read_report(run_dir)
-    if report.state != "complete" or not report.high_water_mark:
-        raise ConfigError(f"the export in {run_dir} recorded no high-water mark")
-    return report.high_water_mark
