@@ -486,15 +486,6 @@ class Client:
         """GET with retries."""
         return await self.request("GET", href, **kwargs)
 
-    @asynccontextmanager
-    async def stream(self, href: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
-        """GET a response whose body is read incrementally (``aiter_bytes``); closed on exit."""
-        response = await self.request("GET", href, stream=True, **kwargs)
-        try:
-            yield response
-        finally:
-            await response.aclose()
-
     # -- the typed seam ----------------------------------------------------------------------
 
     async def get_entry(self, href: str, from_entry: Callable[[etree._Element], _T]) -> _T:
