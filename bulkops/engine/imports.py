@@ -12,7 +12,7 @@ Shape of a run (one trio nursery, bounded channels — memory is O(chunk × in-f
   same chunks come out, and those the journal has as done are skipped.
 * A **submitter** waits for the chunk a chunk depends on (a shared email; the order of rows
   must be kept), takes a queued-activity slot, and makes sure the chunk is POSTed exactly
-  once: ``posting`` is journaled before the POST and ``posted`` after it. When an answer is
+  once: ``SEND`` is journaled before the POST and ``ANSWER`` after it. When an answer is
   lost (:class:`~bulkops.errors.OutcomeUnknown`), or after a crash between the two, the
   activities feed is searched for the activity the POST may have created (see
   ``engine/posting.py``, which drives the chunk state machine of ``engine/chunks.py``)
@@ -55,12 +55,7 @@ from bulkops.engine.posting import ChunkPoster
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
 from bulkops.engine.rundirs import default_run_dir, new_journal
 from bulkops.engine.tracker import ActivityTracker
-from bulkops.errors import (
-    ActivityStalled,
-    ConfigError,
-    InputError,
-    single_errors,
-)
+from bulkops.errors import ActivityStalled, ConfigError, InputError, single_errors
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.wire.activity import ActivityStatus, ActivityType
 from bulkops.wire.model import Activity
