@@ -7,11 +7,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from bulkops._version import __version__
 from bulkops.errors import (
     ActivityFailed,
     ActivityStalled,
     ApiError,
     AuthError,
+    BodyBrokenOff,
     BulkOpsError,
     ConfigError,
     Conflict,
@@ -20,12 +22,11 @@ from bulkops.errors import (
     NotFound,
     OutcomeUnknown,
     ProtocolError,
+    StateError,
     Throttled,
     TransportError,
     XmlError,
 )
-
-__version__ = "0.1.0"
 
 # The engine's public entry points, imported on first access (PEP 562): importing
 # ``bulkops.stream`` or ``bulkops.wire`` alone must not pull in trio and httpx (~20 MiB of
@@ -34,9 +35,9 @@ _LAZY: dict[str, str] = {
     "ClientConfig": "bulkops.engine.client",
     "Credentials": "bulkops.engine.client",
     "open_client": "bulkops.engine.client",
-    "ExportOptions": "bulkops.engine.exports",
-    "ExportReport": "bulkops.engine.exports",
-    "open_records": "bulkops.engine.exports",
+    "ExportOptions": "bulkops.engine.export_options",
+    "ExportReport": "bulkops.engine.export_options",
+    "open_records": "bulkops.engine.feeds",
     "resume_export": "bulkops.engine.exports",
     "run_export": "bulkops.engine.exports",
     "ImportOptions": "bulkops.engine.imports",
@@ -48,13 +49,9 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from bulkops.engine.client import ClientConfig, Credentials, open_client
-    from bulkops.engine.exports import (
-        ExportOptions,
-        ExportReport,
-        open_records,
-        resume_export,
-        run_export,
-    )
+    from bulkops.engine.export_options import ExportOptions, ExportReport
+    from bulkops.engine.exports import resume_export, run_export
+    from bulkops.engine.feeds import open_records
     from bulkops.engine.imports import (
         ImportOptions,
         import_file,
@@ -83,6 +80,7 @@ __all__ = [
     "ActivityStalled",
     "ApiError",
     "AuthError",
+    "BodyBrokenOff",
     "BulkOpsError",
     "ClientConfig",
     "ConfigError",
@@ -96,6 +94,7 @@ __all__ = [
     "NotFound",
     "OutcomeUnknown",
     "ProtocolError",
+    "StateError",
     "Throttled",
     "TransportError",
     "XmlError",

@@ -21,12 +21,8 @@ import importlib
 import sys
 from collections.abc import Iterator, Sequence
 
-from bulkops import __version__
-from bulkops.errors import (
-    ActivityStalled,
-    BulkOpsError,
-    ConfigError,
-)
+from bulkops._version import __version__
+from bulkops.errors import ActivityStalled, BulkOpsError, ConfigError, single_errors
 
 __all__ = ["EXIT_FATAL", "EXIT_OK", "EXIT_PARTIAL", "EXIT_RESUMABLE", "EXIT_USAGE", "main"]
 
@@ -111,28 +107,13 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc))
-        else:
-            found.append(exc)
-    return found
-
-
 @contextlib.contextmanager
 def _errors_to_exit_codes(codes: list[int]) -> Iterator[None]:
     try:
-        try:
+        # Concurrent tasks report errors as groups; one of ours (or Ctrl-C) is answered as
+        # itself, anything else stays a crash with its full traceback.
+        with single_errors():
             yield
-        except BaseExceptionGroup as group:
-            # Concurrent tasks report errors as groups; one of ours (or Ctrl-C) is answered
-            # as itself, anything else stays a crash with its full traceback.
-            leaves = _leaves(group)
-            if leaves and all(isinstance(e, BulkOpsError | KeyboardInterrupt) for e in leaves):
-                raise leaves[0] from group
-            raise
     except ConfigError as exc:
         print(f"bulkops: {exc}", file=sys.stderr)
         codes.append(EXIT_USAGE)

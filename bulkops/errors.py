@@ -19,18 +19,27 @@ messages and exit codes in one place.
     │   ├── Conflict             409
     │   └── Throttled            429 (``retry_after`` in seconds when the server gave one)
     ├── TransportError           connect/read/write failures that outlived the retries
-    │   └── OutcomeUnknown       a POST was sent but its answer was lost: it may have been applied
-    └── ActivityFailed           an activity ended in ERROR
-        └── ActivityStalled      an activity made no progress for the stall timeout
+    │   ├── OutcomeUnknown       a POST was sent but its answer was lost: it may have been applied
+    │   └── BodyBrokenOff        a response body broke off while it streamed (read it again)
+    ├── ActivityFailed           an activity ended in ERROR
+    │   └── ActivityStalled      an activity made no progress for the stall timeout
+    └── StateError               a transition a state table forbids (a bug, or an edited journal)
+
+Concurrent tasks report errors as (nested) exception groups; :func:`single_errors` turns a
+group back into one error of the tree, by one rule used by the CLI, imports and exports.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 __all__ = [
     "ActivityFailed",
     "ActivityStalled",
     "ApiError",
     "AuthError",
+    "BodyBrokenOff",
     "BulkOpsError",
     "ConfigError",
     "Conflict",
@@ -39,9 +48,12 @@ __all__ = [
     "NotFound",
     "OutcomeUnknown",
     "ProtocolError",
+    "StateError",
     "Throttled",
     "TransportError",
     "XmlError",
+    "collapse_group",
+    "single_errors",
 ]
 
 
@@ -167,6 +179,13 @@ class OutcomeUnknown(TransportError):
     """
 
 
+class BodyBrokenOff(TransportError):
+    """The connection failed while a response body was streaming (after its headers came).
+
+    Whatever was already received is incomplete; a caller reading a document reads it again.
+    """
+
+
 class ActivityFailed(BulkOpsError):
     """An activity ended in the ERROR status.
 
@@ -183,3 +202,47 @@ class ActivityFailed(BulkOpsError):
 
 class ActivityStalled(ActivityFailed):
     """An activity showed no progress for longer than the stall timeout."""
+
+
+class StateError(BulkOpsError):
+    """A transition that a state table (an import chunk's, for instance) does not allow."""
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for item in group.exceptions:
+        found.extend(_leaves(item) if isinstance(item, BaseExceptionGroup) else [item])
+    return found
+
+
+def collapse_group(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception that stands for ``group``, or None when it must stay a group.
+
+    The rule: a group holding one exception (through any nesting) is that exception; a
+    group of errors of the tree and Ctrl-Cs only (several requests failing together) is its
+    first one, the others added to it as notes (``also: ...``); anything else (a bug beside
+    an error) stays a group, so its traceback is not lost.
+    """
+    leaves = _leaves(group)
+    if not leaves:
+        return None
+    if len(leaves) == 1 or all(
+        isinstance(leaf, BulkOpsError | KeyboardInterrupt) for leaf in leaves
+    ):
+        first = leaves[0]
+        for other in leaves[1:]:
+            first.add_note(f"also: {other!r}")
+        return first
+    return None
+
+
+@contextlib.contextmanager
+def single_errors() -> Iterator[None]:
+    """Re-raise an exception group leaving the block as :func:`collapse_group` says."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        single = collapse_group(group)
+        if single is None:
+            raise
+        raise single from None

@@ -16,18 +16,19 @@ import pytest
 import trio
 
 from bulkops.engine.client import Client, open_client, same_account
-from bulkops.engine.exports import (
-    ExportOptions,
-    ExportReport,
-    open_pages,
-    open_records,
-    resume_export,
-    run_export,
-    since_from_run,
+from bulkops.engine.export_options import ExportOptions, ExportReport
+from bulkops.engine.export_runs import since_from_run
+from bulkops.engine.exports import resume_export, run_export
+from bulkops.engine.feeds import open_pages, open_records
+from bulkops.engine.tracker import ActivityTracker
+from bulkops.errors import (
+    ActivityFailed,
+    BodyBrokenOff,
+    ConfigError,
+    NotFound,
+    TransportError,
     single_errors,
 )
-from bulkops.engine.tracker import ActivityTracker
-from bulkops.errors import ActivityFailed, ConfigError, NotFound, TransportError
 from bulkops.server import queries
 from bulkops.server.app import ApiState
 from bulkops.server.seed import seed_contacts
@@ -390,6 +391,32 @@ async def test_bodies_that_break_off_are_read_again(
     assert (tmp_path / "cut.csv").read_bytes() == (tmp_path / "clean.csv").read_bytes()
 
 
+async def test_a_body_cut_while_it_streams_is_an_error_of_the_tree(
+    server: RunningServer, nursery: trio.Nursery
+) -> None:
+    """The client maps a connection failing mid-body too: BodyBrokenOff, never httpx's."""
+    list_id = make_list(server.state, "Cut")
+    seed(server.state, 200, list_id)
+    port = int(server.origin.rsplit(":", 1)[1])
+    proxy = CuttingProxy(port, marker=b"<entry", after=3000, times=1)
+    proxy_port = await nursery.start(proxy.serve)
+    flaky = attrs.evolve(server, origin=f"http://127.0.0.1:{proxy_port}")
+    received = 0
+
+    async def read_all(client: Client) -> None:
+        nonlocal received
+        async with client.stream_download(f"lists/{list_id}/members", read_size=1024) as body:
+            async for piece in body:
+                received += len(piece)
+
+    async with open_client(client_config(flaky)) as client:
+        with trio.fail_after(60), pytest.raises(BodyBrokenOff, match="broke off"):
+            await read_all(client)
+        assert client.statistics().transport_errors == 1
+    assert proxy.times == 0
+    assert received > 3000
+
+
 # -- the walker --------------------------------------------------------------------------------
 
 
@@ -575,6 +602,10 @@ def test_nursery_groups_become_errors_of_the_tree() -> None:
     assert caught.value.__notes__ == [f"also: {NotFound(404, 'x')!r}"]
     with pytest.raises(ExceptionGroup), single_errors():
         raise ExceptionGroup("g", [TransportError("a"), ValueError("bug")])
+    with pytest.raises(ValueError, match="alone"), single_errors():  # one of anything is itself
+        raise ExceptionGroup("g", [ExceptionGroup("h", [ValueError("alone")])])
+    with pytest.raises(KeyboardInterrupt), single_errors():  # Ctrl-C beside an error of ours
+        raise BaseExceptionGroup("g", [KeyboardInterrupt(), TransportError("a")])
 
 
 def test_since_from_run_needs_a_finished_export(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ import trio
 
 from bulkops.engine.client import open_client
 from bulkops.engine.imports import ImportOptions, resume_run, run_import
-from bulkops.engine.planner import PlannerOptions
 from bulkops.server.app import ServerConfig
+from bulkops.stream.options import ChunkLimits
 from tests.enginekit import client_config, contact_rows, server_contacts, write_csv
 from tests.serverkit import RunningServer, make_state, start_server
 
@@ -38,7 +38,7 @@ async def test_faults_do_not_change_the_final_state(faulty: RunningServer, tmp_p
         lists=("Faulty",),
         create_lists=True,
         **FAST,  # type: ignore[arg-type]
-        planner=PlannerOptions(max_rows=50),
+        limits=ChunkLimits(max_rows=50),
     )
     async with open_client(client_config(faulty, retry_attempts=30)) as client:
         with trio.fail_after(240):

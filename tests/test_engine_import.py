@@ -11,9 +11,9 @@ import trio
 
 from bulkops.engine.client import open_client
 from bulkops.engine.imports import ImportOptions, resume_run, run_clear, run_import
-from bulkops.engine.planner import PlannerOptions
 from bulkops.engine.progress import NullReporter
 from bulkops.errors import ConfigError
+from bulkops.stream.options import ChunkLimits
 from tests.enginekit import client_config, contact_rows, server_contacts, write_csv
 from tests.serverkit import RunningServer
 
@@ -74,7 +74,7 @@ async def test_bodies_bigger_than_a_send_piece_arrive_whole(
         lists=("Big",),
         create_lists=True,
         **FAST,  # type: ignore[arg-type]
-        planner=PlannerOptions(max_rows=6_000),
+        limits=ChunkLimits(max_rows=6_000),
     )
     async with open_client(client_config(server)) as client:
         with trio.fail_after(120):
@@ -124,7 +124,7 @@ async def test_small_limits_make_many_chunks_and_all_rows_arrive_in_order(
         create_lists=True,
         concurrency=4,
         **FAST,  # type: ignore[arg-type]
-        planner=PlannerOptions(max_rows=50),
+        limits=ChunkLimits(max_rows=50),
     )
     async with open_client(client_config(server)) as client:
         with trio.fail_after(120):
@@ -190,7 +190,7 @@ async def test_a_stopped_run_resumes_without_sending_done_chunks_again(
         concurrency=1,
         max_queued=1,
         **FAST,  # type: ignore[arg-type]
-        planner=PlannerOptions(max_rows=50),
+        limits=ChunkLimits(max_rows=50),
     )
     stop = trio.Event()
 

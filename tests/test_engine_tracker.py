@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from bulkops.engine.client import open_client
 from bulkops.engine.imports import ImportOptions, run_import
-from bulkops.engine.planner import PlannerOptions
 from bulkops.engine.tracker import FINAL_MARGIN, HEARTBEAT, PREDICTION_MAX, poll_interval
 from bulkops.server.app import ServerConfig
+from bulkops.stream.options import ChunkLimits
 from tests.enginekit import client_config, contact_rows, write_csv
 from tests.serverkit import RunningServer, make_state, start_server
 
@@ -137,7 +137,7 @@ async def test_no_polls_while_chunks_are_still_being_posted(
         concurrency=1,
         poll_min=0.05,
         poll_max=5.0,
-        planner=PlannerOptions(max_rows=50),
+        limits=ChunkLimits(max_rows=50),
     )
     async with open_client(client_config(slow)) as client:
         with trio.fail_after(120):

@@ -29,20 +29,17 @@ from bulkops.cli.common import (
     run_with_signals,
 )
 from bulkops.cli.events import EVENT_WHATS, add_event_arguments, event_collection
+from bulkops.engine.export_runs import export_status, is_export_run, since_from_run
 from bulkops.engine.exports import (
     ExportOptions,
     ExportReport,
     ExportWhat,
     Via,
-    export_status,
-    is_export_run,
     resume_export,
     run_export,
-    since_from_run,
-    single_errors,
     summary,
 )
-from bulkops.errors import ConfigError
+from bulkops.errors import ConfigError, single_errors
 
 __all__ = ["add_arguments", "resume_if_export", "run", "status_if_export"]
 

@@ -25,9 +25,8 @@ import msgspec
 import trio
 
 from bulkops.cli.common import add_connection_arguments, connect
-from bulkops.engine.exports import single_errors
-from bulkops.errors import ConfigError, ProtocolError
-from bulkops.wire.atom.campaigns import parse_campaign
+from bulkops.errors import ConfigError, ProtocolError, single_errors
+from bulkops.wire.atom.campaigns import campaign_from_entry
 from bulkops.wire.atom.syntax import format_time
 from bulkops.wire.model import Campaign, CampaignCounts
 
@@ -42,7 +41,6 @@ __all__ = [
 ]
 
 _ID_RE = re.compile(r"[0-9]{1,18}")
-_MAX_ENTRY_BYTES = 64 * 1024 * 1024
 
 
 class Rates(msgspec.Struct, frozen=True, kw_only=True):
@@ -192,8 +190,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def fetch() -> Campaign:
         async with connect(args) as client:
-            response = await client.get(f"campaigns/{campaign_id}")
-        return parse_campaign(response.content, max_bytes=_MAX_ENTRY_BYTES)
+            return await client.get_entry(f"campaigns/{campaign_id}", campaign_from_entry)
 
     with single_errors():  # the embedded server's nursery wraps errors in a group
         campaign = trio.run(fetch)

@@ -14,8 +14,9 @@ from bulkops.cli.common import (
     run_with_signals,
 )
 from bulkops.engine.imports import ImportOptions, run_import
-from bulkops.engine.planner import PlannerOptions, dry_run
+from bulkops.engine.planner import dry_run
 from bulkops.errors import ConfigError
+from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
 
 __all__ = ["add_arguments", "add_remove_arguments", "run", "run_remove"]
@@ -94,7 +95,7 @@ def add_remove_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(parser, remove=True)
 
 
-def _planner_options(args: argparse.Namespace) -> PlannerOptions:
+def _read_options(args: argparse.Namespace) -> ReadOptions:
     mapping = []
     for item in args.map:
         source, sep, target = item.partition("=")
@@ -106,15 +107,12 @@ def _planner_options(args: argparse.Namespace) -> PlannerOptions:
             args.delimiter = "\t"
         else:
             raise ConfigError("--delimiter takes one character")
-    return PlannerOptions(
+    return ReadOptions(
         format=args.format,
         encoding=args.encoding,
         delimiter=args.delimiter,
         mapping=tuple(mapping),
         ignore_unknown=args.ignore_unknown_columns,
-        max_rows=args.max_rows,
-        max_bytes=args.max_bytes,
-        form=args.form,
     )
 
 
@@ -130,11 +128,17 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         max_queued=args.max_queued,
         stall_timeout=args.stall_timeout,
         write_applied=args.write_applied,
-        planner=_planner_options(args),
+        read=_read_options(args),
+        limits=ChunkLimits(max_rows=args.max_rows, max_bytes=args.max_bytes, form=args.form),
     )
     if args.dry_run:
         plan = dry_run(
-            args.file, options.planner, kind=kind, lists=args.lists, run_dir=args.run_dir
+            args.file,
+            options.read,
+            options.limits,
+            kind=kind,
+            lists=args.lists,
+            run_dir=args.run_dir,
         )
         print(plan.render(json_output=args.json), flush=True)
         return plan.exit_code

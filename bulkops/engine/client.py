@@ -14,6 +14,12 @@ Invariants:
   counts against the daily budget; the budget running out raises :class:`QuotaExhausted`.
 * Credentials live in :class:`Credentials` (``repr`` hides them) and reach the wire only in
   the ``Authorization`` header; URLs in errors and logs never carry them.
+* This module is the engine's seam to the wire: the typed methods (:meth:`Client.get_entry`,
+  :meth:`Client.iter_feed`, :meth:`Client.post_entry`, :meth:`Client.post_activity`,
+  :meth:`Client.stream_download`) parse Atom with one size limit per kind of document
+  (:data:`ENTRY_MAX_BYTES`, :data:`PAGE_MAX_BYTES`) and map errors raised while a body
+  streams too (:class:`~bulkops.errors.BodyBrokenOff`). Nothing else in the engine or the
+  CLI imports httpx or parses Atom by hand.
 """
 
 from __future__ import annotations
@@ -23,21 +29,23 @@ import datetime as dt
 import email.utils
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import attrs
 import httpx
 import stamina
 import trio
+from lxml import etree
 
-from bulkops import __version__
+from bulkops._version import __version__
 from bulkops.errors import (
     ApiError,
     AuthError,
+    BodyBrokenOff,
     BulkOpsError,
     ConfigError,
     Conflict,
@@ -46,8 +54,14 @@ from bulkops.errors import (
     Throttled,
     TransportError,
 )
+from bulkops.wire.atom.activities import activity_from_entry
+from bulkops.wire.atom.reading import links_of, local_name
+from bulkops.wire.atom.syntax import parse_xml
+from bulkops.wire.model import Activity
 
 __all__ = [
+    "ENTRY_MAX_BYTES",
+    "PAGE_MAX_BYTES",
     "Client",
     "ClientConfig",
     "ClientStats",
@@ -57,6 +71,13 @@ __all__ = [
     "open_client",
     "same_account",
 ]
+
+#: The largest single-entry document read: an activity with 40,000 row errors fits.
+ENTRY_MAX_BYTES = 64 * 1024 * 1024
+#: The largest feed page read whole: 50 activities, each with its row errors.
+PAGE_MAX_BYTES = 256 * 1024 * 1024
+
+_T = TypeVar("_T")
 
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
@@ -439,7 +460,7 @@ class Client:
         url = self.url(href)
         config = self.config
 
-        def backoff(exc: Exception) -> bool | float:
+        def backoff(exc: BaseException) -> bool | float:
             if not isinstance(exc, _Retry):
                 return False
             self._stats.retries += 1
@@ -467,14 +488,115 @@ class Client:
         """GET with retries."""
         return await self.request("GET", href, **kwargs)
 
+    # -- the typed seam ----------------------------------------------------------------------
+
+    async def get_entry(self, href: str, from_entry: Callable[[etree._Element], _T]) -> _T:
+        """GET a single-entry document and read it with ``from_entry`` (an ``*_from_entry``
+        of :mod:`bulkops.wire.atom`).
+
+        Raises:
+            XmlError: hostile, malformed or larger than :data:`ENTRY_MAX_BYTES`.
+            ApiError, TransportError: as :meth:`request`.
+        """
+        response = await self.request("GET", href)
+        return from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
+
+    async def iter_feed(
+        self, href: str, from_entry: Callable[[etree._Element], _T]
+    ) -> AsyncGenerator[list[_T], None]:
+        """The pages of a feed, each read whole, following ``next`` links to the last.
+
+        For feeds whose pages are small (lists, activities); a members or contacts export
+        streams its pages instead (``engine/feeds.py``). Leave the loop early inside
+        ``contextlib.aclosing`` to stop the walk at once.
+
+        Raises:
+            XmlError: a page is hostile, malformed or larger than :data:`PAGE_MAX_BYTES`.
+            ApiError, TransportError: as :meth:`request`.
+        """
+        next_href: str | None = href
+        while next_href:
+            response = await self.request("GET", next_href)
+            root = parse_xml(response.content, max_bytes=PAGE_MAX_BYTES)
+            yield [from_entry(el) for el in root if local_name(el) == "entry"]
+            next_href = links_of(root).get("next") or None
+
+    async def post_entry(
+        self, href: str, body: bytes, from_entry: Callable[[etree._Element], _T]
+    ) -> _T:
+        """POST an Atom entry (not retried when its answer is lost) and read the new entry.
+
+        Raises:
+            OutcomeUnknown: the request was sent and its answer lost; look before resending.
+            XmlError, ApiError, TransportError: as :meth:`get_entry`.
+        """
+        response = await self.request(
+            "POST", href, content=body, headers={"Content-Type": "application/atom+xml"}
+        )
+        return from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
+
+    async def post_activity(self, body: bytes, content_type: str) -> Activity:
+        """POST an activity form (urlencoded or multipart) and read the activity created.
+
+        Raises:
+            OutcomeUnknown: the request was sent and its answer lost: it may have been
+                applied (reconcile before sending it again).
+            XmlError, ApiError, TransportError: as :meth:`get_entry`.
+        """
+        response = await self.request(
+            "POST", "activities", content=body, headers={"Content-Type": content_type}
+        )
+        return activity_from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
+
+    async def post_form(
+        self,
+        href: str,
+        fields: Sequence[tuple[str, str]],
+        from_entry: Callable[[etree._Element], _T],
+    ) -> _T:
+        """POST a small urlencoded form (an export or clear activity) and read the answer.
+
+        Raises:
+            as :meth:`post_activity`.
+        """
+        body = urlencode([(str(key), value) for key, value in fields]).encode()
+        response = await self.request(
+            "POST",
+            href,
+            content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        return from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
+
     @asynccontextmanager
-    async def stream(self, href: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
-        """GET a response whose body is read incrementally (``aiter_bytes``); closed on exit."""
-        response = await self.request("GET", href, stream=True, **kwargs)
+    async def stream_download(
+        self, href: str, *, read_size: int = 64 * 1024
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """GET a body of any size, read piece by piece; closed on exit::
+
+            async with client.stream_download("activities/7.csv") as pieces:
+                async for piece in pieces:
+                    ...
+
+        Raises:
+            BodyBrokenOff: the connection failed while the body was arriving (what came
+                before is incomplete; read it again).
+            ApiError, TransportError: as :meth:`request`, before the body.
+        """
+        response = await self.request("GET", href, stream=True)
         try:
-            yield response
+            yield self._pieces_of(response, read_size)
         finally:
             await response.aclose()
+
+    async def _pieces_of(self, response: httpx.Response, read_size: int) -> AsyncIterator[bytes]:
+        try:
+            async for piece in response.aiter_bytes(read_size):
+                yield piece
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            self._stats.transport_errors += 1
+            url = _safe_url(response.request.url)
+            raise BodyBrokenOff(f"reading {url} broke off: {exc!r}") from exc
 
 
 @asynccontextmanager

@@ -45,57 +45,61 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import signal
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, get_args
+from typing import Any
 from urllib.parse import urlencode
 
 import attrs
-import httpx
 import msgspec
 import trio
 
 from bulkops.engine.client import Client, same_account
-from bulkops.engine.imports import default_run_dir, resolve_lists
+from bulkops.engine.export_options import ExportOptions, ExportReport, ExportWhat, Via, summary
+from bulkops.engine.export_runs import read_export_report
+from bulkops.engine.feeds import open_pages
 from bulkops.engine.journal import JOURNAL_NAME, Journal
 from bulkops.engine.ledger import write_atomically
+from bulkops.engine.lists import resolve_lists
+from bulkops.engine.outputs import (
+    Checkpoint,
+    Checkpoints,
+    Output,
+    crash_point_after_rows,
+    temp_path,
+)
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
+from bulkops.engine.rundirs import REPORT_NAME, default_run_dir
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import (
     ActivityFailed,
-    BulkOpsError,
+    BodyBrokenOff,
     ConfigError,
     NotFound,
     OutcomeUnknown,
     ProtocolError,
     TransportError,
+    single_errors,
 )
 from bulkops.stream.export import (
-    FEED_FIELDS,
     ExportCsvDecoder,
     ExportRow,
     OutputFormat,
     RecordEncoder,
     RowEncoder,
     contact_row,
-    export_columns,
     fields_needing_detail,
     header_projection,
     record_header,
 )
-from bulkops.stream.feed import FEED_SLICE_BYTES, FeedDecoder
+from bulkops.stream.feed import FEED_SLICE_BYTES
 from bulkops.wire.activity import ActivityStatus, ActivityType, Field
-from bulkops.wire.atom.feeds import parse_entry
+from bulkops.wire.atom.activities import activity_from_entry
+from bulkops.wire.atom.feeds import record_from_entry
 from bulkops.wire.atom.lists import list_from_entry
-from bulkops.wire.atom.syntax import format_time, parse_time, parse_xml
+from bulkops.wire.atom.syntax import format_time, parse_time
 from bulkops.wire.columns import Column
 from bulkops.wire.model import Activity, Contact, ContactListMember, FeedEntry
 from bulkops.wire.uris import SYSTEM_LISTS
@@ -104,640 +108,15 @@ __all__ = [
     "ExportOptions",
     "ExportReport",
     "ExportWhat",
-    "Page",
-    "PageWalk",
-    "RecordStream",
     "Via",
-    "WalkStats",
-    "export_status",
-    "is_export_run",
-    "open_pages",
-    "open_records",
     "resume_export",
     "run_export",
-    "since_from_run",
-    "single_errors",
     "summary",
 ]
 
-ExportWhat = Literal["members", "contacts", "lists", "activities", "campaigns", "collection"]
-Via = Literal["activity", "feed"]
-
-_WHATS: tuple[str, ...] = get_args(ExportWhat)
-_LIST_TYPES = ("active", "removed", "do-not-mail")
-_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-_PAGE_ATTEMPTS = 5  # a page whose body broke off is fetched again this often
+_FILE_ATTEMPTS = 5  # an export file whose body broke off is read again this often
 _POST_ATTEMPTS = 3  # an export activity whose POST answer was lost is posted again
-_MAX_ENTRY_XML = 64 * 1024 * 1024  # one entry: an activity with 40,000 row errors fits
-_REPORT_NAME = "report.json"
 _ENCODER = msgspec.json.Encoder()
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for item in group.exceptions:
-        found.extend(_leaves(item) if isinstance(item, BaseExceptionGroup) else [item])
-    return found
-
-
-@contextlib.contextmanager
-def single_errors() -> Iterator[None]:
-    """Turn a nursery's exception group back into one exception of the error tree.
-
-    A group of one is its exception; a group of bulkops errors only (several requests of one
-    page failing together) is the first of them, the others added as notes; anything else
-    (a bug, ``KeyboardInterrupt`` beside an error) stays a group.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1 or all(isinstance(leaf, BulkOpsError) for leaf in leaves):
-            first = leaves[0]
-            for other in leaves[1:]:
-                first.add_note(f"also: {other!r}")
-            raise first from None
-        raise
-
-
-# ---------------------------------------------------------------------------------------------
-# Options and report
-# ---------------------------------------------------------------------------------------------
-
-
-def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"{attribute.name} must be at least 1")
-
-
-def _prefetch(_instance: object, _attribute: attrs.Attribute[int], value: int) -> None:
-    if not 0 <= value <= 4:
-        raise ConfigError("prefetch must be between 0 and 4 pages")
-
-
-@attrs.frozen(kw_only=True)
-class ExportOptions:
-    """What to export and how (stored in the journal, so ``resume`` repeats it).
-
-    Attributes:
-        what: ``members`` (of ``list``), ``contacts`` (all, or updated since a time on a list
-            or a list type), ``lists``, ``activities``, ``campaigns``, or ``collection``
-            (any paged collection path, in ``collection``).
-        list: the list's name or id (members; contacts with ``updated_since``).
-        list_type: ``active``, ``removed`` or ``do-not-mail`` (contacts with
-            ``updated_since``).
-        updated_since: ISO-8601 time: contacts updated at or after it (``/contacts?
-            updatedsince=``).
-        collection: the collection path below the account, for ``what="collection"``
-            (``campaigns/7/events/opens``).
-        format: ``csv`` or ``jsonl``; None: from the output file's name (``.jsonl``,
-            ``.ndjson`` and ``.json`` are JSON Lines, anything else CSV).
-        columns: contact columns to write (members, contacts), any spelling; email always
-            first. None: every column via an activity, the columns the feed carries via the
-            feed. ``("all",)``: every column (via the feed: one GET per contact).
-        via: ``activity`` (an ``EXPORT_CONTACTS`` activity; members only) or ``feed``.
-        prefetch: feed pages requested ahead of the one being written (0–4).
-        detail_concurrency: contact GETs in flight when columns need the full contacts.
-        checkpoint_rows: rows between two checkpoints of the journal.
-        poll_min / poll_max / stall_timeout: activity polling (see ``ActivityTracker``);
-            one export activity is polled at most ``poll_max`` (2 s) apart, so its file is
-            read at most that long after it is ready.
-    """
-
-    what: ExportWhat = "members"
-    list: str | None = None
-    list_type: str | None = None
-    updated_since: str | None = None
-    collection: str | None = None
-    format: OutputFormat | None = None
-    columns: tuple[str, ...] | None = None
-    via: Via = "activity"
-    prefetch: int = attrs.field(default=2, validator=_prefetch)
-    detail_concurrency: int = attrs.field(default=8, validator=_positive)
-    checkpoint_rows: int = attrs.field(default=10_000, validator=_positive)
-    poll_min: float = 0.5
-    poll_max: float = 2.0
-    stall_timeout: float = 600.0
-
-    def __attrs_post_init__(self) -> None:
-        what = self.what
-        if what not in _WHATS:
-            raise ConfigError(f"cannot export {what!r}; choose one of {', '.join(_WHATS)}")
-        if self.format not in (None, "csv", "jsonl"):
-            raise ConfigError("format must be csv or jsonl")
-        if self.via not in ("activity", "feed"):
-            raise ConfigError("via must be activity or feed")
-        if self.via == "activity" and what != "members":
-            raise ConfigError("--via activity exports a list's members only; use --via feed")
-        if what == "members" and not self.list:
-            raise ConfigError("name the list to export with --list")
-        if self.list_type is not None and self.list_type not in _LIST_TYPES:
-            raise ConfigError(f"--list-type must be one of {', '.join(_LIST_TYPES)}")
-        if what == "contacts":
-            if self.updated_since is not None:
-                if (self.list is None) == (self.list_type is None):
-                    raise ConfigError("--updated-since needs exactly one of --list or --list-type")
-                try:
-                    parse_time(self.updated_since)
-                except ValueError as exc:
-                    raise ConfigError(f"--updated-since: {exc}") from None
-            elif self.list is not None or self.list_type is not None:
-                raise ConfigError("--list and --list-type select contacts with --updated-since")
-        elif self.updated_since is not None or self.list_type is not None:
-            raise ConfigError("--updated-since and --list-type are for `export contacts`")
-        if what not in ("members", "contacts") and self.list is not None:
-            raise ConfigError(f"--list does not apply to {what}")
-        if what == "collection":
-            if not self.collection or not self.collection.strip("/"):
-                raise ConfigError("name the collection path with --collection")
-        elif self.collection is not None:
-            raise ConfigError("--collection goes with `export collection`")
-        if self.columns is not None:
-            if what not in ("members", "contacts"):
-                raise ConfigError(f"--columns applies to contact exports, not to {what}")
-            try:
-                export_columns(self.columns)
-            except ValueError as exc:
-                raise ConfigError(f"--columns: {exc}") from None
-
-    def for_output(self, output: Path) -> ExportOptions:
-        """These options with :attr:`format` decided (from ``output``'s name when None)."""
-        if self.format is not None:
-            return self
-        fmt: OutputFormat = "jsonl" if output.suffix.lower() in _JSONL_SUFFIXES else "csv"
-        return attrs.evolve(self, format=fmt)
-
-    @property
-    def output_format(self) -> OutputFormat:
-        """The output format (``csv`` until :meth:`for_output` has decided it)."""
-        return self.format or "csv"
-
-    @property
-    def contact_rows(self) -> bool:
-        """True when rows are contact columns (members, contacts), not whole records."""
-        return self.what in ("members", "contacts")
-
-    def resolved_columns(self) -> tuple[Column, ...]:
-        """The contact columns to write (see :attr:`columns`)."""
-        if self.columns is not None:
-            return export_columns(self.columns)
-        if self.via == "activity":
-            return export_columns(None)
-        carried = FEED_FIELDS[ContactListMember if self.what == "members" else Contact]
-        return tuple(c for c in export_columns(None) if c.field in carried)
-
-    def to_meta(self) -> dict[str, object]:
-        """A JSON-ready form."""
-        data = attrs.asdict(self)
-        data["columns"] = None if self.columns is None else list(self.columns)
-        return data
-
-    @classmethod
-    def from_meta(cls, data: dict[str, Any]) -> ExportOptions:
-        """The inverse of :meth:`to_meta`."""
-        values = dict(data)
-        if values.get("columns") is not None:
-            values["columns"] = tuple(values["columns"])
-        return cls(**values)
-
-
-class ExportReport(msgspec.Struct, frozen=True, kw_only=True):
-    """What an export did; written to ``report.json`` in the run directory.
-
-    Attributes:
-        state: ``complete`` or ``interrupted`` (resumable).
-        output: the target file (it exists only when complete).
-        header: the column names written (CSV header, JSON keys for contact rows).
-        rows: rows written.
-        expected_rows: what the server said there are (None when it says nothing).
-        expected_from: ``ContactCount`` or ``TransactionCount``, None with no expectation.
-        count_check: ``match``, ``mismatch`` or ``unchecked``.
-        high_water_mark: contacts: the latest update time seen (the next sync's start).
-        activity_id: the export activity (``via="activity"``).
-        pages: feed pages written.
-        detail_requests: contact GETs made for columns the feed lacks.
-        resumes: how many times the run was resumed.
-    """
-
-    command: str
-    state: str
-    what: str
-    via: str
-    format: str
-    output: str
-    run_dir: str
-    header: list[str]
-    rows: int
-    expected_rows: int | None
-    expected_from: str | None
-    count_check: str
-    high_water_mark: str | None
-    activity_id: str | None
-    pages: int
-    detail_requests: int
-    resumes: int
-    requests: int
-    retries: int
-    throttled: int
-    wall_seconds: float
-    rows_per_second: float
-    peak_rss_bytes: int
-    message: str
-
-    @property
-    def exit_code(self) -> int:
-        """0 complete, 2 complete with a count mismatch, 3 interrupted (resumable)."""
-        if self.state != "complete":
-            return 3
-        return 2 if self.count_check == "mismatch" else 0
-
-
-def summary(report: ExportReport) -> str:
-    """A few lines for people."""
-    expected = (
-        ""
-        if report.expected_rows is None
-        else f" ({report.expected_from} {report.expected_rows:,}: {report.count_check})"
-    )
-    lines = [
-        f"export {report.what} via {report.via} {report.state}: {report.rows:,} rows{expected}",
-        f"{report.requests} requests ({report.retries} retries, {report.throttled} throttled), "
-        f"{report.wall_seconds:.1f} s wall, {report.rows_per_second:,.0f} rows/s, "
-        f"peak RSS {report.peak_rss_bytes / 1048576:.0f} MiB",
-    ]
-    if report.state == "complete":
-        lines.append(f"  output: {report.output}")
-    if report.high_water_mark:
-        lines.append(f"  high-water mark: {report.high_water_mark}")
-    lines.append(f"  report: {Path(report.run_dir) / _REPORT_NAME}")
-    if report.message:
-        lines.append(report.message)
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# The feed walker
-# ---------------------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class Page:
-    """One feed page as delivered by :func:`open_pages`.
-
-    Attributes:
-        number: 1 for the first page walked.
-        url: the URL it was fetched from.
-        records: its entries' records, in document order.
-        next_url: the next page's URL, None on the last page.
-        size: bytes of the page's body.
-        next_requested_after: how many bytes of this page had been read when the next page
-            was requested (None on the last page); less than ``size`` when the ``next``
-            link came before the end of the body, as it does on every real page.
-    """
-
-    number: int
-    url: str
-    records: list[FeedEntry]
-    next_url: str | None
-    size: int
-    next_requested_after: int | None
-
-
-@attrs.frozen(kw_only=True)
-class WalkStats:
-    """A snapshot of a walk.
-
-    Attributes:
-        started: pages whose request has been sent.
-        fetched: pages fully read.
-        received: pages the consumer has taken.
-        max_ahead: the most pages ever requested and not yet taken by the consumer; never
-            more than ``prefetch + 1`` (the page being delivered and ``prefetch`` ahead).
-    """
-
-    started: int
-    fetched: int
-    received: int
-    max_ahead: int
-
-
-class PageWalk:
-    """The pages of a walk, in order (:func:`open_pages` makes it); async-iterable."""
-
-    def __init__(
-        self, client: Client, *, list_id: str | None, prefetch: int, read_size: int
-    ) -> None:
-        self._client = client
-        self._list_id = list_id
-        self._read_size = read_size
-        # The page being delivered plus `prefetch` ahead hold a slot each, from just before
-        # their GET until the consumer has taken them.
-        self._slots = trio.Semaphore(prefetch + 1)
-        self._send, self._receive = trio.open_memory_channel[Page](0)
-        self._started = self._fetched = self._received = self._max_ahead = 0
-        self._changed = trio.Event()
-
-    def statistics(self) -> WalkStats:
-        """Counters so far."""
-        return WalkStats(
-            started=self._started,
-            fetched=self._fetched,
-            received=self._received,
-            max_ahead=self._max_ahead,
-        )
-
-    async def wait_fetched(self, count: int) -> None:
-        """Return once ``count`` pages have been read (for observers and tests)."""
-        while self._fetched < count:
-            await self._changed.wait()
-
-    def __aiter__(self) -> PageWalk:
-        return self
-
-    async def __anext__(self) -> Page:
-        try:
-            page = await self._receive.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-        self._received += 1
-        return page
-
-    async def run(self, url: str) -> None:
-        """Walk from ``url`` to the last page (the task :func:`open_pages` starts)."""
-        async with self._send, trio.open_nursery() as nursery:
-            delivered = trio.Event()
-            delivered.set()
-            nursery.start_soon(self._page, nursery, url, 1, delivered)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def _page(
-        self, nursery: trio.Nursery, url: str, number: int, previous: trio.Event
-    ) -> None:
-        delivered = trio.Event()
-        successor: list[str] = []
-
-        def start_next(next_url: str) -> None:
-            if next_url == url:
-                raise ProtocolError(f"page {number}'s next link points back to itself")
-            successor.append(next_url)
-            nursery.start_soon(self._page, nursery, next_url, number + 1, delivered)
-
-        async with self._slots:
-            self._started += 1
-            self._max_ahead = max(self._max_ahead, self._started - self._received)
-            page = await self._fetch(number, url, successor, start_next)
-            self._fetched += 1
-            self._notify()
-            await previous.wait()
-            await self._send.send(page)
-            delivered.set()
-
-    async def _fetch(
-        self, number: int, url: str, successor: list[str], start_next: Callable[[str], None]
-    ) -> Page:
-        for attempt in range(1, _PAGE_ATTEMPTS + 1):
-            decoder = FeedDecoder(list_id=self._list_id, document_url=url)
-            records: list[FeedEntry] = []
-            requested_after: int | None = None
-            try:
-                async with self._client.stream(url) as response:
-                    async for piece in response.aiter_bytes(self._read_size):
-                        records.extend(decoder.decode(piece))
-                        if not successor and decoder.next_url is not None:
-                            requested_after = decoder.bytes_fed
-                            start_next(decoder.next_url)
-            except (httpx.TransportError, httpx.StreamError) as exc:
-                # The body broke off after the headers: read the page again.
-                if attempt == _PAGE_ATTEMPTS:
-                    raise TransportError(f"reading a feed page failed: {exc!r}") from exc
-                continue
-            records.extend(decoder.flush())
-            next_url = decoder.next_url
-            if successor and next_url != successor[0]:
-                raise ProtocolError("a feed page changed its next link when read again")
-            if not successor and next_url is not None:
-                requested_after = decoder.bytes_fed
-                start_next(next_url)
-            return Page(
-                number=number,
-                url=url,
-                records=records,
-                next_url=next_url,
-                size=decoder.bytes_fed,
-                next_requested_after=requested_after,
-            )
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-@asynccontextmanager
-async def open_pages(
-    client: Client,
-    href: str,
-    *,
-    list_id: str | None = None,
-    prefetch: int = 2,
-    read_size: int = FEED_SLICE_BYTES,
-) -> AsyncIterator[PageWalk]:
-    """Walk a paged collection: its pages, in order, ending after the last::
-
-        async with open_pages(client, "lists/7/members") as pages:
-            async for page in pages:
-                ...
-
-    Args:
-        client: an open client.
-        href: the collection (``"lists/7/members"``, ``"contacts?updatedsince=…"``) or any
-            page's URL (a ``next`` link, to continue a walk).
-        list_id: for members feeds, the list (see ``record_from_entry``).
-        prefetch: pages fetched ahead of the one being delivered (see :class:`WalkStats`).
-        read_size: bytes read from the socket at a time.
-
-    Raises:
-        XmlError, ProtocolError: a page is malformed, or its next link loops.
-        ApiError, TransportError: as the client raises them.
-    """
-    walk = PageWalk(client, list_id=list_id, prefetch=prefetch, read_size=read_size)
-    with single_errors():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(walk.run, client.url(href))
-            with walk._receive:
-                yield walk
-            nursery.cancel_scope.cancel()
-
-
-class RecordStream:
-    """The records of a walk, one by one (:func:`open_records` makes it)."""
-
-    def __init__(self, pages: PageWalk) -> None:
-        self.pages = pages
-        self._buffer: list[FeedEntry] = []
-        self._index = 0
-
-    def __aiter__(self) -> RecordStream:
-        return self
-
-    async def __anext__(self) -> FeedEntry:
-        while self._index >= len(self._buffer):
-            page = await self.pages.__anext__()
-            self._buffer, self._index = page.records, 0
-        record = self._buffer[self._index]
-        self._index += 1
-        return record
-
-
-@asynccontextmanager
-async def open_records(
-    client: Client, href: str, *, list_id: str | None = None, prefetch: int = 2
-) -> AsyncIterator[RecordStream]:
-    """The records of a paged collection, one by one, in constant memory::
-
-        async with open_records(client, "lists/7/members") as records:
-            async for member in records:
-                ...
-
-    Pages are fetched as :func:`open_pages` does (bounded prefetch); leaving the block
-    early cancels what is in flight.
-
-    Raises:
-        as :func:`open_pages`.
-    """
-    async with open_pages(client, href, list_id=list_id, prefetch=prefetch) as pages:
-        yield RecordStream(pages)
-
-
-# ---------------------------------------------------------------------------------------------
-# The output file and the checkpoints
-# ---------------------------------------------------------------------------------------------
-
-
-class _Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
-    """What a resumed run continues from (one row of the ``export_checkpoint`` table)."""
-
-    offset: int  # complete bytes of the temporary file
-    rows: int  # rows in those bytes
-    href: str | None = None  # feed: the next page to fetch (None: every page written)
-    pages: int = 0
-    activity_id: str | None = None  # activity: the export activity
-    source_rows: int = 0  # activity: export-file rows consumed
-    expected: int | None = None  # ContactCount / TransactionCount
-    high_water: str | None = None
-    done: bool = False  # every row written (the rename may still be due)
-
-
-_CHECKPOINT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS export_checkpoint (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    value   BLOB NOT NULL,          -- a msgspec-JSON _Checkpoint
-    saved   REAL NOT NULL
-)
-"""
-
-
-class _Checkpoints:
-    """The export's own table in the run's journal file (one row, replaced atomically)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self._db = sqlite3.connect(run_dir / JOURNAL_NAME, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_CHECKPOINT_SCHEMA)
-
-    def load(self) -> _Checkpoint | None:
-        row = self._db.execute("SELECT value FROM export_checkpoint WHERE id = 1").fetchone()
-        return None if row is None else msgspec.json.decode(row[0], type=_Checkpoint)
-
-    def save(self, checkpoint: _Checkpoint) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO export_checkpoint (id, value, saved) VALUES (1, ?, ?)",
-            (_ENCODER.encode(checkpoint), time.time()),
-        )
-
-    def close(self) -> None:
-        self._db.close()
-
-
-class _Output:
-    """The temporary file behind the target: appended to, checkpointed, renamed at the end."""
-
-    def __init__(self, target: Path, temp: Path, *, offset: int | None) -> None:
-        self.target = target
-        self.temp = temp
-        temp.parent.mkdir(parents=True, exist_ok=True)
-        raw: BinaryIO
-        if offset is None:
-            raw = open(temp, "wb")  # noqa: SIM115 - closed by close()/commit()
-        else:
-            if not temp.exists():
-                raise ConfigError(f"the partial output {temp} is gone; start the export again")
-            raw = open(temp, "r+b")  # noqa: SIM115
-            raw.truncate(offset)
-            raw.seek(offset)
-        self._file: BinaryIO | None = raw
-        self.size = offset or 0
-
-    @classmethod
-    def renamed(cls, target: Path, temp: Path, size: int) -> _Output:
-        """The output of a run that crashed after its rename: complete, nothing to write."""
-        output = cls.__new__(cls)
-        output.target, output.temp, output.size = target, temp, size
-        output._file = None
-        return output
-
-    def write(self, data: bytes) -> None:
-        if data:
-            assert self._file is not None
-            self._file.write(data)
-            self.size += len(data)
-
-    def sync(self) -> int:
-        """Flush to the disk; the bytes written so far survive any crash."""
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        return self.size
-
-    def flush(self) -> None:
-        """Hand what is buffered to the OS (it survives the process, not a power cut)."""
-        if self._file is not None:
-            self._file.flush()
-
-    def commit(self) -> None:
-        """fsync, close, and rename over the target (then fsync the directory)."""
-        if self._file is None:
-            return  # renamed before
-        self.sync()
-        self._file.close()
-        self._file = None
-        os.replace(self.temp, self.target)
-        with contextlib.suppress(OSError):
-            fd = os.open(self.target.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-def _temp_path(target: Path, run_dir: Path) -> Path:
-    tag = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:10]
-    return target.parent / f".{target.name}.{tag}.part"
-
-
-def _crash_point(rows: int, output: _Output) -> None:
-    """Test hook: ``BULKOPS_TEST_KILL_AFTER_ROWS=N`` SIGKILLs this process once ``N`` rows
-    are written, with the rows since the last checkpoint flushed to the file — the state a
-    crash between two checkpoints leaves. Unset (always, outside tests), it does nothing."""
-    target = os.environ.get("BULKOPS_TEST_KILL_AFTER_ROWS")
-    if target and rows >= int(target):
-        output.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -763,11 +142,11 @@ class _Interrupted(Exception):
 class _Run:
     client: Client
     journal: Journal
-    checkpoints: _Checkpoints
+    checkpoints: Checkpoints
     options: ExportOptions
     target: _Target
-    output: _Output
-    checkpoint: _Checkpoint
+    output: Output
+    checkpoint: Checkpoint
     reporter: Reporter
     stop: trio.Event
     resumes: int = 0
@@ -809,7 +188,7 @@ class _Run:
         self.counters.rows_read += rows
         self.counters.bytes_read = self.output.size
         self.since_checkpoint += rows
-        _crash_point(self.counters.rows_read, self.output)
+        crash_point_after_rows(self.counters.rows_read, self.output)
 
     def due(self) -> bool:
         return self.since_checkpoint >= self.options.checkpoint_rows
@@ -897,8 +276,7 @@ class _Run:
 
         async def fetch(index: int, contact_id: str) -> None:
             async with limiter:
-                response = await self.client.get(f"contacts/{contact_id}")
-            full = parse_entry(response.content, max_bytes=_MAX_ENTRY_XML)
+                full = await self.client.get_entry(f"contacts/{contact_id}", record_from_entry)
             if not isinstance(full, Contact):
                 raise ProtocolError(f"contacts/{contact_id} is not a contact entry")
             found[index] = full
@@ -933,7 +311,7 @@ class _Run:
 
     async def _still_there(self, activity_id: str) -> bool:
         try:
-            await self.client.get(f"activities/{activity_id}")
+            await self.client.get_entry(f"activities/{activity_id}", activity_from_entry)
         except NotFound:
             return False
         return True
@@ -941,9 +319,9 @@ class _Run:
     def _restart(self) -> None:
         """Throw away what was written: a new activity's file is read from its first row."""
         self.output.close()
-        self.output = _Output(self.output.target, self.output.temp, offset=0)
+        self.output = Output(self.output.target, self.output.temp, offset=0)
         self.counters.rows_read = 0
-        self.checkpoint = _Checkpoint(offset=0, rows=0)
+        self.checkpoint = Checkpoint(offset=0, rows=0)
         self.save()
 
     async def _post_export(self) -> str:
@@ -958,21 +336,14 @@ class _Run:
             (Field.LIST_ID, self.target.list_uri),
         ]
         fields.extend((Field.COLUMNS, column.name) for column in self.columns)
-        body = urlencode(fields).encode()
         for attempt in range(1, _POST_ATTEMPTS + 1):
             try:
-                response = await self.client.request(
-                    "POST",
-                    "activities",
-                    content=body,
-                    headers={"Content-Type": "application/x-www-form-urlencoded"},
-                )
+                entry = await self.client.post_form("activities", fields, record_from_entry)
                 break
             except OutcomeUnknown:
                 # An export changes nothing: a second one costs only the server's time.
                 if attempt == _POST_ATTEMPTS:
                     raise
-        entry = parse_entry(response.content, max_bytes=_MAX_ENTRY_XML)
         if not isinstance(entry, Activity):
             raise ProtocolError("POST /activities did not answer with an activity entry")
         return entry.id
@@ -1014,13 +385,14 @@ class _Run:
             self.output.write(encoder.begin())
         self.save(expected=activity.transaction_count)
         written = self.checkpoint.source_rows  # rows of the file already in the output
-        for attempt in range(1, _PAGE_ATTEMPTS + 1):
+        for attempt in range(1, _FILE_ATTEMPTS + 1):
             decoder = ExportCsvDecoder.for_file_name(file_name)
             projection: list[int] | None = None
             seen = 0  # rows of the file read in this attempt
             try:
-                async with self.client.stream(f"activities/{file_name}") as response:
-                    async for piece in response.aiter_bytes(FEED_SLICE_BYTES):
+                href = f"activities/{file_name}"
+                async with self.client.stream_download(href, read_size=FEED_SLICE_BYTES) as body:
+                    async for piece in body:
                         rows = decoder.decode(piece)
                         if projection is None and decoder.header is not None:
                             projection = header_projection(decoder.header, self.columns)
@@ -1030,11 +402,11 @@ class _Run:
                         if self.due():
                             self.save(source_rows=written)
                         self.check_stop(source_rows=written)
-            except (httpx.TransportError, httpx.StreamError) as exc:
-                if attempt == _PAGE_ATTEMPTS:
+            except BodyBrokenOff as exc:
+                if attempt == _FILE_ATTEMPTS:
                     self.save(source_rows=written)
                     raise TransportError(
-                        f"the export file kept breaking off ({exc!r}); resume the run"
+                        f"the export file kept breaking off ({exc}); resume the run"
                     ) from exc
                 continue
             rows = decoder.flush()
@@ -1124,8 +496,7 @@ async def _resolve_target(client: Client, options: ExportOptions) -> _Target:
         raise ConfigError(str(exc).replace(" (use --create-lists to create it)", "")) from None
     count: int | None = None
     if found.id not in SYSTEM_LISTS:
-        response = await client.get(f"lists/{found.id}")
-        count = list_from_entry(parse_xml(response.content)).contact_count
+        count = (await client.get_entry(f"lists/{found.id}", list_from_entry)).contact_count
     if what == "contacts":
         query = urlencode({"updatedsince": options.updated_since, "listid": found.id})
         return _Target(href=f"contacts?{query}", list_id=found.id, list_uri=found.uri)
@@ -1210,7 +581,7 @@ def _finish(
     )
     run.journal.set_meta(state=state, high_water_mark=cp.high_water, resumes=run.resumes)
     write_atomically(
-        run.journal.run_dir / _REPORT_NAME,
+        run.journal.run_dir / REPORT_NAME,
         [msgspec.json.format(_ENCODER.encode(report), indent=2), b"\n"],
     )
     run.counters.phase = state
@@ -1250,10 +621,10 @@ async def run_export(
     target_path, directory = _new_run_paths(Path(output), run_dir)
     options = options.for_output(target_path)
     journal = Journal(directory, create=True)
-    checkpoints = _Checkpoints(directory)
+    checkpoints = Checkpoints(directory)
     try:
         target = await _resolve_target(client, options)
-        temp = _temp_path(target_path, directory)
+        temp = temp_path(target_path, directory)
         journal.set_meta(
             command="export",
             options=options.to_meta(),
@@ -1264,7 +635,7 @@ async def run_export(
             state="running",
             resumes=0,
         )
-        checkpoint = _Checkpoint(offset=0, rows=0, href=target.href)
+        checkpoint = Checkpoint(offset=0, rows=0, href=target.href)
         checkpoints.save(checkpoint)
         run = _Run(
             client=client,
@@ -1272,7 +643,7 @@ async def run_export(
             checkpoints=checkpoints,
             options=options,
             target=target,
-            output=_Output(target_path, temp, offset=None),
+            output=Output(target_path, temp, offset=None),
             checkpoint=checkpoint,
             reporter=reporter or NullReporter(),
             stop=stop if stop is not None else trio.Event(),
@@ -1294,62 +665,11 @@ def _new_run_paths(output: Path, run_dir: str | Path | None) -> tuple[Path, Path
     return target, directory
 
 
-def _resumed_output(target: Path, temp: Path, checkpoint: _Checkpoint) -> _Output:
+def _resumed_output(target: Path, temp: Path, checkpoint: Checkpoint) -> Output:
     """The output of a resumed run: cut back to the checkpoint, or already renamed."""
     if checkpoint.done and not temp.exists() and target.exists():
-        return _Output.renamed(target, temp, checkpoint.offset)  # crashed after the rename
-    return _Output(target, temp, offset=checkpoint.offset)
-
-
-def export_status(run_dir: str | Path) -> dict[str, Any]:
-    """What an export run has done so far, from its journal (offline; for ``bulkops status``).
-
-    Returns:
-        ``command``, ``state``, ``what``, ``via``, ``output``, ``rows`` (written and made
-        durable), ``pages``, ``activity_id``, ``next`` (the page to continue from),
-        ``high_water_mark``, ``resumes``, and ``report`` (the last report, or None).
-
-    Raises:
-        ConfigError: not an export run directory.
-    """
-    directory = Path(run_dir)
-    if not is_export_run(directory):
-        raise ConfigError(f"{directory} is not an export run")
-    journal = Journal(directory, create=False)
-    checkpoints = _Checkpoints(directory)
-    try:
-        meta = journal.meta()
-        checkpoint = checkpoints.load() or _Checkpoint(offset=0, rows=0)
-    finally:
-        checkpoints.close()
-        journal.close()
-    options = meta.get("options", {})
-    report_path = directory / _REPORT_NAME
-    return {
-        "command": "export",
-        "state": meta.get("state"),
-        "what": options.get("what"),
-        "via": options.get("via"),
-        "output": meta.get("output"),
-        "rows": checkpoint.rows,
-        "pages": checkpoint.pages,
-        "activity_id": checkpoint.activity_id,
-        "next": None if checkpoint.done else checkpoint.href,
-        "high_water_mark": checkpoint.high_water,
-        "resumes": meta.get("resumes", 0),
-        "report": _read_report(directory) if report_path.exists() else None,
-    }
-
-
-def is_export_run(run_dir: str | Path) -> bool:
-    """True when ``run_dir`` holds the journal of an export (for ``bulkops resume``)."""
-    if not (Path(run_dir) / JOURNAL_NAME).exists():
-        return False
-    journal = Journal(run_dir, create=False)
-    try:
-        return journal.meta().get("command") == "export"
-    finally:
-        journal.close()
+        return Output.renamed(target, temp, checkpoint.offset)  # crashed after the rename
+    return Output(target, temp, offset=checkpoint.offset)
 
 
 async def resume_export(
@@ -1374,7 +694,7 @@ async def resume_export(
     """
     directory = Path(run_dir)
     journal = Journal(directory, create=False)
-    checkpoints = _Checkpoints(directory)
+    checkpoints = Checkpoints(directory)
     try:
         meta = journal.meta()
         if meta.get("command") != "export":
@@ -1384,7 +704,7 @@ async def resume_export(
                 f"this run was made against {meta['account']}, not {client.account_url}"
             )
         if meta.get("state") == "complete":
-            return _read_report(directory)
+            return read_export_report(directory)
         checkpoint = checkpoints.load()
         if checkpoint is None:
             raise ConfigError(f"{directory} has no export checkpoint; start the export again")
@@ -1414,28 +734,3 @@ def _with_stall_timeout(options: ExportOptions, stall_timeout: float | None) -> 
     if stall_timeout is None:
         return options
     return attrs.evolve(options, stall_timeout=stall_timeout)
-
-
-def _read_report(run_dir: str | Path) -> ExportReport:
-    """The ``report.json`` of an export run.
-
-    Raises:
-        ConfigError: there is none, or it is not an export report.
-    """
-    path = Path(run_dir) / _REPORT_NAME
-    try:
-        return msgspec.json.decode(path.read_bytes(), type=ExportReport)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ConfigError(f"{run_dir} holds no export report: {exc}") from None
-
-
-def since_from_run(run_dir: str | Path) -> str:
-    """The high-water mark a previous export run recorded, for ``--updated-since RUN_DIR``.
-
-    Raises:
-        ConfigError: the directory holds no finished export with a high-water mark.
-    """
-    report = _read_report(run_dir)
-    if report.state != "complete" or not report.high_water_mark:
-        raise ConfigError(f"the export in {run_dir} recorded no high-water mark")
-    return report.high_water_mark

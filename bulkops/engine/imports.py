@@ -12,10 +12,11 @@ Shape of a run (one trio nursery, bounded channels — memory is O(chunk × in-f
   same chunks come out, and those the journal has as done are skipped.
 * A **submitter** waits for the chunk a chunk depends on (a shared email; the order of rows
   must be kept), takes a queued-activity slot, and makes sure the chunk is POSTed exactly
-  once: ``posting`` is journaled before the POST and ``posted`` after it. When an answer is
+  once: ``SEND`` is journaled before the POST and ``ANSWER`` after it. When an answer is
   lost (:class:`~bulkops.errors.OutcomeUnknown`), or after a crash between the two, the
   activities feed is searched for the activity the POST may have created (see
-  :func:`_reconcile`) before anything is sent again.
+  ``engine/posting.py``, which drives the chunk state machine of ``engine/chunks.py``)
+  before anything is sent again.
 * A **waiter** per activity waits on the tracker, maps row errors back to source lines, and
   journals the final state with its failures in one transaction.
 
@@ -27,63 +28,46 @@ sent before that one has finished.
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
+import msgspec
 import trio
-from lxml import etree
 
+from bulkops.engine.chunks import ChunkState
 from bulkops.engine.client import Client, same_account
-from bulkops.engine.journal import ChunkRecord, ChunkState, Journal, OutcomeRecord
+from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import ActivitySummary, ImportReport, count_outcomes
 from bulkops.engine.limits import AimdLimiter, SlotPool
+from bulkops.engine.lists import ResolvedList, resolve_lists
 from bulkops.engine.planner import (
     PlannedChunk,
     PlannedOutcome,
     Planner,
-    PlannerOptions,
-    chunk_rows,
     find_repeated_emails,
     input_digest,
     write_outcome_files,
 )
+from bulkops.engine.posting import ChunkPoster
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
+from bulkops.engine.rundirs import default_run_dir, new_journal
 from bulkops.engine.tracker import ActivityTracker
-from bulkops.errors import (
-    ActivityStalled,
-    ConfigError,
-    InputError,
-    OutcomeUnknown,
-    TransportError,
-)
+from bulkops.errors import ActivityStalled, ConfigError, InputError, single_errors
+from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.wire.activity import ActivityStatus, ActivityType
-from bulkops.wire.atom.activities import activity_from_entry
-from bulkops.wire.atom.lists import list_from_entry
-from bulkops.wire.atom.reading import links_of, local_name
-from bulkops.wire.atom.syntax import ATOM_NS, CTCT_NS, parse_xml
-from bulkops.wire.model import Activity, ContactList
-from bulkops.wire.uris import SYSTEM_LISTS
+from bulkops.wire.model import Activity
 
 __all__ = [
     "ImportOptions",
-    "ResolvedList",
-    "default_run_dir",
     "import_file",
-    "resolve_lists",
     "resume_run",
     "run_clear",
     "run_import",
 ]
 
-# How far a server's clock may be behind ours when matching InsertTime to a POST.
-_CLOCK_SKEW = 300.0
-_MAX_POSTS_PER_CHUNK = 6
 _BLOCK = 1 << 20
 
 
@@ -104,7 +88,8 @@ class ImportOptions:
         poll_min / poll_max: bounds of the interval between polls, in seconds.
         stall_timeout: seconds without a status change before an activity counts as stalled.
         write_applied: also write ``applied.csv``.
-        planner: how the input is read, validated and cut into chunks.
+        read: how the input is read (format, encoding, delimiter, mapping, ...).
+        limits: how rows are cut into requests (form, rows and bytes per request).
     """
 
     kind: Literal["add", "remove"] = "add"
@@ -117,126 +102,25 @@ class ImportOptions:
     poll_max: float = 10.0
     stall_timeout: float = 600.0
     write_applied: bool = False
-    planner: PlannerOptions = attrs.field(factory=PlannerOptions)
+    read: ReadOptions = attrs.field(factory=ReadOptions)
+    limits: ChunkLimits = attrs.field(factory=ChunkLimits)
 
-    def to_meta(self) -> dict[str, object]:
-        """A JSON-ready form."""
-        data = attrs.asdict(self, recurse=False)
-        data["lists"] = list(self.lists)
-        data["planner"] = self.planner.to_meta()
-        return data
+    def to_meta(self) -> dict[str, Any]:
+        """A JSON-ready form (msgspec, from the attrs fields)."""
+        meta: dict[str, Any] = msgspec.to_builtins(self)
+        return meta
 
     @classmethod
-    def from_meta(cls, data: dict[str, object]) -> ImportOptions:
-        """The inverse of :meth:`to_meta`."""
-        values = dict(data)
-        values["lists"] = tuple(values["lists"])  # type: ignore[arg-type]
-        values["planner"] = PlannerOptions.from_meta(values["planner"])  # type: ignore[arg-type]
-        return cls(**values)  # type: ignore[arg-type]
+    def from_meta(cls, data: object) -> ImportOptions:
+        """The inverse of :meth:`to_meta` (validators run again).
 
-
-@attrs.frozen(kw_only=True)
-class ResolvedList:
-    """A list the run works on."""
-
-    id: str
-    name: str
-    uri: str
-
-
-def default_run_dir(path: Path | None, command: str) -> Path:
-    """``./bulkops-runs/{stem}-{command}-{YYYYmmdd-HHMMSS}``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    stem = path.stem if path is not None else "lists"
-    return Path("bulkops-runs") / f"{stem}-{command}-{stamp}"
-
-
-# -- lists -------------------------------------------------------------------------------------
-
-
-async def _all_lists(client: Client) -> list[ContactList]:
-    found: list[ContactList] = []
-    href: str | None = "lists"
-    while href:
-        response = await client.get(href)
-        root = parse_xml(response.content, max_bytes=64 * 1024 * 1024)
-        found.extend(list_from_entry(el) for el in root if local_name(el) == "entry")
-        href = links_of(root).get("next") or None
-    return found
-
-
-def _list_request(name: str) -> bytes:
-    entry = etree.Element(f"{{{ATOM_NS}}}entry", nsmap={None: ATOM_NS})
-    etree.SubElement(entry, f"{{{ATOM_NS}}}id").text = "data:,"
-    etree.SubElement(entry, f"{{{ATOM_NS}}}title")
-    etree.SubElement(entry, f"{{{ATOM_NS}}}author")
-    etree.SubElement(entry, f"{{{ATOM_NS}}}updated").text = time.strftime("%Y-%m-%d")
-    content = etree.SubElement(entry, f"{{{ATOM_NS}}}content", type="application/vnd.ctct+xml")
-    payload = etree.SubElement(content, f"{{{CTCT_NS}}}ContactList", nsmap={None: CTCT_NS})
-    etree.SubElement(payload, f"{{{CTCT_NS}}}OptInDefault").text = "false"
-    etree.SubElement(payload, f"{{{CTCT_NS}}}Name").text = name
-    etree.SubElement(payload, f"{{{CTCT_NS}}}SortOrder").text = "99"
-    return bytes(etree.tostring(entry, xml_declaration=True, encoding="UTF-8"))
-
-
-async def _create_list(client: Client, name: str) -> ContactList:
-    """Create a list; when the answer is lost, look for it before trying again."""
-    for _ in range(_MAX_POSTS_PER_CHUNK):
+        Raises:
+            ConfigError: the stored options are not valid options.
+        """
         try:
-            response = await client.request(
-                "POST",
-                "lists",
-                content=_list_request(name),
-                headers={"Content-Type": "application/atom+xml"},
-            )
-        except OutcomeUnknown:
-            made = [lst for lst in await _all_lists(client) if lst.name == name]
-            if made:
-                return made[0]
-            continue
-        return list_from_entry(parse_xml(response.content))
-    raise TransportError(f"could not create list {name!r}: answers kept getting lost")
-
-
-async def resolve_lists(
-    client: Client, specs: Sequence[str], *, create: bool, allow_system: bool = False
-) -> list[ResolvedList]:
-    """Find the lists named by ``specs`` (names or ids); create missing names if allowed.
-
-    Raises:
-        ConfigError: a list does not exist (and ``create`` is false), a name is ambiguous,
-            or a system list is named where it cannot be used.
-    """
-    if not specs:
-        raise ConfigError("name at least one list with --list")
-    existing = await _all_lists(client)
-    by_id = {lst.id: lst for lst in existing}
-    resolved: list[ResolvedList] = []
-    for spec in specs:
-        spec = spec.strip()
-        match = by_id.get(spec)
-        if match is None:
-            named = [lst for lst in existing if lst.name == spec]
-            if not named:
-                named = [lst for lst in existing if lst.name.casefold() == spec.casefold()]
-            if len(named) > 1:
-                raise ConfigError(f"list name {spec!r} is ambiguous; give its id")
-            match = named[0] if named else None
-        if match is None:
-            if not create:
-                names = ", ".join(
-                    sorted(lst.name for lst in existing if lst.id not in SYSTEM_LISTS)
-                )
-                raise ConfigError(
-                    f"no list {spec!r} (use --create-lists to create it); lists: {names or 'none'}"
-                )
-            match = await _create_list(client, spec)
-        if match.id in SYSTEM_LISTS and not allow_system:
-            raise ConfigError(f"the system list {match.name!r} cannot be used here")
-        resolved.append(
-            ResolvedList(id=match.id, name=match.name, uri=client.url(f"lists/{match.id}"))
-        )
-    return resolved
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"the run's stored options are not valid: {exc}") from None
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -263,23 +147,8 @@ class _Run:
     tracker: ActivityTracker = attrs.field(init=False)
     pool: SlotPool = attrs.field(init=False)
     aimd: AimdLimiter = attrs.field(init=False)
+    poster: ChunkPoster = attrs.field(init=False)
     done: dict[int, trio.Event] = attrs.field(factory=dict)
-    claimed: set[str] = attrs.field(factory=set)
-    # Every POST not yet matched to its activity: seq -> [sent from, sent until or None while
-    # in flight, rows], by our clock. Reconciliation judges candidates against all of them.
-    windows: dict[int, list[float | None]] = attrs.field(factory=dict)
-    windows_changed: trio.Event = attrs.field(factory=trio.Event)
-    window_chunks: dict[int, PlannedChunk] = attrs.field(factory=dict)
-    # Bounds on (server clock - our clock), narrowed by every answered POST's InsertTime.
-    offset_low: float = -_CLOCK_SKEW
-    offset_high: float = _CLOCK_SKEW
-    # Activities never to adopt (seen in an ambiguous match), chunks whose resend is flagged.
-    blocked: set[str] = attrs.field(factory=set)
-    tainted: set[int] = attrs.field(factory=set)
-    # After the first lost answer, POSTs go one at a time so their windows cannot overlap.
-    serial_posts: bool = False
-    post_lock: trio.Lock = attrs.field(factory=trio.Lock)
-    reconcile_lock: trio.Lock = attrs.field(factory=trio.Lock)
     planner: Planner | None = None
     rows_read: int = 0
     waiting: int = 0
@@ -293,6 +162,14 @@ class _Run:
         )
         self.pool = SlotPool(o.max_queued)
         self.aimd = AimdLimiter(o.concurrency)
+        self.poster = ChunkPoster(
+            client=self.client,
+            journal=self.journal,
+            reporter=self.reporter,
+            tracker=self.tracker,
+            aimd=self.aimd,
+            stop=self.stop,
+        )
         self.client.throttle_listeners.append(self._throttled)
 
     def _throttled(self, message: str) -> None:
@@ -301,32 +178,6 @@ class _Run:
             # The server caps unfinished activities: never have more than now, minus one.
             self.pool.resize(max(1, self.pool.in_use - 1))
         self.reporter.event("throttled", limit=round(self.aimd.limit, 2), message=message)
-
-    def _set_window(self, seq: int, window: list[float | None] | None) -> None:
-        if window is None:
-            self.windows.pop(seq, None)
-        else:
-            self.windows[seq] = window
-        self.windows_changed.set()
-        self.windows_changed = trio.Event()
-
-    @asynccontextmanager
-    async def _post_turn(self) -> AsyncIterator[None]:
-        if not self.serial_posts:
-            yield
-            return
-        async with self.post_lock:
-            yield
-
-    def _narrow_offset(self, activity: Activity, sent_from: float, sent_until: float) -> None:
-        # The server inserted the activity while our POST was in flight.
-        inserted = activity.insert_time.timestamp()
-        low = max(self.offset_low, inserted - sent_until - 0.002)
-        high = min(self.offset_high, inserted - sent_from + 0.002)
-        if low <= high:
-            self.offset_low, self.offset_high = low, high
-        else:  # a clock jumped: start again from this observation
-            self.offset_low, self.offset_high = inserted - sent_until, inserted - sent_from
 
     def _event(self, seq: int) -> trio.Event:
         event = self.done.get(seq)
@@ -345,7 +196,8 @@ class _Run:
     async def produce(self, send: trio.MemorySendChannel[PlannedChunk]) -> None:
         assert self.source is not None
         planner = self.planner = Planner(
-            self.options.planner,
+            self.options.read,
+            self.options.limits,
             lists=[lst.uri for lst in self.lists],
             kind=self.options.kind,
             path=str(self.source),
@@ -445,195 +297,10 @@ class _Run:
                 del chunk
 
     async def _ensure_posted(self, chunk: PlannedChunk) -> str | None:
-        seq = chunk.record.seq
-        record = self.journal.chunk(seq)
-        assert record is not None
-        if record.state == ChunkState.POSTED and record.activity_id:
+        activity_id = await self.poster.ensure_posted(chunk)
+        if activity_id is not None:
             self.counters.activities_submitted += 1
-            return record.activity_id
-        maybe_twice = False
-        if record.state == ChunkState.POSTING:
-            adopted, maybe_twice = await self._reconcile(chunk)
-            if adopted is not None:
-                self.journal.posted(seq, adopted)
-                self.counters.activities_submitted += 1
-                return adopted
-        for _ in range(_MAX_POSTS_PER_CHUNK):
-            if self.stop.is_set():
-                return None
-            async with self.aimd.slot(), self._post_turn():
-                started = time.time()
-                self.journal.posting(seq, now=started)
-                self.window_chunks[seq] = chunk
-                self._set_window(seq, [started, None, float(chunk.record.rows)])
-                try:
-                    response = await self.client.request(
-                        "POST",
-                        "activities",
-                        content=chunk.body,
-                        headers={"Content-Type": chunk.content_type},
-                    )
-                except OutcomeUnknown as exc:
-                    self.serial_posts = True
-                    self.reporter.event("warning", chunk=seq, message=str(exc))
-                    self._set_window(seq, [started, time.time(), float(chunk.record.rows)])
-                    adopted, ambiguous = await self._reconcile(chunk)
-                    maybe_twice = maybe_twice or ambiguous
-                    if adopted is not None:
-                        self.journal.posted(seq, adopted)
-                        self.counters.activities_submitted += 1
-                        return adopted
-                    continue
-                answered = time.time()
-            self.aimd.succeeded()
-            activity = activity_from_entry(parse_xml(response.content, max_bytes=64 << 20))
-            self._narrow_offset(activity, started, answered)
-            self.claimed.add(activity.id)
-            self._set_window(seq, None)
-            self.window_chunks.pop(seq, None)
-            _crash_point_after_post()
-            self.journal.posted(seq, activity.id, maybe_twice=maybe_twice)
-            self.counters.activities_submitted += 1
-            return activity.id
-        raise TransportError(
-            f"chunk {seq} (lines {chunk.record.first_line}-{chunk.record.last_line}): "
-            f"the answer to its POST was lost {_MAX_POSTS_PER_CHUNK} times"
-        )
-
-    def _offset_bounds(self) -> tuple[float, float]:
-        low, high = self.offset_low, self.offset_high
-        date_offset = self.client.clock_offset
-        if date_offset is not None:  # Date headers have whole seconds
-            low, high = max(low, date_offset - 1.5), min(high, date_offset + 1.5)
-        return (low, high) if low <= high else (self.offset_low, self.offset_high)
-
-    def _fits(self, seq: int, activity: Activity) -> bool:
-        """Could ``activity`` be what the POST of chunk ``seq`` created?"""
-        sent_from, sent_until, rows = self.windows[seq]
-        assert sent_from is not None
-        assert rows is not None
-        inserted = activity.insert_time.timestamp()
-        until = float("inf") if sent_until is None else sent_until
-        low, high = self._offset_bounds()
-        if not sent_from + low <= inserted <= until + high:
-            return False
-        if not ActivityStatus(activity.status).is_final:
-            return True  # size and errors are judged once it has finished
-        if activity.transaction_count + len(activity.errors) != int(rows):
-            return False
-        if not activity.errors:
-            return True
-        chunk = self.window_chunks.get(seq)
-        if chunk is None:
-            return True
-        header, data_rows = chunk_rows(chunk.body, chunk.content_type)
-        at = header.index("EMAIL ADDRESS") if "EMAIL ADDRESS" in header else 0
-        for error in activity.errors:
-            index = error.line - 2
-            if not 0 <= index < len(data_rows) or at >= len(data_rows[index]):
-                return False
-            if data_rows[index][at].strip().lower() != error.email.strip().lower():
-                return False
-        return True
-
-    async def _reconcile(self, chunk: PlannedChunk) -> tuple[str | None, bool]:
-        """Find the activity an unanswered POST of ``chunk`` created, if it created one.
-
-        Every POST has a *send window*: from when it was sent until its answer came or was
-        lost. The activity it created, if any, was inserted inside that window — by the
-        server's clock, which is mapped onto ours through bounds that every answered POST
-        narrows (its InsertTime lies within its own window). A candidate must also be of the
-        chunk's type, owned by no chunk of this run, and once finished have
-        ``TransactionCount + errors == rows`` with every error naming the email of the row
-        at its line.
-
-        A candidate is adopted only if it could belong to no *other* unanswered POST. When
-        that cannot be decided (two POSTs of the same size lost at the same moment), the
-        chunk is sent again — safe, because chunks that depend on it wait for it — and it,
-        and every chunk the candidates could belong to, is flagged as maybe applied twice;
-        the candidates are never adopted by anyone afterwards. One reconciliation runs at a
-        time, after every other POST in flight has been answered or lost.
-
-        Returns:
-            the adopted activity id (or None), and whether the chunk may have gone twice.
-        """
-        seq = chunk.record.seq
-        self.window_chunks[seq] = chunk
-        if seq not in self.windows:  # after a crash: the window ends by the POST timeout
-            record = self.journal.chunk(seq)
-            assert record is not None
-            started = record.post_started or 0.0
-            window: list[float | None] = [
-                started,
-                started + self.client.config.timeout,
-                float(chunk.record.rows),
-            ]
-            self._set_window(seq, window)
-        try:
-            async with self.reconcile_lock:
-                while any(w[1] is None for s, w in self.windows.items() if s != seq):
-                    await self.windows_changed.wait()
-                return await self._match(chunk)
-        finally:
-            self._set_window(seq, None)
-            self.window_chunks.pop(seq, None)
-
-    async def _match(self, chunk: PlannedChunk) -> tuple[str | None, bool]:
-        seq = chunk.record.seq
-        known = self.journal.known_activity_ids() | self.claimed | self.blocked
-        wanted = _activity_types(chunk.record.kind)
-        sent_from = self.windows[seq][0]
-        assert sent_from is not None
-        fitting: list[Activity] = []
-        for candidate in reversed(await self._recent_activities(sent_from)):  # oldest first
-            if candidate.id in known or candidate.type not in wanted:
-                continue
-            if not self._fits(seq, candidate):
-                continue
-            final = candidate
-            if not ActivityStatus(candidate.status).is_final:
-                final = await self.tracker.wait(candidate.id, chunk.record.rows)
-                if not self._fits(seq, final):
-                    continue
-            fitting.append(final)
-        owners = {
-            c.id: [other for other in self.windows if other != seq and self._fits(other, c)]
-            for c in fitting
-        }
-        sole = [c for c in fitting if not owners[c.id]]
-        tainted = seq in self.tainted
-        if len(sole) == 1 and len(fitting) == 1:
-            self.claimed.add(sole[0].id)
-            self.reporter.event("reconciled", chunk=seq, activity=sole[0].id, status=sole[0].status)
-            return sole[0].id, tainted
-        if not fitting:
-            self.reporter.event("reconciled", chunk=seq, activity=None)
-            return None, tainted
-        # Undecidable: block the candidates, taint every chunk they could belong to.
-        for candidate in fitting:
-            self.blocked.add(candidate.id)
-            self.tainted.update(owners[candidate.id])
-        self.reporter.event(
-            "reconciled", chunk=seq, activity=None, ambiguous=[c.id for c in fitting]
-        )
-        return None, True
-
-    async def _recent_activities(self, since: float) -> list[Activity]:
-        """Activities of the account inserted after ``since`` (by our clock), newest first."""
-        found: list[Activity] = []
-        href: str | None = "activities"
-        while href:
-            response = await self.client.get(href)
-            root = parse_xml(response.content, max_bytes=256 << 20)
-            page = [activity_from_entry(el) for el in root if local_name(el) == "entry"]
-            older = False
-            for activity in page:
-                if activity.insert_time.timestamp() < since + self._offset_bounds()[0]:
-                    older = True
-                else:
-                    found.append(activity)
-            href = None if older or not page else (links_of(root).get("next") or None)
-        return found
+        return activity_id
 
     # -- waiters ---------------------------------------------------------------------------
 
@@ -713,62 +380,15 @@ class _Run:
         self.counters.throttled = stats.throttled
 
 
-_posts_answered = 0
-
-
-def _crash_point_after_post() -> None:
-    """Test hook: ``BULKOPS_TEST_KILL_AFTER_POST=N`` SIGKILLs this process right after the
-    N-th answered POST, before its activity id reaches the journal — the one crash window
-    that random timing almost never hits. Unset (always, outside tests), it does nothing."""
-    global _posts_answered
-    target = os.environ.get("BULKOPS_TEST_KILL_AFTER_POST")
-    if not target:
-        return
-    _posts_answered += 1
-    if _posts_answered == int(target):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _ts(value: object) -> float | None:
     from datetime import datetime
 
     return value.timestamp() if isinstance(value, datetime) else None
 
 
-def _activity_types(kind: str) -> set[str]:
-    if kind == "remove":
-        return {ActivityType.REMOVE_CONTACTS_FROM_LISTS}
-    if kind == "clear":
-        return {ActivityType.CLEAR_CONTACTS_FROM_LISTS}
-    return {ActivityType.ADD_CONTACTS, ActivityType.ADD_CONTACT_DETAIL}
-
-
-def _new_journal(directory: Path) -> Journal:
-    """The journal of a new run; a directory that already holds a run is refused."""
-    if (directory / "journal.sqlite").exists():
-        raise ConfigError(f"{directory} already holds a run: use `bulkops resume {directory}`")
-    return Journal(directory, create=True)
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception a group holds (through nested groups), or None."""
-    while len(group.exceptions) == 1:
-        inner = group.exceptions[0]
-        if not isinstance(inner, BaseExceptionGroup):
-            return inner
-        group = inner
-    return None
-
-
 async def _execute(run: _Run) -> ImportReport:
-    try:
+    with single_errors():  # callers get our error itself, not a group
         return await _execute_inner(run)
-    except BaseExceptionGroup as group:
-        # Callers get our error itself, not a group, when only one thing went wrong.
-        single = _single(group)
-        if single is not None:
-            raise single from group
-        raise
 
 
 async def _execute_inner(run: _Run) -> ImportReport:
@@ -779,10 +399,7 @@ async def _execute_inner(run: _Run) -> ImportReport:
         run.counters.bytes_total = run.source.stat().st_size
     state = "complete"
     message = ""
-    # POSTs a crash left unanswered: their windows must be known before any reconciliation.
-    for record in run.journal.chunks(ChunkState.POSTING):
-        started = record.post_started or 0.0
-        run.windows[record.seq] = [started, started + run.client.config.timeout, float(record.rows)]
+    run.poster.lose_unanswered()
     try:
         async with trio.open_nursery() as outer:
             outer.start_soon(run.tracker.run)
@@ -822,7 +439,8 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
         marked = find_repeated_emails(
             journal,
             run.source,
-            run.options.planner,
+            run.options.read,
+            run.options.limits,
             lists=[lst.uri for lst in run.lists],
             kind=run.options.kind,
             chunks=planner.linked_chunks,
@@ -834,7 +452,8 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
     files = write_outcome_files(
         journal,
         run.source,
-        run.options.planner,
+        run.options.read,
+        run.options.limits,
         write_applied=run.options.write_applied and state == "complete",
         header=planner.header if planner is not None else None,
     )
@@ -918,7 +537,7 @@ async def run_import(
     if not source.is_file():  # noqa: ASYNC240 - one stat before the run starts
         raise InputError("no such file", path=str(source))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(source, options.kind)
-    journal = _new_journal(directory)
+    journal = new_journal(directory)
     try:
         lists = await resolve_lists(client, options.lists, create=options.create_lists)
         size, digest = input_digest(source)
@@ -1061,7 +680,7 @@ async def run_clear(
     """Remove every member of the given lists with one CLEAR_CONTACTS_FROM_LISTS activity."""
     options = ImportOptions(kind="add", lists=tuple(lists))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(None, "clear")
-    journal = _new_journal(directory)
+    journal = new_journal(directory)
     try:
         resolved = await resolve_lists(client, lists, create=False)
         journal.set_meta(

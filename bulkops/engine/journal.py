@@ -8,17 +8,22 @@ What is written, and when (each step is its own committed transaction, in this o
 2. ``plan``: every chunk as the stream produces it — sequence, kind, rows, source lines,
    byte range, body digest, dependency. On resume the same input re-derives the same
    chunks; a digest that differs means the input changed.
-3. ``posting``: just before a chunk's POST, with the wall-clock time. A chunk found in this
-   state after a crash has an *unknown* outcome: it is reconciled against the activities
-   feed before it is sent again.
-4. ``posted``: the activity id, right after the answer.
-5. ``done``: the activity's final status, counts, server run times, and the row errors as
-   ``failed`` outcomes — in one transaction, so outcomes are never half recorded.
+3. chunk events (:mod:`bulkops.engine.chunks`): ``SEND`` just before a chunk's POST, with
+   the wall-clock time; ``ANSWER`` with the activity id right after the answer; ``LOSE``
+   when the answer is lost (or a run finds a chunk a dead process left in ``posting``),
+   then ``ADOPT``/``ABSENT``/``AMBIGUOUS`` from reconciling it against the activities
+   feed. :meth:`Journal.apply` reads the state and writes the next one in one transaction
+   and refuses a pair the table lacks; ``maybe_twice`` is set in that same transaction.
+4. ``FINISH`` (:meth:`Journal.done`): the activity's final status, counts, server run
+   times, and the row errors as ``failed`` outcomes — in one transaction, so outcomes are
+   never half recorded.
 
 Local outcomes (``rejected``, ``duplicate``) are recorded as the stream reports them; they
 are keyed by line, so replaying the stream on resume rewrites the same rows.
 
-Connections use WAL with ``synchronous=NORMAL``: a SIGKILL loses nothing committed.
+Connections use WAL with ``synchronous=NORMAL``: a SIGKILL loses nothing committed. The
+file carries a format version (``PRAGMA user_version``); a journal of another version is
+refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -33,9 +38,19 @@ from typing import Any
 
 import attrs
 
-from bulkops.errors import ConfigError
+from bulkops.engine.chunks import (
+    FLAGS_TWICE,
+    NAMES_ACTIVITY,
+    ChunkEvent,
+    ChunkState,
+    Reconciled,
+    next_chunk_state,
+)
+from bulkops.errors import ConfigError, StateError
 
 __all__ = [
+    "JOURNAL_NAME",
+    "JOURNAL_VERSION",
     "ChunkRecord",
     "ChunkState",
     "Journal",
@@ -43,6 +58,9 @@ __all__ = [
 ]
 
 JOURNAL_NAME = "journal.sqlite"
+#: The journal's format. 2: chunk events and states of engine/chunks.py, options as
+#: msgspec-encoded records, blocked activities. Version 1 files had no version (0).
+JOURNAL_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -61,10 +79,11 @@ CREATE TABLE IF NOT EXISTS chunk (
     body_bytes      INTEGER NOT NULL,
     lines           BLOB NOT NULL,          -- array('Q') of source lines, native order
     after           INTEGER,                -- a chunk that must be applied first
-    state           TEXT NOT NULL,          -- planned | posting | posted | done
+    state           TEXT NOT NULL,          -- a ChunkState value
     activity_id     TEXT,
     posts           INTEGER NOT NULL DEFAULT 0,
     maybe_twice     INTEGER NOT NULL DEFAULT 0,
+    suspected       INTEGER NOT NULL DEFAULT 0,
     post_started    REAL,
     status          TEXT,
     transaction_count INTEGER,
@@ -86,20 +105,14 @@ CREATE TABLE IF NOT EXISTS outcome (
     chunk           INTEGER
 );
 CREATE INDEX IF NOT EXISTS outcome_kind ON outcome(kind, line);
+CREATE TABLE IF NOT EXISTS blocked (   -- activities no chunk may adopt (undecidable matches)
+    activity_id     TEXT PRIMARY KEY
+);
 """
 
 # A later outcome for the same line replaces an earlier one only if it ranks higher:
 # a row that a later row superseded is a duplicate, whatever else happened to it.
 _RANK = {"failed": 1, "rejected": 2, "duplicate": 3}
-
-
-class ChunkState:
-    """States of a chunk in the journal."""
-
-    PLANNED = "planned"
-    POSTING = "posting"
-    POSTED = "posted"
-    DONE = "done"
 
 
 @attrs.frozen(kw_only=True)
@@ -117,10 +130,11 @@ class ChunkRecord:
     body_bytes: int
     lines: array[int]
     after: int | None
-    state: str
+    state: ChunkState = ChunkState.PLANNED
     activity_id: str | None = None
     posts: int = 0
     maybe_twice: bool = False
+    suspected: bool = False
     post_started: float | None = None
     status: str | None = None
     transaction_count: int | None = None
@@ -173,9 +187,25 @@ class Journal:
             raise ConfigError(f"{self.run_dir} is not a bulkops run directory (no {JOURNAL_NAME})")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            self._check_version()
+        except BaseException:
+            self._db.close()
+            raise
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {JOURNAL_VERSION}")
+
+    def _check_version(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        (tables,) = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if tables and version != JOURNAL_VERSION:
+            raise ConfigError(
+                f"{self.run_dir} was written by another version of bulkops (journal format "
+                f"{version or 1}, this version reads {JOURNAL_VERSION}): finish it with that "
+                "version, or start a new run"
+            )
 
     def close(self) -> None:
         """Close the database."""
@@ -232,7 +262,7 @@ class Journal:
                     chunk.body_bytes,
                     _lines_blob(chunk.lines),
                     chunk.after,
-                    ChunkState.PLANNED,
+                    ChunkState.PLANNED.value,
                 ),
             )
         return chunk
@@ -242,12 +272,14 @@ class Journal:
         row = self._db.execute("SELECT * FROM chunk WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else self._record(row)
 
-    def chunks(self, state: str | None = None) -> list[ChunkRecord]:
+    def chunks(self, state: ChunkState | None = None) -> list[ChunkRecord]:
         """All chunks (in one state, when given), in sequence order."""
         if state is None:
             rows = self._db.execute("SELECT * FROM chunk ORDER BY seq")
         else:
-            rows = self._db.execute("SELECT * FROM chunk WHERE state = ? ORDER BY seq", (state,))
+            rows = self._db.execute(
+                "SELECT * FROM chunk WHERE state = ? ORDER BY seq", (state.value,)
+            )
         return [self._record(row) for row in rows]
 
     def _record(self, row: tuple[Any, ...]) -> ChunkRecord:
@@ -255,32 +287,81 @@ class Journal:
         values = dict(zip(names, row, strict=True))
         values["lines"] = _lines_array(values["lines"])
         values["maybe_twice"] = bool(values["maybe_twice"])
+        values["suspected"] = bool(values["suspected"])
+        values["state"] = ChunkState(values["state"])
         return ChunkRecord(**values)
 
-    def posting(self, seq: int, *, now: float | None = None) -> None:
-        """Mark a chunk as about to be POSTed (its outcome is unknown until :meth:`posted`)."""
-        with self._tx():
-            self._db.execute(
-                "UPDATE chunk SET state = ?, post_started = ?, posts = posts + 1 WHERE seq = ?",
-                (ChunkState.POSTING, now if now is not None else time.time(), seq),
-            )
+    def apply(
+        self,
+        seq: int,
+        event: ChunkEvent,
+        *,
+        activity_id: str | None = None,
+        now: float | None = None,
+    ) -> ChunkState:
+        """Apply a chunk event (:data:`bulkops.engine.chunks.TRANSITIONS`) in one transaction.
 
-    def posted(self, seq: int, activity_id: str, *, maybe_twice: bool = False) -> None:
-        """Record the activity a chunk's POST created."""
-        with self._tx():
-            self._db.execute(
-                "UPDATE chunk SET state = ?, activity_id = ?,"
-                " maybe_twice = maybe_twice OR ? WHERE seq = ?",
-                (ChunkState.POSTED, activity_id, int(maybe_twice), seq),
-            )
+        ``SEND`` records the time (``now``, default the wall clock) and counts the POST;
+        ``ANSWER`` and ``ADOPT`` record ``activity_id``; ``ABSENT``/``AMBIGUOUS`` forget
+        it; the events of :data:`~bulkops.engine.chunks.FLAGS_TWICE` set ``maybe_twice``,
+        ``SUSPECT`` sets ``suspected``.
 
-    def unposted(self, seq: int) -> None:
-        """Reconciliation found the chunk was never applied: it is to be sent again."""
+        Returns:
+            the chunk's new state.
+
+        Raises:
+            StateError: no such chunk, the transition is not in the table, or an activity
+                id is missing or given where none belongs.
+        """
         with self._tx():
-            self._db.execute(
-                "UPDATE chunk SET state = ?, activity_id = NULL WHERE seq = ?",
-                (ChunkState.PLANNED, seq),
+            return self._apply(seq, event, activity_id=activity_id, now=now)
+
+    def _apply(
+        self, seq: int, event: ChunkEvent, *, activity_id: str | None, now: float | None
+    ) -> ChunkState:
+        if (event in NAMES_ACTIVITY) != (activity_id is not None):
+            need = "needs" if activity_id is None else "takes no"
+            raise StateError(f"chunk event {event} {need} activity id")
+        row = self._db.execute("SELECT state FROM chunk WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise StateError(f"chunk event {event} for chunk {seq}, which is not planned")
+        state = next_chunk_state(ChunkState(row[0]), event)
+        sets = ["state = ?"]
+        values: list[object] = [state.value]
+        if event is ChunkEvent.SEND:
+            sets += ["post_started = ?", "posts = posts + 1"]
+            values.append(now if now is not None else time.time())
+        if event in NAMES_ACTIVITY:
+            sets.append("activity_id = ?")
+            values.append(activity_id)
+        elif state is ChunkState.PLANNED:
+            sets.append("activity_id = NULL")
+        if event in FLAGS_TWICE:
+            sets.append("maybe_twice = 1")
+        if event is ChunkEvent.SUSPECT:
+            sets.append("suspected = 1")
+        self._db.execute(f"UPDATE chunk SET {', '.join(sets)} WHERE seq = ?", (*values, seq))
+        return state
+
+    def reconciled(self, seq: int, verdict: Reconciled) -> ChunkState:
+        """Journal a reconciliation in one transaction: block the undecidable candidates,
+        SUSPECT the other chunks they may belong to, then the chunk's own event (a crash
+        can never leave a candidate blocked while its possible owners are not marked).
+
+        Returns:
+            the chunk's new state.
+
+        Raises:
+            StateError: as :meth:`apply`.
+        """
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO blocked (activity_id) VALUES (?)",
+                [(activity_id,) for activity_id in sorted(verdict.blocked)],
             )
+            for other in sorted(verdict.suspects):
+                self._apply(other, ChunkEvent.SUSPECT, activity_id=None, now=None)
+            return self._apply(seq, verdict.event, activity_id=verdict.activity_id, now=None)
 
     def done(
         self,
@@ -293,14 +374,23 @@ class Journal:
         run_finish: float | None,
         insert_time: float | None,
     ) -> None:
-        """Record a chunk's final activity status and its failed rows, atomically."""
+        """Record a chunk's final activity status and its failed rows, atomically (the
+        ``FINISH`` event: the chunk must be POSTED).
+
+        Raises:
+            StateError: the chunk is not POSTED.
+        """
         failures = list(failures)
         with self._tx():
+            row = self._db.execute("SELECT state FROM chunk WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                raise StateError(f"chunk {seq} finished, but it is not planned")
+            state = next_chunk_state(ChunkState(row[0]), ChunkEvent.FINISH)
             self._db.execute(
                 "UPDATE chunk SET state = ?, status = ?, transaction_count = ?, error_count = ?,"
                 " run_start = ?, run_finish = ?, insert_time = ?, finished = ? WHERE seq = ?",
                 (
-                    ChunkState.DONE,
+                    state.value,
                     status,
                     transaction_count,
                     len(failures),
@@ -314,8 +404,11 @@ class Journal:
             self._insert_outcomes(failures)
 
     def known_activity_ids(self) -> set[str]:
-        """Ids of every activity this run created."""
-        rows = self._db.execute("SELECT activity_id FROM chunk WHERE activity_id IS NOT NULL")
+        """Ids of every activity this run created, and of those it must never adopt."""
+        rows = self._db.execute(
+            "SELECT activity_id FROM chunk WHERE activity_id IS NOT NULL"
+            " UNION SELECT activity_id FROM blocked"
+        )
         return {row[0] for row in rows}
 
     # -- outcomes --------------------------------------------------------------------------

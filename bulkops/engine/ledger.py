@@ -32,7 +32,8 @@ from typing import Any
 
 import msgspec
 
-from bulkops.engine.journal import ChunkRecord, ChunkState, Journal, OutcomeRecord
+from bulkops.engine.chunks import ChunkState
+from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 
 __all__ = [
     "ActivitySummary",

@@ -19,14 +19,17 @@ import sqlite3
 from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 import msgspec
 
-from bulkops.engine.journal import ChunkRecord, ChunkState, Journal, OutcomeRecord
+from bulkops.engine.chunks import ChunkState
+from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import write_atomically, write_outcome_file
+from bulkops.engine.rundirs import default_run_dir
 from bulkops.errors import InputError
+from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.stream.pipeline import Pipeline, PipelineOptions
 from bulkops.stream.records import (
     Chunk,
@@ -37,7 +40,7 @@ from bulkops.stream.records import (
     PipelineStatistics,
     Rejected,
 )
-from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS, Field
+from bulkops.wire.activity import Field
 from bulkops.wire.forms import decode_form
 
 __all__ = [
@@ -45,7 +48,6 @@ __all__ = [
     "PlannedChunk",
     "PlannedOutcome",
     "Planner",
-    "PlannerOptions",
     "chunk_data",
     "chunk_rows",
     "dry_run",
@@ -55,33 +57,6 @@ __all__ = [
 ]
 
 _BLOCK = 1 << 20
-
-
-@attrs.frozen(kw_only=True)
-class PlannerOptions:
-    """How an input file is read, validated and cut into chunks."""
-
-    format: Literal["csv", "xml"] | None = None
-    encoding: str | None = None
-    delimiter: str | None = None
-    mapping: tuple[tuple[str, str], ...] = ()
-    ignore_unknown: bool = False
-    max_rows: int = DEFAULT_MAX_ACTIVITY_ROWS
-    max_bytes: int = DEFAULT_MAX_ACTIVITY_BYTES
-    form: Literal["multipart", "urlencoded"] = "multipart"
-
-    def to_meta(self) -> dict[str, Any]:
-        """A JSON-ready form."""
-        data = attrs.asdict(self)
-        data["mapping"] = [list(pair) for pair in self.mapping]
-        return data
-
-    @classmethod
-    def from_meta(cls, data: dict[str, Any]) -> PlannerOptions:
-        """The inverse of :meth:`to_meta`."""
-        values = dict(data)
-        values["mapping"] = tuple(tuple(pair) for pair in values.get("mapping", ()))
-        return cls(**values)
 
 
 @attrs.frozen
@@ -126,28 +101,12 @@ def _file_size(path: str) -> int | None:
         return None
 
 
-def _pipeline_options(
-    options: PlannerOptions, *, lists: Sequence[str], kind: str
-) -> PipelineOptions:
-    return PipelineOptions(
-        lists=tuple(str(uri) for uri in lists),
-        kind=ChunkKind.REMOVE if kind == "remove" else ChunkKind.ADD,
-        format=options.format,
-        encoding=options.encoding,
-        delimiter=options.delimiter,
-        mapping=options.mapping,
-        ignore_unknown=options.ignore_unknown,
-        form=options.form,
-        max_rows=options.max_rows,
-        max_bytes=options.max_bytes,
-    )
-
-
 class Planner:
     """The stream pipeline behind the engine's decode/flush protocol.
 
     Args:
-        options: reading and chunking options.
+        read: how the input is read.
+        limits: how rows are cut into requests.
         lists: the list URIs every activity names.
         kind: ``add`` or ``remove``.
         path: the input's name, for error messages.
@@ -157,13 +116,24 @@ class Planner:
     """
 
     def __init__(
-        self, options: PlannerOptions, *, lists: Sequence[str], kind: str, path: str
+        self,
+        read: ReadOptions,
+        limits: ChunkLimits,
+        *,
+        lists: Sequence[str],
+        kind: str,
+        path: str,
     ) -> None:
         self.path = path
         self.kind = kind
-        pipeline_options = _pipeline_options(options, lists=lists, kind=kind)
         self._pipeline = Pipeline(  # size_hint: the email table is sized once, not grown
-            attrs.evolve(pipeline_options, size_hint=_file_size(path))
+            PipelineOptions(
+                lists=[str(uri) for uri in lists],
+                kind=ChunkKind.REMOVE if kind == "remove" else ChunkKind.ADD,
+                read=read,
+                limits=limits,
+                size_hint=_file_size(path),
+            )
         )
         self.header: Header | None = None
         #: Chunks that share an email with another chunk (either side of a dependency).
@@ -297,10 +267,10 @@ def _chunk_emails(chunk: PlannedChunk) -> Iterator[str]:
 
 
 def _replay(
-    source: Path, options: PlannerOptions, *, lists: Sequence[str], kind: str
+    source: Path, read: ReadOptions, limits: ChunkLimits, *, lists: Sequence[str], kind: str
 ) -> Iterator[PlannedChunk | PlannedOutcome]:
     """The run's events again, from the same file and options (deterministic)."""
-    planner = Planner(options, lists=lists, kind=kind, path=str(source))
+    planner = Planner(read, limits, lists=lists, kind=kind, path=str(source))
     with source.open("rb") as handle:
         while block := handle.read(_BLOCK):
             yield from planner.decode(block)
@@ -310,7 +280,8 @@ def _replay(
 def find_repeated_emails(
     journal: Journal,
     source: Path,
-    options: PlannerOptions,
+    read: ReadOptions,
+    limits: ChunkLimits,
     *,
     lists: Sequence[str],
     kind: str,
@@ -333,7 +304,7 @@ def find_repeated_emails(
         db.execute("DROP TABLE IF EXISTS sent")
         db.execute("CREATE TABLE sent (email TEXT NOT NULL, line INTEGER NOT NULL)")
         with db:
-            for event in _replay(source, options, lists=lists, kind=kind):
+            for event in _replay(source, read, limits, lists=lists, kind=kind):
                 if not isinstance(event, PlannedChunk):
                     continue
                 if chunks is not None and event.record.seq not in chunks:
@@ -390,7 +361,8 @@ def _record_reader(source: Path, header: Header | None) -> Any:
 def write_outcome_files(
     journal: Journal,
     source: Path | None,
-    options: PlannerOptions,
+    read: ReadOptions,
+    limits: ChunkLimits,
     *,
     write_applied: bool,
     header: Header | None = None,
@@ -412,42 +384,44 @@ def write_outcome_files(
     counts = journal.outcome_counts()
     run_dir = journal.run_dir
     if header is None and (counts["rejected"] or counts["duplicate"]):
-        header = _header_of(source, options, meta)
+        header = _header_of(source, read, limits, meta)
     sources = list(header.sources) if header is not None else []
     if header is not None and not header.delimiter:
         sources = ["record"]
     for kind, name in (("rejected", "rejected"), ("duplicate", "duplicates")):
         if not counts[kind]:
             continue
-        read = _record_reader(source, header)
+        reader = _record_reader(source, header)
         try:
             path = run_dir / f"{name}.csv"
             write_outcome_file(
                 path,
                 journal.outcomes(kind),
                 header=sources,
-                record_fields=lambda o, read=read: (
-                    read(o.start_offset, o.end_offset) if o.start_offset is not None else []
+                record_fields=lambda o, reader=reader: (
+                    reader(o.start_offset, o.end_offset) if o.start_offset is not None else []
                 ),
             )
         finally:
-            read.close()
+            reader.close()
         files[name] = str(path)
     if counts["failed"] > 0 or write_applied:
         if header is None:
-            header = _header_of(source, options, meta)
+            header = _header_of(source, read, limits, meta)
         files.update(
             _write_sent_rows(
-                journal, source, options, meta, write_applied=write_applied, header=header
+                journal, source, read, limits, meta, write_applied=write_applied, header=header
             )
         )
     return files
 
 
-def _header_of(source: Path, options: PlannerOptions, meta: dict[str, Any]) -> Header | None:
+def _header_of(
+    source: Path, read: ReadOptions, limits: ChunkLimits, meta: dict[str, Any]
+) -> Header | None:
     lists = [item["uri"] for item in meta.get("lists", [])] or ["x"]
     kind = "remove" if meta.get("command") == "remove" else "add"
-    planner = Planner(options, lists=lists, kind=kind, path=str(source))
+    planner = Planner(read, limits, lists=lists, kind=kind, path=str(source))
     with source.open("rb") as handle:
         while planner.header is None and (block := handle.read(1 << 16)):
             planner.decode(block)
@@ -475,7 +449,8 @@ def _records_in(
 def _write_sent_rows(
     journal: Journal,
     source: Path,
-    options: PlannerOptions,
+    read: ReadOptions,
+    limits: ChunkLimits,
     meta: dict[str, Any],
     *,
     write_applied: bool,
@@ -515,7 +490,7 @@ def _write_sent_rows(
         lists = [item["uri"] for item in meta.get("lists", [])]
         kind = "remove" if meta.get("command") == "remove" else "add"
         by_seq = {c.seq: c for c in done}
-        for event in _replay(source, options, lists=lists, kind=kind):
+        for event in _replay(source, read, limits, lists=lists, kind=kind):
             if not isinstance(event, PlannedChunk) or event.record.seq not in by_seq:
                 continue
             complete = by_seq[event.record.seq].status == "COMPLETE"
@@ -598,7 +573,8 @@ class DryRunPlan(msgspec.Struct, kw_only=True):
 
 def dry_run(
     path: Path,
-    options: PlannerOptions,
+    read: ReadOptions,
+    limits: ChunkLimits,
     *,
     kind: str,
     lists: Sequence[str],
@@ -609,8 +585,6 @@ def dry_run(
     Raises:
         InputError: the input cannot be read or imported.
     """
-    from bulkops.engine.imports import default_run_dir
-
     source = Path(path)
     if not source.is_file():
         raise InputError("no such file", path=str(source))
@@ -623,7 +597,7 @@ def dry_run(
         journal.set_meta(
             command=kind, input=str(source.resolve()), lists=[{"uri": u} for u in uris]
         )
-        planner = Planner(options, lists=uris, kind=kind, path=str(source))
+        planner = Planner(read, limits, lists=uris, kind=kind, path=str(source))
         plan: list[dict[str, int]] = []
         outcomes: list[OutcomeRecord] = []
         body_bytes = largest = sent = 0
@@ -655,7 +629,7 @@ def dry_run(
                 if not block:
                     break
         files = write_outcome_files(
-            journal, source, options, write_applied=False, header=planner.header
+            journal, source, read, limits, write_applied=False, header=planner.header
         )
         counts = journal.outcome_counts()
         # lists lookup + one POST per chunk + about one poll per four activities + final poll

@@ -10,7 +10,8 @@ from bulkops.engine.ledger import ImportReport, write_atomically
 
 __all__ = ["read_report", "summary", "write_report"]
 
-REPORT_NAME = "report.json"
+from bulkops.engine.rundirs import REPORT_NAME
+
 _ENCODER = msgspec.json.Encoder()
 
 

@@ -38,6 +38,7 @@ Every observed status is checked against the lifecycle table (``wire.activity.ma
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import aclosing
 
 import attrs
 import trio
@@ -46,8 +47,6 @@ from bulkops.engine.client import Client
 from bulkops.errors import ActivityStalled, LifecycleError, NotFound, ProtocolError
 from bulkops.wire.activity import ActivityStatus, may_follow
 from bulkops.wire.atom.activities import activity_from_entry
-from bulkops.wire.atom.reading import links_of, local_name
-from bulkops.wire.atom.syntax import parse_xml
 from bulkops.wire.model import Activity
 
 __all__ = [
@@ -60,7 +59,6 @@ __all__ = [
 ]
 
 # Activity responses carry every row error; 40,000 errors are a few MiB.
-_MAX_ACTIVITY_XML = 256 * 1024 * 1024
 
 #: Longest wait a rate prediction may ask for, in seconds: a server that slowed down (another
 #: client's activities queued in front of ours) is noticed within this time.
@@ -349,21 +347,19 @@ class ActivityTracker:
         tracked.done.set()
 
     async def _get_one(self, activity_id: str) -> Activity:
-        response = await self._client.get(f"activities/{activity_id}")
-        root = parse_xml(response.content, max_bytes=_MAX_ACTIVITY_XML)
-        return activity_from_entry(root)
+        return await self._client.get_entry(f"activities/{activity_id}", activity_from_entry)
 
     async def _get_feed(self, wanted: set[str]) -> list[Activity]:
         seen: list[Activity] = []
-        href: str | None = "activities"
         missing = set(wanted)
-        while href is not None and missing:
-            response = await self._client.get(href)
-            root = parse_xml(response.content, max_bytes=_MAX_ACTIVITY_XML)
-            page = [activity_from_entry(el) for el in root if local_name(el) == "entry"]
-            seen.extend(page)
-            missing.difference_update(a.id for a in page)
-            href = links_of(root).get("next") or None
+        if not missing:
+            return seen
+        async with aclosing(self._client.iter_feed("activities", activity_from_entry)) as pages:
+            async for page in pages:
+                seen.extend(page)
+                missing.difference_update(a.id for a in page)
+                if not missing:
+                    break
         return seen
 
     def tracked_ids(self) -> Iterable[str]:

@@ -43,17 +43,15 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, compress
 from operator import itemgetter, ne
-from typing import Literal
+from typing import Any
 
 import attrs
 
 from bulkops.errors import ConfigError
 from bulkops.stream.dedupe import CODE_PERIOD, EmailTable, chunk_code, code_distance
+from bulkops.stream.options import ChunkLimits, Form
 from bulkops.stream.records import Chunk, ChunkKind, Duplicate, Event, Rejected
 from bulkops.wire.activity import (
-    DEFAULT_MAX_ACTIVITY_BYTES,
-    DEFAULT_MAX_ACTIVITY_ROWS,
-    MIN_ACTIVITY_ROWS,
     ActivityType,
 )
 from bulkops.wire.forms import (
@@ -64,7 +62,6 @@ from bulkops.wire.forms import (
 
 __all__ = ["ChunkOptions", "Chunker", "Locate", "RowBatch"]
 
-Form = Literal["multipart", "urlencoded"]
 _one_more = (1).__add__
 
 
@@ -72,41 +69,62 @@ def _uris(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"{attribute.name} must be at least 1, not {value}")
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(init=False)
 class ChunkOptions:
-    """How rows are cut into activity requests.
+    """How rows are cut into activity requests: the activity's kind and lists, and the
+    :class:`~bulkops.stream.options.ChunkLimits` (the very object the caller configured).
+
+    ``ChunkOptions(lists=..., max_rows=...)`` also takes the limits' fields by name.
 
     Attributes:
         kind: add (``SV_ADD``) or remove (``REMOVE_CONTACTS_FROM_LISTS``).
         lists: the list URIs every chunk's activity names (at least one).
-        form: ``multipart`` (default: no escaping at all) or ``urlencoded``.
-        max_rows: most data rows per chunk.
-        max_bytes: most bytes of ``data`` per chunk, as sent.
-        min_rows: fewest rows per chunk when the input has that many (the v1 terms: 25).
+        limits: form encoding, rows and bytes per chunk.
     """
 
-    kind: ChunkKind = ChunkKind.ADD
-    lists: tuple[str, ...] = attrs.field(converter=_uris)
-    form: Form = "multipart"
-    max_rows: int = attrs.field(default=DEFAULT_MAX_ACTIVITY_ROWS, validator=_positive)
-    max_bytes: int = attrs.field(default=DEFAULT_MAX_ACTIVITY_BYTES, validator=_positive)
-    min_rows: int = attrs.field(default=MIN_ACTIVITY_ROWS, validator=_positive)
+    kind: ChunkKind
+    lists: tuple[str, ...]
+    limits: ChunkLimits
+
+    def __init__(
+        self,
+        *,
+        lists: Iterable[str],
+        kind: ChunkKind | str = ChunkKind.ADD,
+        limits: ChunkLimits | None = None,
+        **limit_fields: Any,
+    ) -> None:
+        if limits is not None and limit_fields:
+            raise ConfigError("give either limits or their fields, not both")
+        self.__attrs_init__(
+            kind=ChunkKind(kind),
+            lists=_uris(lists),
+            limits=limits if limits is not None else ChunkLimits(**limit_fields),
+        )
 
     def __attrs_post_init__(self) -> None:
         if not self.lists or not all(uri.strip() for uri in self.lists):
             raise ConfigError("an activity needs at least one list URI")
-        if self.form not in ("multipart", "urlencoded"):
-            raise ConfigError(f"form must be multipart or urlencoded, not {self.form!r}")
-        if 2 * self.min_rows > self.max_rows:
-            raise ConfigError(
-                "max_rows must be at least twice min_rows (so that any number of rows can be "
-                "cut into chunks of min_rows to max_rows rows)"
-            )
+
+    @property
+    def form(self) -> Form:
+        """The request encoding (from :attr:`limits`)."""
+        return self.limits.form
+
+    @property
+    def max_rows(self) -> int:
+        """Most data rows per chunk (from :attr:`limits`)."""
+        return self.limits.max_rows
+
+    @property
+    def max_bytes(self) -> int:
+        """Most bytes of ``data`` per chunk, as sent (from :attr:`limits`)."""
+        return self.limits.max_bytes
+
+    @property
+    def min_rows(self) -> int:
+        """Fewest rows per chunk when the input has that many (from :attr:`limits`)."""
+        return self.limits.min_rows
 
     @property
     def activity_type(self) -> ActivityType:

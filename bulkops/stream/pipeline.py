@@ -49,16 +49,15 @@ from __future__ import annotations
 import operator
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from itertools import compress
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from bulkops.errors import ConfigError, InputError
-from bulkops.stream.chunking import Chunker, ChunkOptions, Form, RowBatch
+from bulkops.stream.chunking import Chunker, ChunkOptions, RowBatch
 from bulkops.stream.csv import (
-    DEFAULT_MAX_RECORD_BYTES,
     ParsedRecord,
     RecordSkipper,
     count_breaks,
@@ -67,7 +66,8 @@ from bulkops.stream.csv import (
     parse_record,
     sniff_delimiter,
 )
-from bulkops.stream.header import ColumnMap, map_header, mapping_pairs
+from bulkops.stream.header import ColumnMap, map_header
+from bulkops.stream.options import ChunkLimits, Form, Format, ReadOptions
 from bulkops.stream.records import ChunkKind, Event, Header, PipelineStatistics, Rejected
 from bulkops.stream.text import Transcoder
 from bulkops.stream.validate import (
@@ -78,19 +78,12 @@ from bulkops.stream.validate import (
     quoted_row_pattern,
     row_problem_of,
 )
-from bulkops.wire.activity import (
-    DEFAULT_MAX_ACTIVITY_BYTES,
-    DEFAULT_MAX_ACTIVITY_ROWS,
-    MIN_ACTIVITY_ROWS,
-)
 from bulkops.wire.columns import EMAIL_COLUMN, EMAIL_MAX_LENGTH
 
 if TYPE_CHECKING:
     from bulkops.stream.xml import XmlRows
 
 __all__ = ["Pipeline", "PipelineOptions"]
-
-Format = Literal["csv", "xml"]
 
 #: Pieces bigger than this are processed in slices (bounds the per-piece working memory).
 _SLICE = 1 << 20
@@ -106,33 +99,25 @@ def _uris(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _mapping(
-    value: Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[str],
-) -> tuple[tuple[str, str], ...]:
-    return mapping_pairs(value)
+_READ_FIELDS = frozenset(attrs.fields_dict(ReadOptions))
+_LIMIT_FIELDS = frozenset(attrs.fields_dict(ChunkLimits))
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(init=False)
 class PipelineOptions:
     """Everything that decides how an input becomes chunks (same options, same chunks).
+
+    ``PipelineOptions(lists=..., encoding=..., max_rows=...)`` also takes the fields of
+    :class:`~bulkops.stream.options.ReadOptions` and
+    :class:`~bulkops.stream.options.ChunkLimits` by name, and reads them back as attributes
+    (``options.encoding``); the engine passes the objects themselves.
 
     Attributes:
         lists: list URIs every activity names (at least one).
         kind: add (``SV_ADD``, the default) or remove (``REMOVE_CONTACTS_FROM_LISTS``:
             only the email column is sent).
-        format: ``csv``, ``xml``, or None to tell from the first character (``<``: XML).
-        encoding: source encoding; None sniffs a byte-order mark, else UTF-8. ``cp1252``,
-            ``latin-1``, ``utf-16`` and the like must be named.
-        delimiter: the CSV delimiter; None detects comma, semicolon, tab or pipe from the
-            header (or an Excel ``sep=`` first line).
-        mapping: explicit header mappings ``(source, TARGET)`` (or ``"source=TARGET"``);
-            a target of ``""`` or ``ignore`` drops the column.
-        ignore_unknown: drop unknown columns instead of failing.
-        form: ``multipart`` (default) or ``urlencoded`` request bodies.
-        max_rows: most rows per request (default 40,000).
-        max_bytes: most bytes of ``data`` per request, as sent (default 4 MiB).
-        min_rows: fewest rows per request when the input has that many (default 25).
-        max_record_bytes: longer records are rejected without being buffered.
+        read: how the input is read (format, encoding, delimiter, mapping, ...).
+        limits: how rows are cut into requests (form, rows and bytes per request).
         capacity: expected number of distinct emails (sizes the email table; a hint only,
             it never changes the output).
         size_hint: the input's size in bytes, when known (the engine knows the file's): after
@@ -140,39 +125,96 @@ class PipelineOptions:
             once, instead of growing in steps. A hint only: it never changes the output.
     """
 
-    lists: tuple[str, ...] = attrs.field(converter=_uris)
-    kind: ChunkKind = attrs.field(default=ChunkKind.ADD, converter=ChunkKind)
-    format: Format | None = None
-    encoding: str | None = None
-    delimiter: str | None = None
-    mapping: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_mapping)
-    ignore_unknown: bool = False
-    form: Form = "multipart"
-    max_rows: int = DEFAULT_MAX_ACTIVITY_ROWS
-    max_bytes: int = DEFAULT_MAX_ACTIVITY_BYTES
-    min_rows: int = MIN_ACTIVITY_ROWS
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
-    capacity: int = 0
-    size_hint: int | None = None
+    lists: tuple[str, ...]
+    kind: ChunkKind
+    read: ReadOptions
+    limits: ChunkLimits
+    capacity: int
+    size_hint: int | None
+
+    def __init__(
+        self,
+        *,
+        lists: Iterable[str],
+        kind: ChunkKind | str = ChunkKind.ADD,
+        read: ReadOptions | None = None,
+        limits: ChunkLimits | None = None,
+        capacity: int = 0,
+        size_hint: int | None = None,
+        **fields: Any,
+    ) -> None:
+        unknown = set(fields) - _READ_FIELDS - _LIMIT_FIELDS
+        if unknown:
+            raise TypeError(f"PipelineOptions got unexpected fields {sorted(unknown)}")
+        read_fields = {k: v for k, v in fields.items() if k in _READ_FIELDS}
+        limit_fields = {k: v for k, v in fields.items() if k in _LIMIT_FIELDS}
+        if (read is not None and read_fields) or (limits is not None and limit_fields):
+            raise ConfigError("give either read/limits or their fields, not both")
+        self.__attrs_init__(
+            lists=_uris(lists),
+            kind=ChunkKind(kind),
+            read=read if read is not None else ReadOptions(**read_fields),
+            limits=limits if limits is not None else ChunkLimits(**limit_fields),
+            capacity=capacity,
+            size_hint=size_hint,
+        )
 
     def __attrs_post_init__(self) -> None:
-        if self.format not in (None, "csv", "xml"):
-            raise ConfigError(f"format must be csv or xml, not {self.format!r}")
-        if self.max_record_bytes < 64:
-            raise ConfigError("max_record_bytes must be at least 64")
-        normalize_delimiter(self.delimiter)
         self.chunk_options()
 
+    @property
+    def format(self) -> Format | None:
+        """The input format, None to detect (from :attr:`read`)."""
+        return self.read.format
+
+    @property
+    def encoding(self) -> str | None:
+        """The source encoding, None to sniff (from :attr:`read`)."""
+        return self.read.encoding
+
+    @property
+    def delimiter(self) -> str | None:
+        """The CSV delimiter, None to detect (from :attr:`read`)."""
+        return self.read.delimiter
+
+    @property
+    def mapping(self) -> tuple[tuple[str, str], ...]:
+        """Explicit header mappings (from :attr:`read`)."""
+        return self.read.mapping
+
+    @property
+    def ignore_unknown(self) -> bool:
+        """Whether unknown columns are dropped (from :attr:`read`)."""
+        return self.read.ignore_unknown
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The longest record (from :attr:`read`)."""
+        return self.read.max_record_bytes
+
+    @property
+    def form(self) -> Form:
+        """The request encoding (from :attr:`limits`)."""
+        return self.limits.form
+
+    @property
+    def max_rows(self) -> int:
+        """Most rows per request (from :attr:`limits`)."""
+        return self.limits.max_rows
+
+    @property
+    def max_bytes(self) -> int:
+        """Most bytes of ``data`` per request (from :attr:`limits`)."""
+        return self.limits.max_bytes
+
+    @property
+    def min_rows(self) -> int:
+        """Fewest rows per request (from :attr:`limits`)."""
+        return self.limits.min_rows
+
     def chunk_options(self) -> ChunkOptions:
-        """The chunker's part of the options."""
-        return ChunkOptions(
-            kind=self.kind,
-            lists=self.lists,
-            form=self.form,
-            max_rows=self.max_rows,
-            max_bytes=self.max_bytes,
-            min_rows=self.min_rows,
-        )
+        """The chunker's part of the options (the same limits object)."""
+        return ChunkOptions(kind=self.kind, lists=self.lists, limits=self.limits)
 
 
 class Pipeline:
