@@ -138,16 +138,17 @@ async def authenticate(request: Request) -> Account:
     """The account of the URL, if the request's credentials grant access to it.
 
     Raises:
-        ApiProblem: 401 (with a Basic challenge) or 403.
+        ApiProblem: 401 (with a Basic challenge), 403, or 429 (with ``Retry-After``) after
+            too many failed logins of the account name or from the client's address.
     """
     state = state_of(request)
     username = str(request.path_params.get("username", "")).lower()
     header = request.headers.get("authorization")
+    client = request.client.host if request.client else ""
     try:
-        return await state.store.run(state.authenticator.check, header, username)
+        return await state.store.run(state.authenticator.check, header, username, client)
     except Denied as exc:
-        headers = {"WWW-Authenticate": f'Basic realm="{REALM}"'} if exc.status == 401 else {}
-        raise ApiProblem(exc.status, exc.reason, headers=headers) from None
+        raise ApiProblem(exc.status, exc.reason, headers=exc.headers(REALM)) from None
 
 
 def require_content_type(request: Request, *allowed: str) -> str:

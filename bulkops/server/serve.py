@@ -25,6 +25,8 @@ from bulkops.errors import ConfigError
 from bulkops.server.app import ApiState, ServerConfig, create_app
 from bulkops.server.auth import (
     AccountSpec,
+    Authenticator,
+    LoginLimits,
     Secret,
     TokenSpec,
     count_accounts,
@@ -76,10 +78,12 @@ def open_state(
     *,
     accounts: Iterable[AccountSpec] = (),
     tokens: Iterable[TokenSpec] = (),
+    login_limits: LoginLimits | None = None,
 ) -> ApiState:
     """Open (creating when missing) the database, set up accounts and tokens, return the state.
 
     With no account in the database and none given, the demo account is created and logged.
+    ``login_limits`` throttle failed logins (default :class:`LoginLimits`).
     """
     store = Store(db_path)
     db = store.connection()
@@ -95,7 +99,7 @@ def open_state(
         )
     for token in tokens:
         ensure_token(db, token)
-    return ApiState(store=store, config=config)
+    return ApiState(store=store, config=config, authenticator=Authenticator(limits=login_limits))
 
 
 def _hypercorn_config(host: str, port: int) -> HypercornConfig:
@@ -212,6 +216,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     throttles.add_argument(
         "--retry-after", type=float, help="send Retry-After: SECONDS with every 429"
     )
+    logins = parser.add_argument_group(
+        "failed logins", "past these, 401s become 429 with Retry-After (verified clients go on)"
+    )
+    logins.add_argument(
+        "--login-failures",
+        type=float,
+        default=LoginLimits().account_failures,
+        metavar="N",
+        help="failed logins per account name per window (default %(default)s)",
+    )
+    logins.add_argument(
+        "--address-login-failures",
+        type=float,
+        default=LoginLimits().address_failures,
+        metavar="N",
+        help="failed logins per client address per window (default %(default)s)",
+    )
+    logins.add_argument(
+        "--login-window",
+        type=float,
+        default=LoginLimits().window,
+        metavar="SECONDS",
+        help="seconds in which the failure allowances refill (default %(default)s)",
+    )
     parser.add_argument(
         "--faults",
         metavar="SPEC",
@@ -253,6 +281,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def login_limits_from_args(args: argparse.Namespace) -> LoginLimits:
+    """The :class:`LoginLimits` the command-line arguments describe."""
+    return LoginLimits(
+        account_failures=args.login_failures,
+        address_failures=args.address_login_failures,
+        window=args.login_window,
+    )
+
+
 def configure_logging(level: str) -> None:
     """Log to stderr, one line per record."""
     handler = logging.StreamHandler(sys.stderr)
@@ -275,7 +312,13 @@ def run(args: argparse.Namespace) -> int:
         for s in _read_specs(args.tokens_file, "BULKOPS_SERVE_TOKENS", args.token)
     ]
     db_path = args.db if args.db is not None else default_db_path()
-    state = open_state(db_path, config_from_args(args), accounts=accounts, tokens=tokens)
+    state = open_state(
+        db_path,
+        config_from_args(args),
+        accounts=accounts,
+        tokens=tokens,
+        login_limits=login_limits_from_args(args),
+    )
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         trio.run(_serve_until_signal, state, args.host, args.port)
