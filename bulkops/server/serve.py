@@ -19,7 +19,6 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from bulkops.errors import ConfigError
 from bulkops.server.app import ApiState, ServerConfig, create_app
@@ -34,6 +33,13 @@ from bulkops.server.auth import (
     ensure_token,
     parse_account_spec,
     parse_token_spec,
+)
+from bulkops.server.connections import (
+    ASGIApp,
+    ConnectionLimits,
+    ConnectionTracker,
+    hypercorn_config,
+    serve_hypercorn,
 )
 from bulkops.server.store import Store
 
@@ -102,37 +108,39 @@ def open_state(
     return ApiState(store=store, config=config, authenticator=Authenticator(limits=login_limits))
 
 
-def _hypercorn_config(host: str, port: int) -> HypercornConfig:
-    config = HypercornConfig()
-    bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    config.bind = [f"{bind_host}:{port}"]
-    config.accesslog = None  # AccessLog middleware writes one line per request
-    config.errorlog = logging.getLogger("bulkops.server.hypercorn")
-    config.graceful_timeout = 5.0
-    config.keep_alive_timeout = 75.0
-    config.include_server_header = False
-    return config
-
-
 async def serve_api(
     state: ApiState,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    limits: ConnectionLimits | None = None,
+    tracker: ConnectionTracker | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API until cancelled (or until ``shutdown_trigger`` returns).
 
     Reports the server's origin (``http://127.0.0.1:PORT``) through ``task_status``, so
     ``url = await nursery.start(serve_api, state)`` works with port 0.
+
+    Args:
+        state: what the app serves.
+        host: address to bind.
+        port: port to bind (0: any).
+        shutdown_trigger: returns when the server should stop gracefully.
+        limits: timeouts and the connection cap (default :class:`ConnectionLimits`).
+        tracker: a :class:`ConnectionTracker` to use (and read statistics from); by default
+            one made from ``limits``.
     """
     app = create_app(state)
+    if tracker is None:
+        tracker = ConnectionTracker(limits or ConnectionLimits())
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
             _serve_hypercorn,
             app,
-            _hypercorn_config(host, port),
+            hypercorn_config(host, port, tracker.limits),
+            tracker,
             shutdown_trigger,
             nursery.cancel_scope,
         )
@@ -146,18 +154,16 @@ async def serve_api(
 
 
 async def _serve_hypercorn(
-    app: object,
+    app: ASGIApp,
     config: HypercornConfig,
+    tracker: ConnectionTracker,
     shutdown_trigger: Callable[[], Awaitable[None]] | None,
     scope: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await hypercorn_serve(
-        app,  # type: ignore[arg-type]
-        config,
-        shutdown_trigger=shutdown_trigger,
-        task_status=task_status,
+    await serve_hypercorn(
+        app, config, tracker, shutdown_trigger=shutdown_trigger, task_status=task_status
     )
     # A graceful shutdown ends hypercorn; background tasks (the activity worker) end with it.
     scope.cancel()
@@ -215,6 +221,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     throttles.add_argument(
         "--retry-after", type=float, help="send Retry-After: SECONDS with every 429"
+    )
+    defaults = ConnectionLimits()
+    connections = parser.add_argument_group(
+        "connections", "timeouts and the connection cap (README: The API server)"
+    )
+    connections.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=defaults.keep_alive_timeout,
+        metavar="SECONDS",
+        help="close a connection with no complete request head this long after it opened or"
+        " after its last response (default %(default)s)",
+    )
+    connections.add_argument(
+        "--body-timeout",
+        type=float,
+        default=defaults.body_timeout,
+        metavar="SECONDS",
+        help="grace for a request body before --min-body-rate applies (default %(default)s)",
+    )
+    connections.add_argument(
+        "--min-body-rate",
+        type=float,
+        default=defaults.min_body_rate,
+        metavar="BYTES_PER_S",
+        help="slower request bodies are answered 408 and closed (default %(default)s)",
+    )
+    connections.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open connections at most; when full the longest-idle one is closed"
+        " (default: the descriptor limit less 128)",
+    )
+    connections.add_argument(
+        "--max-head-bytes",
+        type=int,
+        default=defaults.max_head_bytes,
+        metavar="N",
+        help="largest request head (default %(default)s)",
     )
     logins = parser.add_argument_group(
         "failed logins", "past these, 401s become 429 with Retry-After (verified clients go on)"
@@ -281,6 +328,17 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def connection_limits_from_args(args: argparse.Namespace) -> ConnectionLimits:
+    """The :class:`ConnectionLimits` the command-line arguments describe."""
+    return ConnectionLimits(
+        keep_alive_timeout=args.keep_alive_timeout,
+        body_timeout=args.body_timeout,
+        min_body_rate=args.min_body_rate,
+        max_connections=args.max_connections,
+        max_head_bytes=args.max_head_bytes,
+    )
+
+
 def login_limits_from_args(args: argparse.Namespace) -> LoginLimits:
     """The :class:`LoginLimits` the command-line arguments describe."""
     return LoginLimits(
@@ -319,15 +377,18 @@ def run(args: argparse.Namespace) -> int:
         tokens=tokens,
         login_limits=login_limits_from_args(args),
     )
+    limits = connection_limits_from_args(args)
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        trio.run(_serve_until_signal, state, args.host, args.port)
+        trio.run(_serve_until_signal, state, args.host, args.port, limits)
     finally:
         state.store.close()
     return 0
 
 
-async def _serve_until_signal(state: ApiState, host: str, port: int) -> None:
+async def _serve_until_signal(
+    state: ApiState, host: str, port: int, limits: ConnectionLimits
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
         async def shutdown_trigger() -> None:
@@ -342,6 +403,7 @@ async def _serve_until_signal(state: ApiState, host: str, port: int) -> None:
                     host=host,
                     port=port,
                     shutdown_trigger=shutdown_trigger,
+                    limits=limits,
                     task_status=task_status,
                 )
             )
