@@ -23,13 +23,14 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import attrs
+import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bulkops.server.auth import Authenticator, Denied
+from bulkops.server.auth import THROTTLED_DELAY, Authenticator, Denied
 from bulkops.server.store import Account, Store
 from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
 from bulkops.wire.atom import ATOM_MEDIA_TYPE, Base, service_document
@@ -148,6 +149,8 @@ async def authenticate(request: Request) -> Account:
     try:
         return await state.store.run(state.authenticator.check, header, username, client)
     except Denied as exc:
+        if exc.status == 429:
+            await trio.sleep(THROTTLED_DELAY)  # a flood waits, without costing CPU
         raise ApiProblem(exc.status, exc.reason, headers=exc.headers(REALM)) from None
 
 

@@ -17,9 +17,10 @@ Invariants:
 * Failed attempts are throttled (:class:`FailureThrottle`, limits in :class:`LoginLimits`):
   per claimed account name and per client address, a token bucket of failures; once one
   is empty, attempts for that name or from that address are answered 429 with
-  ``Retry-After`` *before* any scrypt runs, so a flood of wrong passwords cannot take the CPU
-  from other accounts. Credentials already verified (in the cache) are never throttled: a
-  client that is logged in keeps working while its account or its address is flooded.
+  ``Retry-After`` *before* any scrypt runs, and only after :data:`THROTTLED_DELAY`, so a
+  flood of wrong passwords cannot take the CPU from other accounts. Credentials already
+  verified (in the cache) are never throttled: a client that is logged in keeps working
+  while its account or its address is flooded.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from bulkops.errors import ConfigError
 from bulkops.server.store import Account, now_ms, write_tx
 
 __all__ = [
+    "THROTTLED_DELAY",
     "AccountSpec",
     "Authenticator",
     "Denied",
@@ -66,6 +68,11 @@ _SCRYPT_N = 2**14
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _SCRYPT_DKLEN = 64  # hashlib.scrypt's default
+
+#: Seconds a throttled attempt waits before its 429 is sent (the caller sleeps, costing no
+#: CPU): a client flooding on one connection then makes about one attempt a second, so a
+#: flood cannot take the event loop from other accounts either.
+THROTTLED_DELAY = 1.0
 
 #: What an unknown user's credentials are checked against: the cost of a real hash, a
 #: digest no secret has.

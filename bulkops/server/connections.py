@@ -19,11 +19,13 @@ can be capped. What each limit is and who enforces it:
 * **Descriptors** — :class:`ConnectionTracker` and :func:`accept_connections`: at most
   ``max_connections`` connections are open (default: the descriptor limit less
   :data:`RESERVED_DESCRIPTORS` for the database, logs and threads), so ``accept`` never
-  meets ``EMFILE`` in normal operation. When the cap is reached, the connection idle the
-  longest (no request in progress) is closed to make room; with none idle, accepting waits
-  (new clients queue in the kernel's backlog). Should ``accept`` fail for lack of
-  descriptors anyway, that is logged once per ``exhaustion_log_interval`` as one warning
-  line with a count — never a traceback per accept.
+  meets ``EMFILE`` in normal operation. When the cap is reached and a client is waiting,
+  the connection idle the longest (no request in progress, idle for :data:`EVICTION_GRACE`
+  at least, so that a client that just connected has time to send its request) is closed to
+  make room; with none such, accepting waits (new clients queue in the kernel's backlog).
+  Should ``accept`` fail for lack of descriptors anyway, that is logged once per
+  ``exhaustion_log_interval`` as one warning line with a count — never a traceback per
+  accept.
 
 Invariants: every counter only grows (:meth:`ConnectionTracker.statistics`); open
 connections never exceed the cap; a connection is evicted only while no request is in
@@ -54,6 +56,7 @@ from bulkops.errors import ConfigError
 
 __all__ = [
     "CAPACITY_ERRNOS",
+    "EVICTION_GRACE",
     "RESERVED_DESCRIPTORS",
     "ASGIApp",
     "Accepting",
@@ -72,6 +75,10 @@ logger = logging.getLogger("bulkops.server")
 #: Descriptors kept free of connections: SQLite files of the store's threads, the log, the
 #: listener, trio's wakeup pipes (generous: a few dozen are in use).
 RESERVED_DESCRIPTORS = 128
+
+#: Seconds a connection may be idle before it can be closed to make room: enough for a
+#: client that just connected to send its request head, however many idle ones arrive after.
+EVICTION_GRACE = 1.0
 
 #: ``accept`` errors that mean "out of descriptors or memory", not "this client failed".
 CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -187,21 +194,30 @@ class ConnectionTracker:
     async def wait_for_room(self) -> None:
         """Return once a connection may be accepted: evict the longest-idle one when full."""
         while len(self._open) >= self.cap:
-            if not self.evict_idle():
-                await self._changed.wait()
+            if self.evict_idle():
+                await self._changed.wait()  # the evicted connection's task has ended
                 continue
-            await self._changed.wait()  # the evicted connection's task has ended
+            oldest = self._oldest_idle()
+            # Nothing to evict yet: wait for a change, or for the oldest idle one to age.
+            wake = math.inf if oldest is None else oldest[0] + EVICTION_GRACE
+            with trio.move_on_at(wake):
+                await self._changed.wait()
 
-    def evict_idle(self) -> bool:
-        """Close the connection idle the longest (no request in progress); False if none is."""
+    def _oldest_idle(self) -> tuple[float, tuple[str, int]] | None:
         idle = [
             (conn.idle_since, key)
             for key, conn in self._open.items()
             if conn.idle_since is not None
         ]
-        if not idle:
+        return min(idle) if idle else None
+
+    def evict_idle(self) -> bool:
+        """Close the connection idle the longest (no request in progress), if it has been
+        idle :data:`EVICTION_GRACE` seconds at least; False if none has."""
+        oldest = self._oldest_idle()
+        if oldest is None or oldest[0] > trio.current_time() - EVICTION_GRACE:
             return False
-        _since, key = min(idle)
+        key = oldest[1]
         conn = self._open[key]
         conn.idle_since = None  # never picked twice
         conn.scope.cancel()
