@@ -10,6 +10,7 @@ import hashlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -74,6 +75,49 @@ def test_a_key_is_blocked_after_its_burst_and_others_are_not() -> None:
     assert throttle.wait("alice", 103.0) == pytest.approx(3.0)
     assert throttle.wait("alice", 106.0) == 0
     assert throttle.wait("bob", 100.0) == 0
+
+
+def test_a_refund_gives_back_one_failure_up_to_the_burst() -> None:
+    """An attempt counted in advance and refunded leaves the bucket as it was."""
+    throttle = FailureThrottle(2, 60.0)
+    throttle.fail("k", 0.0)
+    throttle.fail("k", 0.0)
+    assert throttle.wait("k", 0.0) > 0
+    throttle.refund("k", 0.0)
+    assert throttle.wait("k", 0.0) == 0
+    throttle.refund("k", 0.0)
+    throttle.refund("k", 0.0)
+    throttle.fail("k", 0.0)
+    throttle.fail("k", 0.0)
+    assert throttle.wait("k", 0.0) > 0  # never more than the burst
+
+
+async def test_concurrent_attempts_never_run_more_scrypt_checks_than_the_allowance(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty wrong passwords at once against an allowance of 3: 3 checked, 17 refused."""
+    auth = Authenticator(limits=LoginLimits(account_failures=3), clock=FakeClock())
+    checks = 0
+    real = auth._verify
+
+    def counted_verify(*args: Any) -> Any:
+        nonlocal checks
+        checks += 1
+        return real(*args)  # scrypt: ~0.1 s, so the twenty threads overlap
+
+    monkeypatch.setattr(auth, "_verify", counted_verify)
+    statuses: list[int] = []
+
+    async def attempt(i: int) -> None:
+        statuses.append(
+            await trio.to_thread.run_sync(_check, auth, store, "alice", f"g{i}", "10.0.0.1")
+        )
+
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(attempt, i)
+    assert sorted(statuses) == [401] * 3 + [429] * 17
+    assert checks == 3
 
 
 def test_the_throttle_remembers_a_bounded_number_of_keys() -> None:

@@ -320,6 +320,11 @@ class FailureThrottle:
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
 
+    def refund(self, key: str, now: float) -> None:
+        """Give back one failure of ``key`` (an attempt counted in advance that succeeded)."""
+        if key in self._buckets:
+            self._buckets[key] = (min(self._burst, self._tokens(key, now) + 1), now)
+
     def __len__(self) -> int:
         return len(self._buckets)
 
@@ -389,29 +394,40 @@ class Authenticator:
             return account
         name = "user:" + _claimed_username(header, url_username)
         address = "addr:" + client
-        self._check_throttle(name, address)
         denied = self._bad.get(key)
         if denied is not None:
+            self._throttle(name, address, take=False)
             raise denied  # a repeated failure costs nothing: not counted again
+        # Counted as a failure before scrypt runs, refunded if it is not one: however many
+        # attempts arrive at once, no more than the allowance are checked.
+        self._throttle(name, address, take=True)
         try:
             account = self._verify(db, header, url_username)
         except Denied as exc:
-            if exc.status == 401:
-                with self._lock:
-                    now = self._clock()
-                    self._accounts.fail(name, now)
-                    self._addresses.fail(address, now)
+            if exc.status != 401:
+                self._refund(name, address)
             self._remember(self._bad, key, exc)
             raise
+        self._refund(name, address)
         self._remember(self._good, key, account)
         return account
 
-    def _check_throttle(self, name: str, address: str) -> None:
+    def _throttle(self, name: str, address: str, *, take: bool) -> None:
+        """429 if the name or the address is blocked; else, with ``take``, count a failure."""
         with self._lock:
             now = self._clock()
             wait = max(self._accounts.wait(name, now), self._addresses.wait(address, now))
+            if wait == 0 and take:
+                self._accounts.fail(name, now)
+                self._addresses.fail(address, now)
         if wait > 0:
             raise Denied(429, "Too many failed logins; retry later", retry_after=wait)
+
+    def _refund(self, name: str, address: str) -> None:
+        with self._lock:
+            now = self._clock()
+            self._accounts.refund(name, now)
+            self._addresses.refund(address, now)
 
     def _verify(self, db: sqlite3.Connection, header: str, url_username: str) -> Account:
         scheme, _, value = header.strip().partition(" ")
