@@ -177,7 +177,11 @@ class ConnectionTracker:
         """The counters now."""
         return ConnectionStatistics(
             open=len(self._open),
-            busy=sum(1 for conn in self._open.values() if conn.idle_since is None),
+            busy=sum(
+                1
+                for conn in self._open.values()
+                if conn.idle_since is None and not conn.scope.cancel_called
+            ),
             cap=self.cap,
             accepted=self._accepted,
             evicted=self._evicted,
