@@ -3,6 +3,7 @@ and a ``bulkops serve`` subprocess with tiny timeouts closing idle and trickling
 
 from __future__ import annotations
 
+import argparse
 import errno
 import logging
 import os
@@ -24,6 +25,7 @@ import trio.testing
 
 from bulkops.errors import ConfigError
 from bulkops.server.app import ApiState
+from bulkops.server.auth import LoginLimits
 from bulkops.server.connections import (
     BodyRateGuard,
     ConnectionLimits,
@@ -31,7 +33,12 @@ from bulkops.server.connections import (
     accept_connections,
     default_max_connections,
 )
-from bulkops.server.serve import serve_api
+from bulkops.server.serve import (
+    add_arguments,
+    connection_limits_from_args,
+    login_limits_from_args,
+    serve_api,
+)
 from tests.serverkit import API_KEY, PASSWORD, USER, basic
 
 Message = dict[str, Any]
@@ -343,3 +350,42 @@ def test_idle_and_trickling_clients_are_closed_by_bulkops_serve(tmp_path: Path) 
     text = log.read_text()
     assert "Traceback" not in text
     assert "request body slower than 100 bytes/s" in text
+
+
+def test_serve_options_make_the_limits() -> None:
+    """``bulkops serve``'s connection and login options become the configured limits."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--keep-alive-timeout",
+            "3",
+            "--body-timeout",
+            "4",
+            "--min-body-rate",
+            "5",
+            "--max-connections",
+            "6",
+            "--max-head-bytes",
+            "7000",
+            "--login-failures",
+            "8",
+            "--address-login-failures",
+            "9",
+            "--login-window",
+            "10",
+        ]
+    )
+    assert connection_limits_from_args(args) == ConnectionLimits(
+        keep_alive_timeout=3,
+        body_timeout=4,
+        min_body_rate=5,
+        max_connections=6,
+        max_head_bytes=7000,
+    )
+    assert login_limits_from_args(args) == LoginLimits(
+        account_failures=8, address_failures=9, window=10
+    )
+    defaults = parser.parse_args([])
+    assert connection_limits_from_args(defaults) == ConnectionLimits()
+    assert login_limits_from_args(defaults) == LoginLimits()
