@@ -23,13 +23,14 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import attrs
+import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bulkops.server.auth import Authenticator, Denied
+from bulkops.server.auth import THROTTLED_DELAY, Authenticator, Denied
 from bulkops.server.store import Account, Store
 from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
 from bulkops.wire.atom.service import service_document
@@ -140,16 +141,19 @@ async def authenticate(request: Request) -> Account:
     """The account of the URL, if the request's credentials grant access to it.
 
     Raises:
-        ApiProblem: 401 (with a Basic challenge) or 403.
+        ApiProblem: 401 (with a Basic challenge), 403, or 429 (with ``Retry-After``) after
+            too many failed logins of the account name or from the client's address.
     """
     state = state_of(request)
     username = str(request.path_params.get("username", "")).lower()
     header = request.headers.get("authorization")
+    client = request.client.host if request.client else ""
     try:
-        return await state.store.run(state.authenticator.check, header, username)
+        return await state.store.run(state.authenticator.check, header, username, client)
     except Denied as exc:
-        headers = {"WWW-Authenticate": f'Basic realm="{REALM}"'} if exc.status == 401 else {}
-        raise ApiProblem(exc.status, exc.reason, headers=headers) from None
+        if exc.status == 429:
+            await trio.sleep(THROTTLED_DELAY)  # a flood waits, without costing CPU
+        raise ApiProblem(exc.status, exc.reason, headers=exc.headers(REALM)) from None
 
 
 def require_content_type(request: Request, *allowed: str) -> str:

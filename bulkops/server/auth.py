@@ -11,6 +11,16 @@ Invariants:
   does not cost a scrypt each time.
 * Basic credentials of account A on account B's URL are *forbidden* (403), not
   *unauthorized* (401); the same for a bearer token of another account.
+* Timing tells nothing about which accounts exist: Basic credentials of an unknown user are
+  checked against a dummy hash with the same scrypt parameters, so the 401 costs what a
+  known user's wrong password costs.
+* Failed attempts are throttled (:class:`FailureThrottle`, limits in :class:`LoginLimits`):
+  per claimed account name and per client address, a token bucket of failures; once one
+  is empty, attempts for that name or from that address are answered 429 with
+  ``Retry-After`` *before* any scrypt runs, and only after :data:`THROTTLED_DELAY`, so a
+  flood of wrong passwords cannot take the CPU from other accounts. Credentials already
+  verified (in the cache) are never throttled: a client that is logged in keeps working
+  while its account or its address is flooded.
 """
 
 from __future__ import annotations
@@ -19,10 +29,14 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import os
 import secrets
 import sqlite3
+import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TypeVar
 
 import attrs
@@ -31,9 +45,12 @@ from bulkops.errors import ConfigError
 from bulkops.server.store import Account, now_ms, write_tx
 
 __all__ = [
+    "THROTTLED_DELAY",
     "AccountSpec",
     "Authenticator",
     "Denied",
+    "FailureThrottle",
+    "LoginLimits",
     "Secret",
     "TokenSpec",
     "count_accounts",
@@ -50,6 +67,16 @@ T_ = TypeVar("T_")
 _SCRYPT_N = 2**14
 _SCRYPT_R = 8
 _SCRYPT_P = 1
+_SCRYPT_DKLEN = 64  # hashlib.scrypt's default
+
+#: Seconds a throttled attempt waits before its 429 is sent (the caller sleeps, costing no
+#: CPU): a client flooding on one connection then makes about one attempt a second, so a
+#: flood cannot take the event loop from other accounts either.
+THROTTLED_DELAY = 1.0
+
+#: What an unknown user's credentials are checked against: the cost of a real hash, a
+#: digest no secret has.
+_DUMMY_HASH = f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${'00' * 16}${'00' * _SCRYPT_DKLEN}"
 
 
 @attrs.frozen(repr=False)
@@ -140,6 +167,21 @@ def parse_token_spec(text: str) -> TokenSpec:
     return TokenSpec(username=_check_username(name, "a token spec"), token=Secret(token))
 
 
+def _claimed_username(header: str, url_username: str) -> str:
+    """The account name a credential claims (lower case): Basic's ``APIKEY%name``, else the
+    URL's (a bearer token names no account). Cheap: no database, no scrypt."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            user = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return url_username
+        claimed = user.partition(":")[0].partition("%")[2]
+        if claimed:
+            return claimed.lower()
+    return url_username
+
+
 def _account_row(db: sqlite3.Connection, username: str) -> Account | None:
     row = db.execute("SELECT id, username FROM account WHERE username = ?", (username,)).fetchone()
     return None if row is None else Account(id=row[0], username=row[1])
@@ -201,10 +243,90 @@ def count_accounts(db: sqlite3.Connection) -> int:
 
 @attrs.frozen
 class Denied(Exception):
-    """Authentication failed: ``status`` is 401 (who are you?) or 403 (not yours)."""
+    """Authentication failed: ``status`` is 401 (who are you?), 403 (not yours) or 429 (too
+    many failed attempts: retry after ``retry_after`` seconds)."""
 
     status: int
     reason: str
+    retry_after: float | None = None
+
+    def headers(self, realm: str) -> dict[str, str]:
+        """The answer's headers: a Basic challenge with a 401, ``Retry-After`` with a 429."""
+        if self.status == 401:
+            return {"WWW-Authenticate": f'Basic realm="{realm}"'}
+        if self.retry_after is not None:
+            return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+        return {}
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{attribute.name} must be positive, not {value}")
+
+
+@attrs.frozen(kw_only=True)
+class LoginLimits:
+    """How many failed logins are allowed before 429.
+
+    Each account name and each client address has a bucket of failures: ``account_failures``
+    (or ``address_failures``) in a burst, refilled evenly over ``window`` seconds. So an
+    account name may fail 10 times at once, then once every 6 s (the defaults).
+
+    Attributes:
+        account_failures: failures per claimed account name per ``window``.
+        address_failures: failures per client address per ``window``.
+        window: seconds in which a whole bucket refills.
+        max_tracked: names and addresses remembered at most (least recently failed first
+            forgotten), bounding memory.
+    """
+
+    account_failures: float = attrs.field(default=10.0, validator=_positive)
+    address_failures: float = attrs.field(default=100.0, validator=_positive)
+    window: float = attrs.field(default=60.0, validator=_positive)
+    max_tracked: int = 100_000
+
+
+class FailureThrottle:
+    """Token buckets of failures, one per key; pure: every call is given ``now`` (seconds).
+
+    A key starts with ``burst`` tokens, regains ``burst / window`` per second up to
+    ``burst``, and loses one per :meth:`fail`. While it holds less than one token it is
+    blocked: :meth:`wait` says for how long, ``(1 - tokens) / rate`` seconds. Keys whose
+    bucket would be full again are the first forgotten when more than ``max_keys`` are held.
+    """
+
+    def __init__(self, burst: float, window: float, *, max_keys: int = 100_000) -> None:
+        self._burst = burst
+        self._rate = burst / window
+        self._max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    def _tokens(self, key: str, now: float) -> float:
+        found = self._buckets.get(key)
+        if found is None:
+            return self._burst
+        tokens, at = found
+        return min(self._burst, tokens + max(0.0, now - at) * self._rate)
+
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until ``key`` may fail again (0 when it is not blocked)."""
+        tokens = self._tokens(key, now)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self._rate
+
+    def fail(self, key: str, now: float) -> None:
+        """Record one failure of ``key`` at ``now``."""
+        self._buckets[key] = (self._tokens(key, now) - 1, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+
+    def refund(self, key: str, now: float) -> None:
+        """Give back one failure of ``key`` (an attempt counted in advance that succeeded)."""
+        if key in self._buckets:
+            self._buckets[key] = (min(self._burst, self._tokens(key, now) + 1), now)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 class Authenticator:
@@ -214,11 +336,26 @@ class Authenticator:
     ``Store.run``). Results are cached as described in the module docstring.
     """
 
-    def __init__(self, *, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        *,
+        cache_size: int = 4096,
+        limits: LoginLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._key = secrets.token_bytes(32)
         self._good: OrderedDict[bytes, Account] = OrderedDict()
         self._bad: OrderedDict[bytes, Denied] = OrderedDict()
         self._cache_size = cache_size
+        self.limits = limits or LoginLimits()
+        self._clock = clock
+        self._lock = threading.Lock()  # check() runs in several worker threads at once
+        self._accounts = FailureThrottle(
+            self.limits.account_failures, self.limits.window, max_keys=self.limits.max_tracked
+        )
+        self._addresses = FailureThrottle(
+            self.limits.address_failures, self.limits.window, max_keys=self.limits.max_tracked
+        )
 
     def _fingerprint(self, header: str) -> bytes:
         return hmac.new(self._key, header.encode("utf-8", "surrogatepass"), "sha256").digest()
@@ -234,11 +371,20 @@ class Authenticator:
         self._good.clear()
         self._bad.clear()
 
-    def check(self, db: sqlite3.Connection, header: str | None, url_username: str) -> Account:
+    def check(
+        self, db: sqlite3.Connection, header: str | None, url_username: str, client: str = ""
+    ) -> Account:
         """The account that owns ``url_username``, if ``header`` proves access to it.
 
+        Args:
+            db: a store connection.
+            header: the ``Authorization`` header, or None.
+            url_username: the account name in the URL (lower case).
+            client: the client's address, for the per-address throttle.
+
         Raises:
-            Denied: 401 for missing or wrong credentials, 403 for another account's.
+            Denied: 401 for missing or wrong credentials, 403 for another account's, 429 when
+                the claimed account name or the client address failed too often lately.
         """
         if not header:
             raise Denied(401, "Authentication required")
@@ -246,16 +392,42 @@ class Authenticator:
         account = self._good.get(key)
         if account is not None:
             return account
+        name = "user:" + _claimed_username(header, url_username)
+        address = "addr:" + client
         denied = self._bad.get(key)
         if denied is not None:
-            raise denied
+            self._throttle(name, address, take=False)
+            raise denied  # a repeated failure costs nothing: not counted again
+        # Counted as a failure before scrypt runs, refunded if it is not one: however many
+        # attempts arrive at once, no more than the allowance are checked.
+        self._throttle(name, address, take=True)
         try:
             account = self._verify(db, header, url_username)
         except Denied as exc:
+            if exc.status != 401:
+                self._refund(name, address)
             self._remember(self._bad, key, exc)
             raise
+        self._refund(name, address)
         self._remember(self._good, key, account)
         return account
+
+    def _throttle(self, name: str, address: str, *, take: bool) -> None:
+        """429 if the name or the address is blocked; else, with ``take``, count a failure."""
+        with self._lock:
+            now = self._clock()
+            wait = max(self._accounts.wait(name, now), self._addresses.wait(address, now))
+            if wait == 0 and take:
+                self._accounts.fail(name, now)
+                self._addresses.fail(address, now)
+        if wait > 0:
+            raise Denied(429, "Too many failed logins; retry later", retry_after=wait)
+
+    def _refund(self, name: str, address: str) -> None:
+        with self._lock:
+            now = self._clock()
+            self._accounts.refund(name, now)
+            self._addresses.refund(address, now)
 
     def _verify(self, db: sqlite3.Connection, header: str, url_username: str) -> Account:
         scheme, _, value = header.strip().partition(" ")
@@ -277,6 +449,9 @@ class Authenticator:
             raise Denied(401, "Basic user must be APIKEY%username")
         account = _account_row(db, username.lower())
         if account is None:
+            # The same two scrypt runs as a known user's: the 401 does not say who exists.
+            verify_secret(api_key, _DUMMY_HASH)
+            verify_secret(password, _DUMMY_HASH)
             raise Denied(401, "Invalid credentials")
         hashes = dict(
             db.execute(
@@ -285,8 +460,8 @@ class Authenticator:
                 (account.id,),
             ).fetchall()
         )
-        key_ok = verify_secret(api_key, hashes.get("api_key", ""))
-        password_ok = verify_secret(password, hashes.get("password", ""))
+        key_ok = verify_secret(api_key, hashes.get("api_key", _DUMMY_HASH))
+        password_ok = verify_secret(password, hashes.get("password", _DUMMY_HASH))
         if not (key_ok and password_ok):
             raise Denied(401, "Invalid credentials")
         if account.username != url_username:

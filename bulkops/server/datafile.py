@@ -21,7 +21,13 @@ Invariants:
   not one per row (which would also wake the garbage collector over and over).
 * Header names are matched with :func:`bulkops.wire.columns.lookup_column` (case, spaces,
   punctuation and the aliases of §7.4 do not matter). Empty header cells are ignored, with
-  their column; an unknown or repeated name, or no email column, is a 400.
+  their column; an unknown or repeated name, or no email column, is a 400. A stored request
+  holds only the named columns (:func:`parse_activity_form` drops the ignored ones).
+* Padding costs nothing: memory is O(bytes of ``data`` + records × named columns), whatever
+  the header's or a record's width. A record wider than the header is cut as it is read (to
+  the header's width plus one cell saying whether anything non-blank was cut); a record with
+  a non-blank cell past the header is a row error ("more values than the header has
+  columns"), trailing empty cells are not. Ignored columns share one empty cell list.
 * Row values are stored as sent (the worker trims them); row problems are the worker's
   business, never a 400.
 """
@@ -31,7 +37,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from itertools import islice
+from itertools import compress, islice
 from operator import itemgetter
 
 import attrs
@@ -182,6 +188,11 @@ def _trimmed(columns: list[Sequence[str]]) -> list[Sequence[str]]:
     return [list(map(str.strip, column)) for column in columns]
 
 
+#: The cells of an ignored column: one shared empty sequence, not a list per column (a header
+#: of a million commas would otherwise cost 56 MB of empty lists).
+_NO_CELLS: Sequence[str] = ()
+
+
 def _by_column(records: Sequence[Sequence[str]], fields: Sequence[str]) -> DataTable:
     """Non-blank records as columns, cells as sent (lines 2, 3, … — the caller sets others).
 
@@ -191,7 +202,7 @@ def _by_column(records: Sequence[Sequence[str]], fields: Sequence[str]) -> DataT
     """
     width = len(fields)
     overflowing: set[int] = set()
-    columns: list[Sequence[str]] = [[] for _field in fields]
+    columns: list[Sequence[str]] = [_NO_CELLS] * width
     if not records:
         return DataTable(columns=columns, lines=range(2, 2), overflowing=frozenset())
     shortest = min(map(len, records))
@@ -201,9 +212,7 @@ def _by_column(records: Sequence[Sequence[str]], fields: Sequence[str]) -> DataT
             for at, record in enumerate(records)
             if len(record) > width and any(cell.strip() for cell in islice(record, width, None))
         )
-    for i, field in enumerate(fields):
-        if not field:
-            continue
+    for i in compress(range(width), fields):  # the named columns, skipped over at C speed
         if i < shortest:  # every record has this cell: at C speed
             columns[i] = list(map(itemgetter(i), records))
         else:
@@ -286,9 +295,14 @@ def parse_data(text: str, *, max_rows: int) -> ParsedData:
         if header is None or not any(cell.strip() for cell in header):
             raise RequestProblem("data is empty: it needs a header line naming its columns")
         fields = _header_fields(header)
+        width = len(fields)
         records: list[list[str]] = []
+        append = records.append
         try:
-            records.extend(reader)
+            for record in reader:  # a wide record is cut before the next one is read
+                if len(record) > width + 1:
+                    _cut_wide(record, width)
+                append(record)
         except csv.Error:
             # Too many rows before the unreadable record is what a record-by-record reader
             # would have said first.
@@ -307,6 +321,18 @@ def parse_data(text: str, *, max_rows: int) -> ParsedData:
         overflowing=sorted(table.overflowing),
         row_count=len(table.columns[fields.index(EMAIL_COLUMN.field)]),
     )
+
+
+def _cut_wide(record: list[str], width: int) -> None:
+    """Cut a record to ``width + 1`` cells, in place.
+
+    The last cell kept stands for everything cut: the first non-blank cell past the header,
+    or ``""`` when there was none; so whether the record is blank, and whether it overflows
+    the header, read the same before and after.
+    """
+    tail = next(filter(None, map(str.strip, islice(record, width, None))), "")
+    del record[width:]
+    record.append(tail)
 
 
 def _check_row_count(count: int, max_rows: int) -> None:
@@ -336,13 +362,12 @@ def _non_blank(records: list[list[str]]) -> tuple[list[int], list[list[str]]]:
 
 
 def _header_fields(header: list[str]) -> tuple[str, ...]:
-    fields: list[str] = []
+    # Python-level work only for the named cells; the empty ones are skipped at C speed.
+    names = list(map(str.strip, header))
+    fields = [""] * len(names)
     seen: dict[str, str] = {}
-    for cell in header:
-        name = cell.strip()
-        if not name:
-            fields.append("")
-            continue
+    for i in compress(range(len(names)), names):
+        name = names[i]
         column = lookup_column(name)
         if column is None:
             raise RequestProblem(
@@ -354,7 +379,7 @@ def _header_fields(header: list[str]) -> tuple[str, ...]:
                 f'Columns "{seen[column.field]}" and "{name}" both name {column.name}'
             )
         seen[column.field] = name
-        fields.append(column.field)
+        fields[i] = column.field
     if EMAIL_COLUMN.field not in seen:
         raise RequestProblem("data has no email address column (EMAIL ADDRESS)")
     return tuple(fields)
@@ -473,11 +498,14 @@ def parse_activity_form(
             f"data is {size} bytes; the limit is {max_bytes}: split it into several activities"
         )
     parsed = parse_data(data, max_rows=max_rows)
+    # Only the named columns are stored: ignored ones hold nothing the worker reads (whether
+    # a record overflows the header is already in ``overflowing``).
+    named = [i for i, field in enumerate(parsed.fields) if field]
     return ActivityRequest(
         type=activity_type.value,
         list_ids=list_ids,
-        fields=parsed.fields,
-        columns=parsed.columns,
+        fields=tuple(parsed.fields[i] for i in named),
+        columns=[parsed.columns[i] for i in named],
         lines=parsed.lines,
         overflowing=parsed.overflowing,
     )

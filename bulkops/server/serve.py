@@ -19,12 +19,13 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from bulkops.errors import ConfigError
 from bulkops.server.app import ApiState, ServerConfig, create_app
 from bulkops.server.auth import (
     AccountSpec,
+    Authenticator,
+    LoginLimits,
     Secret,
     TokenSpec,
     count_accounts,
@@ -32,6 +33,13 @@ from bulkops.server.auth import (
     ensure_token,
     parse_account_spec,
     parse_token_spec,
+)
+from bulkops.server.connections import (
+    ASGIApp,
+    ConnectionLimits,
+    ConnectionTracker,
+    hypercorn_config,
+    serve_hypercorn,
 )
 from bulkops.server.store import Store
 
@@ -76,10 +84,12 @@ def open_state(
     *,
     accounts: Iterable[AccountSpec] = (),
     tokens: Iterable[TokenSpec] = (),
+    login_limits: LoginLimits | None = None,
 ) -> ApiState:
     """Open (creating when missing) the database, set up accounts and tokens, return the state.
 
     With no account in the database and none given, the demo account is created and logged.
+    ``login_limits`` throttle failed logins (default :class:`LoginLimits`).
     """
     store = Store(db_path)
     db = store.connection()
@@ -95,19 +105,7 @@ def open_state(
         )
     for token in tokens:
         ensure_token(db, token)
-    return ApiState(store=store, config=config)
-
-
-def _hypercorn_config(host: str, port: int) -> HypercornConfig:
-    config = HypercornConfig()
-    bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    config.bind = [f"{bind_host}:{port}"]
-    config.accesslog = None  # AccessLog middleware writes one line per request
-    config.errorlog = logging.getLogger("bulkops.server.hypercorn")
-    config.graceful_timeout = 5.0
-    config.keep_alive_timeout = 75.0
-    config.include_server_header = False
-    return config
+    return ApiState(store=store, config=config, authenticator=Authenticator(limits=login_limits))
 
 
 async def serve_api(
@@ -116,19 +114,33 @@ async def serve_api(
     host: str = "127.0.0.1",
     port: int = 0,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    limits: ConnectionLimits | None = None,
+    tracker: ConnectionTracker | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API until cancelled (or until ``shutdown_trigger`` returns).
 
     Reports the server's origin (``http://127.0.0.1:PORT``) through ``task_status``, so
     ``url = await nursery.start(serve_api, state)`` works with port 0.
+
+    Args:
+        state: what the app serves.
+        host: address to bind.
+        port: port to bind (0: any).
+        shutdown_trigger: returns when the server should stop gracefully.
+        limits: timeouts and the connection cap (default :class:`ConnectionLimits`).
+        tracker: a :class:`ConnectionTracker` to use (and read statistics from); by default
+            one made from ``limits``.
     """
     app = create_app(state)
+    if tracker is None:
+        tracker = ConnectionTracker(limits or ConnectionLimits())
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
             _serve_hypercorn,
             app,
-            _hypercorn_config(host, port),
+            hypercorn_config(host, port, tracker.limits),
+            tracker,
             shutdown_trigger,
             nursery.cancel_scope,
         )
@@ -142,18 +154,16 @@ async def serve_api(
 
 
 async def _serve_hypercorn(
-    app: object,
+    app: ASGIApp,
     config: HypercornConfig,
+    tracker: ConnectionTracker,
     shutdown_trigger: Callable[[], Awaitable[None]] | None,
     scope: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await hypercorn_serve(
-        app,  # type: ignore[arg-type]
-        config,
-        shutdown_trigger=shutdown_trigger,
-        task_status=task_status,
+    await serve_hypercorn(
+        app, config, tracker, shutdown_trigger=shutdown_trigger, task_status=task_status
     )
     # A graceful shutdown ends hypercorn; background tasks (the activity worker) end with it.
     scope.cancel()
@@ -212,6 +222,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     throttles.add_argument(
         "--retry-after", type=float, help="send Retry-After: SECONDS with every 429"
     )
+    defaults = ConnectionLimits()
+    connections = parser.add_argument_group(
+        "connections", "timeouts and the connection cap (README: The API server)"
+    )
+    connections.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=defaults.keep_alive_timeout,
+        metavar="SECONDS",
+        help="close a connection with no complete request head this long after it opened or"
+        " after its last response (default %(default)s)",
+    )
+    connections.add_argument(
+        "--body-timeout",
+        type=float,
+        default=defaults.body_timeout,
+        metavar="SECONDS",
+        help="grace for a request body before --min-body-rate applies (default %(default)s)",
+    )
+    connections.add_argument(
+        "--min-body-rate",
+        type=float,
+        default=defaults.min_body_rate,
+        metavar="BYTES_PER_S",
+        help="slower request bodies are answered 408 and closed (default %(default)s)",
+    )
+    connections.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open connections at most; when full the longest-idle one is closed"
+        " (default: the descriptor limit less 128)",
+    )
+    connections.add_argument(
+        "--max-head-bytes",
+        type=int,
+        default=defaults.max_head_bytes,
+        metavar="N",
+        help="largest request head (default %(default)s)",
+    )
+    logins = parser.add_argument_group(
+        "failed logins", "past these, 401s become 429 with Retry-After (verified clients go on)"
+    )
+    logins.add_argument(
+        "--login-failures",
+        type=float,
+        default=LoginLimits().account_failures,
+        metavar="N",
+        help="failed logins per account name per window (default %(default)s)",
+    )
+    logins.add_argument(
+        "--address-login-failures",
+        type=float,
+        default=LoginLimits().address_failures,
+        metavar="N",
+        help="failed logins per client address per window (default %(default)s)",
+    )
+    logins.add_argument(
+        "--login-window",
+        type=float,
+        default=LoginLimits().window,
+        metavar="SECONDS",
+        help="seconds in which the failure allowances refill (default %(default)s)",
+    )
     parser.add_argument(
         "--faults",
         metavar="SPEC",
@@ -253,6 +328,26 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def connection_limits_from_args(args: argparse.Namespace) -> ConnectionLimits:
+    """The :class:`ConnectionLimits` the command-line arguments describe."""
+    return ConnectionLimits(
+        keep_alive_timeout=args.keep_alive_timeout,
+        body_timeout=args.body_timeout,
+        min_body_rate=args.min_body_rate,
+        max_connections=args.max_connections,
+        max_head_bytes=args.max_head_bytes,
+    )
+
+
+def login_limits_from_args(args: argparse.Namespace) -> LoginLimits:
+    """The :class:`LoginLimits` the command-line arguments describe."""
+    return LoginLimits(
+        account_failures=args.login_failures,
+        address_failures=args.address_login_failures,
+        window=args.login_window,
+    )
+
+
 def configure_logging(level: str) -> None:
     """Log to stderr, one line per record."""
     handler = logging.StreamHandler(sys.stderr)
@@ -275,16 +370,25 @@ def run(args: argparse.Namespace) -> int:
         for s in _read_specs(args.tokens_file, "BULKOPS_SERVE_TOKENS", args.token)
     ]
     db_path = args.db if args.db is not None else default_db_path()
-    state = open_state(db_path, config_from_args(args), accounts=accounts, tokens=tokens)
+    state = open_state(
+        db_path,
+        config_from_args(args),
+        accounts=accounts,
+        tokens=tokens,
+        login_limits=login_limits_from_args(args),
+    )
+    limits = connection_limits_from_args(args)
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        trio.run(_serve_until_signal, state, args.host, args.port)
+        trio.run(_serve_until_signal, state, args.host, args.port, limits)
     finally:
         state.store.close()
     return 0
 
 
-async def _serve_until_signal(state: ApiState, host: str, port: int) -> None:
+async def _serve_until_signal(
+    state: ApiState, host: str, port: int, limits: ConnectionLimits
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
         async def shutdown_trigger() -> None:
@@ -299,6 +403,7 @@ async def _serve_until_signal(state: ApiState, host: str, port: int) -> None:
                     host=host,
                     port=port,
                     shutdown_trigger=shutdown_trigger,
+                    limits=limits,
                     task_status=task_status,
                 )
             )

@@ -33,6 +33,7 @@ Contact status rules (spec §6, §7.2), the same for single-contact requests and
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -302,7 +303,7 @@ class Store:
         # thread is executing on (sqlite3 would crash); that thread closes it when done.
         self._busy: dict[int, int] = {}
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
         with self._migrating() as db:
             self._migrate(db)
 
@@ -379,6 +380,33 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
         self._local = threading.local()
+
+
+def _create_private(path: Path) -> None:
+    """Make the database file owner-only (0600), in an owner-only (0700) directory when the
+    directory is created here, whatever the umask.
+
+    The file holds every contact and the credential hashes. SQLite gives its ``-wal`` and
+    ``-shm`` files the database file's mode. An existing file is narrowed to 0600; an
+    existing directory is left as it is (it may be shared, like ``/tmp``).
+    """
+    directory = path.parent
+    if not directory.exists():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+            directory.chmod(0o700)  # mkdir's mode is narrowed by the umask, never widened
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            side = path.with_name(path.name + suffix)
+            if side.stat().st_mode & 0o077:
+                side.chmod(0o600)
 
 
 def _split_statements(script: str) -> list[str]:
