@@ -16,7 +16,7 @@ Routes:
 
 Invariants:
 
-* Request bodies are read as :mod:`bulkops.server.lists` reads them (415, 413, 400); values
+* Request bodies are read as :mod:`bulkops.server.http` reads them (415, 413, 400); values
   are checked with :func:`~bulkops.wire.columns.email_problem` and
   :func:`~bulkops.wire.columns.field_problem` before any SQL runs, and a 400 names the field.
 * What old clients send is accepted: every element present but empty (empty = not given),
@@ -35,21 +35,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bulkops.server import queries
-from bulkops.server.app import (
+from bulkops.server.feeds import clock_ms, feed_response, next_key, source_meta, to_ms
+from bulkops.server.http import (
     PREFIX,
     ApiProblem,
+    atom_body,
     atom_response,
     authenticate,
     base_for,
-    state_of,
-)
-from bulkops.server.lists import (
-    atom_body,
-    feed_response,
-    next_key,
     parse_body,
     path_id,
-    source_meta,
+    state_of,
 )
 from bulkops.server.paging import PAGE_SIZE
 from bulkops.server.store import Account, now_ms
@@ -172,7 +168,7 @@ async def _search(request: Request, account: Account, emails: list[str]) -> Resp
 async def _updated_since(request: Request, account: Account) -> Response:
     params = request.query_params
     try:
-        since = queries.to_ms(parse_time(params["updatedsince"]))
+        since = to_ms(parse_time(params["updatedsince"]))
     except (ValueError, OverflowError):
         raise ApiProblem(
             400, "updatedsince must be an ISO-8601 UTC time, like 2008-07-23T14:21:06.407Z"
@@ -207,7 +203,7 @@ async def _updated_since(request: Request, account: Account) -> Response:
     )
 
     def keyset(contact: Contact) -> tuple[int, int]:
-        return (queries.to_ms(contact.updated), int(contact.id))
+        return (to_ms(contact.updated), int(contact.id))
 
     return _summary_feed(request, account, rows, "updated", keyset)
 
@@ -248,7 +244,7 @@ async def _one_contact(request: Request) -> Response:
         if found is None:
             raise ApiProblem(404, "No such contact")
         base = base_for(request, account)
-        meta = source_meta(base, "contacts", _title(account))
+        meta = source_meta(base, "contacts", _title(account), clock_ms(state))
         return atom_response(document(contact_entry(base, found, view="full", source=meta)))
     if request.method == "PUT":
         data = await parse_body(request, parse_contact_entry, await atom_body(request))

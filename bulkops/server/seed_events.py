@@ -10,7 +10,7 @@ Invariants:
   arguments on the same starting database give the same rows, ids and times. Nothing reads
   the wall clock except to measure :attr:`CampaignSeedReport.seconds`.
 * **Consistent with the server's rules.** Campaigns are written as
-  :mod:`bulkops.server.campaigns` writes them (ids ``1100000000000 + n``, the same ``doc``
+  :mod:`bulkops.server.campaign_queries` writes them (ids ``1100000000000 + n``, the same ``doc``
   encoding, URLs extracted from the content), so the API serves them unchanged; counters are
   the events (nothing else is written). Sent campaigns are processed oldest first: a
   campaign goes to the ``Active`` contacts of its lists inserted before its send time, and a
@@ -38,7 +38,7 @@ from itertools import accumulate
 
 import attrs
 
-from bulkops.server.campaigns import CAMPAIGN_ID_BASE, encode_doc, extract_urls
+from bulkops.server.campaign_queries import CAMPAIGN_ID_BASE, encode_doc, extract_urls
 from bulkops.server.store import STATUS_ACTIVE, STATUS_DO_NOT_MAIL, write_tx
 
 __all__ = ["CampaignSeedReport", "seed_campaigns"]

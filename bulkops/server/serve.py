@@ -135,8 +135,7 @@ async def serve_api(
         origin = str(binds[0]).rstrip("/")
         if state.origin is None:
             state.origin = origin
-        background = state.extras.get("background", [])
-        for task in background:
+        for task in state.background:
             await nursery.start(task, state)
         task_status.started(state.config.public_url or origin)
 
