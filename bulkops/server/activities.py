@@ -169,9 +169,11 @@ def _source(account: Account, base: Base, now: int) -> FeedMeta:
 
 
 def _parse_and_encode(
-    body: bytes, content_type: str, max_rows: int, max_bytes: int
+    body: bytes, content_type: str, max_rows: int, max_bytes: int, username: str
 ) -> tuple[ActivityRequest, bytes]:
-    request = parse_activity_form(body, content_type, max_rows=max_rows, max_bytes=max_bytes)
+    request = parse_activity_form(
+        body, content_type, max_rows=max_rows, max_bytes=max_bytes, username=username
+    )
     return request, encode_request(request)
 
 
@@ -189,6 +191,7 @@ async def _post_activity(request: Request) -> Response:
             content_type,
             config.max_activity_rows,
             config.max_activity_bytes,
+            account.username,
         )
     except RequestProblem as exc:
         raise ApiProblem(exc.status, exc.message) from None
