@@ -31,7 +31,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlencode
 
 import trio
@@ -40,16 +39,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from bulkops.server import paging
-from bulkops.server.activity_queries import (
-    ACTIVITY_ID_PREFIX,
-    FINAL,
-    RowError,
-    activity_errors,
-    activity_page,
-    create_activity,
-    get_activity,
-    new_activity_id,
-)
+from bulkops.server.activity_queries import ACTIVITY_ID_PREFIX, FINAL, new_activity_id
 from bulkops.server.datafile import (
     MULTIPART,
     URLENCODED,
@@ -71,6 +61,7 @@ from bulkops.server.http import (
     require_content_type,
     state_of,
 )
+from bulkops.server.records import ActivityRow, RowError
 from bulkops.server.store import Account, now_ms
 from bulkops.wire.activity import ActivityStatus, ActivityType
 from bulkops.wire.atom import (
@@ -111,32 +102,19 @@ def _time(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def activity_record(row: tuple[Any, ...], errors: list[RowError]) -> Activity:
-    """The wire record of an activity row (``SELECT`` of the feed's columns) and its errors."""
-    (
-        _seq,
-        activity_id,
-        activity_type,
-        status,
-        _error_count,
-        file_name,
-        transaction_count,
-        insert_time,
-        run_start_time,
-        run_finish_time,
-        updated,
-    ) = row
+def activity_record(row: ActivityRow, errors: list[RowError]) -> Activity:
+    """The wire record of a stored activity and its errors."""
     return Activity(
-        id=activity_id,
-        type=activity_type,
-        status=status,
-        insert_time=datetime.fromtimestamp(insert_time / 1000, UTC),
-        updated=datetime.fromtimestamp(updated / 1000, UTC),
+        id=row.id,
+        type=row.type,
+        status=row.status,
+        insert_time=datetime.fromtimestamp(row.insert_time / 1000, UTC),
+        updated=datetime.fromtimestamp(row.updated / 1000, UTC),
         errors=tuple(ActivityError(line=e.line, email=e.email, message=e.message) for e in errors),
-        file_name=file_name,
-        transaction_count=transaction_count,
-        run_start_time=_time(run_start_time),
-        run_finish_time=_time(run_finish_time),
+        file_name=row.file_name,
+        transaction_count=row.transaction_count,
+        run_start_time=_time(row.run_start_time),
+        run_finish_time=_time(row.run_finish_time),
     )
 
 
@@ -196,9 +174,7 @@ async def _post_activity(request: Request) -> Response:
     except RequestProblem as exc:
         raise ApiProblem(exc.status, exc.message) from None
     del body
-    row = await state.store.run(
-        create_activity, account.id, parsed, blob, config.max_queued_activities
-    )
+    row = await state.store.create_activity(account.id, parsed, blob, config.max_queued_activities)
     if state.worker is not None:
         state.worker.wake()
     base = base_for(request, account)
@@ -242,8 +218,8 @@ async def _list_activities(request: Request) -> Response:
     activity_type = _filter(request, "type", ActivityType)
     token = request.query_params.get("next")
     before = _decode_token(token) if token else None
-    rows = await state.store.run(
-        activity_page, account.id, before, status, activity_type, _cutoff(state)
+    rows = await state.store.activity_page(
+        account.id, before, status, activity_type, _cutoff(state)
     )
     base = base_for(request, account)
     filters = [(k, v) for k, v in (("status", status), ("type", activity_type)) if v]
@@ -254,14 +230,14 @@ async def _list_activities(request: Request) -> Response:
     next_href = None
     if len(rows) > PAGE_SIZE:
         rows = rows[:PAGE_SIZE]
-        token = paging.encode_token(_TOKEN_KIND, rows[-1][0])
+        token = paging.encode_token(_TOKEN_KIND, rows[-1].seq)
         next_href = paging.next_href(collection, filters, token)
     meta = _feed_meta(account, clock_ms(state), next_href=next_href, first=first, current=current)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield document(feed_head(base, meta))
         for row in rows:
-            errors = await state.store.run(activity_errors, row[1]) if row[4] else []
+            errors = await state.store.activity_errors(row.id) if row.error_count else []
             yield activity_entry(base, activity_record(row, errors)).encode("utf-8")
         yield feed_tail().encode("utf-8")
 
@@ -280,7 +256,7 @@ async def _get_activity(request: Request) -> Response:
         raise ApiProblem(404, "No such resource")
     if not _ID_RE.fullmatch(stem):
         raise ApiProblem(404, "No such activity")
-    found = await state.store.run(get_activity, account.id, stem, _cutoff(state))
+    found = await state.store.get_activity(account.id, stem, _cutoff(state))
     if found is None:
         raise ApiProblem(404, f"Activity {stem} does not exist")
     row, errors = found
@@ -293,8 +269,8 @@ async def _get_activity(request: Request) -> Response:
     return atom_response(document(entry))
 
 
-def _download(state: ApiState, row: tuple[Any, ...], suffix: str) -> Response:
-    activity_id, status, file_name = row[1], row[3], row[5]
+def _download(state: ApiState, row: ActivityRow, suffix: str) -> Response:
+    activity_id, status, file_name = row.id, row.status, row.file_name
     if not file_name:
         if status in FINAL:
             raise ApiProblem(404, f"Activity {activity_id} has no export file")

@@ -29,6 +29,7 @@ from bulkops.server.datafile import ActivityCannotRun, ActivityRequest, decode_r
 from bulkops.server.errors import NotFound, QueueFull
 from bulkops.server.exports import export_file_path
 from bulkops.server.paging import PAGE_SIZE
+from bulkops.server.records import ActivityRow, RowError, decode_errors, encode_errors
 from bulkops.server.store import now_ms, write_tx
 from bulkops.wire.activity import (
     ActivityEvent,
@@ -42,13 +43,10 @@ __all__ = [
     "ACTIVITY_ID_PREFIX",
     "COLUMNS",
     "FINAL",
-    "RowError",
     "activity_errors",
     "activity_page",
     "complete_export",
     "create_activity",
-    "decode_errors",
-    "encode_errors",
     "fail_activity",
     "finish_activity",
     "get_activity",
@@ -83,28 +81,6 @@ def new_activity_id() -> str:
     return ACTIVITY_ID_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(14))
 
 
-class RowError(msgspec.Struct, frozen=True, array_like=True):
-    """One row the activity did not apply: its ``LineNumber``, address and message."""
-
-    line: int
-    email: str
-    message: str
-
-
-_errors_encoder = msgspec.msgpack.Encoder()
-_errors_decoder = msgspec.msgpack.Decoder(list[RowError])
-
-
-def encode_errors(errors: Sequence[RowError]) -> bytes:
-    """The stored form of an activity's row errors (``activity.errors``)."""
-    return _errors_encoder.encode(list(errors))
-
-
-def decode_errors(blob: bytes | None) -> list[RowError]:
-    """Stored row errors back (``[]`` for NULL)."""
-    return [] if not blob else _errors_decoder.decode(blob)
-
-
 # -- the feed and its entries ---------------------------------------------------------------
 
 
@@ -115,7 +91,7 @@ def activity_page(
     status: str | None,
     activity_type: str | None,
     cutoff: int,
-) -> list[tuple[Any, ...]]:
+) -> list[ActivityRow]:
     """Up to a page and one of the account's activity rows (the feed's columns), newest first:
     ``seq < before``, filtered by status and (reported or requested) type, without finished
     ones last changed before ``cutoff``."""
@@ -134,12 +110,7 @@ def activity_page(
         f"SELECT {COLUMNS} FROM activity WHERE {' AND '.join(where)} "
         f"ORDER BY seq DESC LIMIT {PAGE_SIZE + 1}"
     )
-    return db.execute(sql, params).fetchall()
-
-
-def _errors_of(db: sqlite3.Connection, activity_id: str) -> list[RowError]:
-    row = db.execute("SELECT errors FROM activity WHERE id = ?", (activity_id,)).fetchone()
-    return [] if row is None else decode_errors(row[0])
+    return [ActivityRow(*row) for row in db.execute(sql, params)]
 
 
 def activity_errors(db: sqlite3.Connection, activity_id: str) -> list[RowError]:
@@ -150,7 +121,7 @@ def activity_errors(db: sqlite3.Connection, activity_id: str) -> list[RowError]:
 
 def get_activity(
     db: sqlite3.Connection, account_id: int, activity_id: str, cutoff: int
-) -> tuple[tuple[Any, ...], list[RowError]] | None:
+) -> tuple[ActivityRow, list[RowError]] | None:
     """An activity row of the account (the feed's columns) and its errors; None when it has
     no such activity, or it finished and was last changed before ``cutoff``."""
     row = db.execute(
@@ -160,7 +131,7 @@ def get_activity(
     ).fetchone()
     if row is None:
         return None
-    return tuple(row[:-1]), decode_errors(row[-1])
+    return ActivityRow(*row[:-1]), decode_errors(row[-1])
 
 
 # -- creation --------------------------------------------------------------------------------
@@ -172,7 +143,7 @@ def create_activity(
     request: ActivityRequest,
     blob: bytes,
     max_queued: int | None,
-) -> tuple[Any, ...]:
+) -> ActivityRow:
     """Insert a PENDING activity after checking its lists and the queue; return its row.
 
     Raises:
@@ -223,10 +194,8 @@ def create_activity(
         db.execute(
             "INSERT INTO activity_request (seq, request) VALUES (?, ?)", (cursor.lastrowid, blob)
         )
-        row: tuple[Any, ...] = db.execute(
-            f"SELECT {COLUMNS} FROM activity WHERE id = ?", (activity_id,)
-        ).fetchone()
-    return row
+        row = db.execute(f"SELECT {COLUMNS} FROM activity WHERE id = ?", (activity_id,)).fetchone()
+    return ActivityRow(*row)
 
 
 # -- status changes (the worker) ------------------------------------------------------

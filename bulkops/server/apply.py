@@ -34,8 +34,9 @@ from typing import Any
 
 import attrs
 
-from bulkops.server.activity_queries import RowError, finish_activity
+from bulkops.server.activity_queries import finish_activity
 from bulkops.server.datafile import ActivityCannotRun, ActivityRequest
+from bulkops.server.records import RowError
 from bulkops.server.store import (
     STATUS_ACTIVE,
     STATUS_DO_NOT_MAIL,

@@ -41,17 +41,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bulkops.server.campaign_queries import (
-    after_due,
-    campaign_page,
-    create_campaign,
-    delete_campaign,
-    get_campaign,
-    get_schedule,
-    schedule_campaign,
-    unschedule_campaign,
-    update_campaign,
-)
 from bulkops.server.feeds import clock_ms, feed_response, next_key, source_meta, to_ms
 from bulkops.server.http import (
     PREFIX,
@@ -170,7 +159,7 @@ async def _campaigns(request: Request) -> Response:
     if request.method == "POST":
         data = await parse_body(request, parse_campaign_entry, await atom_body(request))
         spec = checked_campaign(data, creating=True)
-        created = await state.store.run(create_campaign, account.id, spec, now)
+        created = await state.store.create_campaign(account.id, spec, now)
         return atom_response(
             document(campaign_entry(base, created, view="full")),
             status=201,
@@ -183,15 +172,8 @@ async def _campaigns(request: Request) -> Response:
         if status is None:
             raise ApiProblem(400, "status must be one of SENT, SCHEDULED, DRAFT, RUNNING")
     token = next_key(request, "campaigns", 1)
-    rows = await state.store.run(
-        after_due,
-        account.id,
-        now,
-        campaign_page,
-        account.id,
-        status,
-        None if token is None else token[0],
-        PAGE_SIZE + 1,
+    rows = await state.store.campaign_page(
+        account.id, status, None if token is None else token[0], PAGE_SIZE + 1, now=now
     )
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
@@ -213,9 +195,7 @@ async def _one_campaign(request: Request) -> Response:
     now = clock_ms(state)
     if request.method in ("GET", "HEAD"):
         campaign_id = campaign_id_of(request)
-        found = await state.store.run(
-            after_due, account.id, now, get_campaign, account.id, campaign_id
-        )
+        found = await state.store.get_campaign(account.id, campaign_id, now=now)
         if found is None:
             raise ApiProblem(404, "No such campaign")
         base = base_for(request, account)
@@ -225,12 +205,10 @@ async def _one_campaign(request: Request) -> Response:
         data = await parse_body(request, parse_campaign_entry, await atom_body(request))
         campaign_id = campaign_id_of(request)
         spec = checked_campaign(data, creating=False)
-        await state.store.run(
-            after_due, account.id, now, update_campaign, account.id, campaign_id, spec, now
-        )
+        await state.store.update_campaign(account.id, campaign_id, spec, now)
         return Response(status_code=204)
     campaign_id = campaign_id_of(request)
-    await state.store.run(after_due, account.id, now, delete_campaign, account.id, campaign_id)
+    await state.store.delete_campaign(account.id, campaign_id, now)
     return Response(status_code=204)
 
 
@@ -242,23 +220,14 @@ async def _schedules(request: Request) -> Response:
     if request.method == "POST":
         when = await parse_body(request, parse_schedule_entry, await atom_body(request))
         campaign_id = campaign_id_of(request)
-        created = await state.store.run(
-            after_due,
-            account.id,
-            now,
-            schedule_campaign,
-            account.id,
-            campaign_id,
-            to_ms(when),
-            now,
-        )
+        created = await state.store.schedule_campaign(account.id, campaign_id, to_ms(when), now)
         return atom_response(
             document(schedule_entry(base, created)),
             status=201,
             headers={"Location": base.id(f"campaigns/{campaign_id}/schedules/{created.id}")},
         )
     campaign_id = campaign_id_of(request)
-    found = await state.store.run(after_due, account.id, now, get_schedule, account.id, campaign_id)
+    found = await state.store.get_schedule(account.id, campaign_id, now=now)
     return feed_response(
         request,
         base,
@@ -278,11 +247,9 @@ async def _one_schedule(request: Request) -> Response:
     if request.path_params.get("schedule_id") != "1":
         raise ApiProblem(404, "No such schedule")
     if request.method == "DELETE":
-        await state.store.run(
-            after_due, account.id, now, unschedule_campaign, account.id, campaign_id, now
-        )
+        await state.store.unschedule_campaign(account.id, campaign_id, now)
         return Response(status_code=204)
-    found = await state.store.run(after_due, account.id, now, get_schedule, account.id, campaign_id)
+    found = await state.store.get_schedule(account.id, campaign_id, now=now)
     if found is None:
         raise ApiProblem(404, "The campaign has no schedule")
     return atom_response(document(schedule_entry(base_for(request, account), found)))

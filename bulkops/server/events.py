@@ -33,20 +33,12 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bulkops.server.campaign_queries import after_due, campaign_name
-from bulkops.server.event_queries import (
-    campaign_events,
-    contact_email,
-    contact_events,
-    contact_summary,
-    url_events,
-)
 from bulkops.server.feeds import clock_ms, feed_response, next_key
 from bulkops.server.http import (
     PREFIX,
@@ -126,7 +118,7 @@ async def _event_feed(
     title: str,
     kind: str,
     page_size: int,
-    fetch: Callable[..., list[Event] | None],
+    fetch: Callable[..., Awaitable[list[Event] | None]],
     owner_missing: str,
     args: tuple[object, ...],
 ) -> Response:
@@ -135,9 +127,7 @@ async def _event_feed(
     now = clock_ms(state)
     token = next_key(request, f"events.{kind}", 2)
     after = None if token is None else (token[0], token[1])
-    rows = await state.store.run(
-        after_due, account.id, now, fetch, account.id, *args, now - WINDOW_MS, after, page_size + 1
-    )
+    rows = await fetch(account.id, *args, now - WINDOW_MS, after, page_size + 1, now=now)
     if rows is None:
         raise ApiProblem(404, owner_missing)
     more = len(rows) > page_size
@@ -160,7 +150,7 @@ async def _campaign_workspace(request: Request) -> Response:
     account = await authenticate(request)
     campaign_id = _campaign_id_of(request)
     state = state_of(request)
-    name = await state.store.run(campaign_name, account.id, campaign_id)
+    name = await state.store.campaign_name(account.id, campaign_id)
     if name is None:
         raise ApiProblem(404, "No such campaign")
     return atom_response(
@@ -182,7 +172,7 @@ async def _campaign_kind(request: Request) -> Response:
         title=f"{_LABELS[kind]} Events for Customer: {{user}}, Campaign id: {campaign_id}",
         kind=kind,
         page_size=_page_size(request, allowed=True),
-        fetch=campaign_events,
+        fetch=state_of(request).store.campaign_events,
         owner_missing="No such campaign",
         args=(campaign_id, kind),
     )
@@ -199,7 +189,7 @@ async def _campaign_url(request: Request) -> Response:
         title=f"Click Events for Customer: {{user}}, Campaign id: {campaign_id}, Url id: {url_id}",
         kind="clicks",
         page_size=_page_size(request, allowed=True),
-        fetch=url_events,
+        fetch=state_of(request).store.url_events,
         owner_missing="No such link of this campaign",
         args=(campaign_id, url_id),
     )
@@ -219,7 +209,7 @@ def _contact_id_of(request: Request) -> int:
 async def _contact_workspace(request: Request) -> Response:
     account = await authenticate(request)
     contact_id = _contact_id_of(request)
-    email = await state_of(request).store.run(contact_email, account.id, contact_id)
+    email = await state_of(request).store.contact_email(account.id, contact_id)
     if email is None:
         raise ApiProblem(404, "No such contact")
     return atom_response(
@@ -243,7 +233,7 @@ async def _contact_kind(request: Request) -> Response:
         title=f"{_LABELS[kind]} Events for Customer: {{user}}, Contact id: {contact_id}",
         kind=kind,
         page_size=_page_size(request, allowed=False),
-        fetch=contact_events,
+        fetch=state_of(request).store.contact_events,
         owner_missing="No such contact",
         args=(contact_id, kind),
     )
@@ -255,16 +245,13 @@ async def _contact_summary(request: Request) -> Response:
     state = state_of(request)
     now = clock_ms(state)
     token = next_key(request, "events.summary", 1)
-    rows = await state.store.run(
-        after_due,
-        account.id,
-        now,
-        contact_summary,
+    rows = await state.store.contact_summary(
         account.id,
         contact_id,
         now - WINDOW_MS,
         None if token is None else token[0],
         PAGE_SIZE + 1,
+        now=now,
     )
     if rows is None:
         raise ApiProblem(404, "No such contact")

@@ -30,7 +30,8 @@ from bulkops.errors import XmlError
 from bulkops.server.auth import Authenticator, Denied
 from bulkops.server.errors import Conflict, Forbidden, Invalid, NotFound, QueueFull, StoreError
 from bulkops.server.faults import FaultDice, parse_fault_plan
-from bulkops.server.store import Account, Store
+from bulkops.server.storage import Storage
+from bulkops.server.store import Account
 from bulkops.server.throttle import queue_limit_message, retry_after_headers
 from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
 from bulkops.wire.atom import ATOM_MEDIA_TYPE, Base
@@ -122,7 +123,7 @@ class ApiState:
     """What every handler can reach through :func:`state_of`.
 
     Attributes:
-        store: the database.
+        store: the database, through its one interface.
         config: the server's settings.
         authenticator: checks credentials (with its caches).
         origin: the bound address, set once the server knows it.
@@ -134,7 +135,7 @@ class ApiState:
         background: tasks ``serve_api`` starts with the server (the worker's).
     """
 
-    store: Store
+    store: Storage
     config: ServerConfig
     authenticator: Authenticator = attrs.field(factory=Authenticator)
     origin: str | None = None
@@ -183,7 +184,7 @@ async def authenticate(request: Request) -> Account:
     username = str(request.path_params.get("username", "")).lower()
     header = request.headers.get("authorization")
     try:
-        return await state.store.run(state.authenticator.check, header, username)
+        return await state.store.check_credentials(state.authenticator, header, username)
     except Denied as exc:
         headers = {"WWW-Authenticate": f'Basic realm="{REALM}"'} if exc.status == 401 else {}
         raise ApiProblem(exc.status, exc.reason, headers=headers) from None

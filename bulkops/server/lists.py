@@ -22,7 +22,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bulkops.server import queries
 from bulkops.server.feeds import clock_ms, feed_response, from_ms, next_key, source_meta
 from bulkops.server.http import (
     PREFIX,
@@ -87,7 +86,7 @@ async def _lists_feed(request: Request, account: Account) -> Response:
     system = [] if key is not None else [_system_list(name, now) for name in SYSTEM_LISTS]
     limit = PAGE_SIZE - len(system)
     after = 0 if key is None else key[0]
-    rows = await state_of(request).store.run(queries.list_page, account.id, after, limit + 1)
+    rows = await state_of(request).store.list_page(account.id, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return feed_response(
@@ -105,7 +104,7 @@ async def _create_list(request: Request, account: Account) -> Response:
     spec = await parse_body(request, parse_list_entry, await atom_body(request))
     _check_name(spec.name, required=True)
     state = state_of(request)
-    created = await state.store.run(queries.create_list, account.id, spec, now_ms())
+    created = await state.store.create_list(account.id, spec, now_ms())
     base = base_for(request, account)
     return atom_response(
         document(list_entry(base, created)),
@@ -131,11 +130,11 @@ async def _one_list(request: Request) -> Response:
         if list_id is None:
             raise ApiProblem(404, "No such contact list")
         _check_name(spec.name, required=False)
-        await state.store.run(queries.update_list, account.id, list_id, spec, now_ms())
+        await state.store.update_list(account.id, list_id, spec, now_ms())
     else:  # DELETE
         if list_id is None:
             raise ApiProblem(404, "No such contact list")
-        await state.store.run(queries.delete_list, account.id, list_id, now_ms())
+        await state.store.delete_list(account.id, list_id, now_ms())
     return Response(status_code=204)
 
 
@@ -147,9 +146,7 @@ async def _get_list(request: Request, account: Account, key: str) -> Response:
     else:
         list_id = path_id(request, "list_id")
         found = (
-            None
-            if list_id is None
-            else await state_of(request).store.run(queries.get_list, account.id, list_id)
+            None if list_id is None else await state_of(request).store.get_list(account.id, list_id)
         )
     if found is None:
         raise ApiProblem(404, "No such contact list")
@@ -168,9 +165,7 @@ async def _members(request: Request) -> Response:
     key = key if key in SYSTEM_LISTS else str(int(key))
     token = next_key(request, "members", 1)
     before = None if token is None else token[0]
-    rows = await state_of(request).store.run(
-        queries.member_page, account.id, key, before, PAGE_SIZE + 1
-    )
+    rows = await state_of(request).store.member_page(account.id, key, before, PAGE_SIZE + 1)
     if rows is None:
         raise ApiProblem(404, "No such contact list")
     more = len(rows) > PAGE_SIZE

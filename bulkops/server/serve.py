@@ -33,7 +33,7 @@ from bulkops.server.auth import (
     parse_account_spec,
     parse_token_spec,
 )
-from bulkops.server.store import Store
+from bulkops.server.sqlite_storage import SqliteStorage
 
 __all__ = [
     "DEMO_ACCOUNT",
@@ -81,7 +81,7 @@ def open_state(
 
     With no account in the database and none given, the demo account is created and logged.
     """
-    store = Store(db_path)
+    store = SqliteStorage(db_path)
     db = store.connection()
     accounts = list(accounts)
     for spec in accounts:
@@ -302,5 +302,5 @@ async def _serve_until_signal(state: ApiState, host: str, port: int) -> None:
                 )
             )
             logger.info(
-                "serving the API at %s/ws/customers/{username}/ (db %s)", url, state.store.path
+                "serving the API at %s/ws/customers/{username}/ (db %s)", url, state.store.location
             )

@@ -37,8 +37,6 @@ from bulkops.server.setting_queries import (
     STATUS_PENDING,
     STATUS_VERIFIED,
     add_email_address,
-    email_address_page,
-    get_email_address,
 )
 from bulkops.wire.atom import document, email_address_entry
 
@@ -59,7 +57,7 @@ async def _addresses(request: Request) -> Response:
     token = next_key(request, "emailaddresses", 1)
     state = state_of(request)
     after = 0 if token is None else token[0]
-    rows = await state.store.run(email_address_page, account.id, after, PAGE_SIZE + 1)
+    rows = await state.store.email_address_page(account.id, after, PAGE_SIZE + 1)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     base = base_for(request, account)
@@ -79,9 +77,7 @@ async def _one_address(request: Request) -> Response:
     address_id = path_id(request, "address_id")
     state = state_of(request)
     found = (
-        None
-        if address_id is None
-        else await state.store.run(get_email_address, account.id, address_id)
+        None if address_id is None else await state.store.get_email_address(account.id, address_id)
     )
     if found is None:
         raise ApiProblem(404, "No such e-mail address")

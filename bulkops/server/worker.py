@@ -25,27 +25,17 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 import attrs
 import trio
 
-from bulkops.server.activity_queries import (
-    RowError,
-    complete_export,
-    decode_errors,
-    encode_errors,
-    fail_activity,
-    load_request,
-    purge_expired,
-    recover_running,
-    take_next,
-)
+# Re-exported: the SQLite side of the lifecycle, for tests and tools.
+from bulkops.server.activity_queries import purge_expired, recover_running, take_next
 from bulkops.server.apply import apply_activity
 from bulkops.server.datafile import ActivityCannotRun
-from bulkops.server.exports import write_export
 from bulkops.server.http import ApiState
-from bulkops.server.store import checkpoint_wal, now_ms
+from bulkops.server.records import RowError, decode_errors, encode_errors
+from bulkops.server.store import now_ms
 
 __all__ = [
     "PURGE_INTERVAL",
@@ -117,7 +107,7 @@ class Worker:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover, then run activities until cancelled."""
         store = self.state.store
-        self._recovered = await store.run(recover_running)
+        self._recovered = await store.recover_running()
         if self._recovered:
             logger.info("recovered %d interrupted activities", self._recovered)
         await self._maybe_purge()
@@ -135,7 +125,7 @@ class Worker:
             await self._run(activity_id, account_id)
             self._start_checkpoint(nursery)
             return True
-        taken = await self.state.store.run(take_next)
+        taken = await self.state.store.take_next()
         if taken is None:
             return False
         stall = self._stall_seconds()
@@ -156,8 +146,8 @@ class Worker:
 
     async def _checkpoint(self) -> None:
         try:
-            await self.state.store.run(checkpoint_wal)
-        except sqlite3.Error:  # pragma: no cover - tried again after the next activity
+            await self.state.store.checkpoint()
+        except Exception:  # pragma: no cover - tried again after the next activity
             logger.exception("checkpointing the WAL failed")
         finally:
             self._checkpointing = False
@@ -174,14 +164,12 @@ class Worker:
     async def _run(self, activity_id: str, account_id: int) -> None:
         store = self.state.store
         try:
-            request = await store.run(load_request, activity_id)
+            request = await store.load_request(activity_id)
             if request.export is not None:
-                file_name, count = await store.run(
-                    write_export, store.data_dir, account_id, activity_id, request.export
-                )
-                await store.run(complete_export, activity_id, file_name, count)
+                file_name, count = await store.write_export(account_id, activity_id, request.export)
+                await store.complete_export(activity_id, file_name, count)
             else:
-                await store.run(apply_activity, activity_id, account_id, request)
+                await store.apply_activity(activity_id, account_id, request)
             self._completed += 1
         except ActivityCannotRun as exc:
             logger.warning("activity %s cannot run: %s", activity_id, exc)
@@ -193,7 +181,7 @@ class Worker:
     async def _fail(self, activity_id: str) -> None:
         self._failed += 1
         try:
-            await self.state.store.run(fail_activity, activity_id)
+            await self.state.store.fail_activity(activity_id)
         except Exception:  # pragma: no cover - the database itself is failing
             logger.exception("cannot mark activity %s as ERROR", activity_id)
 
@@ -210,8 +198,8 @@ class Worker:
         store = self.state.store
         cutoff = now - int(self.state.config.retention_days * 86_400_000)
         try:
-            purged = await store.run(purge_expired, cutoff, store.data_dir)
-        except sqlite3.Error:  # pragma: no cover - tried again at the next interval
+            purged = await store.purge_expired(cutoff)
+        except Exception:  # pragma: no cover - tried again at the next interval
             logger.exception("purging expired activities failed")
         else:
             if purged:
