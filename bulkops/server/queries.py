@@ -534,6 +534,23 @@ def create_contact(
     return created
 
 
+def _replace_memberships(
+    db: sqlite3.Connection, contact_id: int, list_ids: list[int], source: str, now: int
+) -> None:
+    """Make ``list_ids`` the contact's lists: leave the others, join the new ones (kept
+    memberships keep their opt-in source and time)."""
+    keep = set(list_ids)
+    current = {
+        int(r[0])
+        for r in db.execute("SELECT list_id FROM membership WHERE contact_id = ?", (contact_id,))
+    }
+    db.executemany(
+        "DELETE FROM membership WHERE list_id = ? AND contact_id = ?",
+        [(lid, contact_id) for lid in sorted(current - keep)],
+    )
+    _add_memberships(db, contact_id, [lid for lid in list_ids if lid not in current], source, now)
+
+
 def update_contact(
     db: sqlite3.Connection,
     account_id: int,
@@ -596,24 +613,7 @@ def update_contact(
                 args += [source or ACTION_BY_CUSTOMER, now]
             sets.append("status = ?")
             args.append(new_status)
-            keep = set(list_ids)
-            current = {
-                int(r[0])
-                for r in db.execute(
-                    "SELECT list_id FROM membership WHERE contact_id = ?", (contact_id,)
-                )
-            }
-            db.executemany(
-                "DELETE FROM membership WHERE list_id = ? AND contact_id = ?",
-                [(lid, contact_id) for lid in sorted(current - keep)],
-            )
-            _add_memberships(
-                db,
-                contact_id,
-                [lid for lid in list_ids if lid not in current],
-                source or ACTION_BY_CUSTOMER,
-                now,
-            )
+            _replace_memberships(db, contact_id, list_ids, source or ACTION_BY_CUSTOMER, now)
         sets.append("last_update_time = ?")
         args.append(now)
         db.execute(
