@@ -10,6 +10,26 @@ SERVER = Path(__file__).parent.parent / "bulkops" / "server"
 #: The modules that serve resources: they build on the kit and never on each other.
 RESOURCES = frozenset({"activities", "campaigns", "contacts", "events", "lists", "settings"})
 
+#: The SQLite side: the only modules that may hold SQL (behind storage.Storage, plus the
+#: credential store and the seeders, which write a SQLite file directly by design).
+SQL_MODULES = frozenset(
+    {
+        "activity_queries",
+        "apply",
+        "auth",
+        "campaign_queries",
+        "event_queries",
+        "exports",
+        "queries",
+        "seed",
+        "seed_cli",
+        "seed_events",
+        "setting_queries",
+        "sqlite_storage",
+        "store",
+    }
+)
+
 
 def server_imports(path: Path, package: str = "bulkops.server") -> set[str]:
     """The sibling modules ``path`` imports (``from bulkops.server.x import …`` and the like)."""
@@ -90,6 +110,36 @@ def test_the_kit_imports_no_resource_module() -> None:
         assert not graph[kit] & (RESOURCES | {"app", "resources", "worker"}), kit
 
 
+def holds_sql(path: Path) -> bool:
+    """Whether a module imports sqlite3 or calls ``execute``/``executemany``/``executescript``."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import) and any(a.name == "sqlite3" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "sqlite3":
+            return True
+        if isinstance(node, ast.Attribute) and node.attr in (
+            "execute",
+            "executemany",
+            "executescript",
+        ):
+            return True
+    return False
+
+
+def test_no_sql_outside_the_store_modules() -> None:
+    """Resources, the kit, the worker and the app reach the data only through Storage."""
+    holders = {path.stem for path in SERVER.glob("*.py") if holds_sql(path)}
+    assert holders <= SQL_MODULES, sorted(holders - SQL_MODULES)
+    assert "worker" not in holders
+    assert not holders & RESOURCES
+
+
+def test_no_server_module_is_over_800_lines() -> None:
+    """Modules stay small enough to read (house style: ~800 lines at most)."""
+    sizes = {path.name: len(path.read_text().splitlines()) for path in SERVER.glob("*.py")}
+    assert max(sizes.values()) <= 800, sorted(sizes.items(), key=lambda item: -item[1])[:3]
+
+
 def test_the_rule_itself_catches_a_violation(tmp_path: Path) -> None:
     """The checker is not vacuous: a cycle through three modules and an app import are found."""
     package = tmp_path / "pkg"
@@ -102,3 +152,6 @@ def test_the_rule_itself_catches_a_violation(tmp_path: Path) -> None:
     assert find_cycle(graph) == ["app", "lists", "http", "app"]
     (package / "http.py").write_text("from pkg import errors\n")
     assert find_cycle(import_graph(package, "pkg")) is None
+    (package / "lists.py").write_text("def page(db):\n    return db.execute('SELECT 1')\n")
+    assert holds_sql(package / "lists.py")
+    assert not holds_sql(package / "http.py")
