@@ -314,7 +314,8 @@ def _write_parts(
 def create_campaign(
     db: sqlite3.Connection, account_id: int, spec: CampaignInput, now: int
 ) -> Campaign:
-    """Create a ``Draft`` campaign from a checked request (see :func:`checked_campaign`).
+    """Create a ``Draft`` campaign from a checked request
+    (:func:`bulkops.server.campaigns.checked_campaign`).
 
     Raises:
         ApiProblem: 400 for sender addresses or lists that are not the account's.

@@ -17,7 +17,7 @@ Invariants:
 
 * **The 90-day window.** Every collection and the summary show only events whose time is
   at or after ``now - 90 days`` (``now`` is :func:`~bulkops.server.feeds.clock_ms`,
-  pinned in tests). Campaign counters are not windowed (see :mod:`bulkops.server.campaigns`).
+  pinned in tests). Campaign counters are not windowed (see :mod:`bulkops.server.campaign_queries`).
 * **Paging.** Newest first: ``ORDER BY time DESC, id DESC``, keyset ``(time, id)`` on the
   indexes ``event_campaign``, ``event_contact`` and ``event_url``, so every page is a range
   scan of at most a page of rows whatever its position, and the window bound is part of the

@@ -14,8 +14,8 @@ Invariants:
   COMPLETE commits; running it again just rewrites the file.
 * **No checkpoint inside an activity**: the worker runs a passive WAL checkpoint in another
   thread after each activity, alongside the next one (one at a time).
-* **The event loop never blocks.** Validation and SQL run in a worker thread through
-  :meth:`Store.run`; request handlers keep answering (WAL readers do not wait for the writer).
+* **The event loop never blocks.** Validation and SQL run in worker threads behind the
+  :class:`~bulkops.server.storage.Storage` methods; request handlers keep answering.
 * **No polling.** The worker sleeps on a :class:`trio.Event` that ``POST /activities`` sets
   (:meth:`Worker.wake`); on start-up it processes whatever is unfinished.
 * The ``stall`` fault parks an activity RUNNING for its seconds and lets later activities
