@@ -314,7 +314,7 @@ def problem_for(request: Request, exc: StoreError) -> ApiProblem:
             queue_limit_message(exc.limit, username),
             headers=retry_after_headers(config.retry_after),
         )
-    status = next(code for kind, code in _STATUSES.items() if isinstance(exc, kind))
+    status = next((code for kind, code in _STATUSES.items() if isinstance(exc, kind)), 400)
     return ApiProblem(status, exc.message)
 
 
