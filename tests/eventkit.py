@@ -12,7 +12,6 @@ import trio
 from lxml import etree
 
 from bulkops.server.app import ApiState
-from bulkops.server.campaigns import CLOCK_KEY
 from bulkops.server.seed_cli import SeedSummary, seed_account
 from bulkops.wire.atom.feeds import parse_feed
 from bulkops.wire.atom.reading import local_name
@@ -26,7 +25,7 @@ DAY = 24 * HOUR
 
 
 class Clock:
-    """A settable clock for ``ApiState.extras[CLOCK_KEY]``."""
+    """A settable clock for ``ApiState.clock``."""
 
     def __init__(self, now: int = NOW) -> None:
         self.now = now
@@ -41,7 +40,7 @@ def seeded_state(
     """A server state whose demo account was seeded at :data:`NOW`, with the clock pinned."""
     state = make_state(tmp_path)
     clock = Clock()
-    state.extras[CLOCK_KEY] = clock
+    state.clock = clock
     summary = seed_account(
         state.store.connection(),
         USER,

@@ -14,6 +14,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bulkops.server import campaign_queries
 from bulkops.server import campaigns as server_campaigns
 from bulkops.server.app import ApiState
 from bulkops.server.store import Store
@@ -85,7 +86,7 @@ async def test_post_creates_a_draft_with_every_element(client: httpx.AsyncClient
     created = await create(client)
     assert created.status == "Draft"
     assert len(created.id) == 13
-    assert int(created.id) > server_campaigns.CAMPAIGN_ID_BASE
+    assert int(created.id) > campaign_queries.CAMPAIGN_ID_BASE
     assert created.counts == CampaignCounts()
     assert created.list_ids == ("1",)
     assert created.from_email is not None
@@ -275,7 +276,7 @@ async def test_collection_pages_by_50_with_opaque_tokens(
     state, _clock = seeded
     db = state.store.connection()
     spec = server_campaigns.checked_campaign(parse_campaign_entry(campaign_body()), creating=True)
-    made = [server_campaigns.create_campaign(db, 1, spec, NOW).id for _ in range(60)]
+    made = [campaign_queries.create_campaign(db, 1, spec, NOW).id for _ in range(60)]
     with trio.fail_after(10):
         page1 = await client.get("campaigns?status=DRAFT")
     feed = parse_feed(page1.content)
@@ -510,7 +511,7 @@ def test_counters_equal_the_events_for_any_event_set(
         reply_ref="1",
     )
     spec = server_campaigns.checked_campaign(parse_campaign_entry(body), creating=True)
-    campaign = server_campaigns.create_campaign(db, 1, spec, NOW)
+    campaign = campaign_queries.create_campaign(db, 1, spec, NOW)
     url_ids = [int(u.id) for u in campaign.urls]
     rows = [
         (
@@ -528,7 +529,7 @@ def test_counters_equal_the_events_for_any_event_set(
         " VALUES (?, ?, ?, ?, ?, ?)",
         rows,
     )
-    found = server_campaigns.get_campaign(db, 1, int(campaign.id))
+    found = campaign_queries.get_campaign(db, 1, int(campaign.id))
     assert found is not None
     assert found.counts is not None
     expected = Counter(kind for kind, _pick in events)

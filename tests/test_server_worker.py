@@ -17,6 +17,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from bulkops.server.activity_queries import load_request
+from bulkops.server.apply import _FAST_EMAIL, _prepare
 from bulkops.server.datafile import (
     ActivityRequest,
     decode_request,
@@ -26,10 +28,7 @@ from bulkops.server.datafile import (
 )
 from bulkops.server.store import Store, write_tx
 from bulkops.server.worker import (
-    _FAST_EMAIL,
     RowError,
-    _load_request,
-    _prepare,
     apply_activity,
     decode_errors,
     take_next,
@@ -271,7 +270,7 @@ def test_a_request_stored_by_schema_version_1_still_runs(tmp_path: Path) -> None
             (encode_request(legacy),),
         )
     assert take_next(db) == ("a07e1old", 1)
-    assert apply_activity(db, "a07e1old", 1, _load_request(db, "a07e1old")) == (2, 1)
+    assert apply_activity(db, "a07e1old", 1, load_request(db, "a07e1old")) == (2, 1)
     contacts = db.execute("SELECT EmailAddress, FirstName FROM contact ORDER BY id").fetchall()
     assert contacts == [("a@example.org", "Ann"), ("B@example.org", "Bo")]
     (errors, request) = db.execute(

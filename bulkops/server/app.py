@@ -1,17 +1,18 @@
-"""The ASGI application of the Web Services API v1.
+"""The ASGI application of the Web Services API v1: assembly only.
 
 :func:`create_app` builds a Starlette app from the route lists of the resource modules
-(``lists``, ``contacts``, ``activities``, …). Cross-cutting rules live here, once:
+(``lists``, ``contacts``, ``activities``, …) and wraps it in the server-wide middleware. The
+kit those modules share lives below them (:mod:`bulkops.server.http`,
+:mod:`bulkops.server.feeds`); nothing imports this module but the server's entry points.
+Cross-cutting rules applied here, once:
 
 * every request is logged as one line — method, path (never the query), status, ms — and
   never a credential;
 * an uncaught exception becomes a plain 500, and is logged with its traceback;
-* :class:`ApiProblem` is how handlers answer with an error: a short ``text/plain`` body;
-* an unsupported method is **415**, not 405 (spec §11), an unknown URI 404;
-* request bodies are read through :func:`read_body`, which answers 413 past a limit without
-  reading the rest, and bodies are type-checked by :func:`require_content_type` (415);
-* :func:`authenticate` checks credentials once per request (401 with a Basic challenge,
-  403 for another account's credentials, spec §2.4).
+* :class:`~bulkops.server.http.ApiProblem` and the store's domain errors
+  (:mod:`bulkops.server.errors`, mapped by :func:`~bulkops.server.http.problem_for`) answer
+  with a short ``text/plain`` body;
+* an unsupported method is **415**, not 405 (spec §11), an unknown URI 404.
 """
 
 from __future__ import annotations
@@ -19,205 +20,39 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Iterable
 
-import attrs
-import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bulkops.server.auth import THROTTLED_DELAY, Authenticator, Denied
-from bulkops.server.store import Account, Store
-from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
+from bulkops.server import faults, resources, throttle, worker
+from bulkops.server.asgi import ASGIApp, Message, Receive, Scope, Send
+from bulkops.server.errors import StoreError
+from bulkops.server.http import (
+    PREFIX,
+    ApiProblem,
+    ApiState,
+    ServerConfig,
+    atom_response,
+    authenticate,
+    base_for,
+    on_problem,
+    on_store_error,
+    unread_body,
+)
 from bulkops.wire.atom.service import service_document
-from bulkops.wire.atom.syntax import ATOM_MEDIA_TYPE
-from bulkops.wire.model import Base
 
 __all__ = [
-    "PREFIX",
-    "ApiProblem",
+    # Re-exported for the entry points and tests that build a server.
     "ApiState",
     "ServerConfig",
-    "atom_response",
-    "authenticate",
-    "base_for",
     "create_app",
-    "read_body",
-    "require_content_type",
-    "state_of",
 ]
 
 logger = logging.getLogger("bulkops.server")
-
-#: Path prefix of every account resource; ``username`` is a path parameter.
-PREFIX = "/ws/customers/{username}"
-
-REALM = "Constant Contact API"
-
-
-@attrs.frozen(kw_only=True)
-class ServerConfig:
-    """Settings of one server.
-
-    Attributes:
-        public_url: origin used in ids and ``Location`` headers (``http://HOST:PORT`` when
-            None: the address actually bound).
-        max_xml_bytes: largest Atom request body accepted (413 above).
-        max_activity_rows: data rows allowed in one activity (400 above).
-        max_activity_bytes: bytes of ``data`` allowed in one activity (400 above).
-        retention_days: finished activities older than this answer 404.
-        rate: requests per second per account (token bucket), None for no limit.
-        daily_quota: requests per day per account, None for no limit.
-        max_queued_activities: unfinished activities per account, None for no limit.
-        retry_after: seconds to send in ``Retry-After`` with a 429, None to send none.
-        faults: the fault plan, ``KIND=P[:SECONDS],...,seed=N``, or None.
-    """
-
-    public_url: str | None = None
-    max_xml_bytes: int = 1_048_576
-    max_activity_rows: int = DEFAULT_MAX_ACTIVITY_ROWS
-    max_activity_bytes: int = DEFAULT_MAX_ACTIVITY_BYTES
-    retention_days: float = 14.0
-    rate: float | None = None
-    daily_quota: int | None = None
-    max_queued_activities: int | None = None
-    retry_after: float | None = None
-    faults: str | None = attrs.field(default=None, validator=lambda _i, _a, v: _check_faults(v))
-
-
-def _check_faults(spec: str | None) -> None:
-    """Reject a malformed fault plan when the configuration is made (ConfigError)."""
-    if spec:
-        from bulkops.server.faults import parse_fault_plan
-
-        parse_fault_plan(spec)
-
-
-@attrs.define(kw_only=True)
-class ApiState:
-    """What every handler can reach through :func:`state_of`."""
-
-    store: Store
-    config: ServerConfig
-    authenticator: Authenticator = attrs.field(factory=Authenticator)
-    origin: str | None = None  # set once the server knows its address
-    extras: dict[str, Any] = attrs.field(factory=dict)  # for subsystems (worker, throttles)
-
-    def origin_for(self, request: Request) -> str:
-        """The public origin: configured, else bound address, else the request's own host."""
-        if self.config.public_url:
-            return self.config.public_url.rstrip("/")
-        if self.origin:
-            return self.origin
-        return f"{request.url.scheme}://{request.url.netloc}"
-
-
-class ApiProblem(Exception):
-    """Answer the request with ``status`` and a short ``text/plain`` message."""
-
-    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-def state_of(request: Request) -> ApiState:
-    """The :class:`ApiState` of the app serving ``request``."""
-    state: ApiState = request.app.state.api
-    return state
-
-
-def base_for(request: Request, account: Account) -> Base:
-    """Where ids and links of ``account`` point, for this request."""
-    return Base(origin=state_of(request).origin_for(request), username=account.username)
-
-
-async def authenticate(request: Request) -> Account:
-    """The account of the URL, if the request's credentials grant access to it.
-
-    Raises:
-        ApiProblem: 401 (with a Basic challenge), 403, or 429 (with ``Retry-After``) after
-            too many failed logins of the account name or from the client's address.
-    """
-    state = state_of(request)
-    username = str(request.path_params.get("username", "")).lower()
-    header = request.headers.get("authorization")
-    client = request.client.host if request.client else ""
-    try:
-        return await state.store.run(state.authenticator.check, header, username, client)
-    except Denied as exc:
-        if exc.status == 429:
-            await trio.sleep(THROTTLED_DELAY)  # a flood waits, without costing CPU
-        raise ApiProblem(exc.status, exc.reason, headers=exc.headers(REALM)) from None
-
-
-def require_content_type(request: Request, *allowed: str) -> str:
-    """The request's media type, if it is one of ``allowed`` (compared without parameters).
-
-    Raises:
-        ApiProblem: 415 naming what is accepted.
-    """
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type not in allowed:
-        shown = media_type or "none"
-        raise ApiProblem(
-            415, f"Content-Type {shown} is not accepted here; use {', '.join(allowed)}"
-        )
-    return media_type
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole request body, refusing (413) anything over ``limit`` bytes without reading it.
-
-    Raises:
-        ApiProblem: 413 when the declared or actual size exceeds ``limit``; 400 for a bad
-            Content-Length.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ApiProblem(400, "Content-Length is not a number") from None
-        if size > limit:
-            raise ApiProblem(413, f"Request body of {size} bytes exceeds the limit of {limit}")
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                raise ApiProblem(413, f"Request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiProblem(400, "The client disconnected before sending the whole body") from None
-    request.state.body_read = True
-    return b"".join(chunks)
-
-
-def _unread_body(request: Request) -> bool:
-    """Whether the request declared a body the app did not read to its end. hypercorn then
-    closes the connection after the answer, so the answer must say ``Connection: close`` or
-    a keep-alive client would send its next request into a closing socket."""
-    if getattr(request.state, "body_read", False):
-        return False
-    length = request.headers.get("content-length")
-    if length is not None:
-        return length.strip() not in ("", "0")
-    return "transfer-encoding" in request.headers
-
-
-def atom_response(
-    body: bytes, *, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    """An ``application/atom+xml`` response."""
-    return Response(body, status_code=status, media_type=ATOM_MEDIA_TYPE, headers=headers)
-
 
 # -- handlers that belong to no resource module -------------------------------------------
 
@@ -253,30 +88,17 @@ def _core_routes() -> list[BaseRoute]:
 # -- error handling and logging -----------------------------------------------------------
 
 
-async def _problem(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiProblem)
-    headers = {**exc.headers, "Connection": "close"} if _unread_body(request) else exc.headers
-    return PlainTextResponse(exc.message + "\n", status_code=exc.status, headers=headers)
-
-
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         return PlainTextResponse(
             f"Method {request.method} is not supported on this resource\n",
             status_code=415,
-            headers={"Connection": "close"} if _unread_body(request) else None,
+            headers={"Connection": "close"} if unread_body(request) else None,
         )
     if exc.status_code == 404:
         return PlainTextResponse("No such resource\n", status_code=404)
     return PlainTextResponse(f"{exc.detail}\n", status_code=exc.status_code)
-
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class AccessLog:
@@ -339,16 +161,28 @@ def create_app(state: ApiState, *, extra_routes: Iterable[BaseRoute] = ()) -> AS
     Args:
         state: store, configuration and shared services.
         extra_routes: routes added after the built-in ones (tests, later subsystems).
-    """
-    # The resource modules, gathered in one place; and the subsystems that wrap the app.
-    from bulkops.server import faults, resources, throttle, worker
 
+    Raises:
+        ConfigError: the configured fault plan is malformed.
+    """
     app = Starlette(
         routes=[*_core_routes(), *resources.routes(), *extra_routes],
-        exception_handlers={ApiProblem: _problem, HTTPException: _http_exception},
+        exception_handlers={
+            ApiProblem: on_problem,
+            StoreError: on_store_error,
+            HTTPException: _http_exception,
+        },
     )
     app.router.redirect_slashes = False
     app.state.api = state
     worker.register(state)  # serve_api runs it with the other background tasks
+    config = state.config
+    if config.faults and state.faults is None:
+        plan = faults.parse_fault_plan(config.faults)
+        state.faults = faults.FaultDice(plan)  # the worker draws its stalls from these dice
+        logger.warning("fault plan active: %s", plan.spec())
+    throttled = throttle.wrap(
+        app, rate=config.rate, daily_quota=config.daily_quota, retry_after=config.retry_after
+    )
     # Outermost first: fault plan (needs hypercorn's own send), access log, throttles.
-    return faults.wrap(AccessLog(throttle.wrap(app, state.config)), state)
+    return faults.wrap(AccessLog(throttled), state.faults, retry_after=config.retry_after)

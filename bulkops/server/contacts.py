@@ -16,7 +16,7 @@ Routes:
 
 Invariants:
 
-* Request bodies are read as :mod:`bulkops.server.lists` reads them (415, 413, 400); values
+* Request bodies are read as :mod:`bulkops.server.http` reads them (415, 413, 400); values
   are checked with :func:`~bulkops.wire.columns.email_problem` and
   :func:`~bulkops.wire.columns.field_problem` before any SQL runs, and a 400 names the field.
 * What old clients send is accepted: every element present but empty (empty = not given),
@@ -35,21 +35,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bulkops.server import queries
-from bulkops.server.app import (
+from bulkops.server.feeds import clock_ms, feed_response, next_key, source_meta, to_ms
+from bulkops.server.http import (
     PREFIX,
     ApiProblem,
+    atom_body,
     atom_response,
     authenticate,
     base_for,
-    state_of,
-)
-from bulkops.server.lists import (
-    atom_body,
-    feed_response,
-    next_key,
     parse_body,
     path_id,
-    source_meta,
+    state_of,
 )
 from bulkops.server.paging import PAGE_SIZE
 from bulkops.server.store import Account, now_ms
@@ -121,8 +117,8 @@ async def _contacts(request: Request) -> Response:
     if "updatedsince" in params:
         return await _updated_since(request, account)
     key = next_key(request, "contacts", 1)
-    rows = await state_of(request).store.run(
-        queries.contact_page, account.id, None if key is None else key[0], PAGE_SIZE + 1
+    rows = await state_of(request).store.contact_page(
+        account.id, None if key is None else key[0], PAGE_SIZE + 1
     )
     return _summary_feed(request, account, rows, "contacts", lambda c: (int(c.id),))
 
@@ -152,7 +148,7 @@ async def _search(request: Request, account: Account, emails: list[str]) -> Resp
     if len(emails) > MAX_SEARCH_EMAILS:
         raise ApiProblem(400, f"At most {MAX_SEARCH_EMAILS} email parameters per search")
     wanted = [email.strip() for email in emails if email.strip()]
-    rows = await state_of(request).store.run(queries.contacts_by_email, account.id, wanted)
+    rows = await state_of(request).store.contacts_by_email(account.id, wanted)
     base = base_for(request, account)
     return feed_response(
         request,
@@ -168,7 +164,7 @@ async def _search(request: Request, account: Account, emails: list[str]) -> Resp
 async def _updated_since(request: Request, account: Account) -> Response:
     params = request.query_params
     try:
-        since = queries.to_ms(parse_time(params["updatedsince"]))
+        since = to_ms(parse_time(params["updatedsince"]))
     except (ValueError, OverflowError):
         raise ApiProblem(
             400, "updatedsince must be an ISO-8601 UTC time, like 2008-07-23T14:21:06.407Z"
@@ -189,21 +185,19 @@ async def _updated_since(request: Request, account: Account) -> Response:
             status = queries.SYSTEM_LIST_STATUS[key]
         elif key is not None and key.isascii() and key.isdigit() and len(key) <= 18:
             list_id = int(key)
-            found = await state_of(request).store.run(queries.get_list, account.id, list_id)
+            found = await state_of(request).store.get_list(account.id, list_id)
             if found is None:
                 raise ApiProblem(400, "listid names no contact list of this account")
         else:
             raise ApiProblem(400, "listid must be a list id")
     token = next_key(request, "updated", 2)
     after = None if token is None else (token[0], token[1])
-    rows = await state_of(request).store.run(
-        lambda db: queries.contacts_updated_since(
-            db, account.id, since, after, status=status, list_id=list_id, limit=PAGE_SIZE + 1
-        )
+    rows = await state_of(request).store.contacts_updated_since(
+        account.id, since, after, status=status, list_id=list_id, limit=PAGE_SIZE + 1
     )
 
     def keyset(contact: Contact) -> tuple[int, int]:
-        return (queries.to_ms(contact.updated), int(contact.id))
+        return (to_ms(contact.updated), int(contact.id))
 
     return _summary_feed(request, account, rows, "updated", keyset)
 
@@ -217,8 +211,8 @@ async def _create(request: Request, account: Account) -> Response:
     if not data.list_uris:
         raise ApiProblem(400, "ContactLists: a new contact needs at least one ContactList")
     fields.setdefault("EmailType", "HTML")
-    created = await state_of(request).store.run(
-        queries.create_contact, account.id, fields, data.list_uris, source, now_ms()
+    created = await state_of(request).store.create_contact(
+        account.id, fields, data.list_uris, source, now_ms()
     )
     base = base_for(request, account)
     return atom_response(
@@ -237,14 +231,12 @@ async def _one_contact(request: Request) -> Response:
     state = state_of(request)
     if request.method in ("GET", "HEAD"):
         found = (
-            None
-            if contact_id is None
-            else await state.store.run(queries.get_contact, account.id, contact_id)
+            None if contact_id is None else await state.store.get_contact(account.id, contact_id)
         )
         if found is None:
             raise ApiProblem(404, "No such contact")
         base = base_for(request, account)
-        meta = source_meta(base, "contacts", _title(account))
+        meta = source_meta(base, "contacts", _title(account), clock_ms(state))
         return atom_response(document(contact_entry(base, found, view="full", source=meta)))
     if request.method == "PUT":
         data = await parse_body(request, parse_contact_entry, await atom_body(request))
@@ -253,14 +245,12 @@ async def _one_contact(request: Request) -> Response:
         fields = checked_fields(data)
         opt_in = checked_source(data)
         update = ContactInput(fields=fields, list_uris=data.list_uris, opt_in_source=opt_in)
-        await state.store.run(
-            queries.update_contact, account.id, contact_id, update, opt_in, now_ms()
-        )
+        await state.store.update_contact(account.id, contact_id, update, opt_in, now_ms())
         return Response(status_code=204)
     # DELETE: opt out
     if contact_id is None:
         raise ApiProblem(404, "No such contact")
-    await state.store.run(queries.opt_out_contact, account.id, contact_id, now_ms())
+    await state.store.opt_out_contact(account.id, contact_id, now_ms())
     return Response(status_code=204)
 
 

@@ -39,6 +39,7 @@ import io
 from collections.abc import Sequence
 from itertools import compress, islice
 from operator import itemgetter
+from urllib.parse import unquote, urlsplit
 
 import attrs
 import msgspec
@@ -69,7 +70,7 @@ SORT_ORDERS = ("EMAIL_ADDRESS", "DATE_DESC")
 
 
 class RequestProblem(Exception):
-    """The request is unacceptable: answer ``status`` with ``message`` (a 400 or 404)."""
+    """The request is unacceptable: answer ``status`` with ``message`` (a 400, 403 or 404)."""
 
     def __init__(self, message: str, *, status: int = 400) -> None:
         super().__init__(message)
@@ -400,12 +401,28 @@ def _flag(form: Form, name: str) -> bool:
     raise RequestProblem(f'{name} must be true or false, not "{value}"')
 
 
-def _user_list_ids(form: Form, activity_type: ActivityType) -> tuple[int, ...]:
+def _check_owner(uri: str, username: str | None) -> None:
+    """403 for a list URI whose path names another account (``/customers/alice/lists/…`` in a
+    request of bob's): it would otherwise be read as bob's list of the same id or name."""
+    if username is None:
+        return
+    parts = urlsplit(uri.strip()).path.split("/")
+    for at, part in enumerate(parts[:-1]):
+        if part == "customers" and unquote(parts[at + 1]).lower() != username.lower():
+            raise RequestProblem(
+                f'The list URI "{uri.strip()[:200]}" names another account\'s list', status=403
+            )
+
+
+def _user_list_ids(
+    form: Form, activity_type: ActivityType, username: str | None = None
+) -> tuple[int, ...]:
     uris = [uri for uri in form.all(Field.LISTS) if uri.strip()]
     if not uris:
         raise RequestProblem(f"{activity_type} needs at least one list URI in lists")
     ids: list[int] = []
     for uri in uris:
+        _check_owner(uri, username)
         found = list_id_from_uri(uri)
         if found is None:
             raise RequestProblem(f'Malformed list URI "{uri.strip()}" in lists')
@@ -421,10 +438,11 @@ def _user_list_ids(form: Form, activity_type: ActivityType) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def _export_request(form: Form) -> ExportRequest:
+def _export_request(form: Form, username: str | None = None) -> ExportRequest:
     uri = form.first(Field.LIST_ID)
     if uri is None or not uri.strip():
         raise RequestProblem("EXPORT_CONTACTS needs the list URI to export in listId")
+    _check_owner(uri, username)
     list_id = list_id_from_uri(uri)
     if list_id is None:
         raise RequestProblem(f'Malformed list URI "{uri.strip()}" in listId')
@@ -457,7 +475,7 @@ def _export_request(form: Form) -> ExportRequest:
 
 
 def parse_activity_form(
-    body: bytes, content_type: str, *, max_rows: int, max_bytes: int
+    body: bytes, content_type: str, *, max_rows: int, max_bytes: int, username: str | None = None
 ) -> ActivityRequest:
     """The :class:`ActivityRequest` a ``POST /activities`` body describes.
 
@@ -469,9 +487,12 @@ def parse_activity_form(
         content_type: its ``Content-Type`` header.
         max_rows: the most non-blank data records accepted.
         max_bytes: the most bytes of ``data`` (UTF-8) accepted.
+        username: the account of the request: a list URI naming another account is
+            refused (403); None to skip that check.
 
     Raises:
-        RequestProblem: what is wrong, for a 400.
+        RequestProblem: what is wrong, for a 400 (403 for another account's list, 404 for a
+            list id too big to exist).
     """
     form = parse_form(body, content_type)
     raw_type = form.first(Field.ACTIVITY_TYPE)
@@ -485,8 +506,8 @@ def parse_activity_form(
             f'Unknown activityType "{raw_type.strip()}"; use one of {known}'
         ) from None
     if activity_type is ActivityType.EXPORT_CONTACTS:
-        return ActivityRequest(type=activity_type.value, export=_export_request(form))
-    list_ids = _user_list_ids(form, activity_type)
+        return ActivityRequest(type=activity_type.value, export=_export_request(form, username))
+    list_ids = _user_list_ids(form, activity_type, username)
     if activity_type not in DATA_TYPES:
         return ActivityRequest(type=activity_type.value, list_ids=list_ids)
     data = form.first(Field.DATA)

@@ -47,7 +47,7 @@ import attrs
 import trio
 
 from bulkops.errors import ConfigError
-from bulkops.server.app import ApiState, ASGIApp, Message, Receive, Scope, Send
+from bulkops.server.asgi import ASGIApp, Message, Receive, Scope, Send
 from bulkops.server.throttle import account_of, respond_plain, retry_after_headers
 
 __all__ = [
@@ -309,21 +309,8 @@ class FaultInjector:
         await self.app(scope, receive, send)
 
 
-def wrap(app: ASGIApp, state: ApiState) -> ASGIApp:
-    """``app`` behind a :class:`FaultInjector` when the configuration has a fault plan.
-
-    The plan's dice are kept in ``state.extras["faults"]`` for the worker (``stall``).
-
-    Raises:
-        ConfigError: the SPEC is malformed.
-    """
-    spec = state.config.faults
-    if not spec:
+def wrap(app: ASGIApp, dice: FaultDice | None, *, retry_after: float | None) -> ASGIApp:
+    """``app`` behind a :class:`FaultInjector` rolling ``dice``, or ``app`` without dice."""
+    if dice is None:
         return app
-    dice = state.extras.get("faults")
-    if not isinstance(dice, FaultDice):
-        plan = parse_fault_plan(spec)
-        dice = FaultDice(plan)
-        state.extras["faults"] = dice
-        logger.warning("fault plan active: %s", plan.spec())
-    return FaultInjector(app, dice, retry_after=state.config.retry_after)
+    return FaultInjector(app, dice, retry_after=retry_after)

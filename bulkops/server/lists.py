@@ -1,8 +1,5 @@
 """The lists resources: ``/lists``, ``/lists/{id}`` and ``/lists/{id}/members`` (spec §4, §5).
 
-Also the request helpers the contacts resources share: :func:`atom_body`, :func:`parse_body`,
-:func:`path_id`, :func:`feed_response`.
-
 Invariants:
 
 * The lists feed shows the three system lists first (Active, Do Not Mail, Removed; only
@@ -19,157 +16,35 @@ Invariants:
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from typing import TypeVar
+from datetime import datetime
 
-import trio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bulkops.errors import XmlError
-from bulkops.server import queries
-from bulkops.server.app import (
+from bulkops.server.feeds import clock_ms, feed_response, from_ms, next_key, source_meta
+from bulkops.server.http import (
     PREFIX,
     ApiProblem,
+    atom_body,
     atom_response,
     authenticate,
     base_for,
-    read_body,
-    require_content_type,
+    parse_body,
+    path_id,
     state_of,
 )
-from bulkops.server.paging import PAGE_SIZE, BadToken, decode_token, encode_token, next_href
+from bulkops.server.paging import PAGE_SIZE
 from bulkops.server.store import Account, now_ms
-from bulkops.wire.atom.feeds import feed_head, feed_tail
 from bulkops.wire.atom.lists import list_entry, member_entry, parse_list_entry
-from bulkops.wire.atom.syntax import ATOM_MEDIA_TYPE
 from bulkops.wire.atom.writing import document
-from bulkops.wire.model import Base, ContactList, FeedMeta
+from bulkops.wire.model import ContactList
 from bulkops.wire.uris import SYSTEM_LISTS
 
-__all__ = [
-    "MAX_LIST_NAME",
-    "atom_body",
-    "current_href",
-    "feed_response",
-    "next_key",
-    "parse_body",
-    "path_id",
-    "routes",
-    "source_meta",
-]
-
-T = TypeVar("T")
+__all__ = ["MAX_LIST_NAME", "routes"]
 
 #: Longest list name accepted (characters); the spec gives none, names are shown in feeds.
 MAX_LIST_NAME = 100
-
-_ID_RE = re.compile(r"[0-9]{1,18}")
-
-
-# -- helpers shared with the contacts resources -------------------------------------------
-
-
-def path_id(request: Request, name: str) -> int | None:
-    """The numeric path parameter ``name`` (at most 18 ASCII digits), else None."""
-    text = str(request.path_params.get(name, ""))
-    return int(text) if _ID_RE.fullmatch(text) else None
-
-
-async def atom_body(request: Request) -> bytes:
-    """The body of a POST or PUT: ``application/atom+xml`` and within ``max_xml_bytes``.
-
-    Raises:
-        ApiProblem: 415 for another content type (before reading), 413 for a body too big.
-    """
-    require_content_type(request, ATOM_MEDIA_TYPE)
-    return await read_body(request, state_of(request).config.max_xml_bytes)
-
-
-async def parse_body(request: Request, parse: Callable[..., T], body: bytes) -> T:
-    """Parse a request body with one of the hardened parsers, in a worker thread.
-
-    Raises:
-        ApiProblem: 400 with the parser's reason.
-    """
-    limit = state_of(request).config.max_xml_bytes
-    try:
-        return await trio.to_thread.run_sync(functools.partial(parse, body, max_bytes=limit))
-    except XmlError as exc:
-        raise ApiProblem(400, f"Invalid request body: {exc}") from None
-
-
-def next_key(request: Request, kind: str, arity: int) -> tuple[int, ...] | None:
-    """The keyset of the request's ``next`` token, None without one.
-
-    Raises:
-        ApiProblem: 400 for a token this server did not issue for this feed.
-    """
-    token = request.query_params.get("next")
-    if token is None:
-        return None
-    try:
-        return decode_token(kind, token, arity)
-    except BadToken as exc:
-        raise ApiProblem(400, f"Bad next parameter: {exc}") from None
-
-
-def current_href(base: Base, collection: str, request: Request) -> str:
-    """The ``current`` link: the collection's path with the request's query as sent."""
-    query = request.url.query
-    return base.href(collection) + (f"?{query}" if query else "")
-
-
-def feed_response(
-    request: Request,
-    base: Base,
-    *,
-    collection: str,
-    title: str,
-    entries: Iterable[str],
-    next_values: tuple[int, ...] | None,
-    kind: str,
-) -> Response:
-    """A feed page: head, entries, tail (spec §3.2).
-
-    Args:
-        collection: the collection below the account (``"lists/7/members"``).
-        title: the feed title.
-        entries: rendered entries.
-        next_values: the keyset of the next page, None on the last page.
-        kind: the token kind of this feed.
-    """
-    path = base.href(collection)
-    meta = FeedMeta(
-        id_path=collection,
-        title=title,
-        updated=datetime.now(UTC),
-        author=base.username,
-        next_href=None
-        if next_values is None
-        else next_href(path, request.query_params.multi_items(), encode_token(kind, *next_values)),
-        first_href=path,
-        current_href=current_href(base, collection, request),
-    )
-    return atom_response(document(feed_head(base, meta) + "".join(entries) + feed_tail()))
-
-
-def source_meta(base: Base, collection: str, title: str) -> FeedMeta:
-    """The ``<source>`` of a single-resource GET: its collection's feed, without paging."""
-    path = base.href(collection)
-    return FeedMeta(
-        id_path=collection,
-        title=title,
-        updated=datetime.now(UTC),
-        author=base.username,
-        next_href=None,
-        first_href=path,
-        current_href=path,
-    )
 
 
 def _lists_title(account: Account) -> str:
@@ -203,11 +78,11 @@ async def _lists(request: Request) -> Response:
 async def _lists_feed(request: Request, account: Account) -> Response:
     base = base_for(request, account)
     key = next_key(request, "lists", 1)
-    now = datetime.now(UTC)
+    now = from_ms(clock_ms(state_of(request)))
     system = [] if key is not None else [_system_list(name, now) for name in SYSTEM_LISTS]
     limit = PAGE_SIZE - len(system)
     after = 0 if key is None else key[0]
-    rows = await state_of(request).store.run(queries.list_page, account.id, after, limit + 1)
+    rows = await state_of(request).store.list_page(account.id, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return feed_response(
@@ -225,7 +100,7 @@ async def _create_list(request: Request, account: Account) -> Response:
     spec = await parse_body(request, parse_list_entry, await atom_body(request))
     _check_name(spec.name, required=True)
     state = state_of(request)
-    created = await state.store.run(queries.create_list, account.id, spec, now_ms())
+    created = await state.store.create_list(account.id, spec, now_ms())
     base = base_for(request, account)
     return atom_response(
         document(list_entry(base, created)),
@@ -251,11 +126,11 @@ async def _one_list(request: Request) -> Response:
         if list_id is None:
             raise ApiProblem(404, "No such contact list")
         _check_name(spec.name, required=False)
-        await state.store.run(queries.update_list, account.id, list_id, spec, now_ms())
+        await state.store.update_list(account.id, list_id, spec, now_ms())
     else:  # DELETE
         if list_id is None:
             raise ApiProblem(404, "No such contact list")
-        await state.store.run(queries.delete_list, account.id, list_id, now_ms())
+        await state.store.delete_list(account.id, list_id, now_ms())
     return Response(status_code=204)
 
 
@@ -263,17 +138,15 @@ async def _get_list(request: Request, account: Account, key: str) -> Response:
     base = base_for(request, account)
     found: ContactList | None
     if key in SYSTEM_LISTS:
-        found = _system_list(key, datetime.now(UTC))
+        found = _system_list(key, from_ms(clock_ms(state_of(request))))
     else:
         list_id = path_id(request, "list_id")
         found = (
-            None
-            if list_id is None
-            else await state_of(request).store.run(queries.get_list, account.id, list_id)
+            None if list_id is None else await state_of(request).store.get_list(account.id, list_id)
         )
     if found is None:
         raise ApiProblem(404, "No such contact list")
-    source = source_meta(base, "lists", _lists_title(account))
+    source = source_meta(base, "lists", _lists_title(account), clock_ms(state_of(request)))
     return atom_response(document(list_entry(base, found, source=source)))
 
 
@@ -288,9 +161,7 @@ async def _members(request: Request) -> Response:
     key = key if key in SYSTEM_LISTS else str(int(key))
     token = next_key(request, "members", 1)
     before = None if token is None else token[0]
-    rows = await state_of(request).store.run(
-        queries.member_page, account.id, key, before, PAGE_SIZE + 1
-    )
+    rows = await state_of(request).store.member_page(account.id, key, before, PAGE_SIZE + 1)
     if rows is None:
         raise ApiProblem(404, "No such contact list")
     more = len(rows) > PAGE_SIZE

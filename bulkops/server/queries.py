@@ -2,9 +2,10 @@
 
 Every function takes a connection first (``await store.run(fn, *args)`` calls it in a worker
 thread) and the account id second, and touches only that account's rows. Reads return the
-records of :mod:`bulkops.wire.model`, ready for the builders; writes raise
-:class:`~bulkops.server.app.ApiProblem` for the outcomes a client must see (404, 409, 400
-for a list URI naming no list, 403 for a refused opt-in).
+records of :mod:`bulkops.wire.model`, ready for the builders; writes raise the domain errors
+of :mod:`bulkops.server.errors` for the outcomes a client must see (``NotFound``,
+``Conflict``, ``Invalid`` for a list URI naming no list, ``Forbidden`` for a refused opt-in),
+never an HTTP status.
 
 Invariants:
 
@@ -25,14 +26,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bulkops.server.app import ApiProblem
+from bulkops.server.errors import Conflict, Forbidden, Invalid, NotFound
 from bulkops.server.store import (
     STATUS_ACTIVE,
     STATUS_DO_NOT_MAIL,
     STATUS_REMOVED,
+    from_ms,
+    to_ms,
     write_tx,
 )
 from bulkops.wire.columns import CONTACT_FIELDS
@@ -77,19 +79,6 @@ SYSTEM_LIST_STATUS: dict[str, str] = {
     "do-not-mail": STATUS_DO_NOT_MAIL,
     "removed": STATUS_REMOVED,
 }
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def from_ms(ms: int) -> datetime:
-    """An aware UTC datetime from integer milliseconds since the epoch (exact, no float)."""
-    return _EPOCH + ms * _MS
-
-
-def to_ms(moment: datetime) -> int:
-    """Integer milliseconds since the epoch of an aware datetime (sub-ms precision dropped)."""
-    return (moment - _EPOCH) // _MS
 
 
 def display_name(name: str, first: str, last: str) -> str:
@@ -157,12 +146,12 @@ def create_list(db: sqlite3.Connection, account_id: int, spec: ListInput, now: i
     Defaults: ``OptInDefault`` false, ``DisplayOnSignup`` false, ``SortOrder`` 99.
 
     Raises:
-        ApiProblem: 409 when the name is taken.
+        Conflict: the name is taken.
     """
     name = spec.name or ""
     with write_tx(db):
         if _name_taken(db, account_id, name, 0):
-            raise ApiProblem(409, f'A contact list named "{name}" already exists')
+            raise Conflict(f'A contact list named "{name}" already exists')
         cursor = db.execute(
             "INSERT INTO list (account_id, name, short_name, opt_in_default, display_on_signup,"
             " sort_order, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -189,14 +178,14 @@ def update_list(
     """Change the given attributes of a user list (a new name renames ``ShortName`` too).
 
     Raises:
-        ApiProblem: 404 for no such list, 409 when the new name is taken.
+        NotFound: no such list. Conflict: the new name is taken.
     """
     with write_tx(db):
         current = get_list(db, account_id, list_id)
         if current is None:
-            raise ApiProblem(404, "No such contact list")
+            raise NotFound("No such contact list")
         if spec.name is not None and _name_taken(db, account_id, spec.name, list_id):
-            raise ApiProblem(409, f'A contact list named "{spec.name}" already exists')
+            raise Conflict(f'A contact list named "{spec.name}" already exists')
 
         def flag(value: bool | None) -> int | None:
             return None if value is None else int(value)
@@ -223,11 +212,11 @@ def delete_list(db: sqlite3.Connection, account_id: int, list_id: int, now: int)
     Every former member's ``last_update_time`` becomes ``now`` (its lists changed).
 
     Raises:
-        ApiProblem: 404 for no such list.
+        NotFound: no such list.
     """
     with write_tx(db):
         if get_list(db, account_id, list_id) is None:
-            raise ApiProblem(404, "No such contact list")
+            raise NotFound("No such contact list")
         db.execute(
             "UPDATE contact SET last_update_time = :now, status = CASE"
             "  WHEN status != :dnm AND NOT EXISTS (SELECT 1 FROM membership o"
@@ -464,16 +453,14 @@ def _resolve_lists(db: sqlite3.Connection, account_id: int, uris: Iterable[str])
     """The ids of the user lists the URIs name, in order, without repeats.
 
     Raises:
-        ApiProblem: 400 naming the first URI that names no user list of the account.
+        Invalid: naming the first URI that names no user list of the account.
     """
     found: list[int] = []
     for uri in uris:
         key = list_id_from_uri(uri)
         list_id = int(key) if key is not None and key.isdigit() and len(key) <= 18 else None
         if list_id is None or get_list(db, account_id, list_id) is None:
-            raise ApiProblem(
-                400, f"ContactList {uri[:200]!r} names no contact list of this account"
-            )
+            raise Invalid(f"ContactList {uri[:200]!r} names no contact list of this account")
         if list_id not in found:
             found.append(list_id)
     return found
@@ -523,7 +510,7 @@ def create_contact(
         source: the opt-in source (``ACTION_BY_CUSTOMER`` or ``ACTION_BY_CONTACT``).
 
     Raises:
-        ApiProblem: 400 for a list URI naming no list, 409 when the email exists.
+        Invalid: a list URI naming no list. Conflict: the email exists.
     """
     _check_names(fields)
     email = fields["EmailAddress"]
@@ -534,7 +521,7 @@ def create_contact(
     with write_tx(db):
         list_ids = _resolve_lists(db, account_id, list_uris)
         if _email_owner(db, account_id, email) is not None:
-            raise ApiProblem(409, f'A contact with email address "{email}" already exists')
+            raise Conflict(f'A contact with email address "{email}" already exists')
         cursor = db.execute(
             f"INSERT INTO contact ({', '.join(columns)}) VALUES ({', '.join('?' * len(values))})",
             values,
@@ -545,6 +532,23 @@ def create_contact(
     created = get_contact(db, account_id, contact_id)
     assert created is not None
     return created
+
+
+def _replace_memberships(
+    db: sqlite3.Connection, contact_id: int, list_ids: list[int], source: str, now: int
+) -> None:
+    """Make ``list_ids`` the contact's lists: leave the others, join the new ones (kept
+    memberships keep their opt-in source and time)."""
+    keep = set(list_ids)
+    current = {
+        int(r[0])
+        for r in db.execute("SELECT list_id FROM membership WHERE contact_id = ?", (contact_id,))
+    }
+    db.executemany(
+        "DELETE FROM membership WHERE list_id = ? AND contact_id = ?",
+        [(lid, contact_id) for lid in sorted(current - keep)],
+    )
+    _add_memberships(db, contact_id, [lid for lid in list_ids if lid not in current], source, now)
 
 
 def update_contact(
@@ -558,7 +562,7 @@ def update_contact(
     """Apply a PUT: given fields replace, ``ContactLists`` (when present) is authoritative.
 
     Status: with lists given, a ``Do Not Mail`` contact becomes ``Active`` only when
-    ``source`` is ``ACTION_BY_CONTACT`` (403 otherwise); any other contact becomes ``Active``
+    ``source`` is ``ACTION_BY_CONTACT`` (Forbidden otherwise); any other contact becomes ``Active``
     on one or more lists and ``Removed`` on none. Without ``ContactLists`` lists and status
     stay as they are. ``last_update_time`` becomes ``now``.
 
@@ -567,8 +571,8 @@ def update_contact(
         source: the request's ``OptInSource`` (checked), None when absent.
 
     Raises:
-        ApiProblem: 404, 409 (the new address belongs to another contact), 400 (a list URI
-            naming no list), 403 (refused re-subscription of a Do Not Mail contact).
+        NotFound, Conflict (the new address belongs to another contact), Invalid (a list
+            URI naming no list), Forbidden (refused re-subscription of a Do Not Mail contact).
     """
     fields = dict(data.fields)
     _check_names(fields)
@@ -578,13 +582,13 @@ def update_contact(
             (account_id, contact_id),
         ).fetchone()
         if row is None:
-            raise ApiProblem(404, "No such contact")
+            raise NotFound("No such contact")
         status: str = row[0]
         email = fields.get("EmailAddress")
         if email is not None:
             owner = _email_owner(db, account_id, email)
             if owner is not None and owner != contact_id:
-                raise ApiProblem(409, f'A contact with email address "{email}" already exists')
+                raise Conflict(f'A contact with email address "{email}" already exists')
         sets = [f"{name} = ?" for name in fields]
         args: list[object] = list(fields.values())
         if email is not None:
@@ -596,8 +600,7 @@ def update_contact(
             if status == STATUS_DO_NOT_MAIL:
                 if list_ids:
                     if source != ACTION_BY_CONTACT:
-                        raise ApiProblem(
-                            403,
+                        raise Forbidden(
                             "The contact is on the Do Not Mail list: only the contact can opt"
                             " back in (OptInSource ACTION_BY_CONTACT)",
                         )
@@ -610,24 +613,7 @@ def update_contact(
                 args += [source or ACTION_BY_CUSTOMER, now]
             sets.append("status = ?")
             args.append(new_status)
-            keep = set(list_ids)
-            current = {
-                int(r[0])
-                for r in db.execute(
-                    "SELECT list_id FROM membership WHERE contact_id = ?", (contact_id,)
-                )
-            }
-            db.executemany(
-                "DELETE FROM membership WHERE list_id = ? AND contact_id = ?",
-                [(lid, contact_id) for lid in sorted(current - keep)],
-            )
-            _add_memberships(
-                db,
-                contact_id,
-                [lid for lid in list_ids if lid not in current],
-                source or ACTION_BY_CUSTOMER,
-                now,
-            )
+            _replace_memberships(db, contact_id, list_ids, source or ACTION_BY_CUSTOMER, now)
         sets.append("last_update_time = ?")
         args.append(now)
         db.execute(
@@ -640,7 +626,7 @@ def opt_out_contact(db: sqlite3.Connection, account_id: int, contact_id: int, no
     """DELETE: move the contact to Do Not Mail, off every list (already there: no change).
 
     Raises:
-        ApiProblem: 404 for no such contact.
+        NotFound: no such contact.
     """
     with write_tx(db):
         row = db.execute(
@@ -648,7 +634,7 @@ def opt_out_contact(db: sqlite3.Connection, account_id: int, contact_id: int, no
             (account_id, contact_id),
         ).fetchone()
         if row is None:
-            raise ApiProblem(404, "No such contact")
+            raise NotFound("No such contact")
         if row[0] == STATUS_DO_NOT_MAIL:
             return
         db.execute("DELETE FROM membership WHERE contact_id = ?", (contact_id,))

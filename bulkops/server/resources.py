@@ -1,6 +1,7 @@
 """The route lists of every resource module, gathered for :func:`bulkops.server.app.create_app`.
 
-Each resource module owns its handlers and SQL and exposes ``routes: list[BaseRoute]``.
+Each resource module owns its handlers and exposes ``routes: list[BaseRoute]``; the data they
+use is reached through :class:`~bulkops.server.storage.Storage`.
 """
 
 from __future__ import annotations

@@ -29,11 +29,10 @@ from pathlib import Path
 import msgspec
 
 from bulkops.errors import ConfigError
-from bulkops.server.campaigns import to_ms
 from bulkops.server.seed import seed_contacts
 from bulkops.server.seed_events import seed_campaigns
-from bulkops.server.settings import add_email_address
-from bulkops.server.store import Store, write_tx
+from bulkops.server.setting_queries import add_email_address
+from bulkops.server.store import Store, to_ms, write_tx
 from bulkops.wire.atom.syntax import parse_time
 
 __all__ = ["SeedSummary", "add_arguments", "ensure_account_row", "run", "seed_account"]

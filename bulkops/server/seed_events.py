@@ -10,7 +10,7 @@ Invariants:
   arguments on the same starting database give the same rows, ids and times. Nothing reads
   the wall clock except to measure :attr:`CampaignSeedReport.seconds`.
 * **Consistent with the server's rules.** Campaigns are written as
-  :mod:`bulkops.server.campaigns` writes them (ids ``1100000000000 + n``, the same ``doc``
+  :mod:`bulkops.server.campaign_queries` writes them (ids ``1100000000000 + n``, the same ``doc``
   encoding, URLs extracted from the content), so the API serves them unchanged; counters are
   the events (nothing else is written). Sent campaigns are processed oldest first: a
   campaign goes to the ``Active`` contacts of its lists inserted before its send time, and a
@@ -38,7 +38,7 @@ from itertools import accumulate
 
 import attrs
 
-from bulkops.server.campaigns import CAMPAIGN_ID_BASE, encode_doc, extract_urls
+from bulkops.server.campaign_queries import CAMPAIGN_ID_BASE, encode_doc, extract_urls
 from bulkops.server.store import STATUS_ACTIVE, STATUS_DO_NOT_MAIL, write_tx
 
 __all__ = ["CampaignSeedReport", "seed_campaigns"]
@@ -281,6 +281,120 @@ def _next_campaign_id(db: sqlite3.Connection) -> int:
     return max(int(top), CAMPAIGN_ID_BASE) + 1
 
 
+def _checked_arguments(
+    db: sqlite3.Connection,
+    account_id: int,
+    count: int,
+    lists: Sequence[int],
+    senders: tuple[int, int],
+    sent_ratio: float,
+    scheduled_ratio: float,
+) -> list[int]:
+    """The list ids without repeats; ValueError for a bad count or ratio, or a list or sender
+    address that is not the account's."""
+    from_email, reply = senders
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    if sent_ratio < 0 or scheduled_ratio < 0 or sent_ratio + scheduled_ratio > 1:
+        raise ValueError("sent_ratio and scheduled_ratio must be >= 0 and add up to at most 1")
+    list_ids = list(dict.fromkeys(lists))
+    if list_ids:
+        marks = ", ".join("?" * len(list_ids))
+        (found,) = db.execute(
+            f"SELECT count(*) FROM list WHERE account_id = ? AND id IN ({marks})",
+            (account_id, *list_ids),
+        ).fetchone()
+        if found != len(list_ids):
+            raise ValueError(f"not all of {list_ids} are lists of account {account_id}")
+    row = db.execute(
+        "SELECT email FROM email_address WHERE account_id = ? AND id = ?", (account_id, from_email)
+    ).fetchone()
+    if (
+        row is None
+        or db.execute(
+            "SELECT 1 FROM email_address WHERE account_id = ? AND id = ?", (account_id, reply)
+        ).fetchone()
+        is None
+    ):
+        raise ValueError(f"the sender addresses are not addresses of account {account_id}")
+    return list_ids
+
+
+def _send(
+    db: sqlite3.Connection,
+    rnd: random.Random,
+    account_id: int,
+    campaign_id: int,
+    when: int,
+    now_ms: int,
+    targets: list[int],
+    totals: dict[str, int],
+) -> int:
+    """Write the events of a sent campaign (counted into ``totals``) and opt out those who
+    opted out; return how many did."""
+    u = rnd.random
+    url_ids = [
+        row[0]
+        for row in db.execute(
+            "SELECT id FROM campaign_url WHERE campaign_id = ? ORDER BY id",
+            (campaign_id,),
+        )
+    ]
+    rates = _Rates(
+        bounce=0.03 * (0.5 + u()),
+        open=0.24 * (0.7 + 0.6 * u()),
+        click=0.28 * (0.6 + 0.8 * u()),
+        forward=0.02 * (0.5 + u()),
+        optout=0.01 * (0.5 + u()),
+        spam=0.002 * (0.5 + u()),
+    )
+    recipients = _recipients(db, account_id, targets, when)
+    rows, optouts = _events_of_campaign(
+        rnd, account_id, campaign_id, when, now_ms, recipients, url_ids, rates
+    )
+    db.executemany(_INSERT_EVENT, rows)
+    for event in rows:
+        totals[event[3]] += 1
+    if optouts:
+        db.executemany(
+            "UPDATE contact SET status = ?, opt_out_source = 'ACTION_BY_CONTACT',"
+            " opt_out_time = ?, opt_out_reason = '',"
+            " last_update_time = max(last_update_time, ?) WHERE id = ?",
+            [(STATUS_DO_NOT_MAIL, at, at, cid) for cid, at in optouts.items()],
+        )
+        db.executemany(
+            "DELETE FROM membership WHERE contact_id = ?",
+            [(cid,) for cid in optouts],
+        )
+    return len(optouts)
+
+
+def _published(theme: str, account_id: int, campaign_id: int) -> dict[str, str]:
+    """The elements a sent campaign has: its share page and archive."""
+    return {
+        "SharePageURL": (
+            f"http://myemail.constantcontact.com/{theme.replace(' ', '-')}.html"
+            f"?soid={account_id}&aid={campaign_id}"
+        ),
+        "ArchiveStatus": "Published",
+        "ArchiveURL": f"http://archive.constantcontact.com/fs{account_id:03d}/{campaign_id}.html",
+    }
+
+
+def _write_parts(
+    db: sqlite3.Connection, campaign_id: int, targets: list[int], content: str
+) -> None:
+    """The campaign's lists and tracked URLs (as the API stores them)."""
+    db.executemany(
+        "INSERT INTO campaign_list (campaign_id, list_id) VALUES (?, ?)",
+        [(campaign_id, list_id) for list_id in targets],
+    )
+    db.executemany(
+        "INSERT INTO campaign_url (campaign_id, url) VALUES (?, ?)",
+        [(campaign_id, url) for url in extract_urls(content)],
+    )
+
+
 def seed_campaigns(
     db: sqlite3.Connection,
     account_id: int,
@@ -325,31 +439,10 @@ def seed_campaigns(
         ValueError: a negative count, bad ratios, or a list or address that is not the
             account's.
     """
-    if count < 0:
-        raise ValueError("count must be >= 0")
-    if sent_ratio < 0 or scheduled_ratio < 0 or sent_ratio + scheduled_ratio > 1:
-        raise ValueError("sent_ratio and scheduled_ratio must be >= 0 and add up to at most 1")
-    list_ids = list(dict.fromkeys(lists))
-    if list_ids:
-        marks = ", ".join("?" * len(list_ids))
-        (found,) = db.execute(
-            f"SELECT count(*) FROM list WHERE account_id = ? AND id IN ({marks})",
-            (account_id, *list_ids),
-        ).fetchone()
-        if found != len(list_ids):
-            raise ValueError(f"not all of {list_ids} are lists of account {account_id}")
     reply = from_email if reply_to_email is None else reply_to_email
-    row = db.execute(
-        "SELECT email FROM email_address WHERE account_id = ? AND id = ?", (account_id, from_email)
-    ).fetchone()
-    if (
-        row is None
-        or db.execute(
-            "SELECT 1 FROM email_address WHERE account_id = ? AND id = ?", (account_id, reply)
-        ).fetchone()
-        is None
-    ):
-        raise ValueError(f"the sender addresses are not addresses of account {account_id}")
+    list_ids = _checked_arguments(
+        db, account_id, count, lists, (from_email, reply), sent_ratio, scheduled_ratio
+    )
     from_name = organization
     started = time.perf_counter()
     rnd = random.Random(seed)
@@ -363,6 +456,8 @@ def seed_campaigns(
     created: list[int] = []
     opted_out = 0
     window_start = now_ms - 80 * _DAY
+    # One loop drawing from one random stream in a fixed order (so a seed always gives the
+    # same data); long mostly because of the docstring above.
     for k in range(count):
         theme = _THEMES[int(u() * len(_THEMES))]
         targets = [list_ids[0]] if list_ids else []
@@ -387,14 +482,7 @@ def seed_campaigns(
             urls = [f"{link}?utm_campaign={campaign_id}" for link in _LINKS[:link_count]]
             fields = _fields(theme, subject, organization, from_name, urls)
             if status == "Sent":
-                fields["SharePageURL"] = (
-                    f"http://myemail.constantcontact.com/{theme.replace(' ', '-')}.html"
-                    f"?soid={account_id}&aid={campaign_id}"
-                )
-                fields["ArchiveStatus"] = "Published"
-                fields["ArchiveURL"] = (
-                    f"http://archive.constantcontact.com/fs{account_id:03d}/{campaign_id}.html"
-                )
+                fields.update(_published(theme, account_id, campaign_id))
             edited = when - _HOUR - int(u() * 3 * _DAY) if status != "Draft" else when
             db.execute(
                 "INSERT INTO campaign (id, account_id, name, status, date, doc, updated,"
@@ -413,49 +501,9 @@ def seed_campaigns(
                     when if status == "Scheduled" else None,
                 ),
             )
-            db.executemany(
-                "INSERT INTO campaign_list (campaign_id, list_id) VALUES (?, ?)",
-                [(campaign_id, list_id) for list_id in targets],
-            )
-            db.executemany(
-                "INSERT INTO campaign_url (campaign_id, url) VALUES (?, ?)",
-                [(campaign_id, url) for url in extract_urls(fields["EmailContent"])],
-            )
+            _write_parts(db, campaign_id, targets, fields["EmailContent"])
             if status == "Sent":
-                url_ids = [
-                    row[0]
-                    for row in db.execute(
-                        "SELECT id FROM campaign_url WHERE campaign_id = ? ORDER BY id",
-                        (campaign_id,),
-                    )
-                ]
-                rates = _Rates(
-                    bounce=0.03 * (0.5 + u()),
-                    open=0.24 * (0.7 + 0.6 * u()),
-                    click=0.28 * (0.6 + 0.8 * u()),
-                    forward=0.02 * (0.5 + u()),
-                    optout=0.01 * (0.5 + u()),
-                    spam=0.002 * (0.5 + u()),
-                )
-                recipients = _recipients(db, account_id, targets, when)
-                rows, optouts = _events_of_campaign(
-                    rnd, account_id, campaign_id, when, now_ms, recipients, url_ids, rates
-                )
-                db.executemany(_INSERT_EVENT, rows)
-                for event in rows:
-                    totals[event[3]] += 1
-                if optouts:
-                    db.executemany(
-                        "UPDATE contact SET status = ?, opt_out_source = 'ACTION_BY_CONTACT',"
-                        " opt_out_time = ?, opt_out_reason = '',"
-                        " last_update_time = max(last_update_time, ?) WHERE id = ?",
-                        [(STATUS_DO_NOT_MAIL, at, at, cid) for cid, at in optouts.items()],
-                    )
-                    db.executemany(
-                        "DELETE FROM membership WHERE contact_id = ?",
-                        [(cid,) for cid in optouts],
-                    )
-                    opted_out += len(optouts)
+                opted_out += _send(db, rnd, account_id, campaign_id, when, now_ms, targets, totals)
         created.append(campaign_id)
     return CampaignSeedReport(
         campaign_ids=tuple(created),

@@ -41,7 +41,7 @@ from bulkops.server.connections import (
     hypercorn_config,
     serve_hypercorn,
 )
-from bulkops.server.store import Store
+from bulkops.server.sqlite_storage import SqliteStorage
 
 __all__ = [
     "DEMO_ACCOUNT",
@@ -91,7 +91,7 @@ def open_state(
     With no account in the database and none given, the demo account is created and logged.
     ``login_limits`` throttle failed logins (default :class:`LoginLimits`).
     """
-    store = Store(db_path)
+    store = SqliteStorage(db_path)
     db = store.connection()
     accounts = list(accounts)
     for spec in accounts:
@@ -147,8 +147,7 @@ async def serve_api(
         origin = str(binds[0]).rstrip("/")
         if state.origin is None:
             state.origin = origin
-        background = state.extras.get("background", [])
-        for task in background:
+        for task in state.background:
             await nursery.start(task, state)
         task_status.started(state.config.public_url or origin)
 
@@ -408,5 +407,5 @@ async def _serve_until_signal(
                 )
             )
             logger.info(
-                "serving the API at %s/ws/customers/{username}/ (db %s)", url, state.store.path
+                "serving the API at %s/ws/customers/{username}/ (db %s)", url, state.store.location
             )

@@ -18,113 +18,39 @@ Invariants:
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bulkops.server.app import PREFIX, ApiProblem, atom_response, authenticate, base_for, state_of
-from bulkops.server.campaigns import clock_ms, feed_page, from_ms, source_for
-from bulkops.server.lists import next_key, path_id
+from bulkops.server.feeds import clock_ms, feed_response, next_key, source_meta
+from bulkops.server.http import (
+    PREFIX,
+    ApiProblem,
+    atom_response,
+    authenticate,
+    base_for,
+    path_id,
+    state_of,
+)
 from bulkops.server.paging import PAGE_SIZE
-from bulkops.server.store import write_tx
+from bulkops.server.setting_queries import (
+    STATUS_PENDING,
+    STATUS_VERIFIED,
+    add_email_address,
+)
 from bulkops.wire.atom.email_addresses import email_address_entry
 from bulkops.wire.atom.writing import document
-from bulkops.wire.model import AccountEmail
 
 __all__ = [
+    # Re-exported: the store side lives in setting_queries.
     "STATUS_PENDING",
     "STATUS_VERIFIED",
     "add_email_address",
-    "email_address_page",
-    "get_email_address",
     "routes",
 ]
 
-STATUS_VERIFIED = "Verified"
-STATUS_PENDING = "Pending"
-
 _COLLECTION = "settings/emailaddresses"
 _TITLE = ""  # the documented feed has an empty title
-
-
-def _record(row: Any) -> AccountEmail:
-    address_id, email, status, verified, updated = row
-    return AccountEmail(
-        id=str(address_id),
-        email=email,
-        status=status,
-        updated=from_ms(updated),
-        verified_time=None if verified is None else from_ms(verified),
-    )
-
-
-_COLUMNS = "id, email, status, verified_time, updated"
-
-
-def add_email_address(
-    db: sqlite3.Connection, account_id: int, email: str, *, verified: bool, now: int
-) -> AccountEmail:
-    """Give the account a sender address, or return the one it already has (idempotent).
-
-    Args:
-        db: a store connection (autocommit; this function runs its own transaction).
-        account_id: the account.
-        email: the address; an existing address that differs only in case is returned.
-        verified: ``Verified`` (verified at ``now``) or ``Pending``.
-        now: ms since the epoch.
-
-    Raises:
-        ValueError: an empty address.
-    """
-    email = email.strip()
-    if not email:
-        raise ValueError("an e-mail address must not be empty")
-    with write_tx(db):
-        row = db.execute(
-            f"SELECT {_COLUMNS} FROM email_address WHERE account_id = ? AND lower(email) = ?",
-            (account_id, email.lower()),
-        ).fetchone()
-        if row is None:
-            db.execute(
-                "INSERT INTO email_address (account_id, email, status, verified_time, updated)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    account_id,
-                    email,
-                    STATUS_VERIFIED if verified else STATUS_PENDING,
-                    now if verified else None,
-                    now,
-                ),
-            )
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM email_address WHERE rowid = last_insert_rowid()"
-            ).fetchone()
-    return _record(row)
-
-
-def email_address_page(
-    db: sqlite3.Connection, account_id: int, after: int, limit: int
-) -> list[AccountEmail]:
-    """Up to ``limit`` addresses of the account with ids above ``after``, ascending."""
-    rows = db.execute(
-        f"SELECT {_COLUMNS} FROM email_address WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
-        (account_id, after, limit),
-    ).fetchall()
-    return [_record(row) for row in rows]
-
-
-def get_email_address(
-    db: sqlite3.Connection, account_id: int, address_id: int
-) -> AccountEmail | None:
-    """One address of the account, or None."""
-    row = db.execute(
-        f"SELECT {_COLUMNS} FROM email_address WHERE account_id = ? AND id = ?",
-        (account_id, address_id),
-    ).fetchone()
-    return None if row is None else _record(row)
 
 
 async def _addresses(request: Request) -> Response:
@@ -132,11 +58,11 @@ async def _addresses(request: Request) -> Response:
     token = next_key(request, "emailaddresses", 1)
     state = state_of(request)
     after = 0 if token is None else token[0]
-    rows = await state.store.run(email_address_page, account.id, after, PAGE_SIZE + 1)
+    rows = await state.store.email_address_page(account.id, after, PAGE_SIZE + 1)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     base = base_for(request, account)
-    return feed_page(
+    return feed_response(
         request,
         base,
         collection=_COLLECTION,
@@ -152,14 +78,12 @@ async def _one_address(request: Request) -> Response:
     address_id = path_id(request, "address_id")
     state = state_of(request)
     found = (
-        None
-        if address_id is None
-        else await state.store.run(get_email_address, account.id, address_id)
+        None if address_id is None else await state.store.get_email_address(account.id, address_id)
     )
     if found is None:
         raise ApiProblem(404, "No such e-mail address")
     base = base_for(request, account)
-    source = source_for(base, _COLLECTION, _TITLE, clock_ms(state))
+    source = source_meta(base, _COLLECTION, _TITLE, clock_ms(state))
     return atom_response(document(email_address_entry(base, found, source=source)))
 
 

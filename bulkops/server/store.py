@@ -38,6 +38,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -56,7 +57,9 @@ __all__ = [
     "Account",
     "Store",
     "checkpoint_wal",
+    "from_ms",
     "now_ms",
+    "to_ms",
     "without_autocheckpoint",
     "write_tx",
 ]
@@ -239,6 +242,20 @@ MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 def now_ms() -> int:
     """The current time in integer milliseconds since the epoch."""
     return time.time_ns() // 1_000_000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def from_ms(ms: int) -> datetime:
+    """An aware UTC datetime from integer milliseconds since the epoch (exact, no float)."""
+    return _EPOCH + ms * _MS
+
+
+def to_ms(moment: datetime) -> int:
+    """Integer milliseconds since the epoch of an aware datetime (sub-ms precision dropped)."""
+    return (moment - _EPOCH) // _MS
 
 
 @attrs.frozen(kw_only=True)

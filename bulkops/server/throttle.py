@@ -31,7 +31,7 @@ from typing import Any
 
 import trio
 
-from bulkops.server.app import ASGIApp, Message, Receive, Scope, Send, ServerConfig
+from bulkops.server.asgi import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "MAX_TRACKED_ACCOUNTS",
@@ -220,10 +220,10 @@ class Throttle:
         await self.app(scope, receive, send)
 
 
-def wrap(app: ASGIApp, config: ServerConfig) -> ASGIApp:
-    """``app`` behind a :class:`Throttle` when ``config`` sets a rate or a quota, else ``app``."""
-    if config.rate is None and config.daily_quota is None:
+def wrap(
+    app: ASGIApp, *, rate: float | None, daily_quota: int | None, retry_after: float | None
+) -> ASGIApp:
+    """``app`` behind a :class:`Throttle` when a rate or a quota is set, else ``app``."""
+    if rate is None and daily_quota is None:
         return app
-    return Throttle(
-        app, rate=config.rate, daily_quota=config.daily_quota, retry_after=config.retry_after
-    )
+    return Throttle(app, rate=rate, daily_quota=daily_quota, retry_after=retry_after)
