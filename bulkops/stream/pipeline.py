@@ -50,7 +50,7 @@ import operator
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from itertools import compress
+from itertools import compress, repeat
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -99,6 +99,7 @@ _REGION = 96 * 1024
 _CR = 0x0D
 _LF = 0x0A
 _one_more = (1).__add__
+_second = operator.itemgetter(1)
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 
@@ -610,7 +611,11 @@ class _CsvCore:
         else:
             size = self._text.source_length
             lengths = [size(x + b"\n") for x in lines]
-        qlines = _quote_lines(region) if b'"' in region else []
+        qlines = (
+            list(compress(range(n), map(bytes.__contains__, lines, repeat(b'"'))))
+            if b'"' in region
+            else []
+        )
         emails = self._scan(region, lines, qlines)
         if region.translate(None, NOT_CONTROL):
             emails = [
@@ -717,8 +722,10 @@ class _CsvCore:
             emails = [pattern.findall(x + b"\n")[0] if x else b"" for x in lines]
         if qlines:
             if self._mode in ("raw", "email"):
-                quoted = self._quoted_lines.findall(b"\n".join([lines[q] for q in qlines]) + b"\n")
-                for q, (_quote, email) in zip(qlines, quoted, strict=True):
+                quoted = self._quoted_lines.findall(
+                    b"\n".join(map(lines.__getitem__, qlines)) + b"\n"
+                )
+                for q, email in zip(qlines, map(_second, quoted), strict=True):
                     emails[q] = email
             else:
                 for q in qlines:
@@ -934,22 +941,6 @@ class _CsvCore:
         )
         self._line = self._skip_line + skipper.breaks
         return data[end:]
-
-
-def _quote_lines(region: bytes) -> list[int]:
-    """Indices of the lines of ``region`` (LF-separated) holding a quote."""
-    found: list[int] = []
-    line = 0
-    last = 0
-    p = region.find(b'"')
-    while p >= 0:
-        line += region.count(b"\n", last, p)
-        found.append(line)
-        last = region.find(b"\n", p)
-        if last < 0:
-            break
-        p = region.find(b'"', last)
-    return found
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -109,7 +109,12 @@ def _field(
         limit = column.limit
         if not quoted:
             return b"[^" + stop + b"]{0,%d}+" % limit
-        return rb'(?:"(?:' + inside + rb'|""){0,%d}+"|[^' % limit + d + rb'"\r\n]{0,%d}+)' % limit
+        # A quoted field without doubled quotes first: one class repeated is several times
+        # faster in the regex engine than the alternation the general form needs.
+        return (
+            rb'(?:"' + inside + rb"{0,%d}+" % limit + rb'"(?!")'
+            rb'|"(?:' + inside + rb'|""){0,%d}+"|[^' % limit + d + rb'"\r\n]{0,%d}+)' % limit
+        )
     if not quoted:
         return inner
     return rb'(?:"' + inner + rb'"|' + inner + b")"
