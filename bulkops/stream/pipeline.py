@@ -48,9 +48,9 @@ from __future__ import annotations
 
 import operator
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
-from itertools import compress, repeat
+from itertools import accumulate, compress, repeat
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -76,6 +76,7 @@ from bulkops.stream.validate import (
     fast_email_ok,
     plain_row_pattern,
     quoted_row_pattern,
+    record_pattern,
     row_problem_of,
 )
 from bulkops.wire.activity import (
@@ -99,7 +100,9 @@ _REGION = 96 * 1024
 _CR = 0x0D
 _LF = 0x0A
 _one_more = (1).__add__
+_first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
+_third = operator.itemgetter(2)
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 
@@ -277,27 +280,31 @@ class Pipeline:
 
 class _LineIndex:
     """Source offsets of the records the chunker may still ask about (chunk ends, dropped
-    duplicates): per run of lines, its first line, its offset and the length of each line;
-    the end of a record spanning several lines apart."""
+    duplicates): per run of records, its first line, its offset, the length of each record
+    and, when some record spans several lines, the line where each starts (else record
+    ``i`` starts on line ``first + i``); a record's end given apart where its length is not
+    known (a refused record that ran on past what the fast pattern took)."""
 
     def __init__(self) -> None:
         self._firsts: list[int] = []
-        self._runs: list[tuple[int, list[int]]] = []
+        self._runs: list[tuple[int, list[int], list[int] | None]] = []
         self._ends: dict[int, int] = {}
         self.eof: int | None = None
 
-    def add(self, line: int, offset: int, lengths: list[int]) -> None:
+    def add(
+        self, line: int, offset: int, lengths: list[int], starts: list[int] | None = None
+    ) -> None:
         if lengths:
             self._firsts.append(line)
-            self._runs.append((offset, lengths))
+            self._runs.append((offset, lengths, starts))
 
     def end_at(self, line: int, offset: int) -> None:
         self._ends[line] = offset
 
     def locate(self, line: int) -> tuple[int, int]:
         k = bisect_right(self._firsts, line) - 1
-        offset, lengths = self._runs[k]
-        i = line - self._firsts[k]
+        offset, lengths, starts = self._runs[k]
+        i = line - self._firsts[k] if starts is None else bisect_left(starts, line)
         start = offset + sum(lengths[:i])
         end = self._ends.get(line, start + lengths[i])
         if self.eof is not None:
@@ -532,6 +539,11 @@ class _CsvCore:
         self._plain = plain_row_pattern(columns, delimiter)
         self._quoted = quoted_row_pattern(columns, delimiter)
         self._quoted_lines = quoted_row_pattern(columns, delimiter, single_line=True)
+        # Regions dense in quotes are read record by record in one findall (rows that may
+        # travel as they are only: the others need their fields).
+        self._records_re = (
+            record_pattern(columns, delimiter) if self._mode in ("raw", "email") else None
+        )
         self._chunker = Chunker(
             opts.chunk_options(),
             header=header,
@@ -552,9 +564,7 @@ class _CsvCore:
             # Regions of about _REGION bytes of whole lines: small enough for the CPU caches.
             cut = buf.find(b"\n", pos + _REGION, limit) + 1 if limit - pos > 2 * _REGION else 0
             b = cut or limit
-            if buf.find(b"\r", pos, b) >= 0 and buf.count(b"\r", pos, b) != buf.count(
-                b"\r\n", pos, b
-            ):
+            if buf.find(b"\r", pos, b) >= 0 and _BARE_CR.search(buf, pos, b) is not None:
                 end = self._one_by_one(buf, pos, b, final, batch, events)  # bare CRs
             else:
                 end = self._region(buf, pos, b, final, batch, events)
@@ -593,13 +603,28 @@ class _CsvCore:
         return pos
 
     def _region(
-        self, buf: bytes, a: int, b: int, final: bool, batch: RowBatch, events: list[Event]
+        self,
+        buf: bytes,
+        a: int,
+        b: int,
+        final: bool,
+        batch: RowBatch,
+        events: list[Event],
+        *,
+        dense: bool = True,
     ) -> int:
         """The complete lines ``buf[a:b]`` (LF or CRLF ends): checked in bulk; lines the
         fast patterns refuse, one by one; a record that runs over several lines, as a
         whole. Returns where the records handled end (past ``b`` when a quoted record runs
         on; before it when such a record is incomplete)."""
         region = buf[a:b]
+        # Dense in quotes (judged on its first bytes: any choice gives the same rows)?
+        if (
+            dense
+            and self._records_re is not None
+            and region.count(b'"', 0, 8192) > region.count(b"\n", 0, 8192) // 4
+        ):
+            return self._records_region(buf, a, b, region, final, batch, events)
         lines = region.split(b"\n")
         lines.pop()
         n = len(lines)
@@ -616,22 +641,8 @@ class _CsvCore:
             if b'"' in region
             else []
         )
-        emails = self._scan(region, lines, qlines)
-        if region.translate(None, NOT_CONTROL):
-            emails = [
-                e if not x.translate(None, NOT_CONTROL) else b""
-                for e, x in zip(emails, lines, strict=True)
-            ]
-        if not region.isascii() and not _is_utf8(region):
-            emails = [e if _is_utf8(x) else b"" for e, x in zip(emails, lines, strict=True)]
-        if len(region) > self._max_record and max(map(len, lines)) >= self._max_record:
-            emails = [
-                e if len(x) < self._max_record else b"" for e, x in zip(emails, lines, strict=True)
-            ]
+        emails = self._screen(region, lines, self._scan(region, lines, qlines))
         blob = b"\n".join(emails)
-        if b"-." in blob or max(map(len, emails)) > EMAIL_MAX_LENGTH:
-            emails = [e if fast_email_ok((e,)) else b"" for e in emails]
-            blob = b"\n".join(emails)
         keys = blob.lower().split(b"\n")
         mode = self._mode
         if mode == "raw":
@@ -701,6 +712,115 @@ class _CsvCore:
         batch.lines.extend(compress(range(line0, line0 + n), keep))
         if not passthrough:
             self._source_offset(buf, stop)
+        return stop
+
+    def _screen(self, region: bytes, units: list[bytes], emails: list[bytes]) -> list[bytes]:
+        """The checks the fast patterns leave out, on the whole region at once: control
+        characters, UTF-8, the record bound, the email post-checks. ``units`` are the lines
+        or records of ``region``, ``emails`` their fast verdicts; refused ones become
+        ``b""``."""
+        if region.translate(None, NOT_CONTROL):
+            emails = [
+                e if not x.translate(None, NOT_CONTROL) else b""
+                for e, x in zip(emails, units, strict=True)
+            ]
+        if not region.isascii() and not _is_utf8(region):
+            emails = [e if _is_utf8(x) else b"" for e, x in zip(emails, units, strict=True)]
+        if len(region) > self._max_record and max(map(len, units)) >= self._max_record:
+            emails = [
+                e if len(x) < self._max_record else b"" for e, x in zip(emails, units, strict=True)
+            ]
+        if b"-." in b"\n".join(emails) or max(map(len, emails)) > EMAIL_MAX_LENGTH:
+            emails = [e if fast_email_ok((e,)) else b"" for e in emails]
+        return emails
+
+    def _records_region(
+        self,
+        buf: bytes,
+        a: int,
+        b: int,
+        region: bytes,
+        final: bool,
+        batch: RowBatch,
+        events: list[Event],
+    ) -> int:
+        """The records of ``buf[a:b]`` (LF or CRLF ends, quotes everywhere): one ``findall``
+        of :func:`~bulkops.stream.validate.record_pattern` reads them, multi-line ones
+        included, with their emails; the records it refuses are read exactly, one by one.
+        When the exact reading ends a refused record elsewhere than the pattern did (stray
+        quotes), the rest of the region is read line by line (:meth:`_region`). Returns
+        where the records handled end, as :meth:`_region` does."""
+        assert self._records_re is not None
+        found = self._records_re.findall(buf, a, b)
+        recs: list[bytes] = list(map(_first, found))
+        emails: list[bytes] = list(map(_third, found))
+        del found
+        n = len(recs)
+        nlines = region.count(b"\n")
+        line0 = self._line
+        src0 = self._src_at(buf, a)
+        passthrough = self._text.passthrough
+        if passthrough:
+            lengths = list(map(_one_more, map(len, recs)))
+        else:
+            size = self._text.source_length
+            lengths = [size(x + b"\n") for x in recs]
+        # The line each record starts on (None: one line each).
+        starts = (
+            None
+            if n == nlines
+            else list(
+                accumulate(map(_one_more, map(bytes.count, recs, repeat(b"\n"))), initial=line0)
+            )
+        )
+        numbers = range(line0, line0 + n + 1) if starts is None else starts
+        emails = self._screen(region, recs, emails)
+        keys = b"\n".join(emails).lower().split(b"\n")
+        outs = recs if self._mode == "raw" else emails
+        if b"" not in emails:
+            self._index.add(line0, src0, lengths, None if starts is None else starts[:-1])
+            self._line += nlines
+            self._records += n
+            batch.outs += outs
+            batch.emails += keys
+            batch.lines.extend(numbers[:-1])
+            return b
+        keep = bytearray(b"\x01") * n
+        outs = list(outs)
+        upto, stop, line_after = n, b, line0 + nlines  # records handled, their end, next line
+        rest = False  # the rest of the region is to be read line by line
+        cursor, offset, at = 0, src0, a  # record `cursor` starts at source `offset`, buf[at]
+        for k in compress(range(n), map(operator.not_, emails)):
+            offset += sum(lengths[cursor:k])
+            at += sum(map(len, recs[cursor:k])) + k - cursor
+            cursor = k
+            number = numbers[k]
+            record = self._record_at(buf, at, final, number, offset, events)
+            if record is None:  # runs past the input so far: stop before it
+                upto, stop, line_after = k, at, number
+                keep[k:] = bytes(n - k)
+                break
+            end, breaks, end_offset, row = record
+            if row is None:
+                keep[k] = 0
+            else:
+                outs[k], keys[k] = row
+            if end != at + len(recs[k]) + 1:  # the exact reading ends it elsewhere
+                self._index.end_at(number, end_offset)
+                upto, stop, line_after = k + 1, end, number + breaks
+                keep[k + 1 :] = bytes(n - k - 1)
+                rest = end < b
+                break
+        self._index.add(line0, src0, lengths[:upto], None if starts is None else starts[:upto])
+        self._line = line_after
+        self._records += upto
+        batch.outs += compress(outs, keep)
+        batch.emails += compress(keys, keep)
+        batch.lines.extend(compress(numbers, keep))
+        if not passthrough:
+            self._source_offset(buf, stop)
+        if rest:
+            return self._region(buf, stop, b, final, batch, events, dense=False)
         return stop
 
     def _scan(self, region: bytes, lines: list[bytes], qlines: list[int]) -> list[bytes]:
