@@ -280,33 +280,48 @@ class Pipeline:
 
 class _LineIndex:
     """Source offsets of the records the chunker may still ask about (chunk ends, dropped
-    duplicates): per run of records, its first line, its offset, the length of each record
-    and, when some record spans several lines, the line where each starts (else record
-    ``i`` starts on line ``first + i``); a record's end given apart where its length is not
-    known (a refused record that ran on past what the fast pattern took)."""
+    duplicates), per run of records: its first line, its source offset, and either the
+    source length of each record or (UTF-8 input) the records themselves without their LF
+    (lengths are taken only when asked: most records never are), and the line each record
+    starts on when some span several lines (else record ``i`` is on line ``first + i``).
+    A record's end is given apart where its length is not known (a refused record the
+    exact reading ended elsewhere than the fast pattern)."""
 
     def __init__(self) -> None:
         self._firsts: list[int] = []
-        self._runs: list[tuple[int, list[int], list[int] | None]] = []
+        self._runs: list[tuple[int, list[int] | list[bytes], list[int] | None]] = []
         self._ends: dict[int, int] = {}
         self.eof: int | None = None
 
     def add(
-        self, line: int, offset: int, lengths: list[int], starts: list[int] | None = None
+        self,
+        line: int,
+        offset: int,
+        sizes: list[int] | list[bytes],
+        starts: list[int] | None = None,
     ) -> None:
-        if lengths:
+        """A run: ``sizes`` are source lengths, or UTF-8 records without their LF."""
+        if sizes:
             self._firsts.append(line)
-            self._runs.append((offset, lengths, starts))
+            self._runs.append((offset, sizes, starts))
 
     def end_at(self, line: int, offset: int) -> None:
         self._ends[line] = offset
 
     def locate(self, line: int) -> tuple[int, int]:
         k = bisect_right(self._firsts, line) - 1
-        offset, lengths, starts = self._runs[k]
+        offset, sizes, starts = self._runs[k]
         i = line - self._firsts[k] if starts is None else bisect_left(starts, line)
-        start = offset + sum(lengths[:i])
-        end = self._ends.get(line, start + lengths[i])
+        first = sizes[0]
+        if isinstance(first, bytes):
+            records: list[bytes] = sizes  # type: ignore[assignment]
+            start = offset + sum(map(len, records[:i])) + i
+            length = len(records[i]) + 1
+        else:
+            lengths: list[int] = sizes  # type: ignore[assignment]
+            start = offset + sum(lengths[:i])
+            length = lengths[i]
+        end = self._ends.get(line, start + length)
         if self.eof is not None:
             end = min(end, self.eof)
         return start, end
@@ -631,18 +646,16 @@ class _CsvCore:
         line0 = self._line
         src0 = self._src_at(buf, a)
         passthrough = self._text.passthrough
-        if passthrough:
-            lengths = list(map(_one_more, map(len, lines)))
-        else:
+        sizes: list[int] | list[bytes] = lines
+        if not passthrough:
             size = self._text.source_length
-            lengths = [size(x + b"\n") for x in lines]
+            sizes = [size(x + b"\n") for x in lines]
         qlines = (
             list(compress(range(n), map(bytes.__contains__, lines, repeat(b'"'))))
             if b'"' in region
             else []
         )
-        emails = self._screen(region, lines, self._scan(region, lines, qlines))
-        blob = b"\n".join(emails)
+        emails, blob = self._screen(region, lines, self._scan(region, lines, qlines))
         keys = blob.lower().split(b"\n")
         mode = self._mode
         if mode == "raw":
@@ -655,7 +668,7 @@ class _CsvCore:
         else:
             outs = [self._rewrite(x) if e else b"" for e, x in zip(emails, lines, strict=True)]
         if b"" not in emails:
-            self._index.add(line0, src0, lengths)
+            self._index.add(line0, src0, sizes)
             self._line += n
             self._records += n
             batch.outs += outs
@@ -672,12 +685,20 @@ class _CsvCore:
         for i in compress(range(n), map(operator.not_, emails)):
             if i < skip_to:
                 continue
-            offset += sum(lengths[cursor:i])
+            if passthrough:
+                offset += sum(map(len, lines[cursor:i])) + i - cursor
+            else:
+                offset += sum(sizes[cursor:i])  # type: ignore[arg-type]
             cursor = i
             number = line0 + i
             if i not in quote_set:
+                length = len(lines[i]) + 1 if passthrough else sizes[i]
                 row = self._exact_line(
-                    lines[i], number, offset, self._end_offset(offset + lengths[i]), events
+                    lines[i],
+                    number,
+                    offset,
+                    self._end_offset(offset + length),  # type: ignore[operator]
+                    events,
                 )
                 if row is None:
                     keep[i] = 0
@@ -704,7 +725,7 @@ class _CsvCore:
                 if i + breaks > n:  # the record runs past the region
                     stop, line_after = end, number + breaks
                     break
-        self._index.add(line0, src0, lengths[:upto])
+        self._index.add(line0, src0, sizes[:upto])
         self._line = line_after
         self._records += upto - continuation
         batch.outs += compress(outs, keep)
@@ -714,11 +735,13 @@ class _CsvCore:
             self._source_offset(buf, stop)
         return stop
 
-    def _screen(self, region: bytes, units: list[bytes], emails: list[bytes]) -> list[bytes]:
+    def _screen(
+        self, region: bytes, units: list[bytes], emails: list[bytes]
+    ) -> tuple[list[bytes], bytes]:
         """The checks the fast patterns leave out, on the whole region at once: control
         characters, UTF-8, the record bound, the email post-checks. ``units`` are the lines
         or records of ``region``, ``emails`` their fast verdicts; refused ones become
-        ``b""``."""
+        ``b""``. Returns them, and joined by LFs."""
         if region.translate(None, NOT_CONTROL):
             emails = [
                 e if not x.translate(None, NOT_CONTROL) else b""
@@ -730,9 +753,11 @@ class _CsvCore:
             emails = [
                 e if len(x) < self._max_record else b"" for e, x in zip(emails, units, strict=True)
             ]
-        if b"-." in b"\n".join(emails) or max(map(len, emails)) > EMAIL_MAX_LENGTH:
+        blob = b"\n".join(emails)
+        if b"-." in blob or max(map(len, emails)) > EMAIL_MAX_LENGTH:
             emails = [e if fast_email_ok((e,)) else b"" for e in emails]
-        return emails
+            blob = b"\n".join(emails)
+        return emails, blob
 
     def _records_region(
         self,
@@ -760,11 +785,10 @@ class _CsvCore:
         line0 = self._line
         src0 = self._src_at(buf, a)
         passthrough = self._text.passthrough
-        if passthrough:
-            lengths = list(map(_one_more, map(len, recs)))
-        else:
+        sizes: list[int] | list[bytes] = recs
+        if not passthrough:
             size = self._text.source_length
-            lengths = [size(x + b"\n") for x in recs]
+            sizes = [size(x + b"\n") for x in recs]
         # The line each record starts on (None: one line each).
         starts = (
             None
@@ -774,11 +798,11 @@ class _CsvCore:
             )
         )
         numbers = range(line0, line0 + n + 1) if starts is None else starts
-        emails = self._screen(region, recs, emails)
-        keys = b"\n".join(emails).lower().split(b"\n")
+        emails, blob = self._screen(region, recs, emails)
+        keys = blob.lower().split(b"\n")
         outs = recs if self._mode == "raw" else emails
         if b"" not in emails:
-            self._index.add(line0, src0, lengths, None if starts is None else starts[:-1])
+            self._index.add(line0, src0, sizes, None if starts is None else starts[:-1])
             self._line += nlines
             self._records += n
             batch.outs += outs
@@ -791,8 +815,9 @@ class _CsvCore:
         rest = False  # the rest of the region is to be read line by line
         cursor, offset, at = 0, src0, a  # record `cursor` starts at source `offset`, buf[at]
         for k in compress(range(n), map(operator.not_, emails)):
-            offset += sum(lengths[cursor:k])
-            at += sum(map(len, recs[cursor:k])) + k - cursor
+            skipped = sum(map(len, recs[cursor:k])) + k - cursor
+            at += skipped
+            offset += skipped if passthrough else sum(sizes[cursor:k])  # type: ignore[arg-type]
             cursor = k
             number = numbers[k]
             record = self._record_at(buf, at, final, number, offset, events)
@@ -811,7 +836,7 @@ class _CsvCore:
                 keep[k + 1 :] = bytes(n - k - 1)
                 rest = end < b
                 break
-        self._index.add(line0, src0, lengths[:upto], None if starts is None else starts[:upto])
+        self._index.add(line0, src0, sizes[:upto], None if starts is None else starts[:upto])
         self._line = line_after
         self._records += upto
         batch.outs += compress(outs, keep)
