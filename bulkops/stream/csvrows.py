@@ -672,7 +672,8 @@ class CsvRows:
         if self._virtual and parsed.end == len(buf) and parsed.unterminated:
             again = parse_record(buf[:-1], pos, delimiter, final=True)
             assert again is not None
-            parsed = ParsedRecord(again.fields, len(buf), again.breaks, True, again.lenient)
+            # Its terminator is the LF added at the end: count it, as for every record.
+            parsed = ParsedRecord(again.fields, len(buf), again.breaks + 1, True, again.lenient)
         end = parsed.end
         stop = self._src_at(buf, end)
         record = buf[pos:end]
