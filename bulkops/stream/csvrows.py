@@ -70,7 +70,7 @@ __all__ = ["CsvRows"]
 _REGION = 96 * 1024
 #: A region is read record by record when its first bytes hold more than one quote per
 #: this many lines (any choice gives the same rows: only the speed differs).
-DENSE_QUOTES = 4
+DENSE_QUOTES = 1
 _CR = 0x0D
 _LF = 0x0A
 _one_more = (1).__add__
@@ -398,11 +398,13 @@ class CsvRows:
 
     def _run_of(self, buf: bytes, a: int, b: int, units: list[bytes]) -> Run:
         """A run of records (or lines) ``units`` from ``buf[a]`` to ``buf[b]``."""
-        run = Run(a, b, self._line, self._src_at(buf, a), units)
-        if not self._text.passthrough:
+        utf8 = self._text.passthrough
+        if utf8:
+            sizes = list(map(_one_more, map(len, units)))
+        else:
             size = self._text.source_length
-            run.sizes = [size(x + b"\n") for x in units]
-        return run
+            sizes = [size(x + b"\n") for x in units]
+        return Run(a, b, self._line, self._src_at(buf, a), units, sizes, utf8=utf8)
 
     def _commit(self, buf: bytes, run: Run, batch: RowBatch, keep: bytearray | None = None) -> int:
         """Hand the run's rows to the batch (those ``keep`` marks, else all of them), its
@@ -452,7 +454,7 @@ class CsvRows:
             offset, at = run.seek(i)
             number = run.line0 + i
             if i not in quote_set:
-                end = self._end_offset(offset + run.size(i))
+                end = self._end_offset(offset + run.sizes[i])
                 row = self._outcome(self._rules.check_line(lines[i]), number, offset, end, events)  # type: ignore[union-attr]
                 if row is None:
                     keep[i] = 0

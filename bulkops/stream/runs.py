@@ -7,32 +7,31 @@ some span several lines. :class:`LineIndex` keeps, per committed run, what it ta
 answer ``locate(line) -> (start_offset, end_offset)`` for the few records the chunker asks
 about (chunk ends, dropped duplicates), and forgets runs as chunks go out.
 
-For UTF-8 input the records themselves stand for their lengths (a record's source length
-is its length plus its LF): the reading never makes a list of lengths that is hardly ever
-used.
-
 Pure: no IO, no clock.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from itertools import accumulate
+from typing import Any
 
 __all__ = ["LineIndex", "Run"]
 
 
 class LineIndex:
     """Source offsets of the records the chunker may still ask about (chunk ends, dropped
-    duplicates), per run of records: its first line, its source offset, and either the
-    source length of each record or (UTF-8 input) the records themselves without their LF
-    (lengths are taken only when asked: most records never are), and the line each record
-    starts on when some span several lines (else record ``i`` is on line ``first + i``).
+    duplicates), per run of records: its first line, its source offset, the source length
+    of each record, and the line each record starts on when some span several lines (else
+    record ``i`` is on line ``first + i``). A run's offsets are summed up once, when one of
+    its records is first asked about.
     A record's end is given apart where its length is not known (a refused record the
     exact reading ended elsewhere than the fast pattern)."""
 
     def __init__(self) -> None:
         self._firsts: list[int] = []
-        self._runs: list[tuple[int, list[int] | list[bytes], list[int] | None]] = []
+        # offset, sizes, starts, and the sizes' prefix sums once a record of it is asked for
+        self._runs: list[list[Any]] = []
         self._ends: dict[int, int] = {}
         self.eof: int | None = None
 
@@ -40,31 +39,26 @@ class LineIndex:
         self,
         line: int,
         offset: int,
-        sizes: list[int] | list[bytes],
+        sizes: list[int],
         starts: list[int] | None = None,
     ) -> None:
-        """A run: ``sizes`` are source lengths, or UTF-8 records without their LF."""
+        """A run: the records' source lengths, and the line each starts on."""
         if sizes:
             self._firsts.append(line)
-            self._runs.append((offset, sizes, starts))
+            self._runs.append([offset, sizes, starts, None])
 
     def end_at(self, line: int, offset: int) -> None:
         self._ends[line] = offset
 
     def locate(self, line: int) -> tuple[int, int]:
         k = bisect_right(self._firsts, line) - 1
-        offset, sizes, starts = self._runs[k]
+        run = self._runs[k]
+        offset, sizes, starts, prefix = run
+        if prefix is None:  # the run's first question: its offsets, once
+            prefix = run[3] = list(accumulate(sizes, initial=offset))
         i = line - self._firsts[k] if starts is None else bisect_left(starts, line)
-        first = sizes[0]
-        if isinstance(first, bytes):
-            records: list[bytes] = sizes  # type: ignore[assignment]
-            start = offset + sum(map(len, records[:i])) + i
-            length = len(records[i]) + 1
-        else:
-            lengths: list[int] = sizes  # type: ignore[assignment]
-            start = offset + sum(lengths[:i])
-            length = lengths[i]
-        end = self._ends.get(line, start + length)
+        start: int = prefix[i]
+        end = self._ends.get(line, prefix[i + 1])
         if self.eof is not None:
             end = min(end, self.eof)
         return start, end
@@ -99,17 +93,30 @@ class Run:
         "stop",
         "units",
         "upto",
+        "utf8",
     )
 
-    def __init__(self, a: int, b: int, line0: int, src0: int, units: list[bytes]) -> None:
+    def __init__(
+        self,
+        a: int,
+        b: int,
+        line0: int,
+        src0: int,
+        units: list[bytes],
+        sizes: list[int],
+        *,
+        utf8: bool,
+    ) -> None:
         self.a = a
         self.b = b
         self.line0 = line0
         self.src0 = src0
         self.units = units
         """The records (or lines) without their LF."""
-        self.sizes: list[int] | list[bytes] = units
-        """Source lengths, or the units themselves when the source is UTF-8."""
+        self.sizes = sizes
+        """Their source lengths, LF included."""
+        self.utf8 = utf8
+        """The source is UTF-8 (buffer positions move as source offsets do)."""
         self.starts: list[int] | None = None
         """The line each unit starts on, and the line after (None: one line each)."""
         self.outs: list[bytes] = []
@@ -127,20 +134,13 @@ class Run:
             return range(self.line0, self.line0 + len(self.units) + 1)
         return self.starts
 
-    def size(self, i: int) -> int:
-        """The source length of unit ``i`` with its LF."""
-        size = self.sizes[i]
-        return len(size) + 1 if isinstance(size, bytes) else size
-
     def seek(self, i: int) -> tuple[int, int]:
         """``(source offset, buffer position)`` of unit ``i`` (never before the last)."""
-        units = self.units
-        skipped = sum(map(len, units[self._cursor : i])) + i - self._cursor
+        skipped = sum(self.sizes[self._cursor : i])
+        self._offset += skipped
+        if not self.utf8:
+            skipped = sum(map(len, self.units[self._cursor : i])) + i - self._cursor
         self._at += skipped
-        if isinstance(self.sizes[0], bytes):
-            self._offset += skipped
-        else:
-            self._offset += sum(self.sizes[self._cursor : i])
         self._cursor = i
         return self._offset, self._at
 
