@@ -24,8 +24,8 @@ benchmarks/README.md):
 * Control characters, UTF-8 and the record bound are checked on the whole region at once,
   and emails lower-cased in bulk. When the delimiter is a comma and every column is sent,
   an accepted row travels as its original bytes; otherwise it is rewritten.
-* Source offsets are kept per run of records (the records themselves for UTF-8 input) and
-  computed only for chunk ends and dropped duplicates.
+* Source offsets are kept per run of records (their lengths) and summed only for chunk ends
+  and dropped duplicates (:class:`~bulkops.stream.runs.LineIndex`).
 
 Invariants:
 
