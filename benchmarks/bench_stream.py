@@ -12,7 +12,14 @@ Cases, each in its own Python process (so each peak RSS is its own), on the same
 * ``xml-iterparse`` — the XML baseline: bare ``lxml.etree.iterparse`` over an Atom feed of
   the same contacts, clearing finished entries;
 * ``xml-reader`` — :class:`bulkops.stream.XmlContactDecoder` on that feed;
-* ``xml-pipeline`` — the whole pipeline on that feed.
+* ``xml-pipeline`` — the whole pipeline on that feed;
+* ``export`` — a file shaped like CRM and spreadsheet exports (``gen_contacts.py --format
+  export``: 8 columns, a quoted field with a comma on most lines, some multi-line fields,
+  CRLF, half the rows with names or cities in other scripts, some dirty rows): bare
+  ``csv.reader`` on it, the pipeline on it, and the whole ``bulkops import FILE --list X
+  --dry-run`` command as a user runs it (a fresh process: start-up, imports, journal and
+  outcome files included) against a fresh process running bare ``csv.reader``; its peak
+  RSS against 64 MB + 16 bytes per distinct email.
 
 Files come from ``gen_contacts.py`` (seeded, deterministic) and are cached in ``--workdir``.
 Usage::
@@ -20,6 +27,7 @@ Usage::
     python benchmarks/bench_stream.py                          # 1 M rows (~3 min)
     python benchmarks/bench_stream.py --rows 1000000,5000000   # as in README.md
     python benchmarks/bench_stream.py --rows 200000 --xml-rows 50000 --json
+    python benchmarks/bench_stream.py --cases export --export-rows 2000000 --repeat 2
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ import argparse
 import csv
 import io
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +68,7 @@ CASES = (
     "xml-iterparse",
     "xml-reader",
     "xml-pipeline",
+    "export",
 )
 
 
@@ -177,12 +188,16 @@ def run_case(case: str, path: str) -> dict[str, Any]:
         return xml_reader(path)
     if case == "xml-pipeline":
         return pipeline(path)
+    if case == "export-csv-reader":
+        return csv_reader(path)
+    if case == "export-pipeline":
+        return pipeline(path)
     raise SystemExit(f"unknown case {case}")
 
 
 def child(case: str, path: str, repeat: int) -> None:
     # Imports are not part of the rate; each case imports what it uses (lxml only for XML).
-    if case.startswith(("pipeline", "xml-")):
+    if case.startswith(("pipeline", "xml-", "export-pipeline")):
         import bulkops.stream  # noqa: F401
     if case.startswith("xml-"):
         from lxml import etree  # noqa: F401
@@ -199,13 +214,141 @@ def child(case: str, path: str, repeat: int) -> None:
     child_result({"case": case, "seconds": seconds, "cpu_seconds": cpu, **result})
 
 
+# -- the export-shaped file, and the whole command -------------------------------------------
+
+# The command as a user runs it, in a fresh process that reports its own peak RSS.
+_COMMAND = """
+import sys
+from bulkops.__main__ import main
+code = main(sys.argv[1:])
+with open("/proc/self/status", encoding="ascii") as status:
+    hwm = [line.split()[1] for line in status if line.startswith("VmHWM:")]
+print("VmHWM", *hwm, file=sys.stderr)
+sys.exit(0 if code in (0, 2) else code)
+"""
+# The baseline process: bare csv.reader over the same file.
+_READER = """
+import csv, sys
+with open(sys.argv[1], newline="", encoding="utf-8") as handle:
+    for _row in csv.reader(handle):
+        pass
+"""
+
+
+def run_process(args: list[str], repeat: int, cwd: str | None = None) -> dict[str, float]:
+    """The best wall-clock time of ``repeat`` runs of ``python *args`` (a fresh process each
+    time), its CPU seconds and its peak RSS (MiB, as the process reported it, else 0)."""
+    best = {"seconds": float("inf"), "cpu_seconds": 0.0, "peak_rss_mib": 0.0}
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd
+        )
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode("utf-8", "replace")
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{args} failed:\n{err}")
+        hwm = [line.split()[1] for line in err.splitlines() if line.startswith("VmHWM")]
+        if seconds < best["seconds"]:
+            best = {
+                "seconds": seconds,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "peak_rss_mib": int(hwm[0]) / 1024 if hwm else 0.0,
+            }
+    return best
+
+
+def export_results(workdir: Path, rows: int, repeat: int) -> dict[str, dict[str, Any]]:
+    """Every measurement of the export case, baselines in the same run."""
+    path = ensure_file(workdir, rows, "export")
+    results = {
+        case: measure(case, path, repeat) for case in ("export-csv-reader", "export-pipeline")
+    }
+    with tempfile.TemporaryDirectory(dir=workdir) as runs:  # each run's directory goes there
+        command = ["-c", _COMMAND, "import", path, "--list", "X", "--dry-run", "--quiet"]
+        print(f"  bulkops import --dry-run on {Path(path).name} ...", file=sys.stderr)
+        results["export-command"] = run_process(command, repeat, cwd=runs)
+    print(f"  csv.reader process on {Path(path).name} ...", file=sys.stderr)
+    results["export-reader-process"] = run_process(["-c", _READER, path], repeat)
+    return results
+
+
+def export_figures(rows: int, results: dict[str, dict[str, Any]]) -> list[Figure]:
+    base = results["export-csv-reader"]
+    pipe = results["export-pipeline"]
+    command = results["export-command"]
+    reader = results["export-reader-process"]
+    case = f"export, {rows / 1e6:g} M rows"
+    emails = pipe["unique_emails"]
+    limit = (64e6 + 16 * emails) / 2**20
+    return [
+        Figure(
+            case=case,
+            metric="pipeline: file → validated rows → request bodies",
+            value=pipe["rows"] / pipe["seconds"],
+            unit="rows/s",
+            baseline=base["rows"] / base["seconds"],
+            baseline_label="bare csv.reader",
+        ),
+        Figure(
+            case=case,
+            metric="pipeline, CPU seconds",
+            value=pipe["cpu_seconds"],
+            unit="s",
+            baseline=base["cpu_seconds"],
+            baseline_label="bare csv.reader",
+            higher_is_better=False,
+        ),
+        Figure(
+            case=case,
+            metric="whole `bulkops import --dry-run` (fresh process, wall)",
+            value=command["seconds"],
+            unit="s",
+            baseline=reader["seconds"],
+            baseline_label="fresh process, bare csv.reader",
+            higher_is_better=False,
+        ),
+        Figure(
+            case=case,
+            metric="whole command, CPU seconds",
+            value=command["cpu_seconds"],
+            unit="s",
+            baseline=reader["cpu_seconds"],
+            baseline_label="fresh process, bare csv.reader",
+            higher_is_better=False,
+        ),
+        Figure(
+            case=case,
+            metric=f"whole command, peak RSS ({emails:,} distinct emails)",
+            value=command["peak_rss_mib"],
+            unit="MiB",
+            baseline=limit,
+            baseline_label="64 MB + 16 B per distinct email",
+            higher_is_better=False,
+        ),
+        Figure(
+            case=case,
+            metric="pipeline alone, peak RSS",
+            value=pipe["peak_rss_mib"],
+            unit="MiB",
+            baseline=base["peak_rss_mib"],
+            baseline_label="bare csv.reader",
+            higher_is_better=False,
+        ),
+    ]
+
+
 # -- the parent -------------------------------------------------------------------------------
 
 
 def ensure_file(workdir: Path, rows: int, form: str) -> str:
     from gen_contacts import write_file
 
-    path = workdir / f"contacts-{rows}.{form}"
+    suffix = "export.csv" if form == "export" else form
+    path = workdir / f"contacts-{rows}.{suffix}"
     if not path.exists():
         print(f"generating {path} ...", file=sys.stderr)
         tmp = path.with_suffix(".tmp")
@@ -311,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="1000000", help="CSV sizes, comma-separated")
     parser.add_argument("--xml-rows", type=int, default=200_000, help="entries of the XML feed")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case (best kept)")
+    parser.add_argument(
+        "--export-rows", type=int, default=2_000_000, help="rows of the export-shaped file"
+    )
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--workdir", default="/tmp/bulkops-bench")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -343,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         raw[f"xml-{args.xml_rows}"] = results
         figures += xml_figures(args.xml_rows, results)
+    if "export" in cases and args.export_rows:
+        results = export_results(workdir, args.export_rows, args.repeat)
+        raw[f"export-{args.export_rows}"] = results
+        figures += export_figures(args.export_rows, results)
     if args.json:
         print(to_json(figures, machine=machine(), results=raw))
     else:

@@ -24,7 +24,18 @@ import sys
 from collections.abc import Iterator
 from xml.sax.saxutils import escape
 
-__all__ = ["HEADER", "XML_FIELDS", "contacts", "generate", "generate_xml", "main", "write_file"]
+__all__ = [
+    "EXPORT_HEADER",
+    "HEADER",
+    "XML_FIELDS",
+    "contacts",
+    "export_contacts",
+    "generate",
+    "generate_export",
+    "generate_xml",
+    "main",
+    "write_file",
+]
 
 HEADER = (
     "Email,First Name,Last Name,Company,Job Title,Phone,Address,City,State/Province,Zip,"
@@ -216,6 +227,94 @@ def generate_xml(rows: int, seed: int = 2024) -> Iterator[str]:
     yield "</feed>\n"
 
 
+# -- export-shaped files: what CRM and spreadsheet exports look like ---------------------------
+
+#: The 8 columns of an export-shaped file (``--format export``).
+EXPORT_HEADER = "Email Address,First Name,Last Name,Company,Job Title,City,Phone,Notes"
+
+# Names and cities in several scripts (Latin with diacritics, Cyrillic, Greek, Han, Kana,
+# Hangul, Arabic, Hebrew, Devanagari, Thai).
+_FIRST_WORLD = (
+    "Zoë Łukasz Søren José François Jürgen Ångström Иван Мария Алексей Ελένη Γιώργος 伟 秀英 "
+    "さくら 健太 민준 서연 محمد فاطمة דוד נועה अर्जुन प्रिया สมชาย Nguyễn"
+).split()
+_LAST_WORLD = (
+    "Müller Kowalczyk Þórsson Dvořák Иванов Смирнова Παπαδόπουλος 王 李 佐藤 김 العلي כהן "
+    "शर्मा ศรีสุข Trần Çelik Lefèvre"
+).split()
+_CITIES_WORLD = (
+    "Chicago, IL|Springfield, MA|Austin, TX|Montréal, QC|Toronto, ON|São Paulo|Zürich|"
+    "Москва|Санкт-Петербург|Αθήνα|北京|東京|서울|القاهرة|תל אביב|मुंबई|กรุงเทพมหานคร|"
+    "Kraków|Reykjavík|Hà Nội"
+).split("|")
+_CITIES_PLAIN = ("Chicago, IL", "Boston, MA", "Denver, CO", "Seattle, WA", "Portland", "Omaha")
+_COMPANY_WORDS = "Blue Sky|Red Rock|Acme|Globex|Northwind|Contoso|Initech|Umbrella".split("|")
+_NOTES = (
+    "",
+    "",
+    "",
+    "Met at the expo",
+    "VIP",
+    'Prefers "email" only',
+    "Called twice, no answer",
+    "Renewal due",
+)
+
+
+def export_contacts(rows: int, seed: int = 2024) -> Iterator[tuple[str, ...]]:
+    """Yield the rows of an export-shaped file: 8 values each, as :data:`EXPORT_HEADER`.
+
+    Most rows hold a value with a comma (``Blue Sky, Inc.``, ``Chicago, IL``); about half
+    have a name or a city in another script; about 1% have a note of two or three lines
+    (LF or CRLF inside); ``Prefers "email" only`` needs doubled quotes. Dirty rows (~1.5%):
+    invalid emails, repeated emails in another case, a field too long, a missing column.
+    A row whose last value is None has one column fewer.
+    """
+    rnd = random.Random(seed)
+    recent: list[str] = []
+    for n in range(rows):
+        world = rnd.random() < 0.5
+        first = rnd.choice(_FIRST_WORLD if world and rnd.random() < 0.6 else _FIRST)
+        last = rnd.choice(_LAST_WORLD if world and rnd.random() < 0.4 else _LAST)
+        city = rnd.choice(_CITIES_WORLD if world else _CITIES_PLAIN)
+        email = f"{first.lower()}.{last.lower()}{n}@{rnd.choice(_DOMAINS)}"
+        if not email.isascii():
+            email = f"contact{n}.{rnd.randrange(1000)}@{rnd.choice(_DOMAINS)}"
+        dirt = rnd.random()
+        if dirt < 0.004:
+            email = rnd.choice((f"{first}{n}@", f"no-at-sign{n}.example.com", f"x{n}@bad..com"))
+        elif dirt < 0.012 and recent:
+            email = rnd.choice(recent).upper()
+        elif dirt < 0.05:
+            recent.append(email)
+            if len(recent) > 1000:
+                del recent[: len(recent) // 2]
+        company = f"{rnd.choice(_COMPANY_WORDS)}, {rnd.choice(_SUFFIX)}"
+        if rnd.random() < 0.3:
+            company = f"{rnd.choice(_COMPANIES)} {rnd.choice(_SUFFIX)}"
+        title = rnd.choice(_TITLES)
+        phone = f"+1 {rnd.randrange(200, 999)}-{rnd.randrange(200, 999)}-{rnd.randrange(10000):04d}"
+        note = rnd.choice(_NOTES)
+        shape = rnd.random()
+        if shape < 0.01:
+            sep = "\r\n" if shape < 0.005 else "\n"
+            note = f"Line one{sep}Line two, with a comma" + (f"{sep}third" if n % 3 == 0 else "")
+        elif 0.012 <= dirt < 0.014:
+            title = "Director of " + "Very Important Things " * 3  # over 50 characters
+        values: tuple[str, ...] = (email, first, last, company, title, city, phone, note)
+        if 0.014 <= dirt < 0.015:
+            values = values[:-1]  # a column missing
+        yield values
+
+
+def generate_export(rows: int, seed: int = 2024) -> Iterator[str]:
+    """Yield an export-shaped CSV (:func:`export_contacts`): CRLF line ends, fields quoted
+    only when they must be."""
+    yield EXPORT_HEADER + "\r\n"
+    for values in export_contacts(rows, seed):
+        yield ",".join(map(_csv_value, values)) + "\r\n"
+
+
 def write_file(path: str, rows: int, seed: int = 2024, *, form: str = "csv") -> int:
     """Write a generated file and return its size in bytes.
 
@@ -223,13 +322,18 @@ def write_file(path: str, rows: int, seed: int = 2024, *, form: str = "csv") -> 
         path: where to write (overwritten).
         rows: number of contacts.
         seed: seed of the generator.
-        form: ``csv`` or ``xml`` (an Atom feed).
+        form: ``csv``, ``xml`` (an Atom feed) or ``export`` (:func:`generate_export`).
 
     Returns:
         The number of bytes written.
     """
     size = 0
-    lines = generate_xml(rows, seed) if form == "xml" else generate(rows, seed)
+    if form == "xml":
+        lines = generate_xml(rows, seed)
+    elif form == "export":
+        lines = generate_export(rows, seed)
+    else:
+        lines = generate(rows, seed)
     with open(path, "wb") as out:
         batch: list[str] = []
         for line in lines:
@@ -250,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--format", choices=("csv", "xml"), default="csv")
+    parser.add_argument("--format", choices=("csv", "xml", "export"), default="csv")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     size = write_file(args.out, args.rows, args.seed, form=args.format)

@@ -183,6 +183,69 @@ def contact_files(
     return data, columns, options
 
 
+# -- export-shaped files ----------------------------------------------------------------------
+
+#: Values as CRM and spreadsheet exports hold them: quoted commas, doubled quotes, line
+#: breaks inside (CRLF, LF, CR), names and cities in several scripts, stray quotes.
+EXPORT_VALUES = [
+    "Blue Sky, Inc.",
+    "Chicago, IL",
+    "Zoë",
+    "Łukasz",
+    "Иван",
+    "Αθήνα",
+    "東京",
+    "서울",
+    "القاهرة",
+    "תל אביב",
+    "मुंबई",
+    "Søren",
+    'Prefers "email" only',
+    "Line one\r\nLine two, with a comma",
+    "two\nlines",
+    "three\rold mac",
+    '5" screen',  # a stray quote: the stdlib reads it leniently
+    "",
+    "Acme",
+    " padded ",
+]
+EXPORT_COLUMNS = ["Email Address", "First Name", "Company", "City", "Notes", "Last Name"]
+
+
+@st.composite
+def export_files(draw: st.DrawFn, *, max_rows: int = 40) -> bytes:
+    """A UTF-8, comma-separated file shaped like an export: most lines quote a field with a
+    comma, some fields span lines, CRLF or LF line ends, many rows in other scripts, and
+    dirty rows (bad emails, a stray quote, ragged rows, blank lines, an unclosed quote at the
+    end)."""
+    columns = draw(st.integers(3, len(EXPORT_COLUMNS)))
+    newline = draw(st.sampled_from(["\r\n", "\n"]))
+    lines = [",".join(EXPORT_COLUMNS[:columns])]
+    for _ in range(draw(st.integers(0, max_rows))):
+        kind = draw(st.integers(0, 39))
+        if kind == 0:
+            lines.append("")
+            continue
+        values = [draw(st.sampled_from([*GOOD_EMAILS, *BAD_EMAILS[:3]]))]
+        values += [draw(st.sampled_from(EXPORT_VALUES)) for _ in range(columns - 1)]
+        if kind == 1:
+            values.pop()  # ragged
+        cells = []
+        for value in values:
+            if value == '5" screen' or draw(st.integers(0, 9)):
+                cells.append(quote_field(value))
+            else:
+                cells.append(quote_field(value, always=True))
+        lines.append(",".join(cells))
+    text = newline.join(lines)
+    ending = draw(st.sampled_from(["newline", "none", "open quote"]))
+    if ending == "newline":
+        text += newline
+    elif ending == "open quote":
+        text += newline + GOOD_EMAILS[0] + ',"never closed' + newline + "x"
+    return text.encode("utf-8")
+
+
 # -- oracles for chunks -----------------------------------------------------------------------
 
 

@@ -86,12 +86,6 @@ def test_the_rule_itself_catches_a_violation(tmp_path: Path) -> None:
 
 # -- import cycles ------------------------------------------------------------------------------
 
-# Cycles that other changes are removing right now; each entry is the set of modules a cycle
-# may span. To be dropped once they are gone.
-ALLOWED_CYCLES: tuple[frozenset[str], ...] = (
-    frozenset({"bulkops.stream.pipeline", "bulkops.stream.xml"}),
-)
-
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
     parts = [root.name, *path.relative_to(root).with_suffix("").parts]
@@ -157,12 +151,8 @@ def import_cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 
 def test_no_import_cycles_among_bulkops_modules() -> None:
-    """No module of bulkops imports itself through others (bar the allowlisted ones)."""
-    cycles = [
-        sorted(cycle)
-        for cycle in import_cycles(import_graph())
-        if not any(cycle <= allowed for allowed in ALLOWED_CYCLES)
-    ]
+    """No module of bulkops imports itself through others."""
+    cycles = [sorted(cycle) for cycle in import_cycles(import_graph())]
     assert not cycles, f"import cycles: {cycles}"
 
 

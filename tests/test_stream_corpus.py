@@ -238,7 +238,7 @@ def test_a_ten_megabyte_field_is_rejected_without_being_held() -> None:
     events: list[Event] = []
     for start in range(0, len(raw), 1 << 16):
         events += pipeline.decode(raw[start : start + (1 << 16)])
-        assert len(pipeline._core._buf) <= (2 << 20)  # type: ignore[union-attr]  # never the field
+        assert len(pipeline._source._buf) <= (2 << 20)  # type: ignore[union-attr]  # never the field
     events += pipeline.flush()
     (rejected,) = [e for e in events if isinstance(e, Rejected)]
     assert (rejected.line, rejected.field) == (3, "Notes")

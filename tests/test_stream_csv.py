@@ -20,6 +20,7 @@ from bulkops.stream.csv import (
 )
 from tests.stream_strategies import (
     cuts,
+    export_files,
     lenient_documents,
     pieces,
     rfc4180_documents,
@@ -66,6 +67,16 @@ def test_reads_stray_quotes_and_bare_crs_as_the_stdlib_does(
     records = decode_all(raw, points, delimiter=",")
     expected = [fields for _line, fields in stdlib_records(text)]
     assert [list(r.fields) for r in records] == expected
+
+
+@given(st.data(), export_files())
+def test_reads_export_shaped_files_as_the_stdlib_does(data: st.DataObject, raw: bytes) -> None:
+    """Quoted commas, doubled quotes, CRLF inside and after quoted fields, multi-line
+    records, other scripts, a stray quote: fields and start lines as csv.reader's."""
+    text = raw.decode("utf-8")
+    records = decode_all(raw, data.draw(cuts(raw)), delimiter=",")
+    assert [(r.line, list(r.fields)) for r in records] == stdlib_records(text)
+    assert decode_all(raw, list(range(1, len(raw))), delimiter=",") == decode_all(raw)
 
 
 @given(st.data(), lenient_documents)

@@ -25,10 +25,19 @@ from bulkops.stream import (
     PipelineOptions,
     Record,
     Rejected,
+    csvrows,
     map_header,
 )
 from bulkops.stream.validate import row_problem_of
-from tests.stream_strategies import by_kind, contact_files, cuts, data_rows, form_fields, pieces
+from tests.stream_strategies import (
+    by_kind,
+    contact_files,
+    cuts,
+    data_rows,
+    export_files,
+    form_fields,
+    pieces,
+)
 
 LISTS = ("http://api.constantcontact.com/ws/customers/joe/lists/7",)
 
@@ -175,6 +184,84 @@ def test_feeding_one_byte_at_a_time_changes_nothing(
     assert by_kind(run(raw, options, range(1, len(raw)))) == by_kind(run(raw, options))
 
 
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    data=st.data(),
+    raw=export_files(),
+    kind=st.sampled_from([ChunkKind.ADD, ChunkKind.ADD, ChunkKind.REMOVE]),
+    form=st.sampled_from(["multipart", "urlencoded"]),
+    max_rows=st.sampled_from([50, 40_000]),
+)
+def test_export_shaped_files_get_the_outcome_the_exact_reading_gives(
+    data: st.DataObject, raw: bytes, kind: ChunkKind, form: str, max_rows: int
+) -> None:
+    """Quoted commas on most lines, multi-line fields, CRLF, other scripts, stray quotes:
+    every record's outcome agrees with the oracle, for any split."""
+    options = PipelineOptions(
+        lists=LISTS,
+        kind=kind,
+        form=form,  # type: ignore[arg-type]
+        max_rows=max_rows,
+    )
+    events = run(raw, options)
+    check_against_reference(raw, options, events)
+    again = run(raw, options, data.draw(cuts(raw)))
+    assert by_kind(again) == by_kind(events)
+
+
+def run_reading(raw: bytes, options: PipelineOptions, dense: int) -> list[Event]:
+    """Run with regions read record by record (``dense`` large), or never (0)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csvrows, "DENSE_QUOTES", dense)
+        return run(raw, options)
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw=st.one_of(export_files(), st.builds(lambda f: f[0], contact_files())),
+    kind=st.sampled_from([ChunkKind.ADD, ChunkKind.REMOVE]),
+)
+def test_reading_regions_record_by_record_or_line_by_line_gives_the_same_events(
+    raw: bytes, kind: ChunkKind
+) -> None:
+    """The dense path (one findall of whole records) and the line path agree on every
+    event, chunk bodies and digests included."""
+    options = PipelineOptions(lists=LISTS, kind=kind)
+    assert by_kind(run_reading(raw, options, 1 << 30)) == by_kind(run_reading(raw, options, 0))
+
+
+@given(export_files(max_rows=12))
+def test_an_export_file_fed_one_byte_at_a_time_changes_nothing(raw: bytes) -> None:
+    """The strictest split, on quoted and multi-line records."""
+    options = PipelineOptions(lists=LISTS)
+    assert by_kind(run(raw, options, range(1, len(raw)))) == by_kind(run(raw, options))
+
+
+def test_an_export_row_travels_as_its_own_bytes() -> None:
+    """A quoted comma, a multi-line note and other scripts take the dense path and travel
+    as they are (the dense path is not vacuous)."""
+    rows = [
+        b'a%d@example.org,Zo\xc3\xab,"Blue Sky, Inc.","Chicago, IL","one\r\ntwo"' % i
+        for i in range(40)
+    ]
+    raw = b"Email,First Name,Company,City,Notes\r\n" + b"\r\n".join(rows) + b"\r\n"
+    calls: list[int] = []
+    dense = csvrows.CsvRows._records_region
+    with pytest.MonkeyPatch.context() as patch:
+
+        def spy(self: csvrows.CsvRows, buf: bytes, a: int, *args: object) -> int:
+            calls.append(a)
+            return dense(self, buf, a, *args)  # type: ignore[arg-type]
+
+        patch.setattr(csvrows.CsvRows, "_records_region", spy)
+        events = run(raw, PipelineOptions(lists=LISTS))
+    assert calls
+    (chunk,) = [e for e in events if isinstance(e, Chunk)]
+    data = form_fields(chunk)["data"][0]
+    assert data.split(b"\n", 1)[1] == b"\r\n".join(rows) + b"\r\n"
+    assert list(chunk.lines) == list(range(2, 82, 2))
+
+
 def small_file(rows: int = 60, newline: bytes = b"\n") -> bytes:
     lines = [b"Email,First Name,Zip"] + [
         b"u%d@example.org,N%d,0%04d" % (i, i, i) for i in range(rows)
@@ -319,3 +406,36 @@ def test_a_csv_pipeline_does_not_import_lxml() -> None:
         "assert 'lxml.etree' in sys.modules and 'XmlContactDecoder' in bulkops.stream.__all__\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_module_of_the_stream_imports_one_that_imports_it() -> None:
+    """No import cycle among bulkops/stream modules (pipeline and xml used to import each
+    other); imports made for type checking only count too."""
+    import ast
+    from pathlib import Path
+
+    import bulkops.stream
+
+    root = Path(bulkops.stream.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[path.stem] = {
+            name.rsplit(".", 1)[1] for name in found if name.startswith("bulkops.stream.")
+        }
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    assert reaches("pipeline", "csvrows", set())  # the check can see an import chain
+    assert [m for m in sorted(graph) if reaches(m, m, set())] == []

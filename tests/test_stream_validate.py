@@ -18,10 +18,11 @@ from bulkops.stream.validate import (
     fast_email_ok,
     plain_row_pattern,
     quoted_row_pattern,
+    record_pattern,
     row_problem_of,
 )
 from bulkops.wire.columns import is_valid_email
-from tests.stream_strategies import quote_field
+from tests.stream_strategies import EXPORT_VALUES, quote_field
 
 EMAIL_ALPHABET = "ab.-_@+'é1Z!%&#$*/=?^`{|}~ \"(),:;<>[]\\"
 emails = st.one_of(
@@ -98,6 +99,40 @@ def test_a_quoted_record_the_fast_pattern_accepts_passes_the_exact_check(
     (read,) = csv.reader(io.StringIO(line.decode(), newline=""))
     assert row_problem_of(COLUMNS, read) is None
     assert match.group(2) == read[0].encode()
+
+
+@given(
+    records=st.lists(
+        st.tuples(
+            emails,
+            st.lists(st.one_of(VALUES, st.sampled_from(EXPORT_VALUES)), min_size=5, max_size=5),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    newline=st.sampled_from(["\r\n", "\n"]),
+)
+def test_what_the_record_pattern_accepts_is_one_stdlib_record_that_passes(
+    records: list[tuple[str, list[str], bool]], newline: str
+) -> None:
+    """Over a run of records, each match the pattern gives an email for is exactly the
+    record the stdlib reads there, and it passes the exact check; matches tile the run."""
+    text = "".join(
+        ",".join(quote_field(v, always=always) for v in [email, *values]) + newline
+        for email, values, always in records
+    )
+    raw = text.encode("utf-8")
+    found = record_pattern(COLUMNS, b",").findall(raw)
+    assert sum(len(record) + 1 for record, _q, _e in found) == len(raw)
+    position = 0
+    for record, _quote, email in found:
+        if email and fast_email_ok([email]):
+            chunk = raw[position : position + len(record) + 1].decode("utf-8")
+            (read,) = csv.reader(io.StringIO(chunk, newline=""))
+            assert row_problem_of(COLUMNS, read) is None
+            assert email == read[0].encode()
+        position += len(record) + 1
 
 
 def test_a_quoted_record_with_commas_and_newlines_takes_the_fast_path() -> None:

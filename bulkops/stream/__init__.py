@@ -11,6 +11,8 @@ The import side, from any contact file to activity request bodies:
   byte limits, each with ``waits_for``/``after``: the earlier chunks it shares an email with.
   Same bytes and options, same chunks and digests. :meth:`Pipeline.statistics` returns a
   :class:`PipelineStatistics`.
+* Inside it, one row source per format behind one protocol (:mod:`bulkops.stream.sources`:
+  ``feed``, ``flush``, ``statistics``): ``csvrows.CsvRows`` and ``xml.XmlRows``.
 * The parts, usable alone: :class:`CsvDecoder` (records with line and offsets, as the stdlib
   ``csv`` reads them), :class:`XmlContactDecoder` (``Contact`` elements of an Atom feed or a
   plain ``<Contacts>`` document), :func:`map_header` (header cells to activity columns,

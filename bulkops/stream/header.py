@@ -167,6 +167,14 @@ def map_header(
     missing = [source for source, _ in pairs if source not in used]
     if missing:
         raise ConfigError(f"the mapping names columns the file does not have: {', '.join(missing)}")
+    _check_mapped(sources, columns, unknown, line)
+    return ColumnMap(sources=sources, columns=tuple(columns))
+
+
+def _check_mapped(
+    sources: tuple[str, ...], columns: list[Column | None], unknown: list[str], line: int
+) -> None:
+    """Refuse a header with unknown columns or without an email column."""
     if unknown:
         known = ", ".join(known_column_names())
         names = ", ".join(f'"{name}"' for name in unknown)
@@ -183,4 +191,3 @@ def map_header(
             f"columns found: {', '.join(repr(s) for s in sources) or 'none'}",
             line=line,
         )
-    return ColumnMap(sources=sources, columns=tuple(columns))

@@ -4,9 +4,9 @@ emits them) or a plain ``<Contacts><Contact>...</Contact></Contacts>`` document.
 :class:`XmlContactDecoder` follows the decoder protocol (``decode(data)``, ``flush()``) and
 returns one :class:`XmlRecord` per ``Contact`` element (any namespace, at any depth, not
 nested in another ``Contact``): its child elements by local name (``EmailAddress``,
-``FirstName``, ``CustomField3``, ...) with their text. :class:`XmlRows` is the
-:class:`~bulkops.stream.pipeline.Pipeline`'s XML side: it validates those records and hands
-the good ones to the chunker.
+``FirstName``, ``CustomField3``, ...) with their text. :class:`XmlRows` is the pipeline's
+XML row source (:class:`~bulkops.stream.sources.RowSource`): it validates those records
+and hands the good ones to the chunker.
 
 Invariants:
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import operator
 import re
-from typing import TYPE_CHECKING
 
 import msgspec
 from lxml import etree
@@ -43,6 +42,7 @@ from lxml import etree
 from bulkops.errors import InputError
 from bulkops.stream.chunking import Chunker, RowBatch
 from bulkops.stream.records import ChunkKind, Event, Header, PipelineStatistics, Rejected
+from bulkops.stream.sources import SourceOptions, Tally
 from bulkops.stream.text import Transcoder
 from bulkops.stream.validate import CONTROL_BYTES, control_problem, encode_row
 from bulkops.wire.atom.reading import LOCAL_NAMES, local_name_of
@@ -55,9 +55,6 @@ from bulkops.wire.columns import (
     field_problem,
     is_valid_email,
 )
-
-if TYPE_CHECKING:
-    from bulkops.stream.pipeline import PipelineOptions
 
 __all__ = ["XML_SLICE_BYTES", "XmlContactDecoder", "XmlRecord", "XmlRows"]
 
@@ -330,7 +327,7 @@ class XmlRows:
     columns some of its rows fill (the server keeps a stored value when a cell is empty).
     """
 
-    def __init__(self, options: PipelineOptions, text: Transcoder) -> None:
+    def __init__(self, options: SourceOptions, text: Transcoder) -> None:
         self._options = options
         self._decoder = XmlContactDecoder(
             max_record_bytes=options.max_record_bytes, transcoder=text
@@ -350,25 +347,21 @@ class XmlRows:
             nul_separated=not remove,
         )
         self._header_sent = False
-        self._records = 0
-        self._rejected = 0
-        self._blank = 0
+        self._tally = Tally()
 
     def statistics(self, bytes_in: int) -> PipelineStatistics:
-        chunker = self._chunker
-        return PipelineStatistics(
-            bytes_in=bytes_in,
-            records=self._records,
-            blank=self._blank,
-            rejected=self._rejected + chunker.rejected,
-            duplicates=chunker.duplicates,
-            rows_sent=chunker.rows_sent,
-            chunks=chunker.chunks,
-            unique_emails=len(chunker.table),
-            dedupe_bytes=chunker.table.nbytes,
-        )
+        """Counters so far."""
+        return self._tally.statistics(bytes_in, self._chunker)
 
-    def feed(self, data: bytes, final: bool, events: list[Event]) -> None:
+    def feed(self, data: bytes, events: list[Event]) -> None:
+        """Read the next piece of the input (UTF-8)."""
+        self._feed(data, False, events)
+
+    def flush(self, events: list[Event]) -> None:
+        """Read the end of the input; emit the last chunks."""
+        self._feed(b"", True, events)
+
+    def _feed(self, data: bytes, final: bool, events: list[Event]) -> None:
         records = self._decoder.decode_utf8(data, final=final)
         if not self._header_sent:
             self._header_sent = True
@@ -391,19 +384,19 @@ class XmlRows:
             self._chunker.finish(events)
 
     def _record(self, record: XmlRecord, batch: RowBatch, events: list[Event]) -> None:
-        self._records += 1
+        self._tally.records += 1
         values = [""] * len(_ALL)
         for name, text in record.fields:
             at = _INDEX_OF.get(name)
             if at is not None:
                 values[at] = text.strip()
         if not any(values):
-            self._blank += 1
+            self._tally.blank += 1
             return
         joined = "\uffff".join(values)  # a separator XML text cannot hold
         problem = None if self._quick_ok(values, joined) else self._problem(values)
         if problem is not None:
-            self._rejected += 1
+            self._tally.rejected += 1
             events.append(
                 Rejected(
                     line=record.line,
