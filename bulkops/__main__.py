@@ -4,6 +4,10 @@ Each command lives in its own module, which exposes ``add_arguments(parser)`` an
 ``run(args) -> int``; this module only wires them together and turns the error tree into
 messages and exit codes, in one place.
 
+Errors of the Python API name settings, not flags: a setting in backticks (``create_lists``
+between backquotes) is shown here as the command's flag for it (``--create-lists``), found
+from the parser (an option's ``dest``).
+
 Exit codes (also in ``bulkops --help``):
 
 * 0  — success (for imports: every row applied)
@@ -19,8 +23,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from bulkops._version import __version__
 from bulkops.errors import ActivityStalled, BulkOpsError, ConfigError, single_errors
@@ -158,21 +163,40 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """``dest`` -> the flag that sets it (the long one), for ``command``'s options."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            for option in action.choices[command]._actions:
+                if option.option_strings:
+                    flags[option.dest] = max(option.option_strings, key=len)
+    return flags
+
+
+_SETTING = re.compile(r"`([a-z_]+)`")
+
+
+def _in_cli_words(message: str, flags: Mapping[str, str]) -> str:
+    """``message`` with each backquoted setting that is one of ``flags`` shown as its flag."""
+    return _SETTING.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
+
+
 @contextlib.contextmanager
-def _errors_to_exit_codes(codes: list[int]) -> Iterator[None]:
+def _errors_to_exit_codes(codes: list[int], flags: Mapping[str, str]) -> Iterator[None]:
     try:
         # Concurrent tasks report errors as groups; one of ours (or Ctrl-C) is answered as
         # itself, anything else stays a crash with its full traceback.
         with single_errors():
             yield
     except ConfigError as exc:
-        print(f"bulkops: {exc}", file=sys.stderr)
+        print(f"bulkops: {_in_cli_words(str(exc), flags)}", file=sys.stderr)
         codes.append(EXIT_USAGE)
     except ActivityStalled as exc:
-        print(f"bulkops: {exc} (resumable)", file=sys.stderr)
+        print(f"bulkops: {_in_cli_words(str(exc), flags)} (resumable)", file=sys.stderr)
         codes.append(EXIT_RESUMABLE)
     except BulkOpsError as exc:
-        print(f"bulkops: {exc}", file=sys.stderr)
+        print(f"bulkops: {_in_cli_words(str(exc), flags)}", file=sys.stderr)
         codes.append(EXIT_FATAL)
     except KeyboardInterrupt:
         print("bulkops: interrupted", file=sys.stderr)
@@ -194,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     codes: list[int] = []
-    with _errors_to_exit_codes(codes):
+    with _errors_to_exit_codes(codes, _flags_of(parser, args.command)):
         codes.append(int(args._run(args)))
     return codes[-1]
 
