@@ -139,3 +139,24 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_4(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert f"127.0.0.1:{port}" in lines[0]
     assert "address already in use" in lines[0]
+
+
+def test_a_503_storm_is_retried_with_a_line_per_wait_until_the_stall_timeout(
+    tmp_path: Path,
+) -> None:
+    """Every answer 503: one stderr line per wait (what, why, how long), then exit 4 with
+    the server's answer once --stall-timeout is used up (its own bound is tested on a
+    virtual clock in test_engine_client)."""
+    with served(tmp_path / "s.db", tmp_path / "home", "--faults", "503=1,seed=1") as url:
+        result = bulkops(
+            "export", "lists", "-o", "x.jsonl", "--server", url, "--stall-timeout", "5",
+            home=tmp_path / "home", env=DEMO_ENV, cwd=tmp_path, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 4
+    waits = [line for line in result.stderr.splitlines() if "retrying in" in line]
+    assert len(waits) >= 2
+    for line in waits:
+        assert line.startswith(f"bulkops: GET {url}/ws/customers/demo/lists: HTTP 503")
+        assert "giving up in" in line
+    assert "HTTP 503" in result.stderr.strip().splitlines()[-1]
+    assert "stamina" not in result.stderr
