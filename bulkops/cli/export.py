@@ -210,8 +210,11 @@ def _copy_to_stdout(path: Path) -> None:
             shutil.copyfileobj(source, sys.stdout.buffer, 1 << 20)
         sys.stdout.buffer.flush()
     except BrokenPipeError:
-        # The reader stopped early (`| head`): not an error; stdout is closed quietly.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the dead stream
+        # The reader stopped early (`| head`): not an error. Point stdout at /dev/null so
+        # that flushing it at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def print_export_report(args: argparse.Namespace, report: ExportReport) -> int:
