@@ -37,7 +37,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import attrs
 import httpx
@@ -46,6 +46,7 @@ import trio
 from lxml import etree
 
 from bulkops._version import __version__
+from bulkops.engine.server_urls import LOOPBACK, split_server_url
 from bulkops.errors import (
     ApiError,
     AuthError,
@@ -75,7 +76,6 @@ __all__ = [
     "TokenBucket",
     "open_client",
     "same_account",
-    "split_server_url",
 ]
 
 #: The largest single-entry document read: an activity with 40,000 row errors fits.
@@ -180,63 +180,6 @@ class Credentials:
             password=values.get("password") or None,
             token=values.get("token") or None,
         )
-
-
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def _is_loopback(host: str) -> bool:
-    return host.lower() in _LOOPBACK or host.startswith("127.")
-
-
-def split_server_url(url: str) -> tuple[str, str | None]:
-    """The server's root and the username a URL names, from what people paste.
-
-    Accepted: the root (``https://api.constantcontact.com``), the collection of accounts
-    (``…/ws/customers``) or an account's URL (``…/ws/customers/USER/``, any trailing part
-    after it ignored). Without a scheme, ``http://`` is assumed for loopback hosts
-    (``127.0.0.1:8080``, ``localhost``, ``[::1]``) and ``https://`` for any other.
-
-    Returns:
-        (root without a trailing slash, the username in the URL or None).
-
-    Raises:
-        ConfigError: not an http(s) URL, no host, or credentials or a query in it.
-    """
-    text = url.strip()
-    if not text:
-        raise ConfigError("the server URL is empty")
-    if "://" not in text:
-        bare = urlsplit(f"//{text}").hostname or ""
-        text = f"{'http' if _is_loopback(bare) else 'https'}://{text}"
-    parts = urlsplit(text)
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ConfigError(f"the server URL {_safe_url(text)!r} must start with http:// or https://")
-    host: str | None
-    try:
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        host = None
-    if not host:
-        raise ConfigError(f"the server URL {_safe_url(text)!r} names no host (or a bad port)")
-    if "@" in parts.netloc:
-        raise ConfigError(
-            "the server URL must not hold credentials: give them in the environment or a "
-            "credentials file"
-        )
-    if parts.query or parts.fragment:
-        raise ConfigError(f"the server URL {_safe_url(text)!r} must not have a query")
-    segments = [s for s in parts.path.split("/") if s]
-    username: str | None = None
-    for i in range(len(segments) - 1):
-        if segments[i] == "ws" and segments[i + 1] == "customers":
-            if i + 2 < len(segments):
-                username = unquote(segments[i + 2])
-            segments = segments[:i]
-            break
-    path = "/" + "/".join(segments) if segments else ""
-    return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", "")), username
 
 
 @attrs.frozen(kw_only=True)
@@ -417,7 +360,7 @@ def same_account(recorded: str, current: str) -> bool:
     if recorded == current:
         return True
     a, b = urlsplit(recorded), urlsplit(current)
-    loopback = a.hostname in _LOOPBACK and b.hostname in _LOOPBACK
+    loopback = a.hostname in LOOPBACK and b.hostname in LOOPBACK
     return loopback and (a.scheme, a.path) == (b.scheme, b.path)
 
 
