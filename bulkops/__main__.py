@@ -4,9 +4,14 @@ Each command lives in its own module, which exposes ``add_arguments(parser)`` an
 ``run(args) -> int``; this module only wires them together and turns the error tree into
 messages and exit codes, in one place.
 
-Exit codes:
+Errors of the Python API name settings, not flags: a setting in backticks (``create_lists``
+between backquotes) is shown here as the command's flag for it (``--create-lists``), found
+from the parser (an option's ``dest``).
+
+Exit codes (also in ``bulkops --help``):
 
 * 0  — success (for imports: every row applied)
+* 1  — a confirmation was declined (``clear``); nothing was done
 * 2  — finished, but some rows failed, were rejected or were duplicates
 * 3  — stalled or interrupted; the run can be resumed
 * 4  — fatal: authentication, unreadable input, server unreachable after retries
@@ -18,15 +23,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from bulkops._version import __version__
 from bulkops.errors import ActivityStalled, BulkOpsError, ConfigError, single_errors
 
-__all__ = ["EXIT_FATAL", "EXIT_OK", "EXIT_PARTIAL", "EXIT_RESUMABLE", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_DECLINED",
+    "EXIT_FATAL",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_RESUMABLE",
+    "EXIT_USAGE",
+    "main",
+]
 
 EXIT_OK = 0
+EXIT_DECLINED = 1
 EXIT_PARTIAL = 2
 EXIT_RESUMABLE = 3
 EXIT_FATAL = 4
@@ -35,7 +50,7 @@ EXIT_USAGE = 64
 #: command name -> (module, one-line help). A command's module is imported only when its
 #: arguments are needed: ``bulkops import`` never loads the server (hypercorn, ~7 MiB).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "import": ("bulkops.cli.transfer", "add or update a file of contacts on lists"),
+    "import": ("bulkops.cli.transfer", "import a file of contacts onto lists (add or update)"),
     "remove": ("bulkops.cli.remove", "take a file of contacts off lists"),
     "clear": ("bulkops.cli.clear", "remove every member of lists"),
     "export": ("bulkops.cli.export", "stream a list or any collection to CSV or JSON Lines"),
@@ -45,6 +60,39 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "seed": ("bulkops.server.seed_cli", "fill a server account with realistic, seeded data"),
     "report": ("bulkops.cli.report", "print a campaign's results: counts and rates"),
 }
+
+
+EPILOG = """\
+examples:
+  bulkops import contacts.csv --list Newsletter --create-lists
+  bulkops import contacts.csv --list Newsletter --dry-run
+  bulkops resume bulkops-runs/contacts-import-20240101-120000
+  bulkops status bulkops-runs/contacts-import-20240101-120000
+  bulkops export --list Newsletter -o newsletter.csv
+  bulkops export lists -o - | head
+  bulkops clear --list Newsletter --yes
+  bulkops serve --port 8080
+  bulkops COMMAND --help           every option of a command
+
+exit codes:
+  0   success (imports: every row applied)
+  1   a confirmation was declined (clear); nothing was done
+  2   finished, but some rows failed, were rejected or were duplicates
+  3   stalled or interrupted: `bulkops resume RUN_DIR` finishes it
+  4   fatal: authentication, unreadable input, server unreachable
+  64  usage error: bad options, arguments or settings
+
+environment:
+  BULKOPS_SERVER     the server's root URL (as --server); without it, the embedded
+                     local server on $BULKOPS_HOME/server.db, as the demo account
+  BULKOPS_USERNAME   the account; with BULKOPS_API_KEY and BULKOPS_PASSWORD (HTTP
+                     Basic), or BULKOPS_TOKEN (Bearer); or --credentials-file FILE
+  BULKOPS_HOME       where the embedded and `bulkops serve` database lives
+                     (default ~/.local/share/bulkops)
+  BULKOPS_SERVE_ACCOUNTS, BULKOPS_SERVE_TOKENS
+                     accounts and tokens for `bulkops serve` (NAME:PASSWORD:APIKEY,
+                     NAME:TOKEN; whitespace-separated)
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,8 +112,16 @@ def main_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bulkops",
         description="Move millions of contacts in and out of a Constant Contact v1 account.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"bulkops {__version__}")
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=f"bulkops {__version__}",
+        help="print the version",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -107,21 +163,40 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """``dest`` -> the flag that sets it (the long one), for ``command``'s options."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            for option in action.choices[command]._actions:
+                if option.option_strings:
+                    flags[option.dest] = max(option.option_strings, key=len)
+    return flags
+
+
+_SETTING = re.compile(r"`([a-z_]+)`")
+
+
+def _in_cli_words(message: str, flags: Mapping[str, str]) -> str:
+    """``message`` with each backquoted setting that is one of ``flags`` shown as its flag."""
+    return _SETTING.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
+
+
 @contextlib.contextmanager
-def _errors_to_exit_codes(codes: list[int]) -> Iterator[None]:
+def _errors_to_exit_codes(codes: list[int], flags: Mapping[str, str]) -> Iterator[None]:
     try:
         # Concurrent tasks report errors as groups; one of ours (or Ctrl-C) is answered as
         # itself, anything else stays a crash with its full traceback.
         with single_errors():
             yield
     except ConfigError as exc:
-        print(f"bulkops: {exc}", file=sys.stderr)
+        print(f"bulkops: {_in_cli_words(str(exc), flags)}", file=sys.stderr)
         codes.append(EXIT_USAGE)
     except ActivityStalled as exc:
-        print(f"bulkops: {exc} (resumable)", file=sys.stderr)
+        print(f"bulkops: {_in_cli_words(str(exc), flags)} (resumable)", file=sys.stderr)
         codes.append(EXIT_RESUMABLE)
     except BulkOpsError as exc:
-        print(f"bulkops: {exc}", file=sys.stderr)
+        print(f"bulkops: {_in_cli_words(str(exc), flags)}", file=sys.stderr)
         codes.append(EXIT_FATAL)
     except KeyboardInterrupt:
         print("bulkops: interrupted", file=sys.stderr)
@@ -143,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     codes: list[int] = []
-    with _errors_to_exit_codes(codes):
+    with _errors_to_exit_codes(codes, _flags_of(parser, args.command)):
         codes.append(int(args._run(args)))
     return codes[-1]
 

@@ -164,3 +164,72 @@ def test_an_export_killed_by_sigkill_resumes_to_the_same_file(
     assert report["count_check"] == "match"
     assert out.read_bytes() == whole.read_bytes()
     assert not partial.exists()
+
+
+def test_export_to_stdout_writes_the_rows_there_and_the_summary_to_stderr(
+    home: Path, tmp_path: Path
+) -> None:
+    """-o -: the whole CSV on stdout (nothing else), the summary on stderr, exit 0."""
+    run_dir = tmp_path / "to-stdout"
+    result = bulkops(
+        "export", "--list", "Customers", "--via", "feed", "-o", "-", "--run-dir", str(run_dir)
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout, newline="")))
+    assert len(rows) == ROWS
+    assert list(rows[0]) == ["Email Address"]
+    assert f"{ROWS:,} rows" in result.stderr
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.slow
+def test_an_export_to_stdout_killed_by_sigkill_resumes_to_stdout(
+    home: Path, tmp_path: Path
+) -> None:
+    """SIGKILL mid-way: nothing on stdout; `resume` then prints every row to stdout, and
+    --json puts the events and the report on stderr."""
+    common = ["--list", "Customers", "--via", "feed", "--checkpoint-rows", "500", "-o", "-"]
+    run_dir = tmp_path / "killed-stdout"
+    killed = bulkops(
+        "export", *common, "--run-dir", str(run_dir),
+        env={"BULKOPS_TEST_KILL_AFTER_ROWS": "1234"},
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert killed.stdout == ""
+    resumed = bulkops("resume", str(run_dir), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    rows = list(csv.DictReader(io.StringIO(resumed.stdout, newline="")))
+    assert len(rows) == ROWS
+    assert len({r["Email Address"] for r in rows}) == ROWS
+    report = json.loads(resumed.stderr.splitlines()[-1])["report"]
+    assert (report["state"], report["rows"], report["resumes"]) == ("complete", ROWS, 1)
+
+
+@pytest.mark.parametrize(
+    "collection",
+    ["lists/{id}/members", "/ws/customers/demo/lists/{id}/members",
+     "http://api.constantcontact.com/ws/customers/demo/lists/{id}/members"],
+)  # fmt: skip
+def test_export_collection_takes_the_path_below_the_account_or_the_full_one(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], collection: str
+) -> None:
+    """`lists/1/members`, `/ws/customers/demo/lists/1/members` or its URL: the same rows."""
+    out = tmp_path / "members.jsonl"
+    code = main(
+        ["export", "collection", "--collection", collection.format(id=1), "-o", str(out),
+         "--quiet"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert len(out.read_text(encoding="utf-8").splitlines()) == ROWS
+
+
+def test_export_collection_of_another_account_is_a_usage_error(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full path naming another account than the credentials': exit 64, saying so."""
+    code = main(
+        ["export", "collection", "--collection", "/ws/customers/bob/lists/1/members",
+         "-o", str(tmp_path / "x.csv")]
+    )  # fmt: skip
+    assert code == 64
+    assert "'bob'" in capsys.readouterr().err

@@ -174,7 +174,7 @@ async def test_unknown_lists_are_an_error_unless_created(
     """Naming a list that does not exist fails before anything is sent."""
     path = write_csv(tmp_path / "in.csv", contact_rows(30))
     async with open_client(client_config(server)) as client:
-        with trio.fail_after(30), pytest.raises(ConfigError, match="--create-lists"):
+        with trio.fail_after(30), pytest.raises(ConfigError, match="`create_lists` creates it"):
             await run_import(client, path, options=ImportOptions(lists=("Nope",)))
     assert server_contacts(server.state) == {}
 

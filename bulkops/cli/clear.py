@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from bulkops.cli.common import (
+    add_confirmation_argument,
     add_connection_arguments,
     add_output_arguments,
+    confirm,
     connect,
     print_report,
     reporter_for,
@@ -29,12 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="list to empty (repeat for several)",
     )
     parser.add_argument("--run-dir", type=Path, help="directory for the journal and report")
+    add_confirmation_argument(parser)
     add_connection_arguments(parser)
     add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``bulkops clear``."""
+    if not confirm(f"remove every member of {', '.join(args.lists)}?", assume_yes=args.yes):
+        print("bulkops: nothing cleared", file=sys.stderr)
+        return 1
     reporter = reporter_for(args)
 
     async def main(stop):  # type: ignore[no-untyped-def]

@@ -8,15 +8,26 @@ Examples::
     bulkops export contacts --updated-since bulkops-runs/d-export-... --list 7 -o next.csv
     bulkops export lists -o lists.jsonl
     bulkops export collection --collection campaigns/12/events/opens -o opens.csv
+    bulkops export collection --collection /ws/customers/demo/lists/3/members -o m.csv
+    bulkops export lists -o - | head                                   # to stdout
 
 An interrupted export (Ctrl-C, SIGKILL, a lost connection) is finished by
 ``bulkops resume RUN_DIR``; :func:`resume_if_export` is that command's hook.
+
+``-o -`` writes to stdout. So that checkpoints and ``resume`` keep working, the rows go to
+``stdout.csv`` (or ``.jsonl``) in the run directory first and are copied to stdout when the
+export is complete; ``resume`` of such a run copies the whole file to stdout again. The
+summary (or the ``--json`` events and report) then goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 import trio
@@ -39,6 +50,7 @@ from bulkops.engine.exports import (
     run_export,
     summary,
 )
+from bulkops.engine.rundirs import default_run_dir
 from bulkops.errors import ConfigError, single_errors
 
 __all__ = ["add_arguments", "resume_if_export", "run", "status_if_export"]
@@ -55,7 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what to export (default: members, with --list)",
     )
     add_event_arguments(parser)  # campaign-events / contact-events: ID, --type, --url
-    parser.add_argument("-o", "--output", type=Path, required=True, help="the file to write")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the file to write, or - for stdout (written when the export is complete)",
+    )
     parser.add_argument("--list", metavar="NAME_OR_ID", help="the list (members; contacts)")
     parser.add_argument(
         "--list-type",
@@ -69,7 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "mark of an earlier export run directory",
     )
     parser.add_argument(
-        "--collection", metavar="PATH", help="any paged collection (with `export collection`)"
+        "--collection",
+        metavar="PATH",
+        help="any paged collection (with `export collection`): a path below the account "
+        "(lists/3/members), the full path (/ws/customers/USER/lists/3/members) or its URL",
     )
     parser.add_argument(
         "--format", choices=["csv", "jsonl"], help="default: jsonl for .jsonl/.ndjson, else csv"
@@ -121,6 +143,22 @@ def _columns(values: list[str] | None) -> tuple[str, ...] | None:
     return names or None
 
 
+def collection_path(value: str | None) -> tuple[str | None, str | None]:
+    """A collection as people write it, as the path below the account, and the username
+    it names (None when it names none): ``lists/3``, ``/ws/customers/USER/lists/3`` and
+    ``https://host/ws/customers/USER/lists/3`` all give ``lists/3``."""
+    if value is None:
+        return None, None
+    text = value.strip()
+    if text.startswith(("http://", "https://")):
+        parts = urlsplit(text)
+        text = parts.path + (f"?{parts.query}" if parts.query else "")
+    segments = text.lstrip("/").split("/")
+    if len(segments) >= 3 and segments[:2] == ["ws", "customers"]:
+        return "/".join(segments[3:]), unquote(segments[2])
+    return text.lstrip("/"), None
+
+
 def _since(value: str | None) -> str | None:
     if value is None or not Path(value).is_dir():
         return value
@@ -140,12 +178,13 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
     if what is None:
         raise ConfigError("say what to export (members, contacts, lists, …) or give --list")
     via: Via = args.via or ("activity" if what == "members" else "feed")
+    collection, _username = collection_path(args.collection)
     return ExportOptions(
         what=what,
         list=args.list,
         list_type=args.list_type,
         updated_since=_since(args.updated_since),
-        collection=args.collection if events is None else events,
+        collection=collection if events is None else events,
         format=args.format,
         columns=_columns(args.columns),
         via=via,
@@ -156,27 +195,77 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
     )
 
 
+_STDOUT_STEM = "stdout"
+
+
+def _is_stdout_export(report: ExportReport) -> bool:
+    """Whether the run writes to stdout (``-o -``): its file is the run directory's own."""
+    output = Path(report.output)
+    return output.stem == _STDOUT_STEM and output.parent.resolve() == Path(report.run_dir).resolve()
+
+
+def _copy_to_stdout(path: Path) -> None:
+    try:
+        with path.open("rb") as source:
+            shutil.copyfileobj(source, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): not an error. Point stdout at /dev/null so
+        # that flushing it at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def print_export_report(args: argparse.Namespace, report: ExportReport) -> int:
-    """Print the report (JSON with ``--json``, a summary otherwise); return the exit code."""
+    """Print the report (JSON with ``--json``, a summary otherwise); return the exit code.
+
+    For an export to stdout, the finished file is copied to stdout first and the report
+    goes to stderr."""
+    stream = sys.stdout
+    if _is_stdout_export(report):
+        stream = sys.stderr
+        if report.state == "complete":
+            _copy_to_stdout(Path(report.output))
     if args.json:
-        print(msgspec.json.encode({"event": "report", "report": report}).decode(), flush=True)
+        encoded = msgspec.json.encode({"event": "report", "report": report}).decode()
+        print(encoded, file=stream, flush=True)
     else:
-        print(summary(report), flush=True)
+        print(summary(report), file=stream, flush=True)
     return report.exit_code
+
+
+def _output_and_run_dir(
+    args: argparse.Namespace, options: ExportOptions
+) -> tuple[Path, Path | None]:
+    """Where the rows go and the run directory; ``-o -``: a file in the run directory."""
+    if str(args.output) != "-":
+        return args.output, args.run_dir
+    run_dir = args.run_dir or default_run_dir(Path(_STDOUT_STEM), "export")
+    suffix = ".jsonl" if options.format == "jsonl" else ".csv"
+    return Path(run_dir).absolute() / f"{_STDOUT_STEM}{suffix}", run_dir
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``bulkops export``."""
     options = options_from_args(args)
-    reporter = reporter_for(args)
+    output, run_dir = _output_and_run_dir(args, options)
+    reporter = reporter_for(args, stdout_taken=str(args.output) == "-")
+    _path, username = collection_path(args.collection)
 
     async def main(stop: trio.Event) -> ExportReport:
         async with connect(args) as client:
+            account = client.config.credentials.username
+            if username is not None and username.lower() != account.lower():
+                raise ConfigError(
+                    f"--collection names the account {username!r}, but the credentials "
+                    f"are for {account!r}"
+                )
             return await run_export(
                 client,
-                args.output,
+                output,
                 options=options,
-                run_dir=args.run_dir,
+                run_dir=run_dir,
                 reporter=reporter,
                 stop=stop,
             )
@@ -191,7 +280,11 @@ def resume_if_export(args: argparse.Namespace) -> int | None:
     None when ``RUN_DIR`` holds another kind of run."""
     if not is_export_run(args.run_dir):
         return None
-    reporter = reporter_for(args)
+    to_stdout = any(  # the finished file, or the partial one (.stdout.csv.TAG.part)
+        path.name.startswith((f"{_STDOUT_STEM}.", f".{_STDOUT_STEM}."))
+        for path in Path(args.run_dir).iterdir()
+    )
+    reporter = reporter_for(args, stdout_taken=to_stdout)
 
     async def main(stop: trio.Event) -> ExportReport:
         async with connect(args) as client:

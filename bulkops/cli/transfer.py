@@ -59,8 +59,18 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
         default=600.0,
         help="seconds without progress before an activity counts as stalled (default 600)",
     )
-    tuning.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ACTIVITY_ROWS)
-    tuning.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_ACTIVITY_BYTES)
+    tuning.add_argument(
+        "--max-rows",
+        type=int,
+        default=DEFAULT_MAX_ACTIVITY_ROWS,
+        help="rows per activity, at most the server's limit (default %(default)s)",
+    )
+    tuning.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_ACTIVITY_BYTES,
+        help="bytes of data per activity, at most the server's limit (default %(default)s)",
+    )
     tuning.add_argument(
         "--form",
         choices=["multipart", "urlencoded"],

@@ -5,11 +5,15 @@ Invariants:
 * Every request goes through :meth:`Client.request`, which is the *only* place where httpx
   exceptions and HTTP error statuses become the bulkops error tree (``raise Mapped from exc``).
 * Retries use stamina (capped exponential backoff with jitter); a 429 with ``Retry-After``
-  waits exactly that long. Idempotent requests are retried on any transient failure
-  (connect/read errors, 500/502/503/504, 429). A non-idempotent request (an activity POST)
-  is retried only when the server certainly did not apply it — it refused the connection, or
-  answered 429/5xx; when the request was sent and its answer lost, :class:`OutcomeUnknown`
-  is raised for the caller to reconcile.
+  waits exactly that long. Every wait is announced to :attr:`Client.retry_listeners` first
+  (a :class:`RetryNotice`: what, why, how long). A server that has not answered yet and
+  refuses connections (or cannot be reached within ``connect_timeout``) is given up on after
+  ``connect_timeout`` seconds of retries; once it has answered, every transient failure is
+  retried until ``retry_timeout`` (the stall timeout, for the CLI). Idempotent requests are
+  retried on any transient failure (connect/read errors, 500/502/503/504, 429). A
+  non-idempotent request (an activity POST) is retried only when the server certainly did
+  not apply it — it refused the connection, or answered 429/5xx; when the request was sent
+  and its answer lost, :class:`OutcomeUnknown` is raised for the caller to reconcile.
 * Every attempt, retries included, first takes a token from the request-rate bucket and
   counts against the daily budget; the budget running out raises :class:`QuotaExhausted`.
 * Credentials live in :class:`Credentials` (``repr`` hides them) and reach the wire only in
@@ -42,6 +46,7 @@ import trio
 from lxml import etree
 
 from bulkops._version import __version__
+from bulkops.engine.server_urls import LOOPBACK, split_server_url
 from bulkops.errors import (
     ApiError,
     AuthError,
@@ -67,6 +72,7 @@ __all__ = [
     "ClientStats",
     "Credentials",
     "QuotaExhausted",
+    "RetryNotice",
     "TokenBucket",
     "open_client",
     "same_account",
@@ -109,11 +115,13 @@ class Credentials:
 
     def __attrs_post_init__(self) -> None:
         if not self.username:
-            raise ConfigError("no username: set BULKOPS_USERNAME or use --credentials-file")
+            raise ConfigError(
+                "no username: set BULKOPS_USERNAME (or username in a credentials file)"
+            )
         if self.token is None and not (self.api_key and self.password):
             raise ConfigError(
                 "no credentials: set BULKOPS_API_KEY and BULKOPS_PASSWORD, or BULKOPS_TOKEN "
-                "(or use --credentials-file)"
+                "(or api_key and password, or token, in a credentials file)"
             )
 
     def __repr__(self) -> str:
@@ -180,13 +188,20 @@ class ClientConfig:
 
     Attributes:
         server: the server's root, e.g. ``https://api.constantcontact.com`` or
-            ``http://127.0.0.1:8080``; the account path comes from the username.
+            ``http://127.0.0.1:8080``; the account path comes from the username. The
+            account's URL or ``…/ws/customers`` is accepted too, and a missing scheme is
+            supplied (:func:`split_server_url`).
         credentials: who we are.
         rate: requests per second, all requests counted (None: unlimited).
         daily_quota: requests this client may make in total (None: unlimited).
         timeout: seconds for one HTTP exchange.
-        retry_attempts: attempts per request, the first included.
-        retry_timeout: seconds one request may spend in retries altogether.
+        connect_timeout: seconds to open a connection; also how long a request keeps
+            retrying a server that has never answered this client and cannot be reached
+            (connection refused, no route), so that a wrong address fails in seconds.
+        retry_attempts: attempts per request, the first included (None: no limit but
+            ``retry_timeout``).
+        retry_timeout: seconds one request may spend in retries altogether (throttling,
+            5xx, lost connections).
         wait_initial: first backoff. Attempt n waits
             ``min(wait_max, wait_initial * 2**(n-1) + U(0, wait_jitter))`` seconds.
         max_connections: size of the HTTP connection pool.
@@ -197,18 +212,61 @@ class ClientConfig:
     rate: float | None = None
     daily_quota: int | None = None
     timeout: float = 120.0
-    retry_attempts: int = 10
-    retry_timeout: float = 900.0
+    connect_timeout: float = 5.0
+    retry_attempts: int | None = None
+    retry_timeout: float = 600.0
     wait_initial: float = 0.5
     wait_max: float = 30.0
     wait_jitter: float = 1.0
     max_connections: int = 8
 
+    def __attrs_post_init__(self) -> None:
+        _root, username = split_server_url(self.server)
+        if username is not None and username.lower() != self.credentials.username.lower():
+            raise ConfigError(
+                f"the server URL names the account {username!r} but the credentials are "
+                f"for {self.credentials.username!r}: give the server's root URL, or the "
+                "credentials of that account"
+            )
+
+    @property
+    def root(self) -> str:
+        """The server's root URL, without a trailing slash."""
+        return split_server_url(self.server)[0]
+
     @property
     def account_url(self) -> str:
         """The account's base URI, with the trailing slash."""
-        root = self.server.rstrip("/")
-        return f"{root}/ws/customers/{quote(self.credentials.username.lower(), safe='')}/"
+        username = quote(self.credentials.username.lower(), safe="")
+        return f"{self.root}/ws/customers/{username}/"
+
+
+@attrs.frozen(kw_only=True)
+class RetryNotice:
+    """A retry about to wait, as announced to :attr:`Client.retry_listeners`.
+
+    Attributes:
+        method: the request's method.
+        url: the request's URL (no credentials, no query).
+        reason: what went wrong, e.g. ``HTTP 503: …`` or ``connection refused``.
+        wait: seconds before the next attempt (at least; stamina may add up to the
+            configured jitter unless the server said how long to wait).
+        attempt: the number of the attempt that failed, from 1.
+        gives_up_in: seconds left before the request is given up on.
+    """
+
+    method: str
+    url: str
+    reason: str
+    wait: float
+    attempt: int
+    gives_up_in: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.method} {self.url}: {self.reason}; retrying in {self.wait:.1f} s "
+            f"(attempt {self.attempt + 1}; giving up in {max(0.0, self.gives_up_in):.0f} s)"
+        )
 
 
 @attrs.define
@@ -235,7 +293,7 @@ class TokenBucket:
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
         if rate <= 0:
-            raise ConfigError("--rate must be positive")
+            raise ConfigError("the request rate must be positive")
         self.rate = rate
         self.capacity = max(1.0, burst if burst is not None else rate)
         self._tokens = self.capacity
@@ -260,10 +318,14 @@ class TokenBucket:
 class _Retry(Exception):
     """Internal: an attempt failed in a way worth retrying; ``cause`` is the mapped error."""
 
-    def __init__(self, cause: BulkOpsError, wait: float | None = None) -> None:
+    def __init__(
+        self, cause: BulkOpsError, wait: float | None = None, *, unreachable: bool = False
+    ) -> None:
         super().__init__(str(cause))
         self.cause = cause
         self.wait = wait
+        #: the server could not be reached at all (refused, no route, connect timeout)
+        self.unreachable = unreachable
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -289,9 +351,6 @@ def _safe_url(url: httpx.URL | str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
 def same_account(recorded: str, current: str) -> bool:
     """Whether two account URLs name the same account of the same server.
 
@@ -301,7 +360,7 @@ def same_account(recorded: str, current: str) -> bool:
     if recorded == current:
         return True
     a, b = urlsplit(recorded), urlsplit(current)
-    loopback = a.hostname in _LOOPBACK and b.hostname in _LOOPBACK
+    loopback = a.hostname in LOOPBACK and b.hostname in LOOPBACK
     return loopback and (a.scheme, a.path) == (b.scheme, b.path)
 
 
@@ -343,6 +402,11 @@ class Client:
         self._bucket = TokenBucket(config.rate) if config.rate else None
         #: Called with the server's message on every 429, before the retry waits.
         self.throttle_listeners: list[Callable[[str], None]] = []
+        #: Called before every wait between two attempts of a request.
+        self.retry_listeners: list[Callable[[RetryNotice], None]] = []
+        # Whether the server has answered this client once: until then, a server that
+        # cannot be reached is given up on after ``connect_timeout``.
+        self._reached = False
         #: Server clock minus ours, in seconds, from the last ``Date`` header (None: unknown).
         self.clock_offset: float | None = None
 
@@ -391,10 +455,12 @@ class Client:
             self._stats.bytes_sent += len(content)
         try:
             response = await self._http.send(request, stream=stream)
-        except httpx.ConnectError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # Never reached the server: safe to retry whatever the method.
             self._stats.transport_errors += 1
-            raise _Retry(TransportError(f"cannot connect to {_safe_url(url)}: {exc}")) from exc
+            reason = _connect_failure(exc)
+            error = TransportError(f"cannot connect to {_safe_url(url)}: {reason}")
+            raise _Retry(error, unreachable=True) from exc
         except (httpx.TransportError, httpx.StreamError) as exc:
             self._stats.transport_errors += 1
             error = TransportError(f"{method} {_safe_url(url)} failed: {exc!r}")
@@ -403,6 +469,7 @@ class Client:
             raise OutcomeUnknown(
                 f"{method} {_safe_url(url)}: the request was sent but its answer was lost ({exc!r})"
             ) from exc
+        self._reached = True
         self._note_clock(response)
         if response.status_code < 400:
             return response
@@ -459,18 +526,42 @@ class Client:
             idempotent = method.upper() != "POST"
         url = self.url(href)
         config = self.config
+        started = trio.current_time()
+        failures = 0
 
         def backoff(exc: BaseException) -> bool | float:
+            # Decides every retry itself (stamina's own limits are never reached first), so
+            # that the retry is counted and announced only when it will happen.
+            nonlocal failures
             if not isinstance(exc, _Retry):
                 return False
+            failures += 1
+            wait = exc.wait if exc.wait is not None else self._backoff_wait(failures)
+            budget = config.retry_timeout
+            if exc.unreachable and not self._reached:
+                budget = min(budget, config.connect_timeout)
+            left = budget - (trio.current_time() - started)
+            attempts_left = config.retry_attempts is None or failures < config.retry_attempts
+            if wait >= left or not attempts_left:
+                return False
             self._stats.retries += 1
+            notice = RetryNotice(
+                method=method,
+                url=_safe_url(url),
+                reason=_reason(exc.cause),
+                wait=wait,
+                attempt=failures,
+                gives_up_in=left,
+            )
+            for listener in self.retry_listeners:
+                listener(notice)
             return exc.wait if exc.wait is not None else True
 
         try:
             async for attempt in stamina.retry_context(
                 on=backoff,
-                attempts=config.retry_attempts,
-                timeout=config.retry_timeout,
+                attempts=None,
+                timeout=None,
                 wait_initial=config.wait_initial,
                 wait_max=config.wait_max,
                 wait_jitter=config.wait_jitter,
@@ -480,9 +571,13 @@ class Client:
                         method, url, idempotent=idempotent, stream=stream, **kwargs
                     )
         except _Retry as exc:
-            self._stats.retries -= 1  # the last failure was not followed by a retry
-            raise exc.cause from exc.__cause__
+            raise _given_up(exc.cause, failures, trio.current_time() - started) from (exc.__cause__)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff_wait(self, failures: int) -> float:
+        """stamina's wait after the ``failures``-th failure, without its jitter."""
+        config = self.config
+        return float(min(config.wait_max, config.wait_initial * 2 ** (failures - 1)))
 
     async def get(self, href: str, **kwargs: Any) -> httpx.Response:
         """GET with retries."""
@@ -599,6 +694,38 @@ class Client:
             raise BodyBrokenOff(f"reading {url} broke off: {exc!r}") from exc
 
 
+def _connect_failure(exc: BaseException) -> str:
+    """Why a connection could not be opened, in the socket's words ("connection refused")."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "no answer to the connection attempt (timed out)"
+    seen: BaseException | None = exc
+    while seen is not None:
+        group = seen.exceptions if isinstance(seen, BaseExceptionGroup) else ()
+        for inner in group:
+            if isinstance(inner, OSError) and inner.strerror:
+                return inner.strerror.lower()
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror.lower()
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or type(exc).__name__
+
+
+def _reason(error: BulkOpsError) -> str:
+    """Why an attempt failed, in a few words: the status and message, or the socket error."""
+    if isinstance(error, ApiError):
+        return f"HTTP {error.status}: {error.message}"
+    text = str(error)
+    return text.rsplit(": ", 1)[-1] if text.startswith("cannot connect to ") else text
+
+
+def _given_up(error: BulkOpsError, failures: int, seconds: float) -> BulkOpsError:
+    """``error`` once retries are over: a server never reached says so and what to check."""
+    if isinstance(error, TransportError) and str(error).startswith("cannot connect to "):
+        tries = f"{failures} attempt{'s' if failures != 1 else ''} in {seconds:.1f} s"
+        return TransportError(f"{error} ({tries}); is the server running, and is its URL right?")
+    return error
+
+
 @asynccontextmanager
 async def open_client(config: ClientConfig) -> AsyncIterator[Client]:
     """An authenticated :class:`Client`, its connection pool closed on exit."""
@@ -612,6 +739,8 @@ async def open_client(config: ClientConfig) -> AsyncIterator[Client]:
         "User-Agent": f"bulkops/{__version__}",
     }
     async with httpx.AsyncClient(
-        headers=headers, timeout=httpx.Timeout(config.timeout), limits=limits
+        headers=headers,
+        timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+        limits=limits,
     ) as http:
         yield Client(config, http)

@@ -89,37 +89,37 @@ class ExportOptions:
         if self.via not in ("activity", "feed"):
             raise ConfigError("via must be activity or feed")
         if self.via == "activity" and what != "members":
-            raise ConfigError("--via activity exports a list's members only; use --via feed")
+            raise ConfigError("`via` activity exports a list's members only; use `via` feed")
         if what == "members" and not self.list:
-            raise ConfigError("name the list to export with --list")
+            raise ConfigError("name the list to export (`list`)")
         if self.list_type is not None and self.list_type not in _LIST_TYPES:
-            raise ConfigError(f"--list-type must be one of {', '.join(_LIST_TYPES)}")
+            raise ConfigError(f"`list_type` must be one of {', '.join(_LIST_TYPES)}")
         if what == "contacts":
             if self.updated_since is not None:
                 if (self.list is None) == (self.list_type is None):
-                    raise ConfigError("--updated-since needs exactly one of --list or --list-type")
+                    raise ConfigError("`updated_since` needs exactly one of `list` or `list_type`")
                 try:
                     parse_time(self.updated_since)
                 except ValueError as exc:
-                    raise ConfigError(f"--updated-since: {exc}") from None
+                    raise ConfigError(f"`updated_since`: {exc}") from None
             elif self.list is not None or self.list_type is not None:
-                raise ConfigError("--list and --list-type select contacts with --updated-since")
+                raise ConfigError("`list` and `list_type` select contacts with `updated_since`")
         elif self.updated_since is not None or self.list_type is not None:
-            raise ConfigError("--updated-since and --list-type are for `export contacts`")
+            raise ConfigError("`updated_since` and `list_type` are for exporting contacts")
         if what not in ("members", "contacts") and self.list is not None:
-            raise ConfigError(f"--list does not apply to {what}")
+            raise ConfigError(f"`list` does not apply to {what}")
         if what == "collection":
             if not self.collection or not self.collection.strip("/"):
-                raise ConfigError("name the collection path with --collection")
+                raise ConfigError("name the collection path (`collection`)")
         elif self.collection is not None:
-            raise ConfigError("--collection goes with `export collection`")
+            raise ConfigError("`collection` goes with exporting a collection")
         if self.columns is not None:
             if what not in ("members", "contacts"):
-                raise ConfigError(f"--columns applies to contact exports, not to {what}")
+                raise ConfigError(f"`columns` applies to contact exports, not to {what}")
             try:
                 export_columns(self.columns)
             except ValueError as exc:
-                raise ConfigError(f"--columns: {exc}") from None
+                raise ConfigError(f"`columns`: {exc}") from None
 
     def for_output(self, output: Path) -> ExportOptions:
         """These options with :attr:`format` decided (from ``output``'s name when None)."""

@@ -493,7 +493,7 @@ async def _resolve_target(client: Client, options: ExportOptions) -> _Target:
     try:
         (found,) = await resolve_lists(client, [options.list], create=False, allow_system=True)
     except ConfigError as exc:  # the import's hint to create the list does not apply here
-        raise ConfigError(str(exc).replace(" (use --create-lists to create it)", "")) from None
+        raise ConfigError(str(exc).replace(" (`create_lists` creates it)", "")) from None
     count: int | None = None
     if found.id not in SYSTEM_LISTS:
         count = (await client.get_entry(f"lists/{found.id}", list_from_entry)).contact_count

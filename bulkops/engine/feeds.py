@@ -114,10 +114,13 @@ class PageWalk:
 
     async def run(self, url: str) -> None:
         """Walk from ``url`` to the last page (the task :func:`open_pages` starts)."""
-        async with self._send, trio.open_nursery() as nursery:
-            delivered = trio.Event()
-            delivered.set()
-            nursery.start_soon(self._page, nursery, url, 1, delivered)
+        # ``with``, not ``async with``: an async close is a checkpoint, where the consumer's
+        # cancel could replace a page's error with a Cancelled the nursery swallows.
+        with self._send:
+            async with trio.open_nursery() as nursery:
+                delivered = trio.Event()
+                delivered.set()
+                nursery.start_soon(self._page, nursery, url, 1, delivered)
 
     def _notify(self) -> None:
         self._changed.set()

@@ -83,7 +83,7 @@ async def resolve_lists(
             or a system list is named where it cannot be used.
     """
     if not specs:
-        raise ConfigError("name at least one list with --list")
+        raise ConfigError("name at least one list (`lists`)")
     existing = await all_lists(client)
     by_id = {lst.id: lst for lst in existing}
     resolved: list[ResolvedList] = []
@@ -96,7 +96,7 @@ async def resolve_lists(
                     sorted(lst.name for lst in existing if lst.id not in SYSTEM_LISTS)
                 )
                 raise ConfigError(
-                    f"no list {spec!r} (use --create-lists to create it); lists: {names or 'none'}"
+                    f"no list {spec!r} (`create_lists` creates it); lists: {names or 'none'}"
                 )
             match = await _create_list(client, spec)
         if match.id in SYSTEM_LISTS and not allow_system:

@@ -1,11 +1,16 @@
 """``bulkops seed``: fill an account of a server database with realistic, deterministic data.
 
-``bulkops seed --db PATH --account NAME [--contacts N] [--lists N] [--campaigns N] [--seed S]
-[--now TIME] [--json]`` creates the account when it is missing (without credentials:
+``bulkops seed [--db PATH] [--account NAME] [--contacts N] [--lists N] [--campaigns N]
+[--seed S] [--now TIME] [--json]`` creates the account when it is missing (without credentials:
 ``bulkops serve --db PATH --account NAME:PASSWORD:KEY`` sets them later), gives it a verified
 and a pending sender address, ``--lists`` contact lists, ``--contacts`` contacts
 (:func:`bulkops.server.seed.seed_contacts`) and ``--campaigns`` campaigns with their events
 (:func:`bulkops.server.seed_events.seed_campaigns`).
+
+Without ``--db`` it fills the database a bare ``bulkops serve`` and the CLI's embedded
+server use (``$BULKOPS_HOME/server.db``), set up as they set it up (the demo account on a
+new database), and ``--account`` defaults to ``demo``: ``bulkops seed`` then ``bulkops
+export lists -o -`` shows the data with nothing else configured.
 
 Invariants:
 
@@ -176,8 +181,15 @@ def _count(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``bulkops seed``."""
-    parser.add_argument("--db", type=Path, required=True, help="the server's SQLite database")
-    parser.add_argument("--account", required=True, help="the account to fill (created if missing)")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="the server's SQLite database (default $BULKOPS_HOME/server.db, as `bulkops serve`)",
+    )
+    parser.add_argument(
+        "--account", default="demo", help="the account to fill, created if missing (default demo)"
+    )
     parser.add_argument("--contacts", type=_count, default=1000, help="contacts (default 1000)")
     parser.add_argument("--lists", type=_count, default=3, help="contact lists (default 3)")
     parser.add_argument(
@@ -205,7 +217,16 @@ def run(args: argparse.Namespace) -> int:
             now = to_ms(parse_time(args.now))
         except ValueError:
             raise ConfigError("--now must be an ISO-8601 time, like 2024-05-01T00:00:00Z") from None
-    store = Store(args.db)
+    db_path = args.db
+    if db_path is None:
+        from bulkops.server.app import ServerConfig
+        from bulkops.server.serve import default_db_path, open_state
+
+        # As `bulkops serve` and the embedded server open it: the demo account (with its
+        # credentials) on a new database, so that seeding it first does not lock them out.
+        db_path = default_db_path()
+        open_state(db_path, ServerConfig()).store.close()
+    store = Store(db_path)
     try:
         summary = seed_account(
             store.connection(),
@@ -222,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         print(msgspec.json.encode(summary).decode())
     else:
         created = "created" if summary.account_created else "existing"
-        print(f"account {summary.account} ({created}) in {args.db}")
+        print(f"account {summary.account} ({created}) in {db_path}")
         print(f"  lists {', '.join(map(str, summary.lists)) or 'none'}")
         print(f"  contacts +{summary.contacts:,} ({summary.do_not_mail:,} do-not-mail)")
         print(
@@ -235,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {summary.seconds:.1f} s")
         if not summary.has_credentials:
             print(
-                f"  no credentials yet: `bulkops serve --db {args.db} --account "
+                f"  no credentials yet: `bulkops serve --db {db_path} --account "
                 f"{summary.account}:PASSWORD:APIKEY` sets them"
             )
     return 0

@@ -10,6 +10,7 @@ use), the environment variables ``BULKOPS_SERVE_ACCOUNTS`` / ``BULKOPS_SERVE_TOK
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from bulkops.errors import ConfigError
+from bulkops.errors import BulkOpsError, ConfigError, collapse_group
 from bulkops.server.app import ApiState, ServerConfig, create_app
 from bulkops.server.auth import (
     AccountSpec,
@@ -204,8 +205,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--public-url", help="origin used in ids and links (default http://HOST:PORT)"
     )
     limits = parser.add_argument_group("activity limits")
-    limits.add_argument("--max-activity-rows", type=int, default=ServerConfig().max_activity_rows)
-    limits.add_argument("--max-activity-bytes", type=int, default=ServerConfig().max_activity_bytes)
+    limits.add_argument(
+        "--max-activity-rows",
+        type=int,
+        default=ServerConfig().max_activity_rows,
+        help="contact rows one activity may hold (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-activity-bytes",
+        type=int,
+        default=ServerConfig().max_activity_bytes,
+        help="bytes one activity's data may hold (default %(default)s)",
+    )
     limits.add_argument(
         "--retention-days",
         type=float,
@@ -292,7 +303,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fault plan: KIND=PROBABILITY[:SECONDS],...,seed=N (see README)",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="least important log lines shown on stderr (default %(default)s)",
     )
 
 
@@ -380,9 +394,21 @@ def run(args: argparse.Namespace) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         trio.run(_serve_until_signal, state, args.host, args.port, limits)
+    except (OSError, BaseExceptionGroup) as exc:
+        cause = collapse_group(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if not (isinstance(cause, OSError) and cause.errno in _BIND_ERRORS):
+            raise
+        # The address cannot be bound: one line, not hypercorn's traceback.
+        raise BulkOpsError(
+            f"cannot listen on {args.host}:{args.port}: {(cause.strerror or '').lower()}"
+            " (is another server running there? choose another --port)"
+        ) from None
     finally:
         state.store.close()
     return 0
+
+
+_BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
 
 
 async def _serve_until_signal(
