@@ -40,9 +40,11 @@ email twice in one ``data``: the last row wins, each earlier one is an error nam
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain, compress, islice
 from pathlib import Path
 from typing import Any
@@ -609,11 +611,17 @@ def _apply_clear(
 
 
 def apply_activity(
-    db: sqlite3.Connection, activity_id: str, account_id: int, request: ActivityRequest
+    db: sqlite3.Connection,
+    activity_id: str,
+    account_id: int,
+    request: ActivityRequest,
+    before_commit: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Apply an add, remove or clear activity and complete it, in one transaction.
 
     The activity must be RUNNING. Returns ``(TransactionCount, number of errors)``.
+    ``before_commit`` (tests only: :attr:`Worker.before_commit`) is called with the id once
+    the rows are applied, before the activity is completed and committed.
 
     Raises:
         ActivityCannotRun: a list is gone (nothing is applied; the caller fails it).
@@ -636,6 +644,8 @@ def apply_activity(
         else:
             raise ActivityCannotRun(f"{activity_type} is not applied with rows")
         errors.sort(key=lambda e: e.line)
+        if before_commit is not None:
+            before_commit(activity_id)
         _finish(db, activity_id, count, errors)
     return count, len(errors)
 
@@ -679,6 +689,9 @@ class Worker:
         self._stalled = 0
         self._last_purge_ms: int | None = None
         self._checkpointing = False
+        #: Tests only (None in production): called in the worker's thread with the id of a
+        #: RUNNING add/remove/clear activity whose rows are applied and not yet committed.
+        self.before_commit: Callable[[str], None] | None = _hold_from_environment()
 
     def wake(self) -> None:
         """Tell the worker a new activity may be waiting (safe to call any time)."""
@@ -763,7 +776,9 @@ class Worker:
                 )
                 await store.run(_complete_export, activity_id, file_name, count)
             else:
-                await store.run(apply_activity, activity_id, account_id, request)
+                await store.run(
+                    apply_activity, activity_id, account_id, request, self.before_commit
+                )
             self._completed += 1
         except ActivityCannotRun as exc:
             logger.warning("activity %s cannot run: %s", activity_id, exc)
@@ -798,6 +813,23 @@ class Worker:
         else:
             if purged:
                 logger.info("purged %d activities past their retention", purged)
+
+
+def _hold_from_environment() -> Callable[[str], None] | None:
+    """Tests only: with ``BULKOPS_TEST_HOLD_FILE=path`` the worker writes a RUNNING activity's
+    id to ``path`` before its commit and waits while the file exists (tests/test_server_crash.py
+    kills the server there). Unset in production: no hook."""
+    name = os.environ.get("BULKOPS_TEST_HOLD_FILE")
+    if not name:
+        return None
+    path = Path(name)
+
+    def hold(activity_id: str) -> None:
+        path.write_text(activity_id)
+        while path.exists():
+            time.sleep(0.01)
+
+    return hold
 
 
 def worker_for(state: ApiState) -> Worker:
