@@ -444,7 +444,9 @@ def _fmt(value: float) -> str:
         return f"{value:,.0f}"
     if value >= 10:
         return f"{value:.1f}"
-    return f"{value:.2f}"
+    if value >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.2g}"  # 0.014 ms, not 0.01
 
 
 def print_table(figures: list[Figure], out: Any = sys.stdout) -> None:
@@ -455,7 +457,7 @@ def print_table(figures: list[Figure], out: Any = sys.stdout) -> None:
         base = (
             "" if fig.baseline is None else f"{_fmt(fig.baseline)} {fig.unit} ({fig.baseline_name})"
         )
-        ratio = "" if fig.ratio is None else f"{fig.ratio:.2f}×"
+        ratio = "" if fig.ratio is None else f"{_fmt(fig.ratio)}×"
         print(
             f"| {fig.case} | {fig.metric} | {_fmt(fig.value)} {fig.unit} | {base} | {ratio} |",
             file=out,

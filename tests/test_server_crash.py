@@ -51,7 +51,7 @@ def _start(
             stderr=log,
             stdout=subprocess.DEVNULL,
         )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a guard against a hang, not a timing condition
     while time.monotonic() < deadline and proc.poll() is None:
         text = log_path.read_bytes()[offset:].decode("utf-8", "replace")
         match = re.search(r"serving the API at (http://\S+?)/ws/", text)
