@@ -249,13 +249,16 @@ def _send_big(served: Served, *, chunked: bool) -> tuple[int, int]:
         sock.sendall(head)
         sock.setblocking(False)
         started = time.monotonic()
-        sent, answer = 0, b""
+        sent, answer, writing = 0, b"", True
         while b"\r\n\r\n" not in answer:
             assert time.monotonic() - started < 60, "no answer"  # a hang guard, not a limit
-            want_write = [sock] if sent < BIG else []
+            want_write = [sock] if writing and sent < BIG else []
             readable, writable, _ = select.select([sock], want_write, [], 1.0)
             if readable:
-                data = sock.recv(65536)
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
+                    break  # whatever answer there was has been read
                 if not data:
                     break
                 answer += data
@@ -265,7 +268,7 @@ def _send_big(served: Served, *, chunked: bool) -> tuple[int, int]:
                 except BlockingIOError:
                     pass
                 except (BrokenPipeError, ConnectionResetError):
-                    break
+                    writing = False  # closed by the server: its answer may still be unread
     status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
     return status, sent
 
