@@ -3,9 +3,11 @@
 Measured in one run, each case against a fresh server database (a separate process):
 
 * **bulkops** — ``bulkops import FILE --list Bench --create-lists`` with default settings, as
-  its own process (its peak RSS is its own): wall time, requests, peak RSS, and the
-  server's own busy time for the same activities (sum of their run times, from the
-  report) — the floor no client can beat;
+  its own process (its peak RSS is its own): the whole command's time (what the user waits
+  for: interpreter start-up, the list lookup, hashing the input, the import, the report) and,
+  beside it, the report's ``wall_seconds`` (its clock starts after start-up, the list lookup
+  and the hashing), each against the server's own busy time for the same activities (sum
+  of their run times, from the report) — the floor no client can beat; requests, peak RSS;
 * **peers** — the way simple-salesforce and Data Loader do it by default: the *same chunks*
   (the same pipeline, the same bodies), submitted one at a time, each polled every 5 s until
   it is done.
@@ -16,6 +18,7 @@ than the peers' way; peak RSS ≤ 100 MB.
 Usage::
 
     python benchmarks/bench_engine.py --rows 1000000 [--skip-peers] [--json]
+    python benchmarks/bench_engine.py --check       # seconds: the test suite's smoke run
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench_server import API_KEY, PASSWORD, USER, Figure, print_table, serving
 from gen_contacts import HEADER, contacts
+from harness import add_check, check_figures
 
 from bulkops.stream.pipeline import Pipeline, PipelineOptions
 from bulkops.stream.records import Chunk
@@ -49,7 +54,7 @@ CACHE = Path(tempfile.gettempdir()) / "bulkops-bench"
 NARROW = ("Email", "First Name", "Last Name", "City", "State/Province", "Zip")
 
 
-def input_file(rows: int, seed: int, *, narrow: bool = False) -> Path:
+def input_file(rows: int, seed: int, *, narrow: bool = False, cache: Path = CACHE) -> Path:
     """A generated contacts file with unique emails (cached between runs).
 
     The generator repeats about 1% of emails on purpose (for the stream benchmark); here each
@@ -58,8 +63,8 @@ def input_file(rows: int, seed: int, *, narrow: bool = False) -> Path:
     its rows fit 40,000 to a chunk, where the 12-column rows (~140 bytes) fill the 4 MiB of
     ``data`` at about 30,000.
     """
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"engine-{rows}-{seed}{'-narrow' if narrow else ''}.csv"
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"engine-{rows}-{seed}{'-narrow' if narrow else ''}.csv"
     if not path.exists():
         tmp = path.with_suffix(".tmp")
         names = HEADER.split(",")
@@ -167,19 +172,30 @@ def run_peers(source: Path, work: Path, poll_every: float = 5.0) -> dict[str, fl
 
 def _figures(case: str, report: dict[str, Any]) -> list[Figure]:
     wall = float(report["wall_seconds"])
+    whole = float(report["process_seconds"])
     busy = float(report["server_busy_seconds"])
     read = max(1, report["counts"]["read"])
     posts = sum(int(a.get("posts") or 1) for a in report["activities"])
     return [
         Figure(
             case=case,
-            metric="wall time",
+            metric="whole command, start to exit (what the user waits for)",
+            value=whole,
+            unit="s",
+            baseline=busy,
+            baseline_name="server busy time: sum of the activities' run times",
+        ),
+        Figure(
+            case=case,
+            metric="report's `wall_seconds` (starts after start-up, list lookup, hashing)",
             value=wall,
             unit="s",
             baseline=busy,
             baseline_name="server busy time",
         ),
-        Figure(case=case, metric="rows/s", value=read / wall, unit="rows/s"),
+        Figure(
+            case=case, metric="rows/s over the whole command", value=read / whole, unit="rows/s"
+        ),
         Figure(
             case=case,
             metric="requests per 1M rows",
@@ -199,7 +215,8 @@ def _figures(case: str, report: dict[str, Any]) -> list[Figure]:
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    keep = ("counts", "requests", "wall_seconds", "server_busy_seconds", "peak_rss_bytes")
+    keep = ("counts", "requests", "wall_seconds", "process_seconds", "server_busy_seconds")
+    keep += ("peak_rss_bytes",)
     return {k: report[k] for k in keep} | {"activities": len(report["activities"])}
 
 
@@ -213,9 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-narrow", action="store_true", help="skip the import of the 6-column file"
     )
     parser.add_argument("--json", action="store_true")
+    add_check(parser)
     args = parser.parse_args(argv)
+    poll_every = 5.0
+    if args.check:  # one chunk per file; the peers' polls every 50 ms instead of 5 s
+        args.rows, args.skip_peers, args.skip_narrow, poll_every = 3_000, False, False, 0.05
 
-    source = input_file(args.rows, args.seed)
+    cache = Path(tempfile.mkdtemp(prefix="bench-engine-check-")) if args.check else CACHE
+    source = input_file(args.rows, args.seed, cache=cache)
     reports: dict[str, dict[str, Any]] = {}
     figures: list[Figure] = []
     peers: dict[str, float] | None = None
@@ -226,23 +248,27 @@ def main(argv: list[str] | None = None) -> int:
         figures += _figures("12 columns", reports["12 columns"])
         if not args.skip_narrow:
             (work / "n").mkdir()
-            narrow = input_file(args.rows, args.seed, narrow=True)
+            narrow = input_file(args.rows, args.seed, narrow=True, cache=cache)
             reports["6 columns"] = run_bulkops(narrow, work / "n")
             figures += _figures("6 columns", reports["6 columns"])
         if not args.skip_peers:
             (work / "b").mkdir()
-            peers = run_peers(source, work / "b")
+            peers = run_peers(source, work / "b", poll_every)
             wall = float(reports["12 columns"]["wall_seconds"])
             figures.append(
                 Figure(
                     case="12 columns",
-                    metric="peers' way: time",
+                    metric=f"peers' way: one chunk at a time, {poll_every:g} s polls, first POST"
+                    " to last COMPLETE",
                     value=peers["seconds"],
                     unit="s",
                     baseline=wall,
-                    baseline_name="bulkops wall",
+                    baseline_name="bulkops, report's `wall_seconds`",
                 )
             )
+    if args.check:
+        check_figures(figures)
+        shutil.rmtree(cache)
     if args.json:
         print(
             json.dumps(
@@ -274,9 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for case, report in reports.items():
         wall, busy = float(report["wall_seconds"]), float(report["server_busy_seconds"])
+        whole = float(report["process_seconds"])
         per_million = report["requests"] * 1_000_000 / max(1, report["counts"]["read"])
         print(
-            f"{case}: wall / server busy = {wall / busy:.2f} (target ≤ 1.25); requests per 1M "
+            f"{case}: whole command / server busy = {whole / busy:.2f}, report's wall / server "
+            f"busy = {wall / busy:.2f} (target ≤ 1.25); requests per 1M "
             f"rows = {per_million:.0f} (target ≤ 30); peak RSS "
             f"{report['peak_rss_bytes'] / 1048576:.0f} MiB (target ≤ 100)"
         )

@@ -30,6 +30,7 @@ Usage::
     python benchmarks/bench_export.py                         # both cases, defaults
     python benchmarks/bench_export.py --case decode --sizes 100000 --json
     python benchmarks/bench_export.py --case e2e --members 200000
+    python benchmarks/bench_export.py --check                # seconds: the test suite's run
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -529,12 +531,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
+    from harness import add_check, check_figures, machine, print_table, to_json
+
+    add_check(parser)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker, args.file)
         return 0
     import bench_server
-    from harness import machine, print_table, to_json
+
+    if args.check:  # every case, small sizes, a scratch cache
+        args.case, args.sizes, args.repeat, args.members = None, [2_000], 1, 2_000
+        args.cache = Path(tempfile.mkdtemp(prefix="bench-export-check-"))
 
     assert bench_server.USER == USER
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -543,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.case or sorted(CASES):
             print(f"running {name} ...", file=sys.stderr)
             figures.extend(CASES[name](args, Path(tmp)))
+    if args.check:
+        check_figures(figures)
+        shutil.rmtree(args.cache)
     if args.json:
         print(to_json(figures, machine=machine()))
     else:

@@ -28,6 +28,7 @@ Usage::
     python benchmarks/bench_stream.py --rows 1000000,5000000   # as in README.md
     python benchmarks/bench_stream.py --rows 200000 --xml-rows 50000 --json
     python benchmarks/bench_stream.py --cases export --export-rows 2000000 --repeat 2
+    python benchmarks/bench_stream.py --check              # seconds: the test suite's smoke run
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import argparse
 import csv
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,7 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
     Figure,
+    add_check,
     best_of,
+    check_figures,
     child_result,
     machine,
     peak_rss_mib,
@@ -462,10 +466,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
+    add_check(parser)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.file, args.repeat)
         return 0
+    if args.check:  # every case, small files in a scratch directory
+        args.rows, args.xml_rows, args.repeat, args.cases = "3000", 1000, 1, ",".join(CASES)
+        args.export_rows = 3000
+        args.workdir = tempfile.mkdtemp(prefix="bench-stream-check-")
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cases = args.cases.split(",")
@@ -493,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         results = export_results(workdir, args.export_rows, args.repeat)
         raw[f"export-{args.export_rows}"] = results
         figures += export_figures(args.export_rows, results)
+    if args.check:
+        check_figures(figures)
+        shutil.rmtree(args.workdir)
     if args.json:
         print(to_json(figures, machine=machine(), results=raw))
     else:

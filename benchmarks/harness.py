@@ -12,7 +12,10 @@ ratio (design.md §2.8). The pieces here are generic:
   not used, since on Linux a child can inherit its parent's peak through fork);
 * :func:`peak_rss_mib` — this process's peak RSS so far, in MiB;
 * :func:`best_of` — the fastest of several timed runs (noise on a shared machine is one-sided);
-* :func:`print_table` / :func:`to_json` / :func:`machine` — output.
+* :func:`print_table` / :func:`to_json` / :func:`machine` — output;
+* :func:`add_check` / :func:`check_figures` — every script's ``--check``: all its cases at
+  small sizes, in seconds, printing the same table (``tests/test_benchmarks.py`` runs it and
+  compares the rows with the README's, via :func:`table_rows` and :func:`row_key`).
 
 Typical use in a script::
 
@@ -28,9 +31,12 @@ Typical use in a script::
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -41,15 +47,25 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "CHECK_HELP",
     "Figure",
+    "add_check",
     "best_of",
+    "check_figures",
     "child_result",
     "machine",
     "peak_rss_mib",
     "print_table",
+    "row_key",
     "run_child",
+    "table_rows",
     "to_json",
 ]
+
+CHECK_HELP = (
+    "a smoke run: every case once at small sizes (seconds), printing the same table; "
+    "tests/test_benchmarks.py runs it (figures meaningless at these sizes)"
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -182,3 +198,51 @@ def print_table(figures: Iterable[Figure], *, file: Any = None) -> None:
 def to_json(figures: Iterable[Figure], **extra: Any) -> str:
     """Figures (and extra keys, such as :func:`machine`) as a JSON document."""
     return json.dumps({**extra, "figures": [f.as_dict() for f in figures]}, indent=2)
+
+
+# -- --check: the benchmarks in the test suite ----------------------------------------------
+
+
+def add_check(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--check`` option every benchmark script has (:data:`CHECK_HELP`)."""
+    parser.add_argument("--check", action="store_true", help=CHECK_HELP)
+
+
+def check_figures(figures: Iterable[Any]) -> None:
+    """What ``--check`` asserts besides running: some figures, every value a finite number.
+
+    Raises:
+        RuntimeError: no figure, or a value that is NaN or infinite.
+    """
+    found = list(figures)
+    if not found:
+        raise RuntimeError("--check: no figures")
+    for f in found:
+        if not math.isfinite(f.value) or (f.baseline is not None and not math.isfinite(f.baseline)):
+            raise RuntimeError(f"--check: {f.case} / {f.metric}: {f.value} vs {f.baseline}")
+
+
+_TABLE_ROW = re.compile(r"^\|([^|]*)\|([^|]*)\|[^|]*\|[^|]*\|[^|]*\|\s*$")
+_NUMBER = re.compile(r"[−-]?\d[\d,.]*(?:\s?[kM]\b)?")
+
+
+def table_rows(text: str) -> list[tuple[str, str]]:
+    """``(case, metric)`` of every row of the five-column Markdown tables in ``text``."""
+    rows = []
+    for line in text.splitlines():
+        match = _TABLE_ROW.match(line.strip())
+        if match is None:
+            continue
+        case, metric = match.group(1).strip(), match.group(2).strip()
+        if case == "case" or set(case) <= {"-", ":"}:
+            continue  # the header and the alignment row
+        rows.append((case, metric))
+    return rows
+
+
+def row_key(case: str, metric: str) -> tuple[str, str]:
+    """A row's identity whatever the sizes: every number (``40,000``, ``1 M``, ``0.5``) → ``#``.
+
+    So the rows a ``--check`` run prints at small sizes can be matched with the README's.
+    """
+    return (_NUMBER.sub("#", case), _NUMBER.sub("#", metric))

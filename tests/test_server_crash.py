@@ -1,9 +1,15 @@
-"""SIGKILL during a 40,000-row activity: after a restart it is applied exactly once, never half."""
+"""SIGKILL during a 40,000-row activity: after a restart it is applied exactly once, never half.
+
+The kill is not timed: the server runs with ``BULKOPS_TEST_HOLD_FILE`` (the worker's test-only
+hook, :func:`bulkops.server.worker._hold_from_environment`), so each activity, its rows
+applied and not yet committed, writes its id to that file and waits while it exists. The test
+lets the first activities commit by deleting the file, and kills the server while the next
+one holds: one point, the same in every run.
+"""
 
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
 import sqlite3
@@ -14,21 +20,29 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
-from bulkops.server.app import ServerConfig
+from bulkops.server.app import ApiState, ServerConfig
 from bulkops.server.serve import open_state
 from bulkops.server.store import write_tx
-from tests.serverkit import DEMO, basic
+from tests.serverkit import DEMO, asgi_client, basic
 
 ROWS = 40_000
-ACTIVITIES = 5  # an activity applies in well under a second: some must still wait
+ACTIVITIES = 5
+KILLED = 3  # the activity (seq) killed with its rows applied and not committed
 ATOM_STATUS = re.compile(rb"<Status>([A-Z]+)</Status>")
 
 
-def _start(db_path: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Run ``bulkops serve`` on the database, logging to a file; return it and its origin."""
+def _start(
+    db_path: Path, log_path: Path, hold_file: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``bulkops serve`` on the database, logging to a file; return it and its origin.
+    With ``hold_file``, the worker holds each activity before its commit (module docstring)."""
     env = {**os.environ}
     env.pop("BULKOPS_SERVE_ACCOUNTS", None)
+    env.pop("BULKOPS_TEST_HOLD_FILE", None)
+    if hold_file is not None:
+        env["BULKOPS_TEST_HOLD_FILE"] = str(hold_file)
     offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -37,7 +51,7 @@ def _start(db_path: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]
             stderr=log,
             stdout=subprocess.DEVNULL,
         )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a guard against a hang, not a timing condition
     while time.monotonic() < deadline and proc.poll() is None:
         text = log_path.read_bytes()[offset:].decode("utf-8", "replace")
         match = re.search(r"serving the API at (http://\S+?)/ws/", text)
@@ -60,6 +74,35 @@ def _data(batch: int) -> str:
     return "Email Address,First Name,City\n" + "\n".join(rows)
 
 
+def _held(hold_file: Path, proc: subprocess.Popen[bytes]) -> str:
+    """Wait until an activity holds before its commit (the hook wrote its id); return the id."""
+    deadline = time.monotonic() + 120  # a guard against a hang, not a timing condition
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            held = hold_file.read_text()
+        except FileNotFoundError:
+            held = ""
+        if held:
+            return held
+        time.sleep(0.005)
+    raise AssertionError("no activity reached its commit")
+
+
+async def _post_activities(state: ApiState) -> list[str]:
+    """POST the ACTIVITIES SV_ADDs through the app in-process; their locations' paths."""
+    list_uri = "http://api.constantcontact.com/ws/customers/demo/lists/7"
+    locations = []
+    async with asgi_client(state) as client:
+        for batch in range(ACTIVITIES):
+            response = await client.post(
+                "activities",
+                data={"activityType": "SV_ADD", "data": _data(batch), "lists": list_uri},
+            )
+            assert response.status_code == 201, response.text
+            locations.append(httpx.URL(response.headers["location"]).path)
+    return locations
+
+
 def _applied(db: sqlite3.Connection, batch: int) -> int:
     (count,) = db.execute(
         "SELECT count(*) FROM contact WHERE email_key >= ? AND email_key < ?",
@@ -79,35 +122,26 @@ def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(tmp_path: Pa
             "INSERT INTO list (id, account_id, name, short_name, updated) "
             "VALUES (7, 1, 'Crash', 'Crash', 0)"
         )
+    # Every activity is POSTed (in-process, no worker running) before the server starts: a
+    # POST could not be stored while the worker holds the write lock of an activity.
+    locations = trio.run(_post_activities, state)
     state.store.close()
-    list_uri = "http://api.constantcontact.com/ws/customers/demo/lists/7"
-    rng = random.Random(20240611)
+    hold_file = tmp_path / "holding"
 
-    proc, origin = _start(db_path, tmp_path / "server.log")
-    base = f"{origin}/ws/customers/demo/"
-    locations: list[str] = []
+    proc, origin = _start(db_path, tmp_path / "server.log", hold_file)
     try:
-        with httpx.Client(base_url=base, headers={"Authorization": basic()}, timeout=30) as http:
-            for batch in range(ACTIVITIES):
-                response = http.post(
-                    "activities",
-                    data={"activityType": "SV_ADD", "data": _data(batch), "lists": list_uri},
-                )
-                assert response.status_code == 201, response.text
-                locations.append(response.headers["location"])
-            # Wait until one is RUNNING, then kill within its apply.
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+        with httpx.Client(base_url=origin, headers={"Authorization": basic()}, timeout=30) as http:
+            # Let the activities before KILLED commit, then kill while KILLED holds.
+            for seq in range(1, KILLED + 1):
+                held = _held(hold_file, proc)
+                assert locations[seq - 1].endswith("/" + held), (seq, held)
                 statuses = [
                     ATOM_STATUS.search(http.get(loc).content).group(1)  # type: ignore[union-attr]
                     for loc in locations
                 ]
-                if b"RUNNING" in statuses:
-                    break
-                time.sleep(0.002)
-            else:
-                raise AssertionError("no activity was seen RUNNING")
-            time.sleep(rng.uniform(0.02, 0.25))
+                assert statuses[seq - 1] == b"RUNNING", statuses
+                if seq < KILLED:
+                    hold_file.unlink()  # it commits; the next one writes its own id here
         proc.send_signal(signal.SIGKILL)
     finally:
         _stop(proc)
@@ -125,8 +159,10 @@ def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(tmp_path: Pa
         assert member_count == members
     finally:
         db.close()
-    unfinished = [seq for seq, status in status_at_kill.items() if status != "COMPLETE"]
-    assert unfinished, "the kill came after every activity had completed; nothing was tested"
+    assert status_at_kill == {
+        seq: "COMPLETE" if seq < KILLED else "RUNNING" if seq == KILLED else "QUEUED"
+        for seq in range(1, ACTIVITIES + 1)
+    }, status_at_kill
 
     # Restart: RUNNING goes back to QUEUED and every activity completes, once.
     proc, origin = _start(db_path, tmp_path / "server.log")
@@ -134,7 +170,7 @@ def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(tmp_path: Pa
         with httpx.Client(headers={"Authorization": basic()}, timeout=30) as http:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                bodies = [http.get(origin + httpx.URL(loc).path).content for loc in locations]
+                bodies = [http.get(origin + loc).content for loc in locations]
                 if all(b"<Status>COMPLETE</Status>" in body for body in bodies):
                     break
                 time.sleep(0.05)

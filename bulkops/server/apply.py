@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain, compress, islice
 from typing import Any
 
@@ -403,11 +403,17 @@ def _apply_clear(
 
 
 def apply_activity(
-    db: sqlite3.Connection, activity_id: str, account_id: int, request: ActivityRequest
+    db: sqlite3.Connection,
+    activity_id: str,
+    account_id: int,
+    request: ActivityRequest,
+    before_commit: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Apply an add, remove or clear activity and complete it, in one transaction.
 
     The activity must be RUNNING. Returns ``(TransactionCount, number of errors)``.
+    ``before_commit`` (tests only: :attr:`Worker.before_commit`) is called with the id once
+    the rows are applied, before the activity is completed and committed.
 
     Raises:
         ActivityCannotRun: a list is gone (nothing is applied; the caller fails it).
@@ -430,5 +436,7 @@ def apply_activity(
         else:
             raise ActivityCannotRun(f"{activity_type} is not applied with rows")
         errors.sort(key=lambda e: e.line)
+        if before_commit is not None:
+            before_commit(activity_id)
         finish_activity(db, activity_id, count, errors)
     return count, len(errors)

@@ -13,7 +13,7 @@ loop never waits for SQLite. Nothing else in the server holds SQL but those modu
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bulkops.server import (
     activity_queries,
@@ -363,9 +363,13 @@ class SqliteStorage(Store):
         return await self.run(activity_queries.load_request, activity_id)
 
     async def apply_activity(
-        self, activity_id: str, account_id: int, request: ActivityRequest
+        self,
+        activity_id: str,
+        account_id: int,
+        request: ActivityRequest,
+        before_commit: Callable[[str], None] | None = None,
     ) -> tuple[int, int]:
-        return await self.run(apply.apply_activity, activity_id, account_id, request)
+        return await self.run(apply.apply_activity, activity_id, account_id, request, before_commit)
 
     async def write_export(
         self, account_id: int, activity_id: str, export: ExportRequest

@@ -25,7 +25,7 @@ The contract every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -325,10 +325,15 @@ class Storage(Protocol):
         ...
 
     async def apply_activity(
-        self, activity_id: str, account_id: int, request: ActivityRequest
+        self,
+        activity_id: str,
+        account_id: int,
+        request: ActivityRequest,
+        before_commit: Callable[[str], None] | None = None,
     ) -> tuple[int, int]:
         """Apply an add/remove/clear activity and complete it, all or nothing:
-        ``(TransactionCount, errors)`` (``ActivityCannotRun`` when a list is gone)."""
+        ``(TransactionCount, errors)`` (``ActivityCannotRun`` when a list is gone).
+        ``before_commit`` (tests only) is called with the id before the commit."""
         ...
 
     async def write_export(

@@ -25,6 +25,10 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import trio
@@ -90,6 +94,9 @@ class Worker:
         self._stalled = 0
         self._last_purge_ms: int | None = None
         self._checkpointing = False
+        #: Tests only (None in production): called in the worker's thread with the id of a
+        #: RUNNING add/remove/clear activity whose rows are applied and not yet committed.
+        self.before_commit: Callable[[str], None] | None = _hold_from_environment()
 
     def wake(self) -> None:
         """Tell the worker a new activity may be waiting (safe to call any time)."""
@@ -169,7 +176,7 @@ class Worker:
                 file_name, count = await store.write_export(account_id, activity_id, request.export)
                 await store.complete_export(activity_id, file_name, count)
             else:
-                await store.apply_activity(activity_id, account_id, request)
+                await store.apply_activity(activity_id, account_id, request, self.before_commit)
             self._completed += 1
         except ActivityCannotRun as exc:
             logger.warning("activity %s cannot run: %s", activity_id, exc)
@@ -204,6 +211,23 @@ class Worker:
         else:
             if purged:
                 logger.info("purged %d activities past their retention", purged)
+
+
+def _hold_from_environment() -> Callable[[str], None] | None:
+    """Tests only: with ``BULKOPS_TEST_HOLD_FILE=path`` the worker writes a RUNNING activity's
+    id to ``path`` before its commit and waits while the file exists (tests/test_server_crash.py
+    kills the server there). Unset in production: no hook."""
+    name = os.environ.get("BULKOPS_TEST_HOLD_FILE")
+    if not name:
+        return None
+    path = Path(name)
+
+    def hold(activity_id: str) -> None:
+        path.write_text(activity_id)
+        while path.exists():
+            time.sleep(0.01)
+
+    return hold
 
 
 def worker_for(state: ApiState) -> Worker:
