@@ -168,9 +168,11 @@ class ChunkLives(RuleBasedStateMachine):
     The server creates an activity when a POST reaches it (at most once per POST); an
     answer may come back or be lost; the process may die at any point (everything in
     memory is lost, the journal survives and the next run applies LOSE to POSTING chunks).
-    Reconciliation sees every activity no chunk owns or blocks; the true one always fits
-    its chunk, and any other unanswered chunk may fit a candidate too (same size, same
-    moment): hypothesis decides.
+    A POST whose answer was lost before the server created its activity may still create
+    it later, after any number of reconciliations (the server finishes a request whose
+    client is gone). Reconciliation sees every activity no chunk owns or blocks; the true
+    one always fits its chunk, and any other chunk with a POST in flight or a lost POST the
+    journal remembers may fit a candidate too (same size, same moment): hypothesis decides.
     """
 
     def __init__(self) -> None:
@@ -181,7 +183,10 @@ class ChunkLives(RuleBasedStateMachine):
             self.journal.plan(_record(seq, ROWS[seq]))
         self.server: dict[str, int] = {}  # activity id -> the chunk whose body it carries
         self.flight: dict[int, str | None] = {}  # POSTs in flight -> activity created, if yet
+        self.orphans: list[int] = []  # lost POSTs (by chunk) the server has not applied yet
+        self.late: set[str] = set()  # activities an orphan created
         self.ids = itertools.count()
+        self.clock = itertools.count(1)
         self.finished: dict[int, str] = {}
 
     def teardown(self) -> None:
@@ -209,7 +214,7 @@ class ChunkLives(RuleBasedStateMachine):
         if not ready:
             return
         seq = data.draw(st.sampled_from(ready))
-        self.journal.apply(seq, ChunkEvent.SEND, now=1.0)
+        self.journal.apply(seq, ChunkEvent.SEND, now=float(next(self.clock)))
         self.flight[seq] = None
 
     @rule(data=st.data())
@@ -240,12 +245,24 @@ class ChunkLives(RuleBasedStateMachine):
         if not self.flight:
             return
         seq = data.draw(st.sampled_from(sorted(self.flight)))
-        del self.flight[seq]
+        if self.flight.pop(seq) is None:
+            self.orphans.append(seq)
         self.journal.apply(seq, ChunkEvent.LOSE)
+
+    @rule(data=st.data())
+    def orphan_arrives(self, data: st.DataObject) -> None:
+        """A lost POST reaches the server after all and creates its activity, late."""
+        if not self.orphans:
+            return
+        seq = self.orphans.pop(data.draw(st.integers(0, len(self.orphans) - 1)))
+        activity = f"a{next(self.ids)}"
+        self.server[activity] = seq
+        self.late.add(activity)
 
     @rule()
     def crash(self) -> None:
         """The process dies; the next run finds POSTING chunks and LOSEs them."""
+        self.orphans += [seq for seq, made in self.flight.items() if made is None]
         self.flight.clear()
         self.journal.close()
         self.journal = Journal(self.dir, create=False)
@@ -268,6 +285,7 @@ class ChunkLives(RuleBasedStateMachine):
         unanswered = {
             s for s in range(CHUNKS) if self._state(s) in (ChunkState.POSTING, ChunkState.UNKNOWN)
         }
+        possible = unanswered | {s for s, _started, _rows in self.journal.lost_posts()}
 
         def fits(chunk: int, activity: str) -> bool:
             if self.server[activity] == chunk:
@@ -275,10 +293,11 @@ class ChunkLives(RuleBasedStateMachine):
             return data.draw(st.booleans(), label=f"{activity} also fits chunk {chunk}")
 
         fitting = [a for a in self._unowned() if fits(seq, a)]
-        owners = {a: [o for o in sorted(unanswered - {seq}) if fits(o, a)] for a in fitting}
+        owners = {a: [o for o in sorted(possible - {seq}) if fits(o, a)] for a in fitting}
         record = self.journal.chunk(seq)
         assert record is not None
-        self.journal.reconciled(seq, reconcile(fitting, owners, suspected=record.suspected))
+        verdict = reconcile(fitting, owners, suspected=record.suspected, unanswered=unanswered)
+        self.journal.reconciled(seq, verdict)
 
     @rule(data=st.data())
     def finish(self, data: st.DataObject) -> None:
@@ -306,8 +325,12 @@ class ChunkLives(RuleBasedStateMachine):
 
     @invariant()
     def no_chunk_applied_twice_unless_flagged(self) -> None:
+        # A late activity after its chunk was found ABSENT and sent again applies the chunk
+        # twice unseen, unless a later reconciliation sees it (nothing can tell earlier).
         for seq in range(CHUNKS):
-            applied = sum(1 for owner in self.server.values() if owner == seq)
+            applied = sum(
+                1 for a, owner in self.server.items() if owner == seq and a not in self.late
+            )
             record = self.journal.chunk(seq)
             assert record is not None
             assert applied <= 1 or record.maybe_twice, (seq, applied, record)
@@ -331,7 +354,7 @@ class ChunkLives(RuleBasedStateMachine):
             for seq in range(CHUNKS):
                 step = next_step(self._state(seq))
                 if step is Step.SEND:
-                    self.journal.apply(seq, ChunkEvent.SEND, now=2.0)
+                    self.journal.apply(seq, ChunkEvent.SEND, now=float(next(self.clock)))
                     activity = f"a{next(self.ids)}"
                     self.server[activity] = seq
                     self.journal.apply(seq, ChunkEvent.ANSWER, activity_id=activity)
