@@ -100,6 +100,53 @@ def test_a_verdict_adopts_only_a_candidate_that_fits_nobody_else() -> None:
     )
 
 
+def test_an_owner_already_reconciled_is_flagged_not_suspected() -> None:
+    """A candidate a reconciled chunk's lost POST may have created late is not adopted; that
+    chunk cannot be SUSPECTed any more, so it is flagged as maybe applied twice instead."""
+    verdict = reconcile(["a"], {"a": [1, 2]}, unanswered={2})
+    assert verdict == Reconciled(
+        ChunkEvent.AMBIGUOUS,
+        suspects=frozenset({2}),
+        blocked=frozenset({"a"}),
+        twice=frozenset({1}),
+    )
+    assert reconcile(["a"], {"a": []}, unanswered=set()) == Reconciled(ChunkEvent.ADOPT, "a")
+
+
+def test_the_journal_remembers_lost_posts_until_one_is_adopted(tmp_path: Path) -> None:
+    """Every lost POST stays a possible owner; ADOPT settles a chunk's only lost POST, never
+    one of several (which of them created the activity is unknown)."""
+    journal = Journal(tmp_path, create=True)
+    journal.plan(_record(0, 3))
+    journal.plan(_record(1, 2))
+    journal.apply(0, ChunkEvent.SEND, now=1.0)
+    journal.apply(0, ChunkEvent.LOSE)
+    journal.reconciled(0, Reconciled(ChunkEvent.ABSENT))
+    journal.apply(0, ChunkEvent.SEND, now=2.0)
+    journal.apply(0, ChunkEvent.LOSE)
+    journal.apply(1, ChunkEvent.SEND, now=3.0)
+    journal.apply(1, ChunkEvent.LOSE)
+    assert journal.lost_posts() == [(0, 1.0, 3), (0, 2.0, 3), (1, 3.0, 2)]
+    journal.reconciled(0, Reconciled(ChunkEvent.ADOPT, "a0"))
+    journal.reconciled(1, Reconciled(ChunkEvent.ADOPT, "a1"))
+    assert journal.lost_posts() == [(0, 1.0, 3), (0, 2.0, 3)]
+    journal.close()
+    journal = Journal(tmp_path, create=False)  # it survives the process
+    journal.plan(_record(2, 1))
+    journal.apply(2, ChunkEvent.SEND, now=4.0)
+    journal.apply(2, ChunkEvent.LOSE)
+    journal.reconciled(2, reconcile(["x"], {"x": [0]}, unanswered=set()))
+    flagged = journal.chunk(0)
+    assert flagged is not None
+    assert (flagged.state, flagged.maybe_twice, flagged.suspected) == (
+        ChunkState.POSTED,
+        True,
+        False,
+    )
+    assert "x" in journal.known_activity_ids()
+    journal.close()
+
+
 def _record(seq: int, rows: int) -> ChunkRecord:
     lines = array("Q", range(10 * seq + 2, 10 * seq + 2 + rows))
     return ChunkRecord(
