@@ -434,6 +434,40 @@ class ChunkLives(RuleBasedStateMachine):
         assert counts.applied + counts.failed == sum(ROWS)
 
 
+class _Draws:
+    """Stands in for hypothesis' data object: hands out chosen values in order."""
+
+    def __init__(self, *values: object) -> None:
+        self.values = list(values)
+
+    def draw(self, strategy: object, label: object = None) -> object:
+        return self.values.pop(0)
+
+
+def test_the_machine_refuses_a_late_activity_to_another_chunk() -> None:
+    """The sequence the crash test hit, step by step: chunk 1's lost POST is found ABSENT,
+    chunk 0's POST is lost, chunk 1's first POST then reaches the server; chunk 0 must not
+    adopt that activity (it is sent again, both flagged)."""
+    machine = ChunkLives()
+    try:
+        machine.send(_Draws(1))  # type: ignore[arg-type]
+        machine.lose(_Draws(1))  # type: ignore[arg-type]
+        machine.reconcile_one(_Draws(1))  # type: ignore[arg-type]
+        assert machine._state(1) is ChunkState.PLANNED
+        machine.send(_Draws(0))  # type: ignore[arg-type]
+        machine.lose(_Draws(0))  # type: ignore[arg-type]
+        machine.orphan_arrives(_Draws(0))  # type: ignore[arg-type]
+        machine.reconcile_one(_Draws(0, True, True))  # type: ignore[arg-type]
+        machine.a_chunk_names_only_its_own_activity()
+        zero, one = machine.journal.chunk(0), machine.journal.chunk(1)
+        assert zero is not None
+        assert one is not None
+        assert (zero.state, zero.maybe_twice, one.maybe_twice) == (ChunkState.PLANNED, True, True)
+        machine.run_to_the_end()
+    finally:
+        machine.teardown()
+
+
 ChunkLives.TestCase.settings = settings(
     max_examples=300,
     stateful_step_count=40,
