@@ -3,7 +3,9 @@
 A 200,000-row import is killed at least ten times — at random moments and, through the
 engine's test hook, exactly between a POST's answer and its journal write — and resumed
 each time. The final server state must equal an uninterrupted import of the same file into
-another account, and the final report must account for every row.
+another account, the final report must account for every row, and no two chunks may name
+the same activity. A failing run's directories (journal, server database and log) stay in
+pytest's temporary directory (``--basetemp DIR`` puts them where you want).
 """
 
 from __future__ import annotations
@@ -49,6 +51,20 @@ def _db_state(db_path: Path, username: str) -> dict[str, tuple[object, ...]]:
     finally:
         db.close()
     return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def _activities_named_twice(journal_path: Path) -> list[tuple[str, int]]:
+    """Activities the journal gives to more than one chunk (one adopted another's)."""
+    import sqlite3
+
+    db = sqlite3.connect(journal_path)
+    try:
+        return db.execute(
+            "SELECT activity_id, count(*) FROM chunk WHERE activity_id IS NOT NULL"
+            " GROUP BY activity_id HAVING count(*) > 1"
+        ).fetchall()
+    finally:
+        db.close()
 
 
 @pytest.mark.slow
@@ -150,6 +166,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
         assert counts["duplicate"] == len(range(0, ROWS, 9973))
         assert counts["applied"] == ROWS
         assert _db_state(db_path, "crash") == _db_state(db_path, "ref")
+        assert _activities_named_twice(run_dir / "journal.sqlite") == []
     finally:
         server.send_signal(signal.SIGTERM)
         try:

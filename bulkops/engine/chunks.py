@@ -25,6 +25,10 @@ Lifecycle::
   ``maybe_twice``). ``SUSPECT`` marks an unanswered chunk that another chunk's undecidable
   candidate may belong to: that candidate is blocked, so if this chunk's answer turns out
   lost, finding nothing proves nothing, and its reconciliation says AMBIGUOUS, not ABSENT.
+* A lost POST may still create its activity after its chunk was reconciled (the server
+  finishes a request whose client is gone), so the possible owners of a candidate are the
+  POSTs in flight *and* every lost POST the journal remembers, not only the unanswered
+  chunks; a candidate one of them may own is never adopted by another chunk.
 
 Invariants (checked by ``tests/test_engine_chunks.py``, a hypothesis state machine over
 every event order, crash point and lost answer):
@@ -151,35 +155,52 @@ class Reconciled:
         activity_id: the adopted activity (with ADOPT only).
         suspects: other unanswered chunks an undecidable candidate may belong to (SUSPECT).
         blocked: the undecidable candidates: no chunk may adopt them afterwards.
+        twice: other chunks, already past reconciliation, that an undecidable candidate may
+            belong to (a lost POST of theirs created it late): flagged ``maybe_twice``.
     """
 
     event: ChunkEvent
     activity_id: str | None = None
     suspects: frozenset[int] = frozenset()
     blocked: frozenset[str] = frozenset()
+    twice: frozenset[int] = frozenset()
 
 
 def reconcile(
-    fitting: Sequence[str], owners: Mapping[str, Collection[int]], *, suspected: bool = False
+    fitting: Sequence[str],
+    owners: Mapping[str, Collection[int]],
+    *,
+    suspected: bool = False,
+    unanswered: Collection[int] | None = None,
 ) -> Reconciled:
     """Decide a reconciliation from the candidates that fit the chunk.
 
     Args:
         fitting: activities (not owned by any chunk of the run, not blocked) that the
             chunk's POST could have created, oldest first.
-        owners: for each of them, the *other* unanswered chunks it could also belong to.
+        owners: for each of them, the *other* chunks with a POST (in flight, or lost at any
+            time in the run directory's life and not since matched to an activity) that
+            could have created it too.
         suspected: the chunk was SUSPECTed: an activity it may have created is blocked.
+        unanswered: the owners still POSTING or UNKNOWN (default: all of them). The others
+            were reconciled already, so they cannot be SUSPECTed; a lost POST of theirs may
+            have created the candidate after that, so they are flagged ``maybe_twice``.
 
     Returns:
         ADOPT the one candidate that fits this chunk alone; ABSENT when none fits (AMBIGUOUS
-        if the chunk is suspected); otherwise AMBIGUOUS, suspecting every other chunk a
-        candidate could belong to and blocking the candidates (nobody adopts them again).
+        if the chunk is suspected); otherwise AMBIGUOUS, suspecting every other unanswered
+        chunk a candidate could belong to, flagging the rest, and blocking the candidates
+        (nobody adopts them again).
     """
     if not fitting:
         return Reconciled(ChunkEvent.AMBIGUOUS if suspected else ChunkEvent.ABSENT)
     if len(fitting) == 1 and not owners.get(fitting[0]):
         return Reconciled(ChunkEvent.ADOPT, fitting[0])
-    suspects = {seq for candidate in fitting for seq in owners.get(candidate, ())}
+    others = {seq for candidate in fitting for seq in owners.get(candidate, ())}
+    suspects = others if unanswered is None else others & set(unanswered)
     return Reconciled(
-        ChunkEvent.AMBIGUOUS, suspects=frozenset(suspects), blocked=frozenset(fitting)
+        ChunkEvent.AMBIGUOUS,
+        suspects=frozenset(suspects),
+        blocked=frozenset(fitting),
+        twice=frozenset(others - suspects),
     )

@@ -14,6 +14,8 @@ What is written, and when (each step is its own committed transaction, in this o
    then ``ADOPT``/``ABSENT``/``AMBIGUOUS`` from reconciling it against the activities
    feed. :meth:`Journal.apply` reads the state and writes the next one in one transaction
    and refuses a pair the table lacks; ``maybe_twice`` is set in that same transaction.
+   Every lost POST is remembered (``lost_post``) until an ``ADOPT`` matches it: it may
+   create its activity later, and no other chunk may adopt that one.
 4. ``FINISH`` (:meth:`Journal.done`): the activity's final status, counts, server run
    times, and the row errors as ``failed`` outcomes — in one transaction, so outcomes are
    never half recorded.
@@ -107,6 +109,11 @@ CREATE TABLE IF NOT EXISTS outcome (
 CREATE INDEX IF NOT EXISTS outcome_kind ON outcome(kind, line);
 CREATE TABLE IF NOT EXISTS blocked (   -- activities no chunk may adopt (undecidable matches)
     activity_id     TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS lost_post ( -- POSTs whose answer was lost, not matched to an activity
+    seq             INTEGER NOT NULL,
+    started         REAL NOT NULL,
+    PRIMARY KEY (seq, started)
 );
 """
 
@@ -340,13 +347,27 @@ class Journal:
             sets.append("maybe_twice = 1")
         if event is ChunkEvent.SUSPECT:
             sets.append("suspected = 1")
+        if event is ChunkEvent.LOSE:  # it may create its activity at any time: remember it
+            self._db.execute(
+                "INSERT OR IGNORE INTO lost_post (seq, started) SELECT seq, post_started"
+                " FROM chunk WHERE seq = ? AND post_started IS NOT NULL",
+                (seq,),
+            )
+        elif event is ChunkEvent.ADOPT:  # matched, if it was the chunk's only lost POST
+            self._db.execute(
+                "DELETE FROM lost_post WHERE seq = ?"
+                " AND (SELECT count(*) FROM lost_post WHERE seq = ?) = 1",
+                (seq, seq),
+            )
         self._db.execute(f"UPDATE chunk SET {', '.join(sets)} WHERE seq = ?", (*values, seq))
         return state
 
     def reconciled(self, seq: int, verdict: Reconciled) -> ChunkState:
         """Journal a reconciliation in one transaction: block the undecidable candidates,
-        SUSPECT the other chunks they may belong to, then the chunk's own event (a crash
-        can never leave a candidate blocked while its possible owners are not marked).
+        SUSPECT the other unanswered chunks they may belong to, flag ``maybe_twice`` on the
+        reconciled ones they may belong to (``verdict.twice``), then the chunk's own event
+        (a crash can never leave a candidate blocked while its possible owners are not
+        marked).
 
         Returns:
             the chunk's new state.
@@ -361,6 +382,10 @@ class Journal:
             )
             for other in sorted(verdict.suspects):
                 self._apply(other, ChunkEvent.SUSPECT, activity_id=None, now=None)
+            self._db.executemany(
+                "UPDATE chunk SET maybe_twice = 1 WHERE seq = ?",
+                [(other,) for other in sorted(verdict.twice)],
+            )
             return self._apply(seq, verdict.event, activity_id=verdict.activity_id, now=None)
 
     def done(
@@ -402,6 +427,17 @@ class Journal:
                 ),
             )
             self._insert_outcomes(failures)
+
+    def lost_posts(self) -> list[tuple[int, float, int]]:
+        """Every POST whose answer was lost and that no reconciliation matched to an
+        activity since, as (chunk, sent at, rows): each may still have created one (a server
+        finishes a request whose client is gone), so a candidate activity that fits one of
+        them cannot be told apart from it."""
+        rows = self._db.execute(
+            "SELECT l.seq, l.started, c.rows FROM lost_post l JOIN chunk c ON c.seq = l.seq"
+            " ORDER BY l.seq, l.started"
+        )
+        return [(seq, started, n) for seq, started, n in rows]
 
     def known_activity_ids(self) -> set[str]:
         """Ids of every activity this run created, and of those it must never adopt."""

@@ -174,7 +174,14 @@ class ChunkPoster:
 
     def _fits(self, seq: int, activity: Activity) -> bool:
         """Could ``activity`` be what the POST of chunk ``seq`` created?"""
-        sent_from, sent_until, rows = self.windows[seq]
+        return self._fits_window(self.windows[seq], self.window_chunks.get(seq), activity)
+
+    def _fits_window(
+        self, window: list[float | None], chunk: PlannedChunk | None, activity: Activity
+    ) -> bool:
+        """Could ``activity`` be what a POST sent in ``window`` (of ``chunk``, when its body
+        is at hand to compare the errors' emails) created?"""
+        sent_from, sent_until, rows = window
         assert sent_from is not None
         assert rows is not None
         inserted = activity.insert_time.timestamp()
@@ -186,10 +193,7 @@ class ChunkPoster:
             return True  # size and errors are judged once it has finished
         if activity.transaction_count + len(activity.errors) != int(rows):
             return False
-        if not activity.errors:
-            return True
-        chunk = self.window_chunks.get(seq)
-        if chunk is None:
+        if not activity.errors or chunk is None:
             return True
         header, data_rows = chunk_rows(chunk.body, chunk.content_type)
         at = header.index("EMAIL ADDRESS") if "EMAIL ADDRESS" in header else 0
@@ -213,12 +217,15 @@ class ChunkPoster:
         at its line.
 
         The verdict (:func:`bulkops.engine.chunks.reconcile`) adopts a candidate only if it
-        could belong to no *other* unanswered POST. When that cannot be decided (two POSTs
-        of the same size lost at the same moment), the chunk is sent again — safe, because
-        chunks that depend on it wait for it — and it, and every chunk the candidates could
-        belong to, is flagged as maybe applied twice; the candidates are never adopted by
-        anyone afterwards. One reconciliation runs at a time, after every other POST in
-        flight has been answered or lost.
+        could belong to no *other* POST: none in flight or answered (their activities are
+        read again after every wait: a POST answered during the reconciliation owns its
+        activity), and none of the lost POSTs the journal remembers, even those reconciled
+        before (a server may finish a request after its client is gone). When that cannot
+        be decided (two POSTs of the same size lost at the same moment), the chunk is sent
+        again — safe, because chunks that depend on it wait for it — and it, and every chunk
+        the candidates could belong to, is flagged as maybe applied twice; the candidates
+        are never adopted by anyone afterwards. One reconciliation runs at a time, after
+        every other POST in flight has been answered or lost.
         """
         seq = chunk.record.seq
         self.window_chunks[seq] = chunk
@@ -257,13 +264,28 @@ class ChunkPoster:
                 if not self._fits(seq, final):
                     continue
             fitting.append(final)
+        # Read again after the waits above: a POST answered meanwhile owns its activity.
+        known = self.journal.known_activity_ids() | self.claimed
+        fitting = [c for c in fitting if c.id not in known]
+        others = self._other_posts(seq)
         owners = {
-            c.id: [other for other in self.windows if other != seq and self._fits(other, c)]
+            c.id: [
+                other
+                for other, (windows, body) in others.items()
+                if any(self._fits_window(w, body, c) for w in windows)
+            ]
             for c in fitting
+        }
+        unanswered = {
+            r.seq
+            for state in (ChunkState.POSTING, ChunkState.UNKNOWN)
+            for r in self.journal.chunks(state)
         }
         record = self.journal.chunk(seq)
         assert record is not None
-        verdict = reconcile([c.id for c in fitting], owners, suspected=record.suspected)
+        verdict = reconcile(
+            [c.id for c in fitting], owners, suspected=record.suspected, unanswered=unanswered
+        )
         if verdict.event is ChunkEvent.ADOPT:
             status = fitting[0].status
             self.reporter.event(
@@ -276,6 +298,24 @@ class ChunkPoster:
                 "reconciled", chunk=seq, activity=None, ambiguous=sorted(verdict.blocked)
             )
         return verdict
+
+    def _other_posts(
+        self, seq: int
+    ) -> dict[int, tuple[list[list[float | None]], PlannedChunk | None]]:
+        """The POSTs of other chunks that may have created an activity nobody owns: those in
+        flight or lost in this run, and every lost POST the journal remembers (reconciled
+        ABSENT or AMBIGUOUS, they may have created their activity after that) — by chunk,
+        their windows and the chunk's body when at hand."""
+        posts: dict[int, tuple[list[list[float | None]], PlannedChunk | None]] = {}
+        for other, window in self.windows.items():
+            if other != seq:
+                posts[other] = ([window], self.window_chunks.get(other))
+        timeout = self.client.config.timeout
+        for other, started, rows in self.journal.lost_posts():
+            if other != seq:
+                lost: list[float | None] = [started, started + timeout, float(rows)]
+                posts.setdefault(other, ([], None))[0].append(lost)
+        return posts
 
     async def _recent_activities(self, since: float) -> list[Activity]:
         """Activities of the account inserted after ``since`` (by our clock), newest first."""
