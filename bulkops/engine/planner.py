@@ -12,6 +12,7 @@ line order, with the journal's outcomes: memory stays O(1) in the number of outc
 
 from __future__ import annotations
 
+import _csv
 import csv
 import hashlib
 import io
@@ -248,18 +249,29 @@ def chunk_data(body: bytes, content_type: str) -> bytes:
     return b"" if data is None else data.encode("utf-8")
 
 
+def _csv_reader(text: str, delimiter: str = ",") -> _csv.Reader:
+    """``csv.reader`` over ``text`` that takes any field ``text`` can hold.
+
+    The stream's own decoder accepts records up to ``max_record_bytes`` (1 MiB by default),
+    while stdlib ``csv`` refuses fields over 131,072 characters: re-reading such a record
+    (an over-long note, a pasted blob) must not crash the run after its rows were applied.
+    The limit is process-wide; it is only ever raised, to the size of text already in memory.
+    """
+    if len(text) >= csv.field_size_limit():
+        csv.field_size_limit(len(text) + 1)
+    return csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+
+
 def chunk_rows(body: bytes, content_type: str) -> tuple[list[str], list[list[str]]]:
     """The header and rows of a chunk's ``data``, as sent."""
-    text = chunk_data(body, content_type).decode("utf-8")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = _csv_reader(chunk_data(body, content_type).decode("utf-8"))
     header = next(reader, [])
     return header, list(reader)
 
 
 def _chunk_emails(chunk: PlannedChunk) -> Iterator[str]:
     """The lower-cased email of each row of a chunk's ``data``, one row at a time."""
-    text = chunk_data(chunk.body, chunk.content_type).decode("utf-8")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = _csv_reader(chunk_data(chunk.body, chunk.content_type).decode("utf-8"))
     header = next(reader, [])
     at = header.index("EMAIL ADDRESS") if "EMAIL ADDRESS" in header else 0
     for row in reader:
@@ -351,7 +363,7 @@ def _record_reader(source: Path, header: Header | None) -> Any:
         raw = handle.read(end - start).decode(encoding, errors="replace")
         if header is not None and not header.delimiter:  # XML: the element as written
             return [raw.strip()]
-        fields = next(csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter), [])
+        fields: list[str] = next(_csv_reader(raw, delimiter), [])
         return fields
 
     read.close = handle.close  # type: ignore[attr-defined]
@@ -439,7 +451,7 @@ def _records_in(
     with source.open("rb") as handle:
         handle.seek(start)
         text = handle.read(end - start).decode(header.encoding, errors="replace")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=header.delimiter)
+    reader = _csv_reader(text, header.delimiter)
     consumed = 0
     for fields in reader:
         yield first_line + consumed, fields
