@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +128,187 @@ def test_a_huge_ignored_field_in_applied_rows_is_copied(tmp_path: Path) -> None:
         csv.field_size_limit(1 << 20)
         rows = list(csv.DictReader(handle))
     assert rows[-1]["Blob"] == "z" * 150_000
+
+
+# -- observation 2: limits the server refuses -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--max-bytes", "100"], "--max-bytes must be at least"),
+        (["--max-rows", "10"], "--max-rows must be at least 50"),
+        (["--max-rows", "0"], "--max-rows must be at least 50"),
+    ],
+)
+def test_limits_too_small_are_usage_errors(tmp_path: Path, option: list[str], message: str) -> None:
+    """``--max-bytes 100`` and ``--max-rows 10`` exit 64 with what the minimum is."""
+    source = Path(__file__).parent.parent / "samples" / "contacts.csv"
+    result = bulkops(
+        "import",
+        str(source),
+        "--list",
+        "L",
+        "--create-lists",
+        *option,
+        "--run-dir",
+        str(tmp_path / "run"),
+        home=tmp_path / "home",
+    )
+    _assert_no_traceback(result)
+    assert result.returncode == 64, result.stderr
+    assert message in result.stderr
+
+
+def test_a_tiny_byte_limit_is_a_config_error_not_a_crash() -> None:
+    """The chunker refuses a byte limit smaller than the data's header (library use)."""
+    from bulkops.engine.planner import Planner
+    from bulkops.errors import ConfigError
+    from bulkops.stream.options import ChunkLimits, ReadOptions
+
+    data = (Path(__file__).parent.parent / "samples" / "contacts.csv").read_bytes()
+    planner = Planner(
+        ReadOptions(), ChunkLimits(max_bytes=100), lists=["u"], kind="add", path="c.csv"
+    )
+    with pytest.raises(ConfigError, match="cannot hold even the data's header"):
+        planner.decode(data)
+
+
+def test_limits_over_the_api_maximum_are_lowered_with_a_note(tmp_path: Path) -> None:
+    """``--max-rows 50000`` on a 45,000-row file: a note, then 2 activities, all applied
+    (today: the whole file in one request, ``400 more than 40000 rows``, exit 4)."""
+    source = tmp_path / "many.csv"
+    source.write_text(
+        "Email Address,First Name\n" + "".join(f"m{i}@example.org,F{i}\n" for i in range(45_000))
+    )
+    run_dir = tmp_path / "run"
+    result = bulkops(
+        "import",
+        str(source),
+        "--list",
+        "L",
+        "--create-lists",
+        "--max-rows",
+        "50000",
+        "--max-bytes",
+        "9999999",
+        "--run-dir",
+        str(run_dir),
+        home=tmp_path / "home",
+    )
+    _assert_no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert "--max-rows 50,000 is over the API's limit of 40,000" in result.stderr
+    assert "--max-bytes 9,999,999 is over the API's limit" in result.stderr
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["counts"]["applied"] == 45_000
+    assert len(report["activities"]) == 2
+
+
+def test_resume_refuses_new_limits_once_chunks_were_accepted(tmp_path: Path) -> None:
+    """New ``--max-rows`` on resume, after activities were accepted: exit 64, saying what
+    to do instead; the run is unchanged."""
+    source = tmp_path / "in.csv"
+    source.write_text(HEADER + _rows(0, 120))
+    run_dir = tmp_path / "run"
+    home = tmp_path / "home"
+    first = bulkops(
+        "import",
+        str(source),
+        "--list",
+        "L",
+        "--create-lists",
+        "--run-dir",
+        str(run_dir),
+        home=home,
+    )
+    assert first.returncode == 0, first.stderr
+    again = bulkops("resume", str(run_dir), "--max-rows", "60", home=home)
+    _assert_no_traceback(again)
+    assert again.returncode == 64, again.stderr
+    assert "already accepted" in again.stderr
+    assert "resume it without --max-rows/--max-bytes, or start a new run" in again.stderr
+    assert _counts(run_dir)["applied"] == 120
+
+
+def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    accounts = tmp_path / "accounts"
+    accounts.write_text("lim:pw-lim:key-lim\n")
+    log = tmp_path / "server.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bulkops",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                str(tmp_path / "server.db"),
+                "--accounts-file",
+                str(accounts),
+                *extra,
+            ],
+            stderr=handle,
+            stdout=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = log.read_text()
+        if "serving the API at " in text:
+            return proc, text.split("serving the API at ", 1)[1].split("/ws/", 1)[0]
+        time.sleep(0.05)  # waiting for another process to start, not timing a result
+    proc.kill()
+    raise AssertionError("server did not start:\n" + log.read_text())
+
+
+def test_resume_cuts_the_rows_again_when_the_server_refused_the_first(tmp_path: Path) -> None:
+    """A server allowing 100 rows per activity refuses ``--max-rows 200``; ``resume
+    --max-rows 100`` cuts the file again and finishes the run."""
+    proc, origin = _serve(tmp_path, "--max-activity-rows", "100")
+    try:
+        env = {
+            **os.environ,
+            "BULKOPS_HOME": str(tmp_path / "home"),
+            "BULKOPS_USERNAME": "lim",
+            "BULKOPS_API_KEY": "key-lim",
+            "BULKOPS_PASSWORD": "pw-lim",
+        }
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "bulkops", *args, "--server", origin, "--quiet"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        source = tmp_path / "in.csv"
+        source.write_text(HEADER + _rows(0, 450))
+        run_dir = tmp_path / "run"
+        first = cli(
+            "import",
+            str(source),
+            "--list",
+            "L",
+            "--create-lists",
+            "--max-rows",
+            "200",
+            "--run-dir",
+            str(run_dir),
+        )
+        _assert_no_traceback(first)
+        assert first.returncode == 4, first.stderr
+        assert "more than 100 rows" in first.stderr
+        again = cli("resume", str(run_dir), "--max-rows", "100")
+        _assert_no_traceback(again)
+        assert again.returncode == 0, again.stderr
+        report = json.loads((run_dir / "report.json").read_text())
+        assert report["counts"]["applied"] == 450
+        assert all(a["rows"] <= 100 for a in report["activities"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bulkops.cli.common import (
@@ -16,10 +18,28 @@ from bulkops.cli.common import (
 from bulkops.engine.imports import ImportOptions, run_import
 from bulkops.engine.planner import dry_run
 from bulkops.errors import ConfigError
-from bulkops.stream.options import ChunkLimits, ReadOptions
-from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
+from bulkops.stream.options import ChunkLimits, Form, ReadOptions
+from bulkops.wire.activity import (
+    DEFAULT_MAX_ACTIVITY_BYTES,
+    DEFAULT_MAX_ACTIVITY_ROWS,
+    MIN_ACTIVITY_ROWS,
+)
 
-__all__ = ["add_arguments", "add_remove_arguments", "run", "run_remove"]
+__all__ = [
+    "add_arguments",
+    "add_limit_arguments",
+    "add_remove_arguments",
+    "chunk_limits",
+    "run",
+    "run_remove",
+    "warn",
+]
+
+#: The smallest ``--max-rows``: a file of any length can be cut into activities of
+#: ``MIN_ACTIVITY_ROWS`` to ``max_rows`` rows only when ``max_rows >= 2 * MIN_ACTIVITY_ROWS``.
+MIN_LIMIT_ROWS = 2 * MIN_ACTIVITY_ROWS
+#: The smallest ``--max-bytes``: room for the header and 50 rows of a realistic size.
+MIN_LIMIT_BYTES = 64 * 1024
 
 
 def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
@@ -59,8 +79,7 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
         default=600.0,
         help="seconds without progress before an activity counts as stalled (default 600)",
     )
-    tuning.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ACTIVITY_ROWS)
-    tuning.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_ACTIVITY_BYTES)
+    add_limit_arguments(tuning)
     tuning.add_argument(
         "--form",
         choices=["multipart", "urlencoded"],
@@ -83,6 +102,69 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
     )
     add_connection_arguments(parser)
     add_output_arguments(parser)
+
+
+def add_limit_arguments(
+    group: argparse._ArgumentGroup | argparse.ArgumentParser, *, default: bool = True
+) -> None:
+    """``--max-rows`` and ``--max-bytes`` (``bulkops resume`` has them without defaults)."""
+    group.add_argument(
+        "--max-rows",
+        type=int,
+        default=DEFAULT_MAX_ACTIVITY_ROWS if default else None,
+        help=f"rows per activity, {MIN_LIMIT_ROWS}-{DEFAULT_MAX_ACTIVITY_ROWS}"
+        f" (default {DEFAULT_MAX_ACTIVITY_ROWS}, the API's limit)",
+    )
+    group.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_ACTIVITY_BYTES if default else None,
+        help=f"bytes of data per activity, {MIN_LIMIT_BYTES}-{DEFAULT_MAX_ACTIVITY_BYTES}"
+        f" (default {DEFAULT_MAX_ACTIVITY_BYTES}, the API's 4 MiB limit)",
+    )
+
+
+def chunk_limits(
+    max_rows: int, max_bytes: int, form: Form = "multipart", *, warn: Callable[[str], None]
+) -> ChunkLimits:
+    """The limits of ``--max-rows`` / ``--max-bytes``, checked before anything is sent.
+
+    The v1 API publishes no limits; the documented ones (40,000 rows, 4 MiB of data per
+    activity) are the most a request may carry: larger values are lowered to them, with a
+    note through ``warn``. Values too small to cut a file by are usage errors.
+
+    Raises:
+        ConfigError: a limit below its minimum.
+    """
+    if max_rows < MIN_LIMIT_ROWS:
+        raise ConfigError(
+            f"--max-rows must be at least {MIN_LIMIT_ROWS} (activities carry "
+            f"{MIN_ACTIVITY_ROWS} rows or more), not {max_rows}"
+        )
+    if max_bytes < MIN_LIMIT_BYTES:
+        raise ConfigError(
+            f"--max-bytes must be at least {MIN_LIMIT_BYTES:,} (a request must hold "
+            f"{MIN_LIMIT_ROWS} rows of any valid size), not {max_bytes:,}"
+        )
+    if max_rows > DEFAULT_MAX_ACTIVITY_ROWS:
+        warn(
+            f"--max-rows {max_rows:,} is over the API's limit of "
+            f"{DEFAULT_MAX_ACTIVITY_ROWS:,} rows per activity; using {DEFAULT_MAX_ACTIVITY_ROWS:,}"
+        )
+        max_rows = DEFAULT_MAX_ACTIVITY_ROWS
+    if max_bytes > DEFAULT_MAX_ACTIVITY_BYTES:
+        warn(
+            f"--max-bytes {max_bytes:,} is over the API's limit of "
+            f"{DEFAULT_MAX_ACTIVITY_BYTES:,} bytes per activity; using "
+            f"{DEFAULT_MAX_ACTIVITY_BYTES:,}"
+        )
+        max_bytes = DEFAULT_MAX_ACTIVITY_BYTES
+    return ChunkLimits(max_rows=max_rows, max_bytes=max_bytes, form=form)
+
+
+def warn(message: str) -> None:
+    """Print a note on stderr (the options were adjusted, not refused)."""
+    print(f"bulkops: note: {message}", file=sys.stderr, flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,7 +211,7 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         stall_timeout=args.stall_timeout,
         write_applied=args.write_applied,
         read=_read_options(args),
-        limits=ChunkLimits(max_rows=args.max_rows, max_bytes=args.max_bytes, form=args.form),
+        limits=chunk_limits(args.max_rows, args.max_bytes, args.form, warn=warn),
     )
     if args.dry_run:
         plan = dry_run(

@@ -29,7 +29,7 @@ from bulkops.engine.chunks import ChunkState
 from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import write_atomically, write_outcome_file
 from bulkops.engine.rundirs import default_run_dir
-from bulkops.errors import InputError
+from bulkops.errors import ConfigError, InputError
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.stream.pipeline import Pipeline, PipelineOptions
 from bulkops.stream.records import (
@@ -54,6 +54,7 @@ __all__ = [
     "dry_run",
     "find_repeated_emails",
     "input_digest",
+    "replan",
     "write_outcome_files",
 ]
 
@@ -348,6 +349,37 @@ def find_repeated_emails(
     finally:
         db.close()
         (journal.run_dir / "emails.tmp").unlink(missing_ok=True)
+
+
+def replan(journal: Journal, old: ChunkLimits, new: ChunkLimits) -> None:
+    """Let a run's remaining rows be cut with other limits (``resume --max-rows``).
+
+    Chunks are cut deterministically from the start of the file, so new limits move every
+    cut: that is safe only while the server has accepted none of the run's chunks (a run
+    stopped by a server refusing its first requests, ``400 more than N rows``). Then the
+    plan is forgotten and the whole input is cut again when the run resumes. A chunk whose
+    POST was in flight when the run stopped is taken as not accepted (a refusal is the
+    usual reason a run stops before any answer); if it was, its rows are applied again
+    with the same values, which leaves the same contacts.
+
+    Raises:
+        ConfigError: some chunk was accepted; the message says what to do instead.
+    """
+    sent = [
+        c
+        for c in journal.chunks()
+        if c.activity_id is not None or c.state in (ChunkState.POSTED, ChunkState.DONE)
+    ]
+    if sent:
+        meta = journal.meta()
+        raise ConfigError(
+            f"{len(sent)} activities of this run were already accepted with --max-rows "
+            f"{old.max_rows} --max-bytes {old.max_bytes}, so its rows cannot be cut again: "
+            "resume it without --max-rows/--max-bytes, or start a new run of "
+            f"{meta.get('input', 'the file')} with the new limits (rows it applied are "
+            "applied again with the same values)"
+        )
+    journal.forget_plan()
 
 
 def _record_reader(source: Path, header: Header | None) -> Any:
