@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -312,3 +313,41 @@ def test_resume_cuts_the_rows_again_when_the_server_refused_the_first(tmp_path: 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# -- observation 8: which spelling wins ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunking", [[], ["--max-rows", "50"]])
+def test_the_last_row_wins_its_spelling_too(tmp_path: Path, chunking: list[str]) -> None:
+    """Emails differing only in case: the stored contact is the last row, spelling
+    included, however the file was cut (one activity, or the rows in different ones)."""
+    source = tmp_path / "case.csv"
+    source.write_text(
+        "Email Address,First Name\nCASE.DEMO@example.org,First\n"
+        + "".join(f"k{i}@example.org,K{i}\n" for i in range(100))
+        + "case.demo@example.org,Last\n"
+        + "".join(f"k{i}@example.org,K{i}\n" for i in range(100, 130))
+    )
+    home = tmp_path / "home"
+    result = bulkops(
+        "import",
+        str(source),
+        "--list",
+        "L",
+        "--create-lists",
+        *chunking,
+        "--run-dir",
+        str(tmp_path / "run"),
+        home=home,
+    )
+    assert result.returncode == 2, result.stderr  # the first row is a duplicate
+    db = sqlite3.connect(home / "server.db")
+    try:
+        stored = db.execute(
+            "SELECT EmailAddress, FirstName FROM contact WHERE email_key = ?",
+            ("case.demo@example.org",),
+        ).fetchall()
+    finally:
+        db.close()
+    assert stored == [("case.demo@example.org", "Last")]
