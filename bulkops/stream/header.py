@@ -15,7 +15,7 @@ column is dropped, known or not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -99,6 +99,23 @@ def _resolve_target(source: str, target: str) -> Column | None:
     return column
 
 
+#: Error messages name this many header cells at most, each cut to ``_NAME_CHARS``: a header
+#: of 100,000 columns gets a message of a few lines, not megabytes.
+_SHOWN_NAMES = 10
+_NAME_CHARS = 60
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
+
+
+def _some_names(names: Sequence[str], *, quote: Callable[[str], str] = '"{}"'.format) -> str:
+    """The first few names, quoted, and how many more there are."""
+    shown = ", ".join(quote(_short(name)) for name in names[:_SHOWN_NAMES])
+    rest = len(names) - _SHOWN_NAMES
+    return f"{shown} and {rest:,} more" if rest > 0 else shown
+
+
 def map_header(
     cells: Sequence[str],
     *,
@@ -169,18 +186,18 @@ def map_header(
         raise ConfigError(f"the mapping names columns the file does not have: {', '.join(missing)}")
     if unknown:
         known = ", ".join(known_column_names())
-        names = ", ".join(f'"{name}"' for name in unknown)
         raise InputError(
-            f"unknown column{'s' if len(unknown) > 1 else ''} {names}; known columns are "
-            f"{known} (and their usual spellings); map a column explicitly with "
-            "source=TARGET or ignore unknown columns",
+            f"unknown column{'s' if len(unknown) > 1 else ''} {_some_names(unknown)}"
+            f"{f' ({len(unknown):,} of {len(sources):,} columns)' if len(unknown) > 1 else ''}"
+            f"; known columns are {known} (and their usual spellings); map a column "
+            "explicitly with source=TARGET or ignore unknown columns",
             line=line,
-            field=unknown[0],
+            field=_short(unknown[0]),
         )
     if EMAIL_COLUMN not in columns:
         raise InputError(
             "the header has no email address column (EMAIL ADDRESS, Email, E-mail, ...); "
-            f"columns found: {', '.join(repr(s) for s in sources) or 'none'}",
+            f"columns found: {_some_names(sources, quote=repr) or 'none'}",
             line=line,
         )
     return ColumnMap(sources=sources, columns=tuple(columns))
