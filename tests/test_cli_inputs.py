@@ -351,3 +351,71 @@ def test_the_last_row_wins_its_spelling_too(tmp_path: Path, chunking: list[str])
     finally:
         db.close()
     assert stored == [("case.demo@example.org", "Last")]
+
+
+# -- observation 12: standard input ---------------------------------------------------------------
+
+
+def _bulkops_stdin(data: bytes, *args: str, home: Path) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "BULKOPS_HOME": str(home)}
+    for name in ("BULKOPS_SERVER", "BULKOPS_USERNAME", "BULKOPS_API_KEY", "BULKOPS_PASSWORD"):
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "bulkops", *args],
+        input=data,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_import_reads_standard_input_into_the_run_directory(tmp_path: Path) -> None:
+    """``import -`` spools standard input into the run directory (0600); the journal
+    names the copy, so ``resume`` and ``status`` work after stdin is gone."""
+    data = (Path(__file__).parent.parent / "samples" / "messy.csv").read_bytes()
+    run_dir = tmp_path / "run"
+    home = tmp_path / "home"
+    result = _bulkops_stdin(
+        data,
+        "import",
+        "-",
+        "--list",
+        "L",
+        "--create-lists",
+        "--run-dir",
+        str(run_dir),
+        home=home,
+    )
+    assert b"Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    spooled = run_dir / "stdin.input"
+    assert spooled.read_bytes() == data
+    assert spooled.stat().st_mode & 0o077 == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["input"] == str(spooled)
+    assert report["counts"]["applied"] == 36
+    assert (run_dir / "rejected.csv").exists()
+    again = bulkops("resume", str(run_dir), home=home)
+    _assert_no_traceback(again)
+    assert again.returncode == 2, again.stderr
+    assert _counts(run_dir)["applied"] == 36
+
+
+def test_dry_run_of_standard_input(tmp_path: Path) -> None:
+    """``import - --dry-run`` plans what was piped in."""
+    data = (Path(__file__).parent.parent / "samples" / "contacts.csv").read_bytes()
+    result = _bulkops_stdin(
+        data,
+        "import",
+        "-",
+        "--list",
+        "L",
+        "--dry-run",
+        "--json",
+        "--run-dir",
+        str(tmp_path / "dry"),
+        home=tmp_path / "home",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["plan"]["rows_to_send"] == 120

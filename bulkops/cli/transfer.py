@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from bulkops.cli.common import (
     add_connection_arguments,
@@ -16,7 +19,9 @@ from bulkops.cli.common import (
     run_with_signals,
 )
 from bulkops.engine.imports import ImportOptions, run_import
+from bulkops.engine.journal import JOURNAL_NAME
 from bulkops.engine.planner import dry_run
+from bulkops.engine.rundirs import default_run_dir
 from bulkops.errors import ConfigError
 from bulkops.stream.options import ChunkLimits, Form, ReadOptions
 from bulkops.wire.activity import (
@@ -32,6 +37,7 @@ __all__ = [
     "chunk_limits",
     "run",
     "run_remove",
+    "spool_stdin",
     "warn",
 ]
 
@@ -43,7 +49,12 @@ MIN_LIMIT_BYTES = 64 * 1024
 
 
 def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
-    parser.add_argument("file", type=Path, help="CSV (or TXT) file, or an XML contact set")
+    parser.add_argument(
+        "file",
+        type=Path,
+        help="CSV (or TXT) file, or an XML contact set; '-' reads standard input (kept in"
+        " the run directory, so that `bulkops resume` can finish the run)",
+    )
     parser.add_argument(
         "--list",
         dest="lists",
@@ -198,6 +209,35 @@ def _read_options(args: argparse.Namespace) -> ReadOptions:
     )
 
 
+#: The name of standard input's copy inside the run directory.
+STDIN_NAME = "stdin.input"
+
+
+def spool_stdin(run_dir: Path, stream: BinaryIO | None = None) -> Path:
+    """Copy standard input into ``run_dir`` (private, 0600) and return the copy's path.
+
+    The run then reads, digests and resumes from the copy, like any named file.
+
+    Raises:
+        ConfigError: standard input is a terminal, or ``run_dir`` already holds a run.
+    """
+    source = stream if stream is not None else sys.stdin.buffer
+    if source.isatty():
+        raise ConfigError("'-' reads contacts from standard input: pipe or redirect a file in")
+    if (run_dir / JOURNAL_NAME).exists():
+        raise ConfigError(f"{run_dir} already holds a run: use `bulkops resume {run_dir}`")
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = run_dir / STDIN_NAME
+    partial = run_dir / (STDIN_NAME + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, target)
+    return target
+
+
 def _run(args: argparse.Namespace, kind: str) -> int:
     if args.concurrency < 1 or args.max_queued < 1 or args.uploads < 1:
         raise ConfigError("--concurrency, --uploads and --max-queued must be at least 1")
@@ -213,6 +253,11 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         read=_read_options(args),
         limits=chunk_limits(args.max_rows, args.max_bytes, args.form, warn=warn),
     )
+    if str(args.file) == "-":
+        args.run_dir = args.run_dir or default_run_dir(
+            Path("stdin"), "dry-run" if args.dry_run else kind
+        )
+        args.file = spool_stdin(args.run_dir)
     if args.dry_run:
         plan = dry_run(
             args.file,
