@@ -353,6 +353,37 @@ def test_the_last_row_wins_its_spelling_too(tmp_path: Path, chunking: list[str])
     assert stored == [("case.demo@example.org", "Last")]
 
 
+@pytest.mark.parametrize("chunking", [[], ["--max-rows", "50"]])
+def test_duplicates_replaced_in_a_later_activity_keep_their_row(
+    tmp_path: Path, chunking: list[str]
+) -> None:
+    """duplicates.csv holds the original row of a row replaced by one in a later activity
+    (observation 7: it had the line and reason only), as for one replaced in its own."""
+    source = tmp_path / "case.csv"
+    source.write_text(
+        "Email Address,First Name\nCASE.DEMO@example.org,First\n"
+        + "".join(f"k{i}@example.org,K{i}\n" for i in range(100))
+        + "case.demo@example.org,Last\n"
+    )
+    run_dir = tmp_path / "run"
+    result = bulkops(
+        "import",
+        str(source),
+        "--list",
+        "L",
+        "--create-lists",
+        *chunking,
+        "--run-dir",
+        str(run_dir),
+        home=tmp_path / "home",
+    )
+    assert result.returncode == 2, result.stderr
+    with (run_dir / "duplicates.csv").open(newline="", encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert (row["line"], row["replaced_by_line"]) == ("2", "103")
+    assert (row["Email Address"], row["First Name"]) == ("CASE.DEMO@example.org", "First")
+
+
 # -- observation 12: standard input ---------------------------------------------------------------
 
 

@@ -436,14 +436,23 @@ def write_outcome_files(
         if not counts[kind]:
             continue
         reader = _record_reader(source, header)
+        # Rows replaced by a row of a later activity were found after the run, by line:
+        # their original rows are read from their chunks' byte ranges.
+        later = (
+            _rows_by_line(journal, source, read, limits, meta, header)
+            if kind == "duplicate"
+            else {}
+        )
         try:
             path = run_dir / f"{name}.csv"
             write_outcome_file(
                 path,
                 journal.outcomes(kind),
                 header=sources,
-                record_fields=lambda o, reader=reader: (
-                    reader(o.start_offset, o.end_offset) if o.start_offset is not None else []
+                record_fields=lambda o, reader=reader, later=later: (
+                    reader(o.start_offset, o.end_offset)
+                    if o.start_offset is not None
+                    else later.get(o.line, [])
                 ),
             )
         finally:
@@ -458,6 +467,42 @@ def write_outcome_files(
             )
         )
     return files
+
+
+def _rows_by_line(
+    journal: Journal,
+    source: Path,
+    read: ReadOptions,
+    limits: ChunkLimits,
+    meta: dict[str, Any],
+    header: Header | None,
+) -> dict[int, list[str]]:
+    """The original fields of each duplicate that has no byte range (sent, then replaced by
+    a row of a later activity), by line. Only those rows are kept: O(such rows)."""
+    wanted = {o.line for o in journal.outcomes("duplicate") if o.start_offset is None}
+    found: dict[int, list[str]] = {}
+    if not wanted or header is None:
+        return found
+    if header.delimiter:
+        for chunk in journal.chunks():
+            if chunk.kind == "clear" or wanted.isdisjoint(chunk.lines):
+                continue
+            for line, fields in _records_in(
+                source, header, chunk.start_offset, chunk.end_offset, chunk.first_line
+            ):
+                if line in wanted:
+                    found[line] = fields
+        return found
+    # XML: the record as written is not kept by line; the row as it was sent stands for it.
+    lists = [item["uri"] for item in meta.get("lists", [])] or ["x"]
+    kind = "remove" if meta.get("command") == "remove" else "add"
+    for event in _replay(source, read, limits, lists=lists, kind=kind):
+        if isinstance(event, PlannedChunk) and not wanted.isdisjoint(event.record.lines):
+            _sent_header, rows = chunk_rows(event.body, event.content_type)
+            for line, row in zip(event.record.lines, rows, strict=True):
+                if line in wanted:
+                    found[line] = row
+    return found
 
 
 def _header_of(
