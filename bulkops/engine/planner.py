@@ -382,6 +382,21 @@ def replan(journal: Journal, old: ChunkLimits, new: ChunkLimits) -> None:
     journal.forget_plan()
 
 
+def _decoded(data: bytes, encoding: str) -> str:
+    """A source record's text for an outcome file, keeping every byte of it.
+
+    A record that is not valid in the file's encoding (a cp1252 row in a UTF-8 file: the
+    reason it was rejected) is read as cp1252, else latin-1, never with U+FFFD: the row
+    in rejected.csv can then be fixed and imported again.
+    """
+    for candidate in (encoding, "cp1252", "latin-1"):
+        try:
+            return data.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+    return data.decode(encoding, errors="replace")  # pragma: no cover - latin-1 decodes all
+
+
 def _record_reader(source: Path, header: Header | None) -> Any:
     """A function reading one source record by its byte range into its fields."""
     encoding = header.encoding if header is not None else "utf-8"
@@ -392,7 +407,7 @@ def _record_reader(source: Path, header: Header | None) -> Any:
         if start is None or end is None:
             return []
         handle.seek(start)
-        raw = handle.read(end - start).decode(encoding, errors="replace")
+        raw = _decoded(handle.read(end - start), encoding)
         if header is not None and not header.delimiter:  # XML: the element as written
             return [raw.strip()]
         fields: list[str] = next(_csv_reader(raw, delimiter), [])

@@ -15,6 +15,7 @@ column is dropped, known or not.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -116,6 +117,37 @@ def _some_names(names: Sequence[str], *, quote: Callable[[str], str] = '"{}"'.fo
     return f"{shown} and {rest:,} more" if rest > 0 else shown
 
 
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _check_controls(sources: Sequence[str], line: int) -> None:
+    """Refuse a header cell holding a control character (``First\\0Name``): matching
+    ignores everything but letters and digits, so it would be mapped without a word.
+
+    Raises:
+        InputError: naming the cell, and the encoding when NULs alternate with text
+            (UTF-16 read as UTF-8).
+    """
+    for source in sources:
+        found = _CONTROLS.search(source)
+        if found is None:
+            continue
+        hint = ""
+        text = "".join(sources)
+        if text.count("\0") * 3 >= len(text):
+            order = "utf-16-be" if text.startswith("\0") else "utf-16-le"
+            hint = (
+                f"; every other byte is NUL: the file looks like {order.upper()} without a "
+                f"byte-order mark: use --encoding {order}"
+            )
+        raise InputError(
+            f"the header cell {_short(source)!r} holds the control character "
+            f"U+{ord(found.group()):04X}{hint}",
+            line=line,
+            field=_short(source),
+        )
+
+
 def map_header(
     cells: Sequence[str],
     *,
@@ -152,6 +184,7 @@ def map_header(
         explicit[source] = resolved
         explicit_keys[header_key(source)] = resolved
     sources = tuple(cell.strip() for cell in cells)
+    _check_controls(sources, line)
     used: set[str] = set()
     columns: list[Column | None] = []
     unknown: list[str] = []
