@@ -304,6 +304,7 @@ def test_resume_cuts_the_rows_again_when_the_server_refused_the_first(tmp_path: 
         _assert_no_traceback(first)
         assert first.returncode == 4, first.stderr
         assert "more than 100 rows" in first.stderr
+        assert f"bulkops resume {run_dir} --max-rows N" in first.stderr
         again = cli("resume", str(run_dir), "--max-rows", "100")
         _assert_no_traceback(again)
         assert again.returncode == 0, again.stderr

@@ -22,7 +22,7 @@ from bulkops.engine.imports import ImportOptions, run_import
 from bulkops.engine.journal import JOURNAL_NAME
 from bulkops.engine.planner import dry_run
 from bulkops.engine.rundirs import default_run_dir
-from bulkops.errors import ConfigError
+from bulkops.errors import ApiError, ConfigError, single_errors
 from bulkops.stream.options import ChunkLimits, Form, ReadOptions
 from bulkops.wire.activity import (
     DEFAULT_MAX_ACTIVITY_BYTES,
@@ -282,7 +282,20 @@ def _run(args: argparse.Namespace, kind: str) -> int:
                 stop=stop,
             )
 
-    report = run_with_signals(main, reporter)
+    try:
+        with single_errors():
+            report = run_with_signals(main, reporter)
+    except ApiError as exc:
+        if exc.status == 400 and exc.method == "POST" and "/activities" in (exc.url or ""):
+            # The v1 API publishes no limits: a server may take fewer than documented.
+            where = args.run_dir or "RUN_DIR"
+            exc.message += (
+                "; the server takes smaller activities than these limits allowed: finish "
+                f"the run with `bulkops resume {where} --max-rows N` (or --max-bytes N) "
+                "with smaller values"
+            )
+            exc.args = (str(exc),)
+        raise
     return print_report(args, report)
 
 
