@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tracemalloc
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -72,3 +73,26 @@ def test_a_compressed_pattern_matches_what_the_plain_join_matches(
     data = text.encode()
     assert bool(plain.fullmatch(data)) == bool(compact.fullmatch(data))
     assert len(_joined(parts, b",")) <= len(b",".join(parts)) + 16
+
+
+@given(
+    max_rows=st.integers(-(10**6), 10**7),
+    max_bytes=st.integers(-(10**6), 10**9),
+)
+def test_any_limit_options_are_refused_or_within_the_api_limits(
+    max_rows: int, max_bytes: int
+) -> None:
+    """``--max-rows``/``--max-bytes``: a usage error below the minimum, lowered (with a
+    note) above the API's 40,000 rows / 4 MiB, as given in between."""
+    from bulkops.cli.transfer import MIN_LIMIT_BYTES, MIN_LIMIT_ROWS, chunk_limits
+    from bulkops.errors import ConfigError
+
+    notes: list[str] = []
+    if max_rows < MIN_LIMIT_ROWS or max_bytes < MIN_LIMIT_BYTES:
+        with pytest.raises(ConfigError, match="must be at least"):
+            chunk_limits(max_rows, max_bytes, warn=notes.append)
+        return
+    limits = chunk_limits(max_rows, max_bytes, warn=notes.append)
+    assert limits.max_rows == min(max_rows, 40_000)
+    assert limits.max_bytes == min(max_bytes, 4 * 2**20)
+    assert len(notes) == (max_rows > 40_000) + (max_bytes > 4 * 2**20)
