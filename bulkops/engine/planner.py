@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _csv
 import csv
+import functools
 import hashlib
 import io
 import sqlite3
@@ -30,6 +31,7 @@ from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import write_atomically, write_outcome_file
 from bulkops.engine.rundirs import default_run_dir
 from bulkops.errors import ConfigError, InputError
+from bulkops.stream.encoding import SAMPLE_BYTES, detect_encoding
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.stream.pipeline import Pipeline, PipelineOptions
 from bulkops.stream.records import (
@@ -59,6 +61,9 @@ __all__ = [
 ]
 
 _BLOCK = 1 << 20
+_NO_STATISTICS = msgspec.convert(
+    dict.fromkeys(PipelineStatistics.__struct_fields__, 0), PipelineStatistics
+)
 
 
 @attrs.frozen
@@ -128,15 +133,21 @@ class Planner:
     ) -> None:
         self.path = path
         self.kind = kind
-        self._pipeline = Pipeline(  # size_hint: the email table is sized once, not grown
-            PipelineOptions(
-                lists=[str(uri) for uri in lists],
-                kind=ChunkKind.REMOVE if kind == "remove" else ChunkKind.ADD,
-                read=read,
-                limits=limits,
-                size_hint=_file_size(path),
-            )
+        self._read = read
+        self._options = functools.partial(  # size_hint: the email table is sized once
+            PipelineOptions,
+            lists=[str(uri) for uri in lists],
+            kind=ChunkKind.REMOVE if kind == "remove" else ChunkKind.ADD,
+            limits=limits,
+            size_hint=_file_size(path),
         )
+        # Without a named encoding, the first MiB decides it (stream/encoding.py): the
+        # pipeline starts once that much has come, or the input ended.
+        self._sample: list[bytes] = []
+        self._sampled = 0
+        self._pipeline: Pipeline | None = None
+        if read.encoding is not None or read.format == "xml":
+            self._pipeline = Pipeline(self._options(read=read))
         self.header: Header | None = None
         #: Chunks that share an email with another chunk (either side of a dependency).
         self.linked_chunks: set[int] = set()
@@ -149,11 +160,13 @@ class Planner:
     @property
     def rows_read(self) -> int:
         """Data rows read so far (blank records are not rows)."""
-        stats = self._pipeline.statistics()
+        stats = self.statistics()
         return stats.records - stats.blank
 
     def statistics(self) -> PipelineStatistics:
         """The pipeline's counters."""
+        if self._pipeline is None:
+            return _NO_STATISTICS
         return self._pipeline.statistics()
 
     def decode(self, data: bytes) -> list[PlannedChunk | PlannedOutcome]:
@@ -162,11 +175,34 @@ class Planner:
         Raises:
             InputError: the input cannot be imported (naming the file, line and field).
         """
-        return self._convert(self._call(self._pipeline.decode, data))
+        pipeline = self._pipeline
+        if pipeline is None:
+            self._sample.append(data)
+            self._sampled += len(data)
+            if self._sampled < SAMPLE_BYTES:
+                return []
+            pipeline, data = self._start(complete=False)
+        return self._convert(self._call(pipeline.decode, data))
 
     def flush(self) -> list[PlannedChunk | PlannedOutcome]:
         """Finish the input."""
+        if self._pipeline is None:
+            pipeline, data = self._start(complete=True)
+            events = self._call(pipeline.decode, data)
+            return self._convert(events + self._call(pipeline.flush))
         return self._convert(self._call(self._pipeline.flush))
+
+    def _start(self, *, complete: bool) -> tuple[Pipeline, bytes]:
+        """Decide the encoding from the sample, start the pipeline; the sample's bytes."""
+        data = b"".join(self._sample)
+        self._sample = []
+        read = self._read
+        if not (read.format is None and data.lstrip()[:1] == b"<"):  # not XML
+            encoding = detect_encoding(data[:SAMPLE_BYTES], complete=complete)
+            if encoding is not None:
+                read = attrs.evolve(read, encoding=encoding)
+        pipeline = self._pipeline = Pipeline(self._options(read=read))
+        return pipeline, data
 
     def _call(self, fn: Any, *args: Any) -> list[Event]:
         try:
@@ -529,6 +565,8 @@ def _header_of(
     with source.open("rb") as handle:
         while planner.header is None and (block := handle.read(1 << 16)):
             planner.decode(block)
+        if planner.header is None:  # a file shorter than the encoding's sample
+            planner.flush()
     return planner.header
 
 
@@ -635,6 +673,7 @@ class DryRunPlan(msgspec.Struct, kw_only=True):
 
     input: str
     kind: str
+    encoding: str
     rows_read: int
     rows_to_send: int
     rejected: int
@@ -657,7 +696,8 @@ class DryRunPlan(msgspec.Struct, kw_only=True):
         if json_output:
             return msgspec.json.encode({"event": "plan", "plan": self}).decode()
         lines = [
-            f"dry run of {self.kind} from {self.input}: {self.rows_read:,} rows read, "
+            f"dry run of {self.kind} from {self.input} (read as {self.encoding}): "
+            f"{self.rows_read:,} rows read, "
             f"{self.rows_to_send:,} to send, {self.rejected:,} rejected, "
             f"{self.duplicate:,} duplicate",
             f"{self.chunks} activities ({self.body_bytes:,} bytes of requests, largest "
@@ -741,6 +781,7 @@ def dry_run(
         return DryRunPlan(
             input=str(source),
             kind=kind,
+            encoding=planner.header.encoding if planner.header is not None else "utf-8",
             rows_read=planner.rows_read,
             rows_to_send=sent,
             rejected=counts["rejected"],
