@@ -650,3 +650,26 @@ def test_a_nested_contact_is_not_dropped(tmp_path: Path) -> None:
     )
     plan, _ = _dry_run(tmp_path, source)
     assert plan["rows_read"] == 4
+
+
+def test_a_100000_column_header_gives_a_short_error(tmp_path: Path) -> None:
+    """Unknown columns by the 100,000: exit 4 with the first names and the count, in a
+    message of a few lines (it listed every column)."""
+    source = tmp_path / "wide.csv"
+    names = ",".join(f"Col{i}" for i in range(100_000))
+    source.write_text(f"Email Address,{names}\na@example.org" + "," * 100_000 + "\n")
+    result = bulkops(
+        "import",
+        str(source),
+        "--list",
+        "L",
+        "--dry-run",
+        "--run-dir",
+        str(tmp_path / "r"),
+        home=tmp_path / "home",
+    )
+    _assert_no_traceback(result)
+    assert result.returncode == 4, result.stderr
+    assert len(result.stderr) < 1500, result.stderr[:2000]
+    assert '"Col0"' in result.stderr
+    assert "99,990 more (100,000 of 100,001 columns)" in result.stderr
