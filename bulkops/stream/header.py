@@ -217,6 +217,14 @@ def map_header(
     missing = [source for source, _ in pairs if source not in used]
     if missing:
         raise ConfigError(f"the mapping names columns the file does not have: {', '.join(missing)}")
+    _check_mapped(sources, columns, unknown, line)
+    return ColumnMap(sources=sources, columns=tuple(columns))
+
+
+def _check_mapped(
+    sources: tuple[str, ...], columns: list[Column | None], unknown: list[str], line: int
+) -> None:
+    """Refuse a header with unknown columns or without an email column."""
     if unknown:
         known = ", ".join(known_column_names())
         raise InputError(
@@ -233,4 +241,3 @@ def map_header(
             f"columns found: {_some_names(sources, quote=repr) or 'none'}",
             line=line,
         )
-    return ColumnMap(sources=sources, columns=tuple(columns))
