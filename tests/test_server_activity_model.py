@@ -228,6 +228,7 @@ def model(scenario: Scenario) -> tuple[dict[str, ModelContact], int, list[tuple[
                 continue
             if contact is None:
                 contact = contacts[key] = ModelContact(email, "Active", {}, set())
+            contact.email = email  # the last row wins, its spelling too
             for field, value in row.items():
                 if field != "EmailAddress" and value:
                     contact.fields[field] = _normalised(field, value)

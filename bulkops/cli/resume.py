@@ -13,7 +13,10 @@ from bulkops.cli.common import (
     reporter_for,
     run_with_signals,
 )
-from bulkops.engine.imports import resume_run
+from bulkops.cli.transfer import add_limit_arguments, chunk_limits, warn
+from bulkops.engine.imports import ImportOptions, resume_run
+from bulkops.engine.journal import Journal
+from bulkops.stream.options import ChunkLimits
 
 __all__ = ["add_arguments", "run"]
 
@@ -26,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="seconds without progress before an activity counts as stalled (default: the run's)",
     )
+    limits = parser.add_argument_group(
+        "cutting the rows again",
+        "new limits for a run whose first activities the server refused as too large"
+        " (allowed while none was accepted)",
+    )
+    add_limit_arguments(limits, default=False)
     add_connection_arguments(parser)
     add_output_arguments(parser)
 
@@ -37,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     exported = resume_if_export(args)
     if exported is not None:
         return exported
+    limits = None
+    if args.max_rows is not None or args.max_bytes is not None:
+        limits = _stored_limits_with(args)
     reporter = reporter_for(args)
 
     async def main(stop):  # type: ignore[no-untyped-def]
@@ -47,6 +59,22 @@ def run(args: argparse.Namespace) -> int:
                 reporter=reporter,
                 stop=stop,
                 stall_timeout=args.stall_timeout,
+                limits=limits,
             )
 
     return print_report(args, run_with_signals(main, reporter))
+
+
+def _stored_limits_with(args: argparse.Namespace) -> ChunkLimits:
+    """The run's stored limits with ``--max-rows`` / ``--max-bytes`` applied (checked)."""
+    journal = Journal(args.run_dir, create=False)
+    try:
+        stored = ImportOptions.from_meta(journal.meta()["options"]).limits
+    finally:
+        journal.close()
+    return chunk_limits(
+        args.max_rows if args.max_rows is not None else stored.max_rows,
+        args.max_bytes if args.max_bytes is not None else stored.max_bytes,
+        stored.form,
+        warn=warn,
+    )

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from bulkops.cli.common import (
     add_connection_arguments,
@@ -14,16 +19,42 @@ from bulkops.cli.common import (
     run_with_signals,
 )
 from bulkops.engine.imports import ImportOptions, run_import
+from bulkops.engine.journal import JOURNAL_NAME
 from bulkops.engine.planner import dry_run
-from bulkops.errors import ConfigError
-from bulkops.stream.options import ChunkLimits, ReadOptions
-from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
+from bulkops.engine.rundirs import default_run_dir
+from bulkops.errors import ApiError, ConfigError, single_errors
+from bulkops.stream.options import ChunkLimits, Form, ReadOptions
+from bulkops.wire.activity import (
+    DEFAULT_MAX_ACTIVITY_BYTES,
+    DEFAULT_MAX_ACTIVITY_ROWS,
+    MIN_ACTIVITY_ROWS,
+)
 
-__all__ = ["add_arguments", "add_remove_arguments", "run", "run_remove"]
+__all__ = [
+    "add_arguments",
+    "add_limit_arguments",
+    "add_remove_arguments",
+    "chunk_limits",
+    "run",
+    "run_remove",
+    "spool_stdin",
+    "warn",
+]
+
+#: The smallest ``--max-rows``: a file of any length can be cut into activities of
+#: ``MIN_ACTIVITY_ROWS`` to ``max_rows`` rows only when ``max_rows >= 2 * MIN_ACTIVITY_ROWS``.
+MIN_LIMIT_ROWS = 2 * MIN_ACTIVITY_ROWS
+#: The smallest ``--max-bytes``: room for the header and 50 rows of a realistic size.
+MIN_LIMIT_BYTES = 64 * 1024
 
 
 def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
-    parser.add_argument("file", type=Path, help="CSV (or TXT) file, or an XML contact set")
+    parser.add_argument(
+        "file",
+        type=Path,
+        help="CSV (or TXT) file, or an XML contact set; '-' reads standard input (kept in"
+        " the run directory, so that `bulkops resume` can finish the run)",
+    )
     parser.add_argument(
         "--list",
         dest="lists",
@@ -59,18 +90,7 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
         default=600.0,
         help="seconds without progress before an activity counts as stalled (default 600)",
     )
-    tuning.add_argument(
-        "--max-rows",
-        type=int,
-        default=DEFAULT_MAX_ACTIVITY_ROWS,
-        help="rows per activity, at most the server's limit (default %(default)s)",
-    )
-    tuning.add_argument(
-        "--max-bytes",
-        type=int,
-        default=DEFAULT_MAX_ACTIVITY_BYTES,
-        help="bytes of data per activity, at most the server's limit (default %(default)s)",
-    )
+    add_limit_arguments(tuning)
     tuning.add_argument(
         "--form",
         choices=["multipart", "urlencoded"],
@@ -93,6 +113,69 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
     )
     add_connection_arguments(parser)
     add_output_arguments(parser)
+
+
+def add_limit_arguments(
+    group: argparse._ArgumentGroup | argparse.ArgumentParser, *, default: bool = True
+) -> None:
+    """``--max-rows`` and ``--max-bytes`` (``bulkops resume`` has them without defaults)."""
+    group.add_argument(
+        "--max-rows",
+        type=int,
+        default=DEFAULT_MAX_ACTIVITY_ROWS if default else None,
+        help=f"rows per activity, {MIN_LIMIT_ROWS}-{DEFAULT_MAX_ACTIVITY_ROWS}"
+        f" (default {DEFAULT_MAX_ACTIVITY_ROWS}, the API's limit)",
+    )
+    group.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_ACTIVITY_BYTES if default else None,
+        help=f"bytes of data per activity, {MIN_LIMIT_BYTES}-{DEFAULT_MAX_ACTIVITY_BYTES}"
+        f" (default {DEFAULT_MAX_ACTIVITY_BYTES}, the API's 4 MiB limit)",
+    )
+
+
+def chunk_limits(
+    max_rows: int, max_bytes: int, form: Form = "multipart", *, warn: Callable[[str], None]
+) -> ChunkLimits:
+    """The limits of ``--max-rows`` / ``--max-bytes``, checked before anything is sent.
+
+    The v1 API publishes no limits; the documented ones (40,000 rows, 4 MiB of data per
+    activity) are the most a request may carry: larger values are lowered to them, with a
+    note through ``warn``. Values too small to cut a file by are usage errors.
+
+    Raises:
+        ConfigError: a limit below its minimum.
+    """
+    if max_rows < MIN_LIMIT_ROWS:
+        raise ConfigError(
+            f"--max-rows must be at least {MIN_LIMIT_ROWS} (activities carry "
+            f"{MIN_ACTIVITY_ROWS} rows or more), not {max_rows}"
+        )
+    if max_bytes < MIN_LIMIT_BYTES:
+        raise ConfigError(
+            f"--max-bytes must be at least {MIN_LIMIT_BYTES:,} (a request must hold "
+            f"{MIN_LIMIT_ROWS} rows of any valid size), not {max_bytes:,}"
+        )
+    if max_rows > DEFAULT_MAX_ACTIVITY_ROWS:
+        warn(
+            f"--max-rows {max_rows:,} is over the API's limit of "
+            f"{DEFAULT_MAX_ACTIVITY_ROWS:,} rows per activity; using {DEFAULT_MAX_ACTIVITY_ROWS:,}"
+        )
+        max_rows = DEFAULT_MAX_ACTIVITY_ROWS
+    if max_bytes > DEFAULT_MAX_ACTIVITY_BYTES:
+        warn(
+            f"--max-bytes {max_bytes:,} is over the API's limit of "
+            f"{DEFAULT_MAX_ACTIVITY_BYTES:,} bytes per activity; using "
+            f"{DEFAULT_MAX_ACTIVITY_BYTES:,}"
+        )
+        max_bytes = DEFAULT_MAX_ACTIVITY_BYTES
+    return ChunkLimits(max_rows=max_rows, max_bytes=max_bytes, form=form)
+
+
+def warn(message: str) -> None:
+    """Print a note on stderr (the options were adjusted, not refused)."""
+    print(f"bulkops: note: {message}", file=sys.stderr, flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +209,35 @@ def _read_options(args: argparse.Namespace) -> ReadOptions:
     )
 
 
+#: The name of standard input's copy inside the run directory.
+STDIN_NAME = "stdin.input"
+
+
+def spool_stdin(run_dir: Path, stream: BinaryIO | None = None) -> Path:
+    """Copy standard input into ``run_dir`` (private, 0600) and return the copy's path.
+
+    The run then reads, digests and resumes from the copy, like any named file.
+
+    Raises:
+        ConfigError: standard input is a terminal, or ``run_dir`` already holds a run.
+    """
+    source = stream if stream is not None else sys.stdin.buffer
+    if source.isatty():
+        raise ConfigError("'-' reads contacts from standard input: pipe or redirect a file in")
+    if (run_dir / JOURNAL_NAME).exists():
+        raise ConfigError(f"{run_dir} already holds a run: use `bulkops resume {run_dir}`")
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = run_dir / STDIN_NAME
+    partial = run_dir / (STDIN_NAME + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, target)
+    return target
+
+
 def _run(args: argparse.Namespace, kind: str) -> int:
     if args.concurrency < 1 or args.max_queued < 1 or args.uploads < 1:
         raise ConfigError("--concurrency, --uploads and --max-queued must be at least 1")
@@ -139,8 +251,13 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         stall_timeout=args.stall_timeout,
         write_applied=args.write_applied,
         read=_read_options(args),
-        limits=ChunkLimits(max_rows=args.max_rows, max_bytes=args.max_bytes, form=args.form),
+        limits=chunk_limits(args.max_rows, args.max_bytes, args.form, warn=warn),
     )
+    if str(args.file) == "-":
+        args.run_dir = args.run_dir or default_run_dir(
+            Path("stdin"), "dry-run" if args.dry_run else kind
+        )
+        args.file = spool_stdin(args.run_dir)
     if args.dry_run:
         plan = dry_run(
             args.file,
@@ -165,7 +282,20 @@ def _run(args: argparse.Namespace, kind: str) -> int:
                 stop=stop,
             )
 
-    report = run_with_signals(main, reporter)
+    try:
+        with single_errors():
+            report = run_with_signals(main, reporter)
+    except ApiError as exc:
+        if exc.status == 400 and exc.method == "POST" and "/activities" in (exc.url or ""):
+            # The v1 API publishes no limits: a server may take fewer than documented.
+            where = args.run_dir or "RUN_DIR"
+            exc.message += (
+                "; the server takes smaller activities than these limits allowed: finish "
+                f"the run with `bulkops resume {where} --max-rows N` (or --max-bytes N) "
+                "with smaller values"
+            )
+            exc.args = (str(exc),)
+        raise
     return print_report(args, report)
 
 

@@ -49,6 +49,7 @@ from bulkops.engine.planner import (
     Planner,
     find_repeated_emails,
     input_digest,
+    replan,
     write_outcome_files,
 )
 from bulkops.engine.posting import ChunkPoster
@@ -572,16 +573,19 @@ async def resume_run(
     reporter: Reporter | None = None,
     stop: trio.Event | None = None,
     stall_timeout: float | None = None,
+    limits: ChunkLimits | None = None,
 ) -> ImportReport:
     """Finish a run that was interrupted (crash, SIGKILL, Ctrl-C, stall, quota).
 
     Chunks already done are not sent again; activities in flight are polled again; a chunk
     whose POST outcome is unknown is reconciled against the activities feed first.
     Everything else repeats the original run's options, except ``stall_timeout`` when given
-    (a run that stalled usually needs a longer one).
+    (a run that stalled usually needs a longer one), and ``limits`` when given and no chunk
+    was accepted yet (:func:`~bulkops.engine.planner.replan`: a server refused the first).
 
     Raises:
-        ConfigError: not a run directory, another account, or the input file changed.
+        ConfigError: not a run directory, another account, the input file changed, or new
+            limits for a run that already sent chunks.
     """
     journal = Journal(run_dir, create=False)
     try:
@@ -601,6 +605,10 @@ async def resume_run(
             size, digest = input_digest(source)
             if (size, digest) != (meta["input_size"], meta["input_digest"]):
                 raise ConfigError(f"{source} changed since the run began; start a new run")
+        if limits is not None and limits != options.limits and meta.get("command") != "clear":
+            replan(journal, options.limits, limits)
+            options = attrs.evolve(options, limits=limits)
+            journal.set_meta(options=options.to_meta())
         run = _Run(
             client=client,
             journal=journal,

@@ -502,6 +502,16 @@ class Journal:
             counts[kind] = count
         return counts
 
+    def forget_plan(self) -> None:
+        """Drop every chunk and outcome, and what was read (the input is cut again).
+
+        Only for a run none of whose chunks was sent with success (the caller checks).
+        """
+        with self._tx():
+            self._db.execute("DELETE FROM chunk")
+            self._db.execute("DELETE FROM outcome")
+            self._db.execute("DELETE FROM meta WHERE key IN ('rows_read', 'read_complete')")
+
     def outcome_lines(self, lines: Sequence[int]) -> dict[int, str]:
         """The recorded outcome kind of each of ``lines`` that has one."""
         found: dict[int, str] = {}

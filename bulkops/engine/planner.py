@@ -12,7 +12,9 @@ line order, with the journal's outcomes: memory stays O(1) in the number of outc
 
 from __future__ import annotations
 
+import _csv
 import csv
+import functools
 import hashlib
 import io
 import sqlite3
@@ -28,7 +30,8 @@ from bulkops.engine.chunks import ChunkState
 from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import write_atomically, write_outcome_file
 from bulkops.engine.rundirs import default_run_dir
-from bulkops.errors import InputError
+from bulkops.errors import ConfigError, InputError
+from bulkops.stream.encoding import SAMPLE_BYTES, detect_encoding
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.stream.pipeline import Pipeline, PipelineOptions
 from bulkops.stream.records import (
@@ -53,10 +56,14 @@ __all__ = [
     "dry_run",
     "find_repeated_emails",
     "input_digest",
+    "replan",
     "write_outcome_files",
 ]
 
 _BLOCK = 1 << 20
+_NO_STATISTICS = msgspec.convert(
+    dict.fromkeys(PipelineStatistics.__struct_fields__, 0), PipelineStatistics
+)
 
 
 @attrs.frozen
@@ -126,15 +133,21 @@ class Planner:
     ) -> None:
         self.path = path
         self.kind = kind
-        self._pipeline = Pipeline(  # size_hint: the email table is sized once, not grown
-            PipelineOptions(
-                lists=[str(uri) for uri in lists],
-                kind=ChunkKind.REMOVE if kind == "remove" else ChunkKind.ADD,
-                read=read,
-                limits=limits,
-                size_hint=_file_size(path),
-            )
+        self._read = read
+        self._options = functools.partial(  # size_hint: the email table is sized once
+            PipelineOptions,
+            lists=[str(uri) for uri in lists],
+            kind=ChunkKind.REMOVE if kind == "remove" else ChunkKind.ADD,
+            limits=limits,
+            size_hint=_file_size(path),
         )
+        # Without a named encoding, the first MiB decides it (stream/encoding.py): the
+        # pipeline starts once that much has come, or the input ended.
+        self._sample: list[bytes] = []
+        self._sampled = 0
+        self._pipeline: Pipeline | None = None
+        if read.encoding is not None or read.format == "xml":
+            self._pipeline = Pipeline(self._options(read=read))
         self.header: Header | None = None
         #: Chunks that share an email with another chunk (either side of a dependency).
         self.linked_chunks: set[int] = set()
@@ -147,11 +160,13 @@ class Planner:
     @property
     def rows_read(self) -> int:
         """Data rows read so far (blank records are not rows)."""
-        stats = self._pipeline.statistics()
+        stats = self.statistics()
         return stats.records - stats.blank
 
     def statistics(self) -> PipelineStatistics:
         """The pipeline's counters."""
+        if self._pipeline is None:
+            return _NO_STATISTICS
         return self._pipeline.statistics()
 
     def decode(self, data: bytes) -> list[PlannedChunk | PlannedOutcome]:
@@ -160,11 +175,34 @@ class Planner:
         Raises:
             InputError: the input cannot be imported (naming the file, line and field).
         """
-        return self._convert(self._call(self._pipeline.decode, data))
+        pipeline = self._pipeline
+        if pipeline is None:
+            self._sample.append(data)
+            self._sampled += len(data)
+            if self._sampled < SAMPLE_BYTES:
+                return []
+            pipeline, data = self._start(complete=False)
+        return self._convert(self._call(pipeline.decode, data))
 
     def flush(self) -> list[PlannedChunk | PlannedOutcome]:
         """Finish the input."""
+        if self._pipeline is None:
+            pipeline, data = self._start(complete=True)
+            events = self._call(pipeline.decode, data)
+            return self._convert(events + self._call(pipeline.flush))
         return self._convert(self._call(self._pipeline.flush))
+
+    def _start(self, *, complete: bool) -> tuple[Pipeline, bytes]:
+        """Decide the encoding from the sample, start the pipeline; the sample's bytes."""
+        data = b"".join(self._sample)
+        self._sample = []
+        read = self._read
+        if not (read.format is None and data.lstrip()[:1] == b"<"):  # not XML
+            encoding = detect_encoding(data[:SAMPLE_BYTES], complete=complete)
+            if encoding is not None:
+                read = attrs.evolve(read, encoding=encoding)
+        pipeline = self._pipeline = Pipeline(self._options(read=read))
+        return pipeline, data
 
     def _call(self, fn: Any, *args: Any) -> list[Event]:
         try:
@@ -248,18 +286,29 @@ def chunk_data(body: bytes, content_type: str) -> bytes:
     return b"" if data is None else data.encode("utf-8")
 
 
+def _csv_reader(text: str, delimiter: str = ",") -> _csv.Reader:
+    """``csv.reader`` over ``text`` that takes any field ``text`` can hold.
+
+    The stream's own decoder accepts records up to ``max_record_bytes`` (1 MiB by default),
+    while stdlib ``csv`` refuses fields over 131,072 characters: re-reading such a record
+    (an over-long note, a pasted blob) must not crash the run after its rows were applied.
+    The limit is process-wide; it is only ever raised, to the size of text already in memory.
+    """
+    if len(text) >= csv.field_size_limit():
+        csv.field_size_limit(len(text) + 1)
+    return csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+
+
 def chunk_rows(body: bytes, content_type: str) -> tuple[list[str], list[list[str]]]:
     """The header and rows of a chunk's ``data``, as sent."""
-    text = chunk_data(body, content_type).decode("utf-8")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = _csv_reader(chunk_data(body, content_type).decode("utf-8"))
     header = next(reader, [])
     return header, list(reader)
 
 
 def _chunk_emails(chunk: PlannedChunk) -> Iterator[str]:
     """The lower-cased email of each row of a chunk's ``data``, one row at a time."""
-    text = chunk_data(chunk.body, chunk.content_type).decode("utf-8")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = _csv_reader(chunk_data(chunk.body, chunk.content_type).decode("utf-8"))
     header = next(reader, [])
     at = header.index("EMAIL ADDRESS") if "EMAIL ADDRESS" in header else 0
     for row in reader:
@@ -338,6 +387,52 @@ def find_repeated_emails(
         (journal.run_dir / "emails.tmp").unlink(missing_ok=True)
 
 
+def replan(journal: Journal, old: ChunkLimits, new: ChunkLimits) -> None:
+    """Let a run's remaining rows be cut with other limits (``resume --max-rows``).
+
+    Chunks are cut deterministically from the start of the file, so new limits move every
+    cut: that is safe only while the server has accepted none of the run's chunks (a run
+    stopped by a server refusing its first requests, ``400 more than N rows``). Then the
+    plan is forgotten and the whole input is cut again when the run resumes. A chunk whose
+    POST was in flight when the run stopped is taken as not accepted (a refusal is the
+    usual reason a run stops before any answer); if it was, its rows are applied again
+    with the same values, which leaves the same contacts.
+
+    Raises:
+        ConfigError: some chunk was accepted; the message says what to do instead.
+    """
+    sent = [
+        c
+        for c in journal.chunks()
+        if c.activity_id is not None or c.state in (ChunkState.POSTED, ChunkState.DONE)
+    ]
+    if sent:
+        meta = journal.meta()
+        raise ConfigError(
+            f"{len(sent)} activities of this run were already accepted with --max-rows "
+            f"{old.max_rows} --max-bytes {old.max_bytes}, so its rows cannot be cut again: "
+            "resume it without --max-rows/--max-bytes, or start a new run of "
+            f"{meta.get('input', 'the file')} with the new limits (rows it applied are "
+            "applied again with the same values)"
+        )
+    journal.forget_plan()
+
+
+def _decoded(data: bytes, encoding: str) -> str:
+    """A source record's text for an outcome file, keeping every byte of it.
+
+    A record that is not valid in the file's encoding (a cp1252 row in a UTF-8 file: the
+    reason it was rejected) is read as cp1252, else latin-1, never with U+FFFD: the row
+    in rejected.csv can then be fixed and imported again.
+    """
+    for candidate in (encoding, "cp1252", "latin-1"):
+        try:
+            return data.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+    return data.decode(encoding, errors="replace")  # pragma: no cover - latin-1 decodes all
+
+
 def _record_reader(source: Path, header: Header | None) -> Any:
     """A function reading one source record by its byte range into its fields."""
     encoding = header.encoding if header is not None else "utf-8"
@@ -348,10 +443,10 @@ def _record_reader(source: Path, header: Header | None) -> Any:
         if start is None or end is None:
             return []
         handle.seek(start)
-        raw = handle.read(end - start).decode(encoding, errors="replace")
+        raw = _decoded(handle.read(end - start), encoding)
         if header is not None and not header.delimiter:  # XML: the element as written
             return [raw.strip()]
-        fields = next(csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter), [])
+        fields: list[str] = next(_csv_reader(raw, delimiter), [])
         return fields
 
     read.close = handle.close  # type: ignore[attr-defined]
@@ -392,14 +487,23 @@ def write_outcome_files(
         if not counts[kind]:
             continue
         reader = _record_reader(source, header)
+        # Rows replaced by a row of a later activity were found after the run, by line:
+        # their original rows are read from their chunks' byte ranges.
+        later = (
+            _rows_by_line(journal, source, read, limits, meta, header)
+            if kind == "duplicate"
+            else {}
+        )
         try:
             path = run_dir / f"{name}.csv"
             write_outcome_file(
                 path,
                 journal.outcomes(kind),
                 header=sources,
-                record_fields=lambda o, reader=reader: (
-                    reader(o.start_offset, o.end_offset) if o.start_offset is not None else []
+                record_fields=lambda o, reader=reader, later=later: (
+                    reader(o.start_offset, o.end_offset)
+                    if o.start_offset is not None
+                    else later.get(o.line, [])
                 ),
             )
         finally:
@@ -416,6 +520,42 @@ def write_outcome_files(
     return files
 
 
+def _rows_by_line(
+    journal: Journal,
+    source: Path,
+    read: ReadOptions,
+    limits: ChunkLimits,
+    meta: dict[str, Any],
+    header: Header | None,
+) -> dict[int, list[str]]:
+    """The original fields of each duplicate that has no byte range (sent, then replaced by
+    a row of a later activity), by line. Only those rows are kept: O(such rows)."""
+    wanted = {o.line for o in journal.outcomes("duplicate") if o.start_offset is None}
+    found: dict[int, list[str]] = {}
+    if not wanted or header is None:
+        return found
+    if header.delimiter:
+        for chunk in journal.chunks():
+            if chunk.kind == "clear" or wanted.isdisjoint(chunk.lines):
+                continue
+            for line, fields in _records_in(
+                source, header, chunk.start_offset, chunk.end_offset, chunk.first_line
+            ):
+                if line in wanted:
+                    found[line] = fields
+        return found
+    # XML: the record as written is not kept by line; the row as it was sent stands for it.
+    lists = [item["uri"] for item in meta.get("lists", [])] or ["x"]
+    kind = "remove" if meta.get("command") == "remove" else "add"
+    for event in _replay(source, read, limits, lists=lists, kind=kind):
+        if isinstance(event, PlannedChunk) and not wanted.isdisjoint(event.record.lines):
+            _sent_header, rows = chunk_rows(event.body, event.content_type)
+            for line, row in zip(event.record.lines, rows, strict=True):
+                if line in wanted:
+                    found[line] = row
+    return found
+
+
 def _header_of(
     source: Path, read: ReadOptions, limits: ChunkLimits, meta: dict[str, Any]
 ) -> Header | None:
@@ -425,6 +565,8 @@ def _header_of(
     with source.open("rb") as handle:
         while planner.header is None and (block := handle.read(1 << 16)):
             planner.decode(block)
+        if planner.header is None:  # a file shorter than the encoding's sample
+            planner.flush()
     return planner.header
 
 
@@ -439,7 +581,7 @@ def _records_in(
     with source.open("rb") as handle:
         handle.seek(start)
         text = handle.read(end - start).decode(header.encoding, errors="replace")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=header.delimiter)
+    reader = _csv_reader(text, header.delimiter)
     consumed = 0
     for fields in reader:
         yield first_line + consumed, fields
@@ -531,6 +673,7 @@ class DryRunPlan(msgspec.Struct, kw_only=True):
 
     input: str
     kind: str
+    encoding: str
     rows_read: int
     rows_to_send: int
     rejected: int
@@ -553,7 +696,8 @@ class DryRunPlan(msgspec.Struct, kw_only=True):
         if json_output:
             return msgspec.json.encode({"event": "plan", "plan": self}).decode()
         lines = [
-            f"dry run of {self.kind} from {self.input}: {self.rows_read:,} rows read, "
+            f"dry run of {self.kind} from {self.input} (read as {self.encoding}): "
+            f"{self.rows_read:,} rows read, "
             f"{self.rows_to_send:,} to send, {self.rejected:,} rejected, "
             f"{self.duplicate:,} duplicate",
             f"{self.chunks} activities ({self.body_bytes:,} bytes of requests, largest "
@@ -637,6 +781,7 @@ def dry_run(
         return DryRunPlan(
             input=str(source),
             kind=kind,
+            encoding=planner.header.encoding if planner.header is not None else "utf-8",
             rows_read=planner.rows_read,
             rows_to_send=sent,
             rejected=counts["rejected"],

@@ -17,11 +17,12 @@ Invariants:
   copy everything it wrote into the database file before it could finish); the worker runs
   a passive checkpoint in another thread afterwards, alongside the next activity.
 
-Row rules (spec §7, store docstring): add = upsert by ``(account, lower(email))`` — an empty
-cell keeps the stored value — plus membership of every list, Removed → Active, a Do Not Mail
-contact is an error row; remove = off the given lists, "not found in subscriber list" when on
-none of them, Removed when left on no list; clear = every member off each list. The same
-email twice in one ``data``: the last row wins, each earlier one is an error naming it.
+Row rules (spec §7, store docstring): add = upsert by ``(account, lower(email))`` — the
+address takes the row's spelling, an empty cell keeps the stored value — plus membership of
+every list, Removed → Active, a Do Not Mail contact is an error row; remove = off the given
+lists, "not found in subscriber list" when on none of them, Removed when left on no list;
+clear = every member off each list. The same email twice in one ``data``: the last row wins,
+each earlier one is an error naming it.
 """
 
 from __future__ import annotations
@@ -305,6 +306,7 @@ def _apply_add(
         f"{names}, status, opt_in_source, opt_in_time, insert_time, last_update_time) "
         f"SELECT ?, email_key, EmailAddress{names}, ?, ?, ?, ?, ? FROM act_rows WHERE true "
         "ON CONFLICT (account_id, email_key) DO UPDATE SET "
+        "EmailAddress = excluded.EmailAddress, "  # the last row wins, its spelling too
         f"{updates}"
         "status = CASE WHEN contact.status = ? THEN ? ELSE contact.status END, "
         "last_update_time = excluded.last_update_time",

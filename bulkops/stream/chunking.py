@@ -227,6 +227,12 @@ class Chunker:
         self._columns = columns
         self._urlencoded = options.form == "urlencoded"
         self._header_bytes = self._size(header)
+        if self._header_bytes >= options.max_bytes:
+            # Every row would be "too big" and the cutting loop could not make progress.
+            raise ConfigError(
+                f"max_bytes ({options.max_bytes:,}) cannot hold even the data's header "
+                f"({self._header_bytes:,} bytes) and a row"
+            )
         self._table = EmailTable(capacity)
         self._pending: list[_Building] = []
         self._open = _Building(0, self._header_bytes)

@@ -15,7 +15,8 @@ column is dropped, known or not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -99,6 +100,54 @@ def _resolve_target(source: str, target: str) -> Column | None:
     return column
 
 
+#: Error messages name this many header cells at most, each cut to ``_NAME_CHARS``: a header
+#: of 100,000 columns gets a message of a few lines, not megabytes.
+_SHOWN_NAMES = 10
+_NAME_CHARS = 60
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
+
+
+def _some_names(names: Sequence[str], *, quote: Callable[[str], str] = '"{}"'.format) -> str:
+    """The first few names, quoted, and how many more there are."""
+    shown = ", ".join(quote(_short(name)) for name in names[:_SHOWN_NAMES])
+    rest = len(names) - _SHOWN_NAMES
+    return f"{shown} and {rest:,} more" if rest > 0 else shown
+
+
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _check_controls(sources: Sequence[str], line: int) -> None:
+    """Refuse a header cell holding a control character (``First\\0Name``): matching
+    ignores everything but letters and digits, so it would be mapped without a word.
+
+    Raises:
+        InputError: naming the cell, and the encoding when NULs alternate with text
+            (UTF-16 read as UTF-8).
+    """
+    for source in sources:
+        found = _CONTROLS.search(source)
+        if found is None:
+            continue
+        hint = ""
+        text = "".join(sources)
+        if text.count("\0") * 3 >= len(text):
+            order = "utf-16-be" if text.startswith("\0") else "utf-16-le"
+            hint = (
+                f"; every other byte is NUL: the file looks like {order.upper()} without a "
+                f"byte-order mark: use --encoding {order}"
+            )
+        raise InputError(
+            f"the header cell {_short(source)!r} holds the control character "
+            f"U+{ord(found.group()):04X}{hint}",
+            line=line,
+            field=_short(source),
+        )
+
+
 def map_header(
     cells: Sequence[str],
     *,
@@ -135,6 +184,7 @@ def map_header(
         explicit[source] = resolved
         explicit_keys[header_key(source)] = resolved
     sources = tuple(cell.strip() for cell in cells)
+    _check_controls(sources, line)
     used: set[str] = set()
     columns: list[Column | None] = []
     unknown: list[str] = []
@@ -177,17 +227,17 @@ def _check_mapped(
     """Refuse a header with unknown columns or without an email column."""
     if unknown:
         known = ", ".join(known_column_names())
-        names = ", ".join(f'"{name}"' for name in unknown)
         raise InputError(
-            f"unknown column{'s' if len(unknown) > 1 else ''} {names}; known columns are "
-            f"{known} (and their usual spellings); map a column explicitly with "
-            "source=TARGET or ignore unknown columns",
+            f"unknown column{'s' if len(unknown) > 1 else ''} {_some_names(unknown)}"
+            f"{f' ({len(unknown):,} of {len(sources):,} columns)' if len(unknown) > 1 else ''}"
+            f"; known columns are {known} (and their usual spellings); map a column "
+            "explicitly with source=TARGET or ignore unknown columns",
             line=line,
-            field=unknown[0],
+            field=_short(unknown[0]),
         )
     if EMAIL_COLUMN not in columns:
         raise InputError(
             "the header has no email address column (EMAIL ADDRESS, Email, E-mail, ...); "
-            f"columns found: {', '.join(repr(s) for s in sources) or 'none'}",
+            f"columns found: {_some_names(sources, quote=repr) or 'none'}",
             line=line,
         )
