@@ -38,9 +38,9 @@ import msgspec
 import trio
 
 from bulkops.engine.chunks import ChunkState
-from bulkops.engine.client import Client, same_account
+from bulkops.engine.client import Client, QuotaExhausted, same_account
 from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
-from bulkops.engine.ledger import ActivitySummary, ImportReport, count_outcomes
+from bulkops.engine.ledger import ActivitySummary, ImportReport, OutcomeCounts, count_outcomes
 from bulkops.engine.limits import AimdLimiter, SlotPool
 from bulkops.engine.lists import ResolvedList, resolve_lists
 from bulkops.engine.planner import (
@@ -53,9 +53,21 @@ from bulkops.engine.planner import (
 )
 from bulkops.engine.posting import ChunkPoster
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
-from bulkops.engine.rundirs import default_run_dir, new_journal
+from bulkops.engine.rundirs import (
+    NOT_STARTED,
+    RunLock,
+    default_run_dir,
+    make_private_dir,
+    new_journal,
+)
 from bulkops.engine.tracker import ActivityTracker
-from bulkops.errors import ActivityStalled, ConfigError, InputError, single_errors
+from bulkops.errors import (
+    ActivityStalled,
+    BulkOpsError,
+    ConfigError,
+    InputError,
+    single_errors,
+)
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.wire.activity import ActivityStatus, ActivityType
 from bulkops.wire.model import Activity
@@ -154,9 +166,14 @@ class _Run:
     waiting: int = 0
     submitters: int = 0
     stalled: ActivityStalled | None = None
+    #: When this process took the run up (``time.monotonic()``: wall time is a duration).
+    started: float = attrs.field(factory=time.monotonic)
+    #: What earlier processes of this run spent (journal meta ``totals``).
+    before: RunTotals = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         o = self.options
+        self.before = RunTotals.from_meta(self.journal.meta().get("totals"))
         self.tracker = ActivityTracker(
             self.client, poll_min=o.poll_min, poll_max=o.poll_max, stall_timeout=o.stall_timeout
         )
@@ -373,11 +390,60 @@ class _Run:
             self._sync_stats()
             self.reporter.update(self.counters)
 
-    def _sync_stats(self) -> None:
+    def totals(self) -> RunTotals:
+        """Requests, retries, 429s and wall time of the whole run: every process so far."""
         stats = self.client.statistics()
-        self.counters.requests = stats.requests
-        self.counters.retries = stats.retries
-        self.counters.throttled = stats.throttled
+        return RunTotals(
+            wall_seconds=self.before.wall_seconds + (time.monotonic() - self.started),
+            requests=self.before.requests + stats.requests,
+            retries=self.before.retries + stats.retries,
+            throttled=self.before.throttled + stats.throttled,
+        )
+
+    def _sync_stats(self) -> None:
+        totals = self.totals()
+        self.counters.requests = totals.requests
+        self.counters.retries = totals.retries
+        self.counters.throttled = totals.throttled
+
+    async def keep_totals(self) -> None:
+        """Store the run's totals in the journal now and then: a process killed by SIGKILL
+        loses at most the last few seconds of its counts."""
+        while True:
+            await trio.sleep(_TOTALS_EVERY)
+            self.journal.set_meta(totals=self.totals().to_meta())
+
+
+@attrs.frozen(kw_only=True)
+class RunTotals:
+    """What a run has spent, summed over the processes that worked on it."""
+
+    wall_seconds: float = 0.0
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+
+    def to_meta(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_meta(cls, data: object) -> RunTotals:
+        """The inverse of :meth:`to_meta`; anything unreadable counts as nothing spent."""
+        if not isinstance(data, dict):
+            return cls()
+        try:
+            return cls(
+                wall_seconds=max(0.0, float(data.get("wall_seconds", 0.0))),
+                requests=max(0, int(data.get("requests", 0))),
+                retries=max(0, int(data.get("retries", 0))),
+                throttled=max(0, int(data.get("throttled", 0))),
+            )
+        except (TypeError, ValueError):
+            return cls()
+
+
+_TOTALS_EVERY = 2.0  # seconds between two stores of a run's totals
 
 
 def _ts(value: object) -> float | None:
@@ -392,7 +458,6 @@ async def _execute(run: _Run) -> ImportReport:
 
 
 async def _execute_inner(run: _Run) -> ImportReport:
-    started = time.monotonic()
     run.reporter.start()
     run.counters.phase = "importing"
     if run.source is not None:
@@ -400,34 +465,40 @@ async def _execute_inner(run: _Run) -> ImportReport:
     state = "complete"
     message = ""
     run.poster.lose_unanswered()
+    resume = f"run `bulkops resume {run.journal.run_dir}` to finish"
     try:
-        async with trio.open_nursery() as outer:
-            outer.start_soon(run.tracker.run)
-            outer.start_soon(run.report_progress)
-            async with trio.open_nursery() as work:
-                send, receive = trio.open_memory_channel[PlannedChunk](0)
-                work.start_soon(run.produce, send)
-                async with receive:
-                    run.submitters = max(1, min(run.options.uploads, run.options.concurrency))
-                    run.tracker.submitting = True
-                    for _ in range(run.submitters):
-                        work.start_soon(run.submit, receive.clone(), work)
-            outer.cancel_scope.cancel()
+        with single_errors():
+            async with trio.open_nursery() as outer:
+                outer.start_soon(run.tracker.run)
+                outer.start_soon(run.report_progress)
+                outer.start_soon(run.keep_totals)
+                async with trio.open_nursery() as work:
+                    send, receive = trio.open_memory_channel[PlannedChunk](0)
+                    work.start_soon(run.produce, send)
+                    async with receive:
+                        run.submitters = max(1, min(run.options.uploads, run.options.concurrency))
+                        run.tracker.submitting = True
+                        for _ in range(run.submitters):
+                            work.start_soon(run.submit, receive.clone(), work)
+                outer.cancel_scope.cancel()
     except KeyboardInterrupt:
-        state, message = "interrupted", "interrupted; run `bulkops resume` to finish"
+        state, message = "interrupted", f"interrupted; {resume}"
+    except QuotaExhausted as exc:  # resumable: the budget is this process's
+        state, message = "interrupted", f"{exc}; {resume} (with a new --daily-quota)"
     if run.stalled is not None:
         state, message = "stalled", str(run.stalled)
     elif run.stop.is_set() and state == "complete":
-        state, message = "interrupted", "interrupted; run `bulkops resume` to finish"
+        state, message = "interrupted", f"interrupted; {resume}"
     run._sync_stats()
     run.counters.phase = state
-    return _finish(run, state=state, message=message, wall=time.monotonic() - started)
+    return _finish(run, state=state, message=message)
 
 
-def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport:
+def _finish(run: _Run, *, state: str, message: str) -> ImportReport:
     journal = run.journal
     meta = journal.meta()
-    rows_read = int(meta.get("rows_read", run.rows_read))
+    # Rows read by the furthest process: a resume reads the same rows again from the start.
+    rows_read = max(int(meta.get("rows_read", 0)), run.rows_read)
     planner = run.planner
     if (
         state == "complete"
@@ -448,7 +519,11 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
         run.counters.rows_duplicate += marked
     counts = count_outcomes(journal, rows_read)
     if state == "complete" and counts.pending:
-        state, message = "interrupted", f"{counts.pending} rows not yet applied; resume the run"
+        state, message = (
+            "interrupted",
+            f"{counts.pending} rows not yet applied; run `bulkops resume {journal.run_dir}`",
+        )
+    _show_final(run.counters, counts)
     files = write_outcome_files(
         journal,
         run.source,
@@ -477,9 +552,10 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
         for c in chunks
     ]
     busy = sum((c.run_finish - c.run_start) for c in chunks if c.run_finish and c.run_start)
-    stats = run.client.statistics()
+    totals = run.totals()
+    wall = totals.wall_seconds
     report = ImportReport(
-        command=str(meta.get("command", run.options.kind)),
+        command=_command_name(meta.get("command"), run.options.kind),
         state=state,
         input=str(run.source) if run.source else None,
         run_dir=str(journal.run_dir),
@@ -487,22 +563,53 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
         counts=counts,
         activities=activities,
         chunks_sent_twice=[c.seq for c in chunks if c.maybe_twice],
-        requests=stats.requests,
-        retries=stats.retries,
-        throttled=stats.throttled,
+        requests=totals.requests,
+        retries=totals.retries,
+        throttled=totals.throttled,
         wall_seconds=round(wall, 3),
         rows_per_second=round(counts.read / wall, 1) if wall > 0 else 0.0,
         server_busy_seconds=round(busy, 3),
         peak_rss_bytes=peak_rss_bytes(),
         files=files,
         message=message,
+        members_removed=_members_removed(chunks) if meta.get("command") == "clear" else None,
     )
-    journal.set_meta(state=state)
+    journal.set_meta(state=state, rows_read=rows_read, totals=totals.to_meta())
     from bulkops.engine.report import write_report
 
     write_report(journal.run_dir, report)
     run.reporter.stop(run.counters)
     return report
+
+
+def _command_name(stored: object, kind: str) -> str:
+    """The command as the user typed it (journals of earlier versions say ``add``)."""
+    name = str(stored) if stored else kind
+    return "import" if name == "add" else name
+
+
+def _members_removed(chunks: Sequence[ChunkRecord]) -> int:
+    return sum(c.transaction_count or 0 for c in chunks)
+
+
+def _show_final(counters: Counters, counts: OutcomeCounts) -> None:
+    """The display ends on the report's numbers (the live counters are estimates: a row an
+    activity applied may turn out a duplicate of a later chunk's row)."""
+    counters.rows_read = counts.read
+    counters.rows_applied = counts.applied
+    counters.rows_failed = counts.failed
+    counters.rows_rejected = counts.rejected
+    counters.rows_duplicate = counts.duplicate
+
+
+def _mark_not_started(journal: Journal, exc: BaseException) -> None:
+    """A run that failed before it sent anything never started: say so in its journal, so
+    ``status`` and ``resume`` can tell, and a new run may take the directory."""
+    if any(chunk.posts for chunk in journal.chunks()):
+        return
+    journal.set_meta(
+        state=NOT_STARTED, error=str(exc), exit_code=64 if isinstance(exc, ConfigError) else 4
+    )
 
 
 async def run_import(
@@ -537,12 +644,23 @@ async def run_import(
     if not source.is_file():  # noqa: ASYNC240 - one stat before the run starts
         raise InputError("no such file", path=str(source))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(source, options.kind)
-    journal = new_journal(directory)
+    make_private_dir(directory)
+    lock = RunLock(directory).acquire()
     try:
+        journal = new_journal(directory)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        journal.set_meta(
+            command=_command_name(options.kind, options.kind),
+            input=str(source.resolve()),  # noqa: ASYNC240
+            state="running",
+        )
         lists = await resolve_lists(client, options.lists, create=options.create_lists)
         size, digest = input_digest(source)
         journal.set_meta(
-            command=options.kind,
+            command=_command_name(options.kind, options.kind),
             input=str(source.resolve()),  # noqa: ASYNC240
             input_size=size,
             input_digest=digest,
@@ -561,8 +679,12 @@ async def run_import(
             stop=stop,
         )
         return await _execute(run)
+    except BulkOpsError as exc:
+        _mark_not_started(journal, exc)
+        raise
     finally:
         journal.close()
+        lock.release()
 
 
 async def resume_run(
@@ -585,7 +707,18 @@ async def resume_run(
     """
     journal = Journal(run_dir, create=False)
     try:
+        lock = RunLock(journal.run_dir).acquire()
+    except BaseException:
+        journal.close()
+        raise
+    try:
         meta = journal.meta()
+        if meta.get("state") == NOT_STARTED:
+            raise ConfigError(
+                f"the run in {journal.run_dir} never started ({meta.get('error')}): there is "
+                "nothing to resume; run the corrected command again (it may use the same "
+                "--run-dir)"
+            )
         if meta.get("account") and not same_account(meta["account"], client.account_url):
             raise ConfigError(
                 f"this run was made against {meta['account']}, not {client.account_url}"
@@ -615,6 +748,7 @@ async def resume_run(
         return await _execute(run)
     finally:
         journal.close()
+        lock.release()
 
 
 # -- clear ---------------------------------------------------------------------------------------
@@ -629,7 +763,6 @@ def _clear_body(lists: Sequence[ResolvedList]) -> bytes:
 
 
 async def _execute_clear(run: _Run) -> ImportReport:
-    started = time.monotonic()
     run.reporter.start()
     body = _clear_body(run.lists)
     digest = hashlib.sha256(body).hexdigest()
@@ -666,7 +799,7 @@ async def _execute_clear(run: _Run) -> ImportReport:
             nursery.cancel_scope.cancel()
     if run.stalled is not None:
         state, message = "stalled", str(run.stalled)
-    return _finish(run, state=state, message=message, wall=time.monotonic() - started)
+    return _finish(run, state=state, message=message)
 
 
 async def run_clear(
@@ -680,8 +813,15 @@ async def run_clear(
     """Remove every member of the given lists with one CLEAR_CONTACTS_FROM_LISTS activity."""
     options = ImportOptions(kind="add", lists=tuple(lists))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(None, "clear")
-    journal = new_journal(directory)
+    make_private_dir(directory)
+    lock = RunLock(directory).acquire()
     try:
+        journal = new_journal(directory)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        journal.set_meta(command="clear", state="running")
         resolved = await resolve_lists(client, lists, create=False)
         journal.set_meta(
             command="clear",
@@ -702,8 +842,12 @@ async def run_clear(
             stop=stop,
         )
         return await _execute_clear(run)
+    except BulkOpsError as exc:
+        _mark_not_started(journal, exc)
+        raise
     finally:
         journal.close()
+        lock.release()
 
 
 def import_file(

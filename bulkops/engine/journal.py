@@ -29,6 +29,7 @@ refused with a message saying so.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from array import array
@@ -185,7 +186,12 @@ class Journal:
         self.path = self.run_dir / JOURNAL_NAME
         if not create and not self.path.exists():
             raise ConfigError(f"{self.run_dir} is not a bulkops run directory (no {JOURNAL_NAME})")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.run_dir.is_dir():  # private: the journal holds contact data
+            self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.run_dir.mkdir(mode=0o700, exist_ok=True)
+        if create and not self.path.exists():
+            # SQLite gives the -wal and -shm files the mode of the database file.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(self.path, isolation_level=None)
         try:
             self._check_version()

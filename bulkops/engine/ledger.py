@@ -100,6 +100,8 @@ class ImportReport(msgspec.Struct, frozen=True, kw_only=True):
     peak_rss_bytes: int
     files: dict[str, str]
     message: str = ""
+    #: ``clear`` only: the memberships its activity removed (its ``TransactionCount``).
+    members_removed: int | None = None
 
     @property
     def exit_code(self) -> int:
