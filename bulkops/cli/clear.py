@@ -9,10 +9,9 @@ from bulkops.cli.common import (
     add_connection_arguments,
     add_output_arguments,
     connect,
-    print_report,
-    reporter_for,
     run_with_signals,
 )
+from bulkops.cli.transfer import add_verbose_argument, finish, run_reporter
 from bulkops.engine.imports import run_clear
 
 __all__ = ["add_arguments", "run"]
@@ -31,11 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, help="directory for the journal and report")
     add_connection_arguments(parser)
     add_output_arguments(parser)
+    add_verbose_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``bulkops clear``."""
-    reporter = reporter_for(args)
+    reporter = run_reporter(args)
 
     async def main(stop):  # type: ignore[no-untyped-def]
         async with connect(args) as client:
@@ -43,4 +43,4 @@ def run(args: argparse.Namespace) -> int:
                 client, lists=args.lists, run_dir=args.run_dir, reporter=reporter, stop=stop
             )
 
-    return print_report(args, run_with_signals(main, reporter))
+    return finish(args, run_with_signals(main, reporter))

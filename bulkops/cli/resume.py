@@ -9,10 +9,9 @@ from bulkops.cli.common import (
     add_connection_arguments,
     add_output_arguments,
     connect,
-    print_report,
-    reporter_for,
     run_with_signals,
 )
+from bulkops.cli.transfer import add_verbose_argument, finish, run_reporter
 from bulkops.engine.imports import resume_run
 
 __all__ = ["add_arguments", "run"]
@@ -28,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_connection_arguments(parser)
     add_output_arguments(parser)
+    add_verbose_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     exported = resume_if_export(args)
     if exported is not None:
         return exported
-    reporter = reporter_for(args)
+    reporter = run_reporter(args)
 
     async def main(stop):  # type: ignore[no-untyped-def]
         async with connect(args) as client:
@@ -49,4 +49,4 @@ def run(args: argparse.Namespace) -> int:
                 stall_timeout=args.stall_timeout,
             )
 
-    return print_report(args, run_with_signals(main, reporter))
+    return finish(args, run_with_signals(main, reporter))

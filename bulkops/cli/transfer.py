@@ -10,16 +10,52 @@ from bulkops.cli.common import (
     add_output_arguments,
     connect,
     print_report,
-    reporter_for,
     run_with_signals,
 )
 from bulkops.engine.imports import ImportOptions, run_import
+from bulkops.engine.ledger import ImportReport
 from bulkops.engine.planner import dry_run
+from bulkops.engine.progress import Reporter, make_reporter, silence_stdout
 from bulkops.errors import ConfigError
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
 
-__all__ = ["add_arguments", "add_remove_arguments", "run", "run_remove"]
+__all__ = [
+    "add_arguments",
+    "add_remove_arguments",
+    "add_verbose_argument",
+    "finish",
+    "run",
+    "run_remove",
+    "run_reporter",
+]
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    """``-v/--verbose``: also show the engine's internal events (how lost POSTs resolved)."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show internal events (e.g. how a POST whose answer was lost was resolved)",
+    )
+
+
+def run_reporter(args: argparse.Namespace) -> Reporter:
+    """The progress reporter the flags ask for."""
+    return make_reporter(
+        json_output=args.json, quiet=args.quiet, verbose=getattr(args, "verbose", False)
+    )
+
+
+def finish(args: argparse.Namespace, report: ImportReport) -> int:
+    """Print the report and return the run's exit code; a reader of stdout that went away
+    (``| head -1``) changes nothing: the report is in ``report.json``."""
+    try:
+        return print_report(args, report)
+    except BrokenPipeError:
+        silence_stdout()
+        return report.exit_code
 
 
 def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
@@ -83,6 +119,7 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
     )
     add_connection_arguments(parser)
     add_output_arguments(parser)
+    add_verbose_argument(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,7 +179,7 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         )
         print(plan.render(json_output=args.json), flush=True)
         return plan.exit_code
-    reporter = reporter_for(args)
+    reporter = run_reporter(args)
 
     async def main(stop):  # type: ignore[no-untyped-def]
         async with connect(args) as client:
@@ -156,12 +193,12 @@ def _run(args: argparse.Namespace, kind: str) -> int:
             )
 
     report = run_with_signals(main, reporter)
-    return print_report(args, report)
+    return finish(args, report)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``bulkops import``."""
-    return _run(args, "add")
+    return _run(args, "add")  # the engine's name for import
 
 
 def run_remove(args: argparse.Namespace) -> int:

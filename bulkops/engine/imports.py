@@ -188,6 +188,8 @@ class _Run:
             stop=self.stop,
         )
         self.client.throttle_listeners.append(self._throttled)
+        # A reader that went away (``--json | head``) stops the run like a Ctrl-C.
+        self.reporter.on_closed(self.stop.set)
 
     def _throttled(self, message: str) -> None:
         self.aimd.throttled()
