@@ -270,3 +270,18 @@ def test_a_run_is_refused_while_another_process_runs_it(cli: Cli, tmp_path: Path
     finally:
         lock.release()
     assert not rundirs.is_running(run_dir)
+
+
+def test_dry_run_finds_the_duplicates_the_real_run_finds(cli: Cli, tmp_path: Path) -> None:
+    """Repeats across chunks: --dry-run counts them like the real run."""
+    rows = contact_rows(500, seed=6, prefix="dry")
+    rows += [list(r) for r in rows[:30]]
+    source = write_csv(tmp_path / "dupes.csv", rows)
+    args = ("--list", "Dry", "--max-rows", "100")
+    dry = cli.run("import", str(source), *args, "--dry-run", "--json")
+    plan = json.loads(dry.stdout.splitlines()[-1])["plan"]
+    real = cli.run("import", str(source), *args, "--create-lists", "--run-dir", "real")
+    assert real.returncode == 2, real.stderr
+    assert plan["duplicate"] == report_of(tmp_path / "real")["counts"]["duplicate"] == 30
+    _, status = _status(cli, tmp_path / plan["run_dir"])
+    assert status["state"] == "dry-run"

@@ -595,7 +595,10 @@ def dry_run(
             f"http://api.constantcontact.com/ws/customers/dry-run/lists/{name}" for name in lists
         ]
         journal.set_meta(
-            command=kind, input=str(source.resolve()), lists=[{"uri": u} for u in uris]
+            command=kind,
+            input=str(source.resolve()),
+            lists=[{"uri": u} for u in uris],
+            state="dry-run",
         )
         planner = Planner(read, limits, lists=uris, kind=kind, path=str(source))
         plan: list[dict[str, int]] = []
@@ -628,6 +631,10 @@ def dry_run(
                     outcomes = []
                 if not block:
                     break
+        if planner.repeats_across_chunks:  # the same duplicates as the real run finds
+            find_repeated_emails(
+                journal, source, read, limits, lists=uris, kind=kind, chunks=planner.linked_chunks
+            )
         files = write_outcome_files(
             journal, source, read, limits, write_applied=False, header=planner.header
         )
