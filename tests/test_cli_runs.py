@@ -285,3 +285,40 @@ def test_dry_run_finds_the_duplicates_the_real_run_finds(cli: Cli, tmp_path: Pat
     assert plan["duplicate"] == report_of(tmp_path / "real")["counts"]["duplicate"] == 30
     _, status = _status(cli, tmp_path / plan["run_dir"])
     assert status["state"] == "dry-run"
+
+
+def test_runs_lists_runs_and_prune_removes_only_finished_ones(cli: Cli, tmp_path: Path) -> None:
+    """`bulkops runs` shows state, counts, age and directory under ./bulkops-runs (or
+    --root); `runs prune` asks for --yes without a terminal, honours --older-than, and keeps
+    interrupted runs."""
+    source = str(SAMPLES / "contacts.csv")
+    assert cli.run("import", source, "--list", "Runs", "--create-lists").returncode == 0
+    assert cli.run("import", source, "--list", "NoSuchRunsList").returncode == 64
+    many = _many_chunks(tmp_path, name="killed.csv")
+    killed = cli.run(
+        "import", str(many), "--list", "Runs", "--max-rows", "500",
+        BULKOPS_TEST_KILL_AFTER_POST="1",
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL
+    listed = cli.run("runs", "--json")
+    no_traceback(listed)
+    runs = json.loads(listed.stdout)
+    assert sorted(r["state"] for r in runs) == ["complete", "interrupted", "not-started"]
+    assert all("-import-" in r["run_dir"] for r in runs)
+    complete = next(r for r in runs if r["state"] == "complete")
+    assert complete["counts"]["applied"] == 120
+    text = cli.run("runs").stdout
+    assert "STATE" in text
+    assert "interrupted" in text
+    assert json.loads(cli.run("runs", "--root", "elsewhere", "--json").stdout) == []
+    refused = cli.run("runs", "prune")
+    assert refused.returncode == 64
+    assert "--yes" in refused.stderr
+    assert cli.run("runs", "prune", "--older-than", "1d", "--yes").returncode == 0
+    assert len(json.loads(cli.run("runs", "--json").stdout)) == 3
+    pruned = cli.run("runs", "prune", "--yes")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "removed 2 finished runs" in pruned.stdout
+    left = json.loads(cli.run("runs", "--json").stdout)
+    assert [r["state"] for r in left] == ["interrupted"]
+    assert cli.run("runs", "prune", "--older-than", "soon").returncode == 64

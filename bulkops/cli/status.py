@@ -48,12 +48,13 @@ def render(info: RunInfo) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the run's state and outcome counts; return the run's own exit code."""
-    from bulkops.cli.export import status_if_export
+    info = describe_run(args.run_dir)  # read-only: the journal is left as it is
+    if info.command == "export":
+        from bulkops.cli.export import status_if_export
 
-    exported = status_if_export(args)
-    if exported is not None:
-        return exported
-    info = describe_run(args.run_dir)
+        exported = status_if_export(args)
+        if exported is not None:
+            return exported
     if args.json:
         print(msgspec.json.encode(info).decode(), flush=True)
     else:

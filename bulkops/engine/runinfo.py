@@ -70,7 +70,7 @@ def _exit_code(state: str, meta: dict[str, Any], counts: OutcomeCounts | None) -
 
 def _age(directory: Path) -> float:
     newest = 0.0
-    for name in (JOURNAL_NAME, f"{JOURNAL_NAME}-wal", "report.json"):
+    for name in (JOURNAL_NAME, "report.json"):
         try:
             newest = max(newest, (directory / name).stat().st_mtime)
         except OSError:
@@ -85,7 +85,8 @@ def describe_run(run_dir: str | Path) -> RunInfo:
         ConfigError: not a run directory, or a journal of another format.
     """
     directory = Path(run_dir)
-    journal = Journal(directory, create=False)
+    age = _age(directory)
+    journal = Journal(directory, create=False, read_only=True)
     try:
         meta = journal.meta()
         chunks: dict[str, int] = {}
@@ -123,7 +124,7 @@ def describe_run(run_dir: str | Path) -> RunInfo:
         counts=counts,
         chunks=chunks,
         read_complete=bool(meta.get("read_complete")),
-        age_seconds=round(_age(directory), 1),
+        age_seconds=round(age, 1),
         error=meta.get("error"),
         exit_code=_exit_code(state, meta, counts),
         message=message,
@@ -136,4 +137,4 @@ def find_runs(root: str | Path) -> list[Path]:
     if not base.is_dir():
         return []
     found = [p for p in base.iterdir() if p.is_dir() and (p / JOURNAL_NAME).is_file()]
-    return sorted(found, key=lambda p: ((p / JOURNAL_NAME).stat().st_mtime, p.name))
+    return sorted(found, key=lambda p: (-_age(p), p.name))
