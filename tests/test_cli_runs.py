@@ -322,3 +322,20 @@ def test_runs_lists_runs_and_prune_removes_only_finished_ones(cli: Cli, tmp_path
     left = json.loads(cli.run("runs", "--json").stdout)
     assert [r["state"] for r in left] == ["interrupted"]
     assert cli.run("runs", "prune", "--older-than", "soon").returncode == 64
+
+
+def test_export_output_is_private(cli: Cli, tmp_path: Path) -> None:
+    """An export's output file is 0600 (umask 022), also over an existing file."""
+    source = write_csv(tmp_path / "exp.csv", contact_rows(10, seed=4, prefix="exp"))
+    assert cli.run("import", str(source), "--list", "Exp", "--create-lists").returncode == 0
+    target = tmp_path / "members.csv"
+    target.write_text("old\n")
+    target.chmod(0o644)
+    old = os.umask(0o022)
+    try:
+        result = cli.run("export", "members", "--list", "Exp", "-o", str(target))
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert "exp0@example.org" in target.read_text()
