@@ -31,14 +31,14 @@ import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
-import msgspec
 import trio
 
 from bulkops.engine.chunks import ChunkState
 from bulkops.engine.client import Client, QuotaExhausted, same_account
+from bulkops.engine.import_options import ImportOptions, RunTotals
 from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import ActivitySummary, ImportReport, OutcomeCounts, count_outcomes
 from bulkops.engine.limits import AimdLimiter, SlotPool
@@ -56,9 +56,10 @@ from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_b
 from bulkops.engine.rundirs import (
     NOT_STARTED,
     RunLock,
+    command_name,
     default_run_dir,
-    make_private_dir,
-    new_journal,
+    mark_not_started,
+    open_new_run,
 )
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import (
@@ -68,7 +69,6 @@ from bulkops.errors import (
     InputError,
     single_errors,
 )
-from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.wire.activity import ActivityStatus, ActivityType
 from bulkops.wire.model import Activity
 
@@ -81,58 +81,6 @@ __all__ = [
 ]
 
 _BLOCK = 1 << 20
-
-
-@attrs.frozen(kw_only=True)
-class ImportOptions:
-    """Everything that shapes a run (stored in the journal, so ``resume`` repeats it).
-
-    Attributes:
-        kind: ``add`` (add or update contacts on the lists) or ``remove`` (take them off).
-        lists: list names or ids.
-        create_lists: create named lists that do not exist.
-        concurrency: requests in flight at once (lowered on 429s, raised again slowly).
-        uploads: chunks being POSTed at once, at most ``concurrency``. Each holds its body
-            (up to 4 MiB) until answered, so memory is O(uploads × 4 MiB); over one link,
-            more parallel uploads do not finish the set sooner (a local server parses them
-            one at a time anyway).
-        max_queued: activities submitted but not finished, at most (one feed page is 50).
-        poll_min / poll_max: bounds of the interval between polls, in seconds.
-        stall_timeout: seconds without a status change before an activity counts as stalled.
-        write_applied: also write ``applied.csv``.
-        read: how the input is read (format, encoding, delimiter, mapping, ...).
-        limits: how rows are cut into requests (form, rows and bytes per request).
-    """
-
-    kind: Literal["add", "remove"] = "add"
-    lists: tuple[str, ...] = ()
-    create_lists: bool = False
-    concurrency: int = 4
-    uploads: int = 2
-    max_queued: int = 50
-    poll_min: float = 0.5
-    poll_max: float = 10.0
-    stall_timeout: float = 600.0
-    write_applied: bool = False
-    read: ReadOptions = attrs.field(factory=ReadOptions)
-    limits: ChunkLimits = attrs.field(factory=ChunkLimits)
-
-    def to_meta(self) -> dict[str, Any]:
-        """A JSON-ready form (msgspec, from the attrs fields)."""
-        meta: dict[str, Any] = msgspec.to_builtins(self)
-        return meta
-
-    @classmethod
-    def from_meta(cls, data: object) -> ImportOptions:
-        """The inverse of :meth:`to_meta` (validators run again).
-
-        Raises:
-            ConfigError: the stored options are not valid options.
-        """
-        try:
-            return msgspec.convert(data, cls)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"the run's stored options are not valid: {exc}") from None
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -231,8 +179,11 @@ class _Run:
                     block = await handle.read(_BLOCK)
                     events = planner.decode(block) if block else planner.flush()
                     self.counters.bytes_read += len(block)
+                    # Shown before the block's chunks are handed on: the display never has
+                    # more outcomes than rows read.
+                    self.counters.rows_read = planner.rows_read
                     await self._handle(events, send)
-                    self.rows_read = self.counters.rows_read = planner.rows_read
+                    self.rows_read = planner.rows_read
                     if not block:
                         self.journal.set_meta(rows_read=planner.rows_read, read_complete=True)
                         break
@@ -416,35 +367,6 @@ class _Run:
             self.journal.set_meta(totals=self.totals().to_meta())
 
 
-@attrs.frozen(kw_only=True)
-class RunTotals:
-    """What a run has spent, summed over the processes that worked on it."""
-
-    wall_seconds: float = 0.0
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0
-
-    def to_meta(self) -> dict[str, Any]:
-        """A JSON-ready form."""
-        return attrs.asdict(self)
-
-    @classmethod
-    def from_meta(cls, data: object) -> RunTotals:
-        """The inverse of :meth:`to_meta`; anything unreadable counts as nothing spent."""
-        if not isinstance(data, dict):
-            return cls()
-        try:
-            return cls(
-                wall_seconds=max(0.0, float(data.get("wall_seconds", 0.0))),
-                requests=max(0, int(data.get("requests", 0))),
-                retries=max(0, int(data.get("retries", 0))),
-                throttled=max(0, int(data.get("throttled", 0))),
-            )
-        except (TypeError, ValueError):
-            return cls()
-
-
 _TOTALS_EVERY = 2.0  # seconds between two stores of a run's totals
 
 
@@ -557,7 +479,7 @@ def _finish(run: _Run, *, state: str, message: str) -> ImportReport:
     totals = run.totals()
     wall = totals.wall_seconds
     report = ImportReport(
-        command=_command_name(meta.get("command"), run.options.kind),
+        command=command_name(meta.get("command") or run.options.kind),
         state=state,
         input=str(run.source) if run.source else None,
         run_dir=str(journal.run_dir),
@@ -584,12 +506,6 @@ def _finish(run: _Run, *, state: str, message: str) -> ImportReport:
     return report
 
 
-def _command_name(stored: object, kind: str) -> str:
-    """The command as the user typed it (journals of earlier versions say ``add``)."""
-    name = str(stored) if stored else kind
-    return "import" if name == "add" else name
-
-
 def _members_removed(chunks: Sequence[ChunkRecord]) -> int:
     return sum(c.transaction_count or 0 for c in chunks)
 
@@ -602,16 +518,6 @@ def _show_final(counters: Counters, counts: OutcomeCounts) -> None:
     counters.rows_failed = counts.failed
     counters.rows_rejected = counts.rejected
     counters.rows_duplicate = counts.duplicate
-
-
-def _mark_not_started(journal: Journal, exc: BaseException) -> None:
-    """A run that failed before it sent anything never started: say so in its journal, so
-    ``status`` and ``resume`` can tell, and a new run may take the directory."""
-    if any(chunk.posts for chunk in journal.chunks()):
-        return
-    journal.set_meta(
-        state=NOT_STARTED, error=str(exc), exit_code=64 if isinstance(exc, ConfigError) else 4
-    )
 
 
 async def run_import(
@@ -646,23 +552,17 @@ async def run_import(
     if not source.is_file():  # noqa: ASYNC240 - one stat before the run starts
         raise InputError("no such file", path=str(source))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(source, options.kind)
-    make_private_dir(directory)
-    lock = RunLock(directory).acquire()
-    try:
-        journal = new_journal(directory)
-    except BaseException:
-        lock.release()
-        raise
+    journal, lock = open_new_run(directory)
     try:
         journal.set_meta(
-            command=_command_name(options.kind, options.kind),
+            command=command_name(options.kind),
             input=str(source.resolve()),  # noqa: ASYNC240
             state="running",
         )
         lists = await resolve_lists(client, options.lists, create=options.create_lists)
         size, digest = input_digest(source)
         journal.set_meta(
-            command=_command_name(options.kind, options.kind),
+            command=command_name(options.kind),
             input=str(source.resolve()),  # noqa: ASYNC240
             input_size=size,
             input_digest=digest,
@@ -682,7 +582,7 @@ async def run_import(
         )
         return await _execute(run)
     except BulkOpsError as exc:
-        _mark_not_started(journal, exc)
+        mark_not_started(journal, exc)
         raise
     finally:
         journal.close()
@@ -789,16 +689,23 @@ async def _execute_clear(run: _Run) -> ImportReport:
     chunk = PlannedChunk(record=record, body=body, content_type="application/x-www-form-urlencoded")
     state, message = "complete", ""
     if record.state != ChunkState.DONE:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run.tracker.run)
-            await run.pool.acquire()
-            activity_id = await run._ensure_posted(chunk)
-            if activity_id is None:
-                run.pool.release()
-                state = "interrupted"
-            else:
-                await run._wait_final(chunk.record.seq, chunk.record.rows, activity_id)
-            nursery.cancel_scope.cancel()
+        try:
+            with single_errors():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(run.tracker.run)
+                    await run.pool.acquire()
+                    activity_id = await run._ensure_posted(chunk)
+                    if activity_id is None:
+                        run.pool.release()
+                        state = "interrupted"
+                    else:
+                        await run._wait_final(chunk.record.seq, chunk.record.rows, activity_id)
+                    nursery.cancel_scope.cancel()
+        except QuotaExhausted as exc:
+            state = "interrupted"
+            message = (
+                f"{exc}; run `bulkops resume {run.journal.run_dir}` (with a new --daily-quota)"
+            )
     if run.stalled is not None:
         state, message = "stalled", str(run.stalled)
     return _finish(run, state=state, message=message)
@@ -815,13 +722,7 @@ async def run_clear(
     """Remove every member of the given lists with one CLEAR_CONTACTS_FROM_LISTS activity."""
     options = ImportOptions(kind="add", lists=tuple(lists))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(None, "clear")
-    make_private_dir(directory)
-    lock = RunLock(directory).acquire()
-    try:
-        journal = new_journal(directory)
-    except BaseException:
-        lock.release()
-        raise
+    journal, lock = open_new_run(directory)
     try:
         journal.set_meta(command="clear", state="running")
         resolved = await resolve_lists(client, lists, create=False)
@@ -845,7 +746,7 @@ async def run_clear(
         )
         return await _execute_clear(run)
     except BulkOpsError as exc:
-        _mark_not_started(journal, exc)
+        mark_not_started(journal, exc)
         raise
     finally:
         journal.close()

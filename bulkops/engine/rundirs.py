@@ -36,10 +36,13 @@ __all__ = [
     "NOT_STARTED",
     "REPORT_NAME",
     "RunLock",
+    "command_name",
     "default_run_dir",
     "is_running",
     "make_private_dir",
+    "mark_not_started",
     "new_journal",
+    "open_new_run",
 ]
 
 #: Every run's report, next to its journal.
@@ -54,6 +57,11 @@ FILE_MODE = 0o600
 
 #: The names of the commands in run-directory names (the engine's ``add`` is ``import``).
 _COMMAND_NAMES = {"add": "import"}
+
+
+def command_name(kind: str) -> str:
+    """The command as the user typed it (the engine's kind ``add`` is ``import``)."""
+    return _COMMAND_NAMES.get(kind, kind)
 
 
 def make_private_dir(directory: Path) -> None:
@@ -71,7 +79,7 @@ def default_run_dir(path: Path | None, command: str, *, root: Path | None = None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     stem = path.stem if path is not None else "lists"
     base = (root if root is not None else Path("bulkops-runs")) / (
-        f"{stem}-{_COMMAND_NAMES.get(command, command)}-{stamp}"
+        f"{stem}-{command_name(command)}-{stamp}"
     )
     base.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 10_000):
@@ -163,3 +171,28 @@ def new_journal(directory: Path) -> Journal:
             with contextlib.suppress(FileNotFoundError):
                 (directory / name).unlink()
     return Journal(directory, create=True)
+
+
+def open_new_run(directory: Path) -> tuple[Journal, RunLock]:
+    """Make ``directory`` (private), take its lock, and open the journal of a new run.
+
+    Raises:
+        ConfigError: another process runs it, or it already holds a run.
+    """
+    make_private_dir(directory)
+    lock = RunLock(directory).acquire()
+    try:
+        return new_journal(directory), lock
+    except BaseException:
+        lock.release()
+        raise
+
+
+def mark_not_started(journal: Journal, exc: BaseException) -> None:
+    """A run that failed before it sent anything never started: say so in its journal (with
+    the error and its exit code), so ``status`` and ``resume`` can tell, and a new run may
+    take the directory."""
+    if any(chunk.posts for chunk in journal.chunks()):
+        return
+    code = 64 if isinstance(exc, ConfigError) else 4
+    journal.set_meta(state=NOT_STARTED, error=str(exc), exit_code=code)
