@@ -105,6 +105,11 @@ def test_every_run_ends_balanced_and_status_agrees(
         code = _interrupt(cli, args, kind, count)
         event(kind)
         assert code in DOCUMENTED or code == -signal.SIGKILL, code
+        if code not in (0, 2):  # killed or interrupted: never shown as running
+            interrupted = cli.run("status", str(run_dir), "--json")
+            no_traceback(interrupted)
+            assert interrupted.returncode == 3
+            assert json.loads(interrupted.stdout)["state"] == "interrupted"
         for _ in range(5):
             if code in (0, 2):
                 break
