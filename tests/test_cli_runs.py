@@ -339,3 +339,23 @@ def test_export_output_is_private(cli: Cli, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert "exp0@example.org" in target.read_text()
+
+
+def test_a_double_ctrl_c_names_the_directory_to_resume(cli: Cli, tmp_path: Path) -> None:
+    """Two SIGINTs after the first event: exit 3, the advice names the run's directory
+    (the default one, chosen before the run), and status says interrupted."""
+    source = _many_chunks(tmp_path, name="twice.csv")
+    proc = cli.popen("import", str(source), "--list", "Twice", "--create-lists", "--max-rows",
+                     "100", "--json")  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    assert proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    no_traceback(err)
+    (run_dir,) = (tmp_path / "bulkops-runs").iterdir()
+    assert proc.returncode == 3
+    assert f"bulkops resume {run_dir.relative_to(tmp_path)}" in out + err
+    code, status = _status(cli, run_dir)
+    assert (code, status["state"]) == (3, "interrupted")

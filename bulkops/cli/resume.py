@@ -9,9 +9,8 @@ from bulkops.cli.common import (
     add_connection_arguments,
     add_output_arguments,
     connect,
-    run_with_signals,
 )
-from bulkops.cli.transfer import add_verbose_argument, finish, run_reporter
+from bulkops.cli.transfer import add_verbose_argument, finish, run_reporter, run_with_advice
 from bulkops.engine.imports import resume_run
 
 __all__ = ["add_arguments", "run"]
@@ -49,4 +48,4 @@ def run(args: argparse.Namespace) -> int:
                 stall_timeout=args.stall_timeout,
             )
 
-    return finish(args, run_with_signals(main, reporter))
+    return finish(args, run_with_advice(main, reporter, args.run_dir))

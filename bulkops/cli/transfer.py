@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import trio
 
 from bulkops.cli.common import (
     add_connection_arguments,
@@ -16,7 +21,8 @@ from bulkops.engine.imports import ImportOptions, run_import
 from bulkops.engine.ledger import ImportReport
 from bulkops.engine.planner import dry_run
 from bulkops.engine.progress import Reporter, make_reporter, silence_stdout
-from bulkops.errors import ConfigError
+from bulkops.engine.rundirs import default_run_dir
+from bulkops.errors import ConfigError, InputError
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
 
@@ -28,6 +34,7 @@ __all__ = [
     "run",
     "run_remove",
     "run_reporter",
+    "run_with_advice",
 ]
 
 
@@ -46,6 +53,24 @@ def run_reporter(args: argparse.Namespace) -> Reporter:
     return make_reporter(
         json_output=args.json, quiet=args.quiet, verbose=getattr(args, "verbose", False)
     )
+
+
+def run_with_advice(
+    main: Callable[[trio.Event], Awaitable[ImportReport]], reporter: Reporter, run_dir: Path
+) -> ImportReport:
+    """:func:`run_with_signals`; a second Ctrl-C (no report) is answered with the command
+    that finishes the run.
+
+    Raises:
+        KeyboardInterrupt: after a second Ctrl-C, with the advice printed.
+    """
+    try:
+        return run_with_signals(main, reporter)
+    except KeyboardInterrupt:
+        print(
+            f"bulkops: stopped at once; run `bulkops resume {run_dir}` to finish", file=sys.stderr
+        )
+        raise
 
 
 def finish(args: argparse.Namespace, report: ImportReport) -> int:
@@ -180,19 +205,24 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         print(plan.render(json_output=args.json), flush=True)
         return plan.exit_code
     reporter = run_reporter(args)
+    if not args.file.is_file():
+        raise InputError("no such file", path=str(args.file))
+    # Chosen here, so that the advice after a second Ctrl-C can name it.
+    run_dir = args.run_dir if args.run_dir is not None else default_run_dir(args.file, kind)
 
     async def main(stop):  # type: ignore[no-untyped-def]
         async with connect(args) as client:
             return await run_import(
-                client,
-                args.file,
-                options=options,
-                run_dir=args.run_dir,
-                reporter=reporter,
-                stop=stop,
+                client, args.file, options=options, run_dir=run_dir, reporter=reporter, stop=stop
             )
 
-    report = run_with_signals(main, reporter)
+    try:
+        report = run_with_advice(main, reporter, run_dir)
+    except BaseException:
+        if args.run_dir is None:  # a directory we made, still empty: no server, say
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
     return finish(args, report)
 
 
