@@ -56,10 +56,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--root",
         type=Path,
+        metavar="DIR",
         default=argparse.SUPPRESS,
         help="the directory holding run directories (default ./bulkops-runs)",
     )
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
 
 
 def parse_age(text: str) -> float:
