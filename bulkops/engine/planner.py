@@ -27,7 +27,7 @@ import msgspec
 from bulkops.engine.chunks import ChunkState
 from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import write_atomically, write_outcome_file
-from bulkops.engine.rundirs import default_run_dir
+from bulkops.engine.rundirs import command_name, default_run_dir
 from bulkops.errors import InputError
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.stream.pipeline import Pipeline, PipelineOptions
@@ -553,7 +553,8 @@ class DryRunPlan(msgspec.Struct, kw_only=True):
         if json_output:
             return msgspec.json.encode({"event": "plan", "plan": self}).decode()
         lines = [
-            f"dry run of {self.kind} from {self.input}: {self.rows_read:,} rows read, "
+            f"dry run of {command_name(self.kind)} from {self.input}: "
+            f"{self.rows_read:,} rows read, "
             f"{self.rows_to_send:,} to send, {self.rejected:,} rejected, "
             f"{self.duplicate:,} duplicate",
             f"{self.chunks} activities ({self.body_bytes:,} bytes of requests, largest "
