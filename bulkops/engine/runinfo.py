@@ -103,7 +103,7 @@ def describe_run(run_dir: str | Path) -> RunInfo:
             except (OSError, msgspec.DecodeError, msgspec.ValidationError):
                 report = None
         counts: OutcomeCounts | None
-        if state in (NOT_STARTED, "dry-run") or meta.get("command") == "export":
+        if state in (NOT_STARTED, "dry-run", "unknown") or meta.get("command") == "export":
             counts = None
         elif report is not None and report.state == stored:  # written by the last process
             counts = report.counts
