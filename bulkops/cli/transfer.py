@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import trio
 
 from bulkops.cli.common import (
@@ -21,8 +23,10 @@ from bulkops.engine.imports import ImportOptions, run_import
 from bulkops.engine.ledger import ImportReport
 from bulkops.engine.planner import dry_run
 from bulkops.engine.progress import Reporter, make_reporter, silence_stdout
+from bulkops.engine.report import read_report
 from bulkops.engine.rundirs import default_run_dir
-from bulkops.errors import ConfigError, InputError
+from bulkops.engine.runinfo import describe_run
+from bulkops.errors import BulkOpsError, ConfigError, InputError
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.wire.activity import DEFAULT_MAX_ACTIVITY_BYTES, DEFAULT_MAX_ACTIVITY_ROWS
 
@@ -59,18 +63,37 @@ def run_with_advice(
     main: Callable[[trio.Event], Awaitable[ImportReport]], reporter: Reporter, run_dir: Path
 ) -> ImportReport:
     """:func:`run_with_signals`; a second Ctrl-C (no report) is answered with the command
-    that finishes the run.
+    that finishes the run. A Ctrl-C that comes when the run has already completed changes
+    nothing: its report is returned, and Ctrl-C is ignored while it is printed.
 
     Raises:
         KeyboardInterrupt: after a second Ctrl-C, with the advice printed.
     """
     try:
-        return run_with_signals(main, reporter)
+        report = run_with_signals(main, reporter)
     except KeyboardInterrupt:
-        print(
-            f"bulkops: stopped at once; run `bulkops resume {run_dir}` to finish", file=sys.stderr
-        )
-        raise
+        finished = _completed_report(run_dir)
+        if finished is None:
+            print(
+                f"bulkops: stopped at once; run `bulkops resume {run_dir}` to finish",
+                file=sys.stderr,
+            )
+            raise
+        report = finished
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: only printing is left
+    return report
+
+
+def _completed_report(run_dir: Path) -> ImportReport | None:
+    """The report of a run that has completed, or None."""
+    try:
+        info = describe_run(run_dir)
+        report = read_report(run_dir)
+    except (BulkOpsError, OSError, msgspec.MsgspecError):
+        return None
+    if info.state != "complete" or report is None or report.state != "complete":
+        return None
+    return report
 
 
 def finish(args: argparse.Namespace, report: ImportReport) -> int:
