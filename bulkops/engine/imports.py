@@ -40,7 +40,13 @@ from bulkops.engine.chunks import ChunkState
 from bulkops.engine.client import Client, QuotaExhausted, same_account
 from bulkops.engine.import_options import ImportOptions, RunTotals
 from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
-from bulkops.engine.ledger import ActivitySummary, ImportReport, OutcomeCounts, count_outcomes
+from bulkops.engine.ledger import (
+    ActivitySummary,
+    ImportReport,
+    OutcomeCounts,
+    all_done,
+    count_outcomes,
+)
 from bulkops.engine.limits import AimdLimiter, SlotPool
 from bulkops.engine.lists import ResolvedList, resolve_lists
 from bulkops.engine.planner import (
@@ -413,6 +419,8 @@ async def _execute_inner(run: _Run) -> ImportReport:
         state, message = "stalled", str(run.stalled)
     elif run.stop.is_set() and state == "complete":
         state, message = "interrupted", f"interrupted; {resume}"
+    if state == "interrupted" and all_done(run.journal):  # stopped with nothing left to do
+        state, message = "complete", ""
     run._sync_stats()
     run.counters.phase = state
     return _finish(run, state=state, message=message)

@@ -39,6 +39,7 @@ __all__ = [
     "ActivitySummary",
     "ImportReport",
     "OutcomeCounts",
+    "all_done",
     "count_outcomes",
     "write_atomically",
     "write_outcome_file",
@@ -162,6 +163,13 @@ def count_outcomes(journal: Journal, rows_read: int) -> OutcomeCounts:
         duplicate=counts["duplicate"],
         pending=pending,
     )
+
+
+def all_done(journal: Journal) -> bool:
+    """Every row of the input read, and every chunk finished: nothing left to do."""
+    if not journal.meta().get("read_complete"):
+        return False
+    return all(chunk.state == ChunkState.DONE for chunk in journal.chunks())
 
 
 def write_atomically(path: Path, chunks: Iterable[bytes]) -> None:
