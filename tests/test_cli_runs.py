@@ -115,6 +115,9 @@ def test_sigkilled_run_shows_as_interrupted_and_resume_agrees_with_status(
     assert killed.returncode == -signal.SIGKILL
     code, status = _status(cli, run_dir)
     assert (code, status["state"]) == (3, "interrupted")
+    counts = status["counts"]
+    assert counts["read"] >= 400  # not `rows read 0`: at least the chunks it planned
+    assert counts["read"] == sum(counts[k] for k in counts if k != "read")
     assert "bulkops resume" in cli.run("status", str(run_dir)).stdout
     resumed = cli.run("resume", str(run_dir))
     no_traceback(resumed)

@@ -366,11 +366,12 @@ class _Run:
         self.counters.throttled = totals.throttled
 
     async def keep_totals(self) -> None:
-        """Store the run's totals in the journal now and then: a process killed by SIGKILL
-        loses at most the last few seconds of its counts."""
+        """Store the run's totals and rows read in the journal now and then: a process
+        killed by SIGKILL loses at most the last few seconds of its counts."""
         while True:
             await trio.sleep(_TOTALS_EVERY)
-            self.journal.set_meta(totals=self.totals().to_meta())
+            read = max(int(self.journal.meta().get("rows_read") or 0), self.rows_read)
+            self.journal.set_meta(totals=self.totals().to_meta(), rows_read=read)
 
 
 _TOTALS_EVERY = 2.0  # seconds between two stores of a run's totals

@@ -156,7 +156,9 @@ def count_outcomes(journal: Journal, rows_read: int) -> OutcomeCounts:
     accounted = applied + pending + counts["failed"] + counts["rejected"] + counts["duplicate"]
     pending += max(0, rows_read - accounted)
     return OutcomeCounts(
-        read=rows_read,
+        # A process killed before it stored how far it read: its rows in chunks and
+        # outcomes were read all the same.
+        read=max(rows_read, accounted),
         applied=applied,
         failed=counts["failed"],
         rejected=counts["rejected"],
