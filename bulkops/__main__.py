@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("bulkops.cli.export", "stream a list or any collection to CSV or JSON Lines"),
     "resume": ("bulkops.cli.resume", "finish an interrupted run"),
     "status": ("bulkops.cli.status", "show what a run has done"),
+    "runs": ("bulkops.cli.runs", "list runs (state, counts, age); `runs prune` removes finished"),
     "serve": ("bulkops.server.serve", "serve the Web Services API v1 on a SQLite database"),
     "seed": ("bulkops.server.seed_cli", "fill a server account with realistic, seeded data"),
     "report": ("bulkops.cli.report", "print a campaign's results: counts and rates"),

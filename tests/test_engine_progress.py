@@ -40,3 +40,32 @@ def test_json_events_say_when_they_happened() -> None:
     assert 0 <= first["elapsed"] <= second["elapsed"]
     assert second["kind"] == "export"
     assert second["rows_read"] == 5
+
+
+def test_internal_events_reach_people_only_when_asked() -> None:
+    """`reconciled: chunk=11 activity=None` is for -v; warnings are always shown."""
+    quiet, verbose = io.StringIO(), io.StringIO()
+    for out, flag in ((quiet, False), (verbose, True)):
+        reporter = PlainReporter(out, verbose=flag)
+        reporter.event("reconciled", chunk=11, activity=None)
+        reporter.event("warning", chunk=2, message="odd")
+    assert "reconciled" not in quiet.getvalue()
+    assert "warning: chunk=2" in quiet.getvalue()
+    assert "reconciled: chunk=11" in verbose.getvalue()
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_that_went_away_stops_the_run_once_and_silences_the_reporter() -> None:
+    """A closed pipe calls the callback (the engine's stop) and nothing more is written."""
+    calls: list[str] = []
+    reporter = JsonReporter(_ClosedPipe())
+    reporter.on_closed(lambda: calls.append("stop"))
+    reporter.event("activity_done", chunk=1)
+    reporter.event("activity_done", chunk=2)
+    reporter.update(Counters())
+    assert calls == ["stop"]
+    assert reporter.closed

@@ -12,10 +12,9 @@ from bulkops.cli.common import (
     add_output_arguments,
     confirm,
     connect,
-    print_report,
-    reporter_for,
     run_with_signals,
 )
+from bulkops.cli.transfer import add_verbose_argument, finish, run_reporter
 from bulkops.engine.imports import run_clear
 
 __all__ = ["add_arguments", "run"]
@@ -35,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_confirmation_argument(parser)
     add_connection_arguments(parser)
     add_output_arguments(parser)
+    add_verbose_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if not confirm(f"remove every member of {', '.join(args.lists)}?", assume_yes=args.yes):
         print("bulkops: nothing cleared", file=sys.stderr)
         return 1
-    reporter = reporter_for(args)
+    reporter = run_reporter(args)
 
     async def main(stop):  # type: ignore[no-untyped-def]
         async with connect(args) as client:
@@ -50,4 +50,4 @@ def run(args: argparse.Namespace) -> int:
                 client, lists=args.lists, run_dir=args.run_dir, reporter=reporter, stop=stop
             )
 
-    return print_report(args, run_with_signals(main, reporter))
+    return finish(args, run_with_signals(main, reporter))

@@ -9,11 +9,16 @@ from bulkops.cli.common import (
     add_connection_arguments,
     add_output_arguments,
     connect,
-    print_report,
-    reporter_for,
-    run_with_signals,
 )
-from bulkops.cli.transfer import add_limit_arguments, chunk_limits, warn
+from bulkops.cli.transfer import (
+    add_limit_arguments,
+    add_verbose_argument,
+    chunk_limits,
+    finish,
+    run_reporter,
+    run_with_advice,
+    warn,
+)
 from bulkops.engine.imports import ImportOptions, resume_run
 from bulkops.engine.journal import Journal
 from bulkops.stream.options import ChunkLimits
@@ -37,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_limit_arguments(limits, default=False)
     add_connection_arguments(parser)
     add_output_arguments(parser)
+    add_verbose_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     limits = None
     if args.max_rows is not None or args.max_bytes is not None:
         limits = _stored_limits_with(args)
-    reporter = reporter_for(args)
+    reporter = run_reporter(args)
 
     async def main(stop):  # type: ignore[no-untyped-def]
         async with connect(args) as client:
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 limits=limits,
             )
 
-    return print_report(args, run_with_signals(main, reporter))
+    return finish(args, run_with_advice(main, reporter, args.run_dir))
 
 
 def _stored_limits_with(args: argparse.Namespace) -> ChunkLimits:

@@ -1,4 +1,9 @@
-"""``bulkops status RUN_DIR``: what a run has done so far, from its journal (offline)."""
+"""``bulkops status RUN_DIR``: what a run has done so far, from its journal (offline).
+
+The numbers are those of ``report.json`` when the run's last process wrote one; the exit
+code is the run's own (0 complete, 2 complete with rows not applied, 3 interrupted,
+stalled or still running, 4 or 64 for a run that failed before it started).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,9 @@ from pathlib import Path
 
 import msgspec
 
-from bulkops.engine.journal import Journal
-from bulkops.engine.ledger import count_outcomes
-from bulkops.engine.report import read_report, summary
+from bulkops.engine.runinfo import RunInfo, describe_run
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "render", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,43 +23,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Print the run's state: chunks by state, outcome counts, the last report."""
-    from bulkops.cli.export import status_if_export
-
-    exported = status_if_export(args)
-    if exported is not None:
-        return exported
-    journal = Journal(args.run_dir, create=False)
-    try:
-        meta = journal.meta()
-        chunks = journal.chunks()
-        by_state: dict[str, int] = {}
-        for chunk in chunks:
-            by_state[chunk.state] = by_state.get(chunk.state, 0) + 1
-        counts = count_outcomes(journal, int(meta.get("rows_read", 0)))
-    finally:
-        journal.close()
-    report = read_report(args.run_dir)
-    if args.json:
-        payload = {
-            "command": meta.get("command"),
-            "state": meta.get("state"),
-            "input": meta.get("input"),
-            "chunks": by_state,
-            "counts": counts,
-            "read_complete": bool(meta.get("read_complete")),
-        }
-        print(msgspec.json.encode(payload).decode())
-    else:
-        print(f"{meta.get('command')} of {meta.get('input') or 'lists'}: {meta.get('state')}")
-        print("chunks: " + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())) or "none")
-        print(
-            f"rows read {counts.read:,}: applied {counts.applied:,}, failed {counts.failed:,}, "
-            f"rejected {counts.rejected:,}, duplicate {counts.duplicate:,}, "
-            f"pending {counts.pending:,}"
+def render(info: RunInfo) -> str:
+    """The lines ``bulkops status`` prints for a run."""
+    what = info.input or (", ".join(info.lists) if info.lists else "lists")
+    if info.state == "not-started":
+        return (
+            f"{info.command} of {what}: never started — {info.error}\n"
+            "nothing was sent; run the corrected command again (the same --run-dir may be used)"
         )
-        if report is not None:
-            print("last report:")
-            print(summary(report))
-    return 0 if meta.get("state") == "complete" else 3
+    lines = [f"{info.command} of {what}: {info.state}"]
+    if info.chunks:
+        lines.append("chunks: " + ", ".join(f"{k} {v}" for k, v in sorted(info.chunks.items())))
+    c = info.counts
+    if c is not None:
+        lines.append(
+            f"rows read {c.read:,}: applied {c.applied:,}, failed {c.failed:,}, "
+            f"rejected {c.rejected:,}, duplicate {c.duplicate:,}, pending {c.pending:,}"
+        )
+    if info.message:
+        lines.append(info.message)
+    lines.append(f"  report: {Path(info.run_dir) / 'report.json'}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the run's state and outcome counts; return the run's own exit code."""
+    info = describe_run(args.run_dir)  # read-only: the journal is left as it is
+    if info.command == "export":
+        from bulkops.cli.export import status_if_export
+
+        exported = status_if_export(args)
+        if exported is not None:
+            return exported
+    if args.json:
+        print(msgspec.json.encode(info).decode(), flush=True)
+    else:
+        print(render(info), flush=True)
+    return info.exit_code

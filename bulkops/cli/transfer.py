@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
+
+import msgspec
+import trio
 
 from bulkops.cli.common import (
     add_connection_arguments,
     add_output_arguments,
     connect,
     print_report,
-    reporter_for,
     run_with_signals,
 )
 from bulkops.engine.imports import ImportOptions, run_import
 from bulkops.engine.journal import JOURNAL_NAME
+from bulkops.engine.ledger import ImportReport
 from bulkops.engine.planner import dry_run
+from bulkops.engine.progress import Reporter, make_reporter, silence_stdout
+from bulkops.engine.report import read_report
 from bulkops.engine.rundirs import default_run_dir
-from bulkops.errors import ApiError, ConfigError, single_errors
+from bulkops.engine.runinfo import describe_run
+from bulkops.errors import ApiError, BulkOpsError, ConfigError, InputError, single_errors
 from bulkops.stream.options import ChunkLimits, Form, ReadOptions
 from bulkops.wire.activity import (
     DEFAULT_MAX_ACTIVITY_BYTES,
@@ -34,9 +42,13 @@ __all__ = [
     "add_arguments",
     "add_limit_arguments",
     "add_remove_arguments",
+    "add_verbose_argument",
     "chunk_limits",
+    "finish",
     "run",
     "run_remove",
+    "run_reporter",
+    "run_with_advice",
     "spool_stdin",
     "warn",
 ]
@@ -46,6 +58,70 @@ __all__ = [
 MIN_LIMIT_ROWS = 2 * MIN_ACTIVITY_ROWS
 #: The smallest ``--max-bytes``: room for the header and 50 rows of a realistic size.
 MIN_LIMIT_BYTES = 64 * 1024
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    """``-v/--verbose``: also show the engine's internal events (how lost POSTs resolved)."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show internal events (e.g. how a POST whose answer was lost was resolved)",
+    )
+
+
+def run_reporter(args: argparse.Namespace) -> Reporter:
+    """The progress reporter the flags ask for."""
+    return make_reporter(
+        json_output=args.json, quiet=args.quiet, verbose=getattr(args, "verbose", False)
+    )
+
+
+def run_with_advice(
+    main: Callable[[trio.Event], Awaitable[ImportReport]], reporter: Reporter, run_dir: Path
+) -> ImportReport:
+    """:func:`run_with_signals`; a second Ctrl-C (no report) is answered with the command
+    that finishes the run. A Ctrl-C that comes when the run has already completed changes
+    nothing: its report is returned, and Ctrl-C is ignored while it is printed.
+
+    Raises:
+        KeyboardInterrupt: after a second Ctrl-C, with the advice printed.
+    """
+    try:
+        report = run_with_signals(main, reporter)
+    except KeyboardInterrupt:
+        finished = _completed_report(run_dir)
+        if finished is None:
+            print(
+                f"bulkops: stopped at once; run `bulkops resume {run_dir}` to finish",
+                file=sys.stderr,
+            )
+            raise
+        report = finished
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: only printing is left
+    return report
+
+
+def _completed_report(run_dir: Path) -> ImportReport | None:
+    """The report of a run that has completed, or None."""
+    try:
+        info = describe_run(run_dir)
+        report = read_report(run_dir)
+    except (BulkOpsError, OSError, msgspec.MsgspecError):
+        return None
+    if info.state != "complete" or report is None or report.state != "complete":
+        return None
+    return report
+
+
+def finish(args: argparse.Namespace, report: ImportReport) -> int:
+    """Print the report and return the run's exit code; a reader of stdout that went away
+    (``| head -1``) changes nothing: the report is in ``report.json``."""
+    try:
+        return print_report(args, report)
+    except BrokenPipeError:
+        silence_stdout()
+        return report.exit_code
 
 
 def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
@@ -113,6 +189,7 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
     )
     add_connection_arguments(parser)
     add_output_arguments(parser)
+    add_verbose_argument(parser)
 
 
 def add_limit_arguments(
@@ -269,39 +346,46 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         )
         print(plan.render(json_output=args.json), flush=True)
         return plan.exit_code
-    reporter = reporter_for(args)
+    reporter = run_reporter(args)
+    if not args.file.is_file():
+        raise InputError("no such file", path=str(args.file))
+    # Chosen here, so that the advice after a second Ctrl-C can name it.
+    run_dir = args.run_dir if args.run_dir is not None else default_run_dir(args.file, kind)
 
     async def main(stop):  # type: ignore[no-untyped-def]
         async with connect(args) as client:
             return await run_import(
-                client,
-                args.file,
-                options=options,
-                run_dir=args.run_dir,
-                reporter=reporter,
-                stop=stop,
+                client, args.file, options=options, run_dir=run_dir, reporter=reporter, stop=stop
             )
 
     try:
         with single_errors():
-            report = run_with_signals(main, reporter)
-    except ApiError as exc:
-        if exc.status == 400 and exc.method == "POST" and "/activities" in (exc.url or ""):
-            # The v1 API publishes no limits: a server may take fewer than documented.
-            where = args.run_dir or "RUN_DIR"
-            exc.message += (
-                "; the server takes smaller activities than these limits allowed: finish "
-                f"the run with `bulkops resume {where} --max-rows N` (or --max-bytes N) "
-                "with smaller values"
-            )
-            exc.args = (str(exc),)
+            report = run_with_advice(main, reporter, run_dir)
+    except BaseException as exc:
+        if isinstance(exc, ApiError):
+            _advise_smaller_limits(exc, run_dir)
+        if args.run_dir is None:  # a directory we made, still empty: no server, say
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
         raise
-    return print_report(args, report)
+    return finish(args, report)
+
+
+def _advise_smaller_limits(exc: ApiError, run_dir: Path) -> None:
+    """A 400 for an activity's size says how to finish the run: the v1 API publishes no
+    limits, so a server may take fewer rows or bytes than documented."""
+    if exc.status == 400 and exc.method == "POST" and "/activities" in (exc.url or ""):
+        exc.message += (
+            "; the server takes smaller activities than these limits allowed: finish "
+            f"the run with `bulkops resume {run_dir} --max-rows N` (or --max-bytes N) "
+            "with smaller values"
+        )
+        exc.args = (str(exc),)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``bulkops import``."""
-    return _run(args, "add")
+    return _run(args, "add")  # the engine's name for import
 
 
 def run_remove(args: argparse.Namespace) -> int:

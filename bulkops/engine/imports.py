@@ -31,16 +31,22 @@ import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
-import msgspec
 import trio
 
 from bulkops.engine.chunks import ChunkState
-from bulkops.engine.client import Client, same_account
+from bulkops.engine.client import Client, QuotaExhausted, same_account
+from bulkops.engine.import_options import ImportOptions, RunTotals
 from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
-from bulkops.engine.ledger import ActivitySummary, ImportReport, count_outcomes
+from bulkops.engine.ledger import (
+    ActivitySummary,
+    ImportReport,
+    OutcomeCounts,
+    all_done,
+    count_outcomes,
+)
 from bulkops.engine.limits import AimdLimiter, SlotPool
 from bulkops.engine.lists import ResolvedList, resolve_lists
 from bulkops.engine.planner import (
@@ -54,10 +60,23 @@ from bulkops.engine.planner import (
 )
 from bulkops.engine.posting import ChunkPoster
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
-from bulkops.engine.rundirs import default_run_dir, new_journal
+from bulkops.engine.rundirs import (
+    NOT_STARTED,
+    RunLock,
+    command_name,
+    default_run_dir,
+    mark_not_started,
+    open_new_run,
+)
 from bulkops.engine.tracker import ActivityTracker
-from bulkops.errors import ActivityStalled, ConfigError, InputError, single_errors
-from bulkops.stream.options import ChunkLimits, ReadOptions
+from bulkops.errors import (
+    ActivityStalled,
+    BulkOpsError,
+    ConfigError,
+    InputError,
+    single_errors,
+)
+from bulkops.stream.options import ChunkLimits
 from bulkops.wire.activity import ActivityStatus, ActivityType
 from bulkops.wire.model import Activity
 
@@ -70,58 +89,6 @@ __all__ = [
 ]
 
 _BLOCK = 1 << 20
-
-
-@attrs.frozen(kw_only=True)
-class ImportOptions:
-    """Everything that shapes a run (stored in the journal, so ``resume`` repeats it).
-
-    Attributes:
-        kind: ``add`` (add or update contacts on the lists) or ``remove`` (take them off).
-        lists: list names or ids.
-        create_lists: create named lists that do not exist.
-        concurrency: requests in flight at once (lowered on 429s, raised again slowly).
-        uploads: chunks being POSTed at once, at most ``concurrency``. Each holds its body
-            (up to 4 MiB) until answered, so memory is O(uploads × 4 MiB); over one link,
-            more parallel uploads do not finish the set sooner (a local server parses them
-            one at a time anyway).
-        max_queued: activities submitted but not finished, at most (one feed page is 50).
-        poll_min / poll_max: bounds of the interval between polls, in seconds.
-        stall_timeout: seconds without a status change before an activity counts as stalled.
-        write_applied: also write ``applied.csv``.
-        read: how the input is read (format, encoding, delimiter, mapping, ...).
-        limits: how rows are cut into requests (form, rows and bytes per request).
-    """
-
-    kind: Literal["add", "remove"] = "add"
-    lists: tuple[str, ...] = ()
-    create_lists: bool = False
-    concurrency: int = 4
-    uploads: int = 2
-    max_queued: int = 50
-    poll_min: float = 0.5
-    poll_max: float = 10.0
-    stall_timeout: float = 600.0
-    write_applied: bool = False
-    read: ReadOptions = attrs.field(factory=ReadOptions)
-    limits: ChunkLimits = attrs.field(factory=ChunkLimits)
-
-    def to_meta(self) -> dict[str, Any]:
-        """A JSON-ready form (msgspec, from the attrs fields)."""
-        meta: dict[str, Any] = msgspec.to_builtins(self)
-        return meta
-
-    @classmethod
-    def from_meta(cls, data: object) -> ImportOptions:
-        """The inverse of :meth:`to_meta` (validators run again).
-
-        Raises:
-            ConfigError: the stored options are not valid options.
-        """
-        try:
-            return msgspec.convert(data, cls)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"the run's stored options are not valid: {exc}") from None
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -155,9 +122,14 @@ class _Run:
     waiting: int = 0
     submitters: int = 0
     stalled: ActivityStalled | None = None
+    #: When this process took the run up (``time.monotonic()``: wall time is a duration).
+    started: float = attrs.field(factory=time.monotonic)
+    #: What earlier processes of this run spent (journal meta ``totals``).
+    before: RunTotals = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         o = self.options
+        self.before = RunTotals.from_meta(self.journal.meta().get("totals"))
         self.tracker = ActivityTracker(
             self.client, poll_min=o.poll_min, poll_max=o.poll_max, stall_timeout=o.stall_timeout
         )
@@ -172,6 +144,8 @@ class _Run:
             stop=self.stop,
         )
         self.client.throttle_listeners.append(self._throttled)
+        # A reader that went away (``--json | head``) stops the run like a Ctrl-C.
+        self.reporter.on_closed(self.stop.set)
 
     def _throttled(self, message: str) -> None:
         self.aimd.throttled()
@@ -213,8 +187,11 @@ class _Run:
                     block = await handle.read(_BLOCK)
                     events = planner.decode(block) if block else planner.flush()
                     self.counters.bytes_read += len(block)
+                    # Shown before the block's chunks are handed on: the display never has
+                    # more outcomes than rows read.
+                    self.counters.rows_read = planner.rows_read
                     await self._handle(events, send)
-                    self.rows_read = self.counters.rows_read = planner.rows_read
+                    self.rows_read = planner.rows_read
                     if not block:
                         self.journal.set_meta(rows_read=planner.rows_read, read_complete=True)
                         break
@@ -374,11 +351,32 @@ class _Run:
             self._sync_stats()
             self.reporter.update(self.counters)
 
-    def _sync_stats(self) -> None:
+    def totals(self) -> RunTotals:
+        """Requests, retries, 429s and wall time of the whole run: every process so far."""
         stats = self.client.statistics()
-        self.counters.requests = stats.requests
-        self.counters.retries = stats.retries
-        self.counters.throttled = stats.throttled
+        return RunTotals(
+            wall_seconds=self.before.wall_seconds + (time.monotonic() - self.started),
+            requests=self.before.requests + stats.requests,
+            retries=self.before.retries + stats.retries,
+            throttled=self.before.throttled + stats.throttled,
+        )
+
+    def _sync_stats(self) -> None:
+        totals = self.totals()
+        self.counters.requests = totals.requests
+        self.counters.retries = totals.retries
+        self.counters.throttled = totals.throttled
+
+    async def keep_totals(self) -> None:
+        """Store the run's totals and rows read in the journal now and then: a process
+        killed by SIGKILL loses at most the last few seconds of its counts."""
+        while True:
+            await trio.sleep(_TOTALS_EVERY)
+            read = max(int(self.journal.meta().get("rows_read") or 0), self.rows_read)
+            self.journal.set_meta(totals=self.totals().to_meta(), rows_read=read)
+
+
+_TOTALS_EVERY = 2.0  # seconds between two stores of a run's totals
 
 
 def _ts(value: object) -> float | None:
@@ -393,7 +391,6 @@ async def _execute(run: _Run) -> ImportReport:
 
 
 async def _execute_inner(run: _Run) -> ImportReport:
-    started = time.monotonic()
     run.reporter.start()
     run.counters.phase = "importing"
     if run.source is not None:
@@ -401,34 +398,42 @@ async def _execute_inner(run: _Run) -> ImportReport:
     state = "complete"
     message = ""
     run.poster.lose_unanswered()
+    resume = f"run `bulkops resume {run.journal.run_dir}` to finish"
     try:
-        async with trio.open_nursery() as outer:
-            outer.start_soon(run.tracker.run)
-            outer.start_soon(run.report_progress)
-            async with trio.open_nursery() as work:
-                send, receive = trio.open_memory_channel[PlannedChunk](0)
-                work.start_soon(run.produce, send)
-                async with receive:
-                    run.submitters = max(1, min(run.options.uploads, run.options.concurrency))
-                    run.tracker.submitting = True
-                    for _ in range(run.submitters):
-                        work.start_soon(run.submit, receive.clone(), work)
-            outer.cancel_scope.cancel()
+        with single_errors():
+            async with trio.open_nursery() as outer:
+                outer.start_soon(run.tracker.run)
+                outer.start_soon(run.report_progress)
+                outer.start_soon(run.keep_totals)
+                async with trio.open_nursery() as work:
+                    send, receive = trio.open_memory_channel[PlannedChunk](0)
+                    work.start_soon(run.produce, send)
+                    async with receive:
+                        run.submitters = max(1, min(run.options.uploads, run.options.concurrency))
+                        run.tracker.submitting = True
+                        for _ in range(run.submitters):
+                            work.start_soon(run.submit, receive.clone(), work)
+                outer.cancel_scope.cancel()
     except KeyboardInterrupt:
-        state, message = "interrupted", "interrupted; run `bulkops resume` to finish"
+        state, message = "interrupted", f"interrupted; {resume}"
+    except QuotaExhausted as exc:  # resumable: the budget is this process's
+        state, message = "interrupted", f"{exc}; {resume} (with a new --daily-quota)"
     if run.stalled is not None:
         state, message = "stalled", str(run.stalled)
     elif run.stop.is_set() and state == "complete":
-        state, message = "interrupted", "interrupted; run `bulkops resume` to finish"
+        state, message = "interrupted", f"interrupted; {resume}"
+    if state == "interrupted" and all_done(run.journal):  # stopped with nothing left to do
+        state, message = "complete", ""
     run._sync_stats()
     run.counters.phase = state
-    return _finish(run, state=state, message=message, wall=time.monotonic() - started)
+    return _finish(run, state=state, message=message)
 
 
-def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport:
+def _finish(run: _Run, *, state: str, message: str) -> ImportReport:
     journal = run.journal
     meta = journal.meta()
-    rows_read = int(meta.get("rows_read", run.rows_read))
+    # Rows read by the furthest process: a resume reads the same rows again from the start.
+    rows_read = max(int(meta.get("rows_read", 0)), run.rows_read)
     planner = run.planner
     if (
         state == "complete"
@@ -449,7 +454,11 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
         run.counters.rows_duplicate += marked
     counts = count_outcomes(journal, rows_read)
     if state == "complete" and counts.pending:
-        state, message = "interrupted", f"{counts.pending} rows not yet applied; resume the run"
+        state, message = (
+            "interrupted",
+            f"{counts.pending} rows not yet applied; run `bulkops resume {journal.run_dir}`",
+        )
+    _show_final(run.counters, counts)
     files = write_outcome_files(
         journal,
         run.source,
@@ -478,9 +487,10 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
         for c in chunks
     ]
     busy = sum((c.run_finish - c.run_start) for c in chunks if c.run_finish and c.run_start)
-    stats = run.client.statistics()
+    totals = run.totals()
+    wall = totals.wall_seconds
     report = ImportReport(
-        command=str(meta.get("command", run.options.kind)),
+        command=command_name(meta.get("command") or run.options.kind),
         state=state,
         input=str(run.source) if run.source else None,
         run_dir=str(journal.run_dir),
@@ -488,22 +498,37 @@ def _finish(run: _Run, *, state: str, message: str, wall: float) -> ImportReport
         counts=counts,
         activities=activities,
         chunks_sent_twice=[c.seq for c in chunks if c.maybe_twice],
-        requests=stats.requests,
-        retries=stats.retries,
-        throttled=stats.throttled,
+        requests=totals.requests,
+        retries=totals.retries,
+        throttled=totals.throttled,
         wall_seconds=round(wall, 3),
         rows_per_second=round(counts.read / wall, 1) if wall > 0 else 0.0,
         server_busy_seconds=round(busy, 3),
         peak_rss_bytes=peak_rss_bytes(),
         files=files,
         message=message,
+        members_removed=_members_removed(chunks) if meta.get("command") == "clear" else None,
     )
-    journal.set_meta(state=state)
+    journal.set_meta(state=state, rows_read=rows_read, totals=totals.to_meta())
     from bulkops.engine.report import write_report
 
     write_report(journal.run_dir, report)
     run.reporter.stop(run.counters)
     return report
+
+
+def _members_removed(chunks: Sequence[ChunkRecord]) -> int:
+    return sum(c.transaction_count or 0 for c in chunks)
+
+
+def _show_final(counters: Counters, counts: OutcomeCounts) -> None:
+    """The display ends on the report's numbers (the live counters are estimates: a row an
+    activity applied may turn out a duplicate of a later chunk's row)."""
+    counters.rows_read = counts.read
+    counters.rows_applied = counts.applied
+    counters.rows_failed = counts.failed
+    counters.rows_rejected = counts.rejected
+    counters.rows_duplicate = counts.duplicate
 
 
 async def run_import(
@@ -538,12 +563,17 @@ async def run_import(
     if not source.is_file():  # noqa: ASYNC240 - one stat before the run starts
         raise InputError("no such file", path=str(source))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(source, options.kind)
-    journal = new_journal(directory)
+    journal, lock = open_new_run(directory)
     try:
+        journal.set_meta(
+            command=command_name(options.kind),
+            input=str(source.resolve()),  # noqa: ASYNC240
+            state="running",
+        )
         lists = await resolve_lists(client, options.lists, create=options.create_lists)
         size, digest = input_digest(source)
         journal.set_meta(
-            command=options.kind,
+            command=command_name(options.kind),
             input=str(source.resolve()),  # noqa: ASYNC240
             input_size=size,
             input_digest=digest,
@@ -562,8 +592,12 @@ async def run_import(
             stop=stop,
         )
         return await _execute(run)
+    except BulkOpsError as exc:
+        mark_not_started(journal, exc)
+        raise
     finally:
         journal.close()
+        lock.release()
 
 
 async def resume_run(
@@ -589,7 +623,18 @@ async def resume_run(
     """
     journal = Journal(run_dir, create=False)
     try:
+        lock = RunLock(journal.run_dir).acquire()
+    except BaseException:
+        journal.close()
+        raise
+    try:
         meta = journal.meta()
+        if meta.get("state") == NOT_STARTED:
+            raise ConfigError(
+                f"the run in {journal.run_dir} never started ({meta.get('error')}): there is "
+                "nothing to resume; run the corrected command again (it may use the same "
+                "--run-dir)"
+            )
         if meta.get("account") and not same_account(meta["account"], client.account_url):
             raise ConfigError(
                 f"this run was made against {meta['account']}, not {client.account_url}"
@@ -623,6 +668,7 @@ async def resume_run(
         return await _execute(run)
     finally:
         journal.close()
+        lock.release()
 
 
 # -- clear ---------------------------------------------------------------------------------------
@@ -637,7 +683,6 @@ def _clear_body(lists: Sequence[ResolvedList]) -> bytes:
 
 
 async def _execute_clear(run: _Run) -> ImportReport:
-    started = time.monotonic()
     run.reporter.start()
     body = _clear_body(run.lists)
     digest = hashlib.sha256(body).hexdigest()
@@ -662,19 +707,26 @@ async def _execute_clear(run: _Run) -> ImportReport:
     chunk = PlannedChunk(record=record, body=body, content_type="application/x-www-form-urlencoded")
     state, message = "complete", ""
     if record.state != ChunkState.DONE:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run.tracker.run)
-            await run.pool.acquire()
-            activity_id = await run._ensure_posted(chunk)
-            if activity_id is None:
-                run.pool.release()
-                state = "interrupted"
-            else:
-                await run._wait_final(chunk.record.seq, chunk.record.rows, activity_id)
-            nursery.cancel_scope.cancel()
+        try:
+            with single_errors():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(run.tracker.run)
+                    await run.pool.acquire()
+                    activity_id = await run._ensure_posted(chunk)
+                    if activity_id is None:
+                        run.pool.release()
+                        state = "interrupted"
+                    else:
+                        await run._wait_final(chunk.record.seq, chunk.record.rows, activity_id)
+                    nursery.cancel_scope.cancel()
+        except QuotaExhausted as exc:
+            state = "interrupted"
+            message = (
+                f"{exc}; run `bulkops resume {run.journal.run_dir}` (with a new --daily-quota)"
+            )
     if run.stalled is not None:
         state, message = "stalled", str(run.stalled)
-    return _finish(run, state=state, message=message, wall=time.monotonic() - started)
+    return _finish(run, state=state, message=message)
 
 
 async def run_clear(
@@ -688,8 +740,9 @@ async def run_clear(
     """Remove every member of the given lists with one CLEAR_CONTACTS_FROM_LISTS activity."""
     options = ImportOptions(kind="add", lists=tuple(lists))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(None, "clear")
-    journal = new_journal(directory)
+    journal, lock = open_new_run(directory)
     try:
+        journal.set_meta(command="clear", state="running")
         resolved = await resolve_lists(client, lists, create=False)
         journal.set_meta(
             command="clear",
@@ -710,8 +763,12 @@ async def run_clear(
             stop=stop,
         )
         return await _execute_clear(run)
+    except BulkOpsError as exc:
+        mark_not_started(journal, exc)
+        raise
     finally:
         journal.close()
+        lock.release()
 
 
 def import_file(

@@ -31,6 +31,7 @@ refused with a message saying so.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from array import array
@@ -182,17 +183,31 @@ class Journal:
     Args:
         run_dir: the run directory; the journal file is ``journal.sqlite`` inside it.
         create: create the file (a new run) rather than require it (resume, status).
+        read_only: only read it (``status``, ``runs``): no schema or version is written.
 
     Raises:
         ConfigError: ``create`` is false and there is no journal there.
     """
 
-    def __init__(self, run_dir: str | Path, *, create: bool) -> None:
+    def __init__(self, run_dir: str | Path, *, create: bool, read_only: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / JOURNAL_NAME
         if not create and not self.path.exists():
             raise ConfigError(f"{self.run_dir} is not a bulkops run directory (no {JOURNAL_NAME})")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if read_only:  # status and runs: leave the file (and its mtime, the run's age) alone
+            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                self._check_version()
+            except BaseException:
+                self._db.close()
+                raise
+            return
+        if not self.run_dir.is_dir():  # private: the journal holds contact data
+            self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.run_dir.mkdir(mode=0o700, exist_ok=True)
+        if create and not self.path.exists():
+            # SQLite gives the -wal and -shm files the mode of the database file.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(self.path, isolation_level=None)
         try:
             self._check_version()

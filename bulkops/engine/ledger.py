@@ -39,6 +39,7 @@ __all__ = [
     "ActivitySummary",
     "ImportReport",
     "OutcomeCounts",
+    "all_done",
     "count_outcomes",
     "write_atomically",
     "write_outcome_file",
@@ -100,6 +101,8 @@ class ImportReport(msgspec.Struct, frozen=True, kw_only=True):
     peak_rss_bytes: int
     files: dict[str, str]
     message: str = ""
+    #: ``clear`` only: the memberships its activity removed (its ``TransactionCount``).
+    members_removed: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -153,13 +156,22 @@ def count_outcomes(journal: Journal, rows_read: int) -> OutcomeCounts:
     accounted = applied + pending + counts["failed"] + counts["rejected"] + counts["duplicate"]
     pending += max(0, rows_read - accounted)
     return OutcomeCounts(
-        read=rows_read,
+        # A process killed before it stored how far it read: its rows in chunks and
+        # outcomes were read all the same.
+        read=max(rows_read, accounted),
         applied=applied,
         failed=counts["failed"],
         rejected=counts["rejected"],
         duplicate=counts["duplicate"],
         pending=pending,
     )
+
+
+def all_done(journal: Journal) -> bool:
+    """Every row of the input read, and every chunk finished: nothing left to do."""
+    if not journal.meta().get("read_complete"):
+        return False
+    return all(chunk.state == ChunkState.DONE for chunk in journal.chunks())
 
 
 def write_atomically(path: Path, chunks: Iterable[bytes]) -> None:

@@ -84,7 +84,9 @@ class Output:
         temp.parent.mkdir(parents=True, exist_ok=True)
         raw: BinaryIO
         if offset is None:
-            raw = open(temp, "wb")  # noqa: SIM115 - closed by close()/commit()
+            # Contact data: 0600 (less with a stricter umask); the rename keeps the mode.
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            raw = os.fdopen(fd, "wb")  # closed by close()/commit()
         else:
             if not temp.exists():
                 raise ConfigError(f"the partial output {temp} is gone; start the export again")

@@ -29,7 +29,7 @@ import msgspec
 from bulkops.engine.chunks import ChunkState
 from bulkops.engine.journal import ChunkRecord, Journal, OutcomeRecord
 from bulkops.engine.ledger import write_atomically, write_outcome_file
-from bulkops.engine.rundirs import default_run_dir
+from bulkops.engine.rundirs import command_name, default_run_dir
 from bulkops.errors import ConfigError, InputError
 from bulkops.stream.encoding import SAMPLE_BYTES, detect_encoding
 from bulkops.stream.options import ChunkLimits, ReadOptions
@@ -696,7 +696,7 @@ class DryRunPlan(msgspec.Struct, kw_only=True):
         if json_output:
             return msgspec.json.encode({"event": "plan", "plan": self}).decode()
         lines = [
-            f"dry run of {self.kind} from {self.input} (read as {self.encoding}): "
+            f"dry run of {command_name(self.kind)} from {self.input} (read as {self.encoding}): "
             f"{self.rows_read:,} rows read, "
             f"{self.rows_to_send:,} to send, {self.rejected:,} rejected, "
             f"{self.duplicate:,} duplicate",
@@ -739,7 +739,10 @@ def dry_run(
             f"http://api.constantcontact.com/ws/customers/dry-run/lists/{name}" for name in lists
         ]
         journal.set_meta(
-            command=kind, input=str(source.resolve()), lists=[{"uri": u} for u in uris]
+            command=kind,
+            input=str(source.resolve()),
+            lists=[{"uri": u} for u in uris],
+            state="dry-run",
         )
         planner = Planner(read, limits, lists=uris, kind=kind, path=str(source))
         plan: list[dict[str, int]] = []
@@ -772,6 +775,10 @@ def dry_run(
                     outcomes = []
                 if not block:
                     break
+        if planner.repeats_across_chunks:  # the same duplicates as the real run finds
+            find_repeated_emails(
+                journal, source, read, limits, lists=uris, kind=kind, chunks=planner.linked_chunks
+            )
         files = write_outcome_files(
             journal, source, read, limits, write_applied=False, header=planner.header
         )

@@ -8,13 +8,23 @@ end) are also passed to :meth:`Reporter.event` as they happen.
   done, retries, 429s, RSS. Used when stderr is a terminal.
 * :class:`PlainReporter` — one line every ``interval`` seconds on stderr.
 * :class:`JsonReporter` — one JSON object per line on stdout, for machines (``--json``).
+
+Internal events (``reconciled``: how a lost POST was resolved) reach people only when asked
+(``verbose``); JSON gets every event. A reader that goes away (``bulkops import --json |
+head -1``) is treated like a Ctrl-C: the JSON reporter stops writing, points stdout at
+``/dev/null`` (no ``BrokenPipeError`` at exit) and calls the callback given to
+:meth:`Reporter.on_closed`, with which the engine stops submitting, drains what is in flight
+and writes its report: the run ends interrupted (exit 3) and resumable.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 import attrs
@@ -30,7 +40,22 @@ __all__ = [
     "current_rss_bytes",
     "make_reporter",
     "peak_rss_bytes",
+    "silence_stdout",
 ]
+
+#: Events for people only with ``verbose``: they say how the engine did its work.
+_INTERNAL = frozenset({"reconciled"})
+#: Events people always see.
+_SHOWN = frozenset({"warning", "error", "stalled"})
+
+
+def silence_stdout() -> None:
+    """Point file descriptor 1 at ``/dev/null`` after its reader went away, so later
+    writes (and the interpreter's flush at exit) do not raise ``BrokenPipeError``."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def peak_rss_bytes() -> int:
@@ -137,6 +162,9 @@ class Reporter(Protocol):
     def stop(self, counters: Counters) -> None:
         """End the display (the final report is printed by the caller)."""
 
+    def on_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the output's reader goes away (a closed pipe)."""
+
 
 class NullReporter:
     """Shows nothing."""
@@ -154,6 +182,9 @@ class NullReporter:
 
     def stop(self, counters: Counters) -> None:
         """Nothing to stop."""
+
+    def on_closed(self, callback: Callable[[], None]) -> None:
+        """Nothing is written: never closed."""
 
 
 def _human(n: float) -> str:
@@ -193,9 +224,12 @@ def _line(counters: Counters) -> str:
 class PlainReporter:
     """One progress line every ``interval`` seconds, and events as lines, on a stream."""
 
-    def __init__(self, stream: TextIO | None = None, interval: float = 5.0) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, interval: float = 5.0, *, verbose: bool = False
+    ) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self.interval = interval
+        self._shown = _SHOWN | _INTERNAL if verbose else _SHOWN
 
     def start(self) -> None:
         """Nothing to set up."""
@@ -206,13 +240,16 @@ class PlainReporter:
 
     def event(self, kind: str, **data: Any) -> None:
         """Print warnings and errors as they happen; other events are in the periodic line."""
-        if kind in ("warning", "error", "stalled", "reconciled"):
+        if kind in self._shown:
             details = " ".join(f"{k}={v}" for k, v in data.items())
             print(f"{kind}: {details}", file=self._stream, flush=True)
 
     def stop(self, counters: Counters) -> None:
         """Print the last line."""
         self.update(counters)
+
+    def on_closed(self, callback: Callable[[], None]) -> None:
+        """Progress goes to stderr: a closed stdout does not concern it."""
 
 
 class JsonReporter:
@@ -223,12 +260,28 @@ class JsonReporter:
         self.interval = interval
         self._encoder = msgspec.json.Encoder()
         self._started = time.monotonic()
+        self._closed_callbacks: list[Callable[[], None]] = []
+        #: The reader went away: nothing more is written.
+        self.closed = False
 
     def _emit(self, payload: dict[str, Any]) -> None:
+        if self.closed:
+            return
         # Every event says when it happened: seconds since the run started.
         payload["elapsed"] = round(time.monotonic() - self._started, 3)
-        self._stream.write(self._encoder.encode(payload).decode() + "\n")
-        self._stream.flush()
+        try:
+            self._stream.write(self._encoder.encode(payload).decode() + "\n")
+            self._stream.flush()
+        except BrokenPipeError:
+            self.closed = True
+            if self._stream is sys.stdout:
+                silence_stdout()
+            for callback in self._closed_callbacks:
+                callback()
+
+    def on_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the reader of the stream goes away."""
+        self._closed_callbacks.append(callback)
 
     def start(self) -> None:
         """Start the clock of the events' ``elapsed``."""
@@ -250,10 +303,11 @@ class JsonReporter:
 class RichReporter:
     """A live panel on a terminal (rich)."""
 
-    def __init__(self, interval: float = 0.5) -> None:
+    def __init__(self, interval: float = 0.5, *, verbose: bool = False) -> None:
         from rich.console import Console
 
         self.interval = interval
+        self._shown = _SHOWN | _INTERNAL if verbose else _SHOWN
         self._console = Console(stderr=True)
         self._live: Any = None
 
@@ -314,7 +368,7 @@ class RichReporter:
 
     def event(self, kind: str, **data: Any) -> None:
         """Print warnings above the live panel."""
-        if kind in ("warning", "error", "stalled", "reconciled") and self._live is not None:
+        if kind in self._shown and self._live is not None:
             details = " ".join(f"{k}={v}" for k, v in data.items())
             self._live.console.print(f"[yellow]{kind}[/]: {details}")
 
@@ -325,13 +379,17 @@ class RichReporter:
             self._live.stop()
             self._live = None
 
+    def on_closed(self, callback: Callable[[], None]) -> None:
+        """The panel is on stderr: a closed stdout does not concern it."""
 
-def make_reporter(*, json_output: bool, quiet: bool = False) -> Reporter:
-    """The reporter for the CLI: JSON, rich on a terminal, plain lines otherwise."""
+
+def make_reporter(*, json_output: bool, quiet: bool = False, verbose: bool = False) -> Reporter:
+    """The reporter for the CLI: JSON, rich on a terminal, plain lines otherwise
+    (``verbose``: also the engine's internal events)."""
     if json_output:
         return JsonReporter()
     if quiet:
         return NullReporter()
     if sys.stderr.isatty():
-        return RichReporter()
-    return PlainReporter()
+        return RichReporter(verbose=verbose)
+    return PlainReporter(verbose=verbose)

@@ -33,10 +33,19 @@ def read_report(run_dir: Path) -> ImportReport | None:
 def summary(report: ImportReport) -> str:
     """A few lines for people: what happened to every row, where the files are."""
     c = report.counts
+    if report.members_removed is not None:
+        head = (
+            f"{report.command} {report.state}: {report.members_removed:,} members removed "
+            f"from {', '.join(report.lists)}"
+        )
+    else:
+        head = (
+            f"{report.command} {report.state}: {c.read:,} rows read — {c.applied:,} applied, "
+            f"{c.failed:,} failed, {c.rejected:,} rejected, {c.duplicate:,} duplicate"
+            + (f", {c.pending:,} pending" if c.pending else "")
+        )
     lines = [
-        f"{report.command} {report.state}: {c.read:,} rows read — {c.applied:,} applied, "
-        f"{c.failed:,} failed, {c.rejected:,} rejected, {c.duplicate:,} duplicate"
-        + (f", {c.pending:,} pending" if c.pending else ""),
+        head,
         f"{len(report.activities)} activities, {report.requests} requests "
         f"({report.retries} retries, {report.throttled} throttled), "
         f"{report.wall_seconds:.1f} s wall, {report.rows_per_second:,.0f} rows/s, "
