@@ -23,6 +23,7 @@ from bulkops.server import (
     exports,
     queries,
     setting_queries,
+    throttle_queries,
 )
 from bulkops.server.auth import Authenticator
 from bulkops.server.campaign_queries import after_due
@@ -405,6 +406,14 @@ class SqliteStorage(Store):
 
     async def expire_leases(self, owners: Sequence[str]) -> int:
         return await self.run(activity_queries.expire_leases, list(owners))
+
+    # -- shared throttles ------------------------------------------------------------------
+
+    async def take_token(self, key: str, now: int, rate: float, burst: float) -> bool:
+        return await self.run(throttle_queries.take_token, key, now, rate, burst)
+
+    async def count_request(self, username: str, day: int, quota: int) -> bool:
+        return await self.run(throttle_queries.count_request, username, day, quota)
 
 
 def _ms(seconds: float) -> int:

@@ -381,3 +381,15 @@ class Storage(Protocol):
     async def expire_leases(self, owners: Sequence[str]) -> int:
         """Make the leases of workers known to be dead claimable now; how many activities."""
         ...
+
+    # -- throttles shared by every process (bulkops.server.throttle_queries) --------------
+
+    async def take_token(self, key: str, now: int, rate: float, burst: float) -> bool:
+        """Take a token from the bucket of ``key`` at ``now`` (ms): at most ``burst`` held,
+        starting full, refilled at ``rate`` per second; whether there was one. Atomic."""
+        ...
+
+    async def count_request(self, username: str, day: int, quota: int) -> bool:
+        """Count a request of account ``username`` on UTC ``day`` unless it has used
+        ``quota`` that day (then False); a name of no account is always True. Atomic."""
+        ...
