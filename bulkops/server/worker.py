@@ -148,7 +148,6 @@ class Worker:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Take over dead local workers' leases, then run activities until cancelled."""
         await self._take_over_dead()
-        await self._maybe_purge()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._renew_leases)
@@ -166,6 +165,7 @@ class Worker:
             logger.info("taking over %d activities of %d dead workers", count, len(dead))
 
     async def _run_activities(self, nursery: trio.Nursery) -> None:
+        await self._maybe_purge()  # after started(): it may wait for another's write lock
         while True:
             self._wakeup = trio.Event()
             while await self._step(nursery):
