@@ -109,7 +109,11 @@ def open_state(
         )
     for token in tokens:
         ensure_token(db, token)
-    return ApiState(store=store, config=config, authenticator=Authenticator(limits=login_limits))
+    return ApiState(
+        store=store,
+        config=config,
+        authenticator=Authenticator(limits=login_limits, shared=True),
+    )
 
 
 async def serve_api(
@@ -473,7 +477,9 @@ def child() -> None:
         )
     store = SqliteStorage(spec.db)
     state = ApiState(
-        store=store, config=spec.config, authenticator=Authenticator(limits=spec.login_limits)
+        store=store,
+        config=spec.config,
+        authenticator=Authenticator(limits=spec.login_limits, shared=True),
     )
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:

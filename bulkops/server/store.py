@@ -247,6 +247,12 @@ CREATE TABLE throttle_bucket (
     stamp           INTEGER NOT NULL                -- ms of the last change
 ) WITHOUT ROWID;
 CREATE INDEX throttle_bucket_stamp ON throttle_bucket(stamp);
+CREATE TABLE login_failure (
+    key             TEXT PRIMARY KEY,               -- 'user:' + name or 'addr:' + address
+    tokens          REAL NOT NULL,
+    stamp           INTEGER NOT NULL                -- ms of the last change
+) WITHOUT ROWID;
+CREATE INDEX login_failure_stamp ON login_failure(stamp);
 CREATE TABLE throttle_day (
     key             TEXT PRIMARY KEY,               -- the username
     day             INTEGER NOT NULL,               -- UTC days since the epoch
