@@ -159,9 +159,14 @@ class Worker:
 
     async def _take_over_dead(self) -> None:
         store = self.state.store
-        dead = [owner for owner in await store.lease_owners() if leases.owner_is_dead_here(owner)]
+        try:
+            owners = await store.lease_owners()
+            dead = [owner for owner in owners if leases.owner_is_dead_here(owner)]
+            count = await store.expire_leases(dead) if dead else 0
+        except Exception as exc:  # their leases expire anyway
+            logger.warning("cannot look for dead workers' activities: %s", exc)
+            return
         if dead:
-            count = await store.expire_leases(dead)
             logger.info("taking over %d activities of %d dead workers", count, len(dead))
 
     async def _run_activities(self, nursery: trio.Nursery) -> None:
@@ -179,7 +184,18 @@ class Worker:
             await self._run(activity_id, account_id)
             self._start_checkpoint(nursery)
             return True
-        claim = await self.state.store.claim_activity(self.worker_id, now_ms(), self.lease_seconds)
+        try:
+            claim = await self.state.store.claim_activity(
+                self.worker_id, now_ms(), self.lease_seconds
+            )
+        except Exception as exc:
+            # The database is unreachable or closed: look again at the next poll; one
+            # warning per spell of failures, not one per poll.
+            if not self._claim_failing:
+                logger.warning("cannot look for activities (trying again): %s", exc)
+            self._claim_failing = True
+            return False
+        self._claim_failing = False
         if claim is None:
             return False
         self._held.add(claim.activity_id)
