@@ -294,3 +294,31 @@ def test_the_daily_quota_holds_across_two_processes(tmp_path: Path) -> None:
         server.kill()
     assert statuses.count(200) == 7
     assert statuses.count(429) == 13
+
+
+@pytest.mark.slow
+def test_a_dead_server_process_is_replaced_and_sigterm_stops_all(tmp_path: Path) -> None:
+    """A child killed while serving is replaced (the port keeps answering); SIGTERM to the
+    parent stops every child and the parent exits 0."""
+    db_path = tmp_path / "server.db"
+    _prepare(db_path)
+    server = _serve(tmp_path, db_path)
+    try:
+        origin = _origin(server)
+        first = server.wait_for(r"server process 0 started \(pid (\d+)\)").group(1)
+        server.wait_for(rf"\[{first}\] serving")
+        os.kill(int(first), signal.SIGKILL)
+        server.wait_for(r"server process 0 exited with status -9; starting another")
+        replacement = server.wait_for(
+            r"server process 0 started \(pid (\d+)\)(?s:.*)"
+            r"server process 0 started \(pid (\d+)\)"
+        ).group(2)
+        server.wait_for(rf"\[{replacement}\] serving")
+        with _client(origin) as http:
+            assert all(http.get("lists").status_code == 200 for _ in range(5))
+        assert server.stop() == 0
+        for pid in (replacement,):
+            with pytest.raises(ProcessLookupError):
+                os.kill(int(pid), 0)
+    finally:
+        server.kill()

@@ -131,8 +131,9 @@ class Supervisor:
                             child.process.kill()
                         continue
                     del self._children[slot]
-                    failed = failed or code != 0
-                    if not self._stopping:
+                    if self._stopping:
+                        failed = failed or code != 0
+                    else:  # died while serving: replaced (its status is logged there)
                         failed = self._replace(slot, child, code) or failed
         finally:
             for signum, handler in previous.items():
