@@ -12,6 +12,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bulkops.errors import LifecycleError
 from bulkops.server import activity_queries as aq
 from bulkops.server.app import ServerConfig
 from bulkops.server.datafile import ActivityRequest, encode_request
@@ -223,4 +224,38 @@ def test_worker_settings_must_be_positive(tmp_path: Path, bad: dict[str, float])
     state = open_state(tmp_path / "server.db", ServerConfig(), accounts=[DEMO])
     with pytest.raises(ValueError, match="positive"):
         Worker(state, **bad)  # type: ignore[arg-type]
+    state.store.close()
+
+
+async def test_two_workers_running_one_activity_apply_it_once(tmp_path: Path) -> None:
+    """A worker that ran past its lease and the one that took it over both apply: the first
+    commit completes the activity, the second finds it COMPLETE and rolls back whole."""
+    state = open_state(tmp_path / "server.db", ServerConfig(), accounts=[DEMO])
+    db = state.store.connection()  # type: ignore[attr-defined]
+    with write_tx(db):
+        db.execute(
+            "INSERT INTO list (id, account_id, name, short_name, updated) "
+            "VALUES (7, 1, 'L', 'L', 0)"
+        )
+    emails = [f"e{i}@example.org" for i in range(50)]
+    request = ActivityRequest(
+        type="SV_ADD", list_ids=(7,), fields=("EmailAddress",), columns=[emails]
+    )
+    row = await state.store.create_activity(1, request, encode_request(request), None)
+    now = now_ms()
+    slow = aq.claim_activity(db, "slow", now - 10_000, 1_000)  # its lease ran out at once
+    fresh = aq.claim_activity(db, "fresh", now, 60_000)
+    assert slow is not None
+    assert fresh is not None
+    assert fresh.reclaimed
+    assert await state.store.apply_activity(row.id, 1, request) == (50, 0)  # "slow" commits
+    with pytest.raises(LifecycleError, match="COMPLETE"):
+        await state.store.apply_activity(row.id, 1, request)  # "fresh" cannot
+    with pytest.raises(LeaseError):
+        await state.store.fail_activity(row.id, "fresh")  # nor mark it ERROR
+    (members,) = db.execute("SELECT count(*) FROM membership WHERE list_id = 7").fetchone()
+    (count,) = db.execute("SELECT member_count FROM list WHERE id = 7").fetchone()
+    assert members == count == 50
+    (status,) = db.execute("SELECT status FROM activity").fetchone()
+    assert status == "COMPLETE"
     state.store.close()
