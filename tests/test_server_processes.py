@@ -153,7 +153,11 @@ def test_two_processes_and_a_separate_worker_import_correctly(tmp_path: Path) ->
     _prepare(db_path)
     server = _serve(tmp_path, db_path, "--no-worker")
     workers = [
-        Proc(tmp_path / f"worker{n}.log", "worker", "--db", str(db_path), "--poll-interval", "0.1")
+        Proc(
+            tmp_path / f"worker{n}.log",
+            *("worker", "--db", str(db_path), "--poll-interval", "0.1"),
+            *("--concurrency", str(n + 1)),
+        )
         for n in range(2)
     ]
     try:
