@@ -58,6 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("bulkops.cli.status", "show what a run has done"),
     "runs": ("bulkops.cli.runs", "list runs (state, counts, age); `runs prune` removes finished"),
     "serve": ("bulkops.server.serve", "serve the Web Services API v1 on a SQLite database"),
+    "worker": ("bulkops.server.worker_cli", "run activity workers on a server database, no HTTP"),
     "seed": ("bulkops.server.seed_cli", "fill a server account with realistic, seeded data"),
     "report": ("bulkops.cli.report", "print a campaign's results: counts and rates"),
 }

@@ -27,6 +27,7 @@ SQL_MODULES = frozenset(
         "setting_queries",
         "sqlite_storage",
         "store",
+        "throttle_queries",
     }
 )
 

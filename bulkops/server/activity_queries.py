@@ -12,6 +12,33 @@ Invariants:
 * A final activity (COMPLETE or ERROR) has no stored request: it never runs again.
 * Finished activities last changed before the retention cutoff are invisible to reads at
   once; :func:`purge_expired` deletes them (and their export files) later.
+* A RUNNING activity is leased (:mod:`bulkops.server.leases`): ``lease_owner`` and
+  ``lease_expires`` are set by :func:`claim_activity`, pushed by :func:`renew_lease` and
+  cleared by every way out of RUNNING. Each lease change is computed by
+  :func:`~bulkops.server.leases.next_lease` from the row read in the same write transaction.
+
+On PostgreSQL the claim is one statement, with ``SKIP LOCKED`` so that concurrent workers
+never wait for each other's candidate row (the ENQUEUE of PENDING rows stays a separate
+``UPDATE … WHERE status = 'PENDING'`` before it)::
+
+    WITH next AS (
+        SELECT seq, status FROM activity
+        WHERE status = 'QUEUED'
+           OR (status = 'RUNNING' AND coalesce(lease_expires, 0) <= %(now)s)
+        ORDER BY seq LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE activity AS a
+    SET status = 'RUNNING', run_start_time = %(now)s, updated = %(now)s,
+        lease_owner = %(worker)s, lease_expires = %(now)s + %(lease_ms)s
+    FROM next WHERE a.seq = next.seq
+    RETURNING a.id, a.account_id, next.status = 'RUNNING' AS reclaimed
+
+and a renewal is ``UPDATE activity SET lease_expires = greatest(lease_expires, %(now)s +
+%(lease_ms)s) WHERE id = %(id)s AND status = 'RUNNING' AND lease_owner = %(worker)s``
+(no row: the lease is lost). The apply's transaction locks its activity row with ``SELECT
+status FROM activity WHERE id = %(id)s FOR UPDATE`` just before its FINISH — never at its
+start, so that the owner can still renew while it applies.
 """
 
 from __future__ import annotations
@@ -28,6 +55,7 @@ import msgspec
 from bulkops.server.datafile import ActivityCannotRun, ActivityRequest, decode_request
 from bulkops.server.errors import NotFound, QueueFull
 from bulkops.server.exports import export_file_path
+from bulkops.server.leases import Claim, Lease, LeaseError, LeaseEvent, LeaseState, next_lease
 from bulkops.server.paging import PAGE_SIZE
 from bulkops.server.records import ActivityRow, RowError, decode_errors, encode_errors
 from bulkops.server.store import now_ms, write_tx
@@ -45,15 +73,20 @@ __all__ = [
     "FINAL",
     "activity_errors",
     "activity_page",
+    "claim_activity",
     "complete_export",
     "create_activity",
+    "expire_leases",
     "fail_activity",
     "finish_activity",
     "get_activity",
+    "lease_owners",
     "load_request",
     "new_activity_id",
     "purge_expired",
     "recover_running",
+    "release_activity",
+    "renew_lease",
     "take_next",
 ]
 
@@ -237,12 +270,23 @@ def recover_running(db: sqlite3.Connection) -> int:
             )
         ]
         for activity_id in ids:
-            _transition(db, activity_id, ActivityEvent.RECOVER, now, run_start_time=None)
+            _transition(
+                db,
+                activity_id,
+                ActivityEvent.RECOVER,
+                now,
+                run_start_time=None,
+                lease_owner=None,
+                lease_expires=None,
+            )
     return len(ids)
 
 
 def take_next(db: sqlite3.Connection) -> tuple[str, int] | None:
     """Queue every PENDING activity (``ENQUEUE``), then start the oldest QUEUED one.
+
+    Without a lease: for tools and tests that run one worker alone. Workers sharing a
+    database use :func:`claim_activity` (an unleased RUNNING activity is claimable at once).
 
     Returns:
         ``(activity_id, account_id)`` of the activity now RUNNING, or None when none waits.
@@ -268,11 +312,193 @@ def take_next(db: sqlite3.Connection) -> tuple[str, int] | None:
         return str(row[0]), int(row[1])
 
 
-def fail_activity(db: sqlite3.Connection, activity_id: str) -> None:
-    """``FAIL`` a RUNNING activity (ERROR), dropping its stored request."""
+def _enqueue_pending(db: sqlite3.Connection, now: int) -> None:
+    pending = [
+        r[0]
+        for r in db.execute(
+            "SELECT id FROM activity WHERE status = ? ORDER BY seq",
+            (ActivityStatus.PENDING.value,),
+        )
+    ]
+    for activity_id in pending:
+        _transition(db, activity_id, ActivityEvent.ENQUEUE, now)
+
+
+_CLAIMABLE = "status = ? OR (status = ? AND coalesce(lease_expires, 0) <= ?)"
+
+
+def _lease_row(db: sqlite3.Connection, activity_id: str) -> Lease:
+    row = db.execute(
+        "SELECT status, lease_owner, lease_expires FROM activity WHERE id = ?", (activity_id,)
+    ).fetchone()
+    if row is None:
+        raise ActivityCannotRun(f"activity {activity_id} no longer exists")
+    return _lease_of(row[0], row[1], row[2])
+
+
+def _lease_of(status: str, owner: str | None, expires: int | None) -> Lease:
+    if status == ActivityStatus.RUNNING.value:
+        return Lease(state=LeaseState.HELD, owner=owner, expires=expires or 0)
+    if status in FINAL:
+        return Lease(state=LeaseState.DONE)
+    return Lease(state=LeaseState.FREE)
+
+
+def claim_activity(db: sqlite3.Connection, worker_id: str, now: int, lease_ms: int) -> Claim | None:
+    """Queue every PENDING activity, then lease the oldest claimable one to ``worker_id``.
+
+    Claimable: QUEUED, or RUNNING under a lease that expired at or before ``now`` (its
+    worker died: it goes back through ``RECOVER`` and starts again). One ``BEGIN IMMEDIATE``
+    transaction, so two workers never claim the same activity; a read without the write
+    lock first, so that an idle worker's poll never blocks writers.
+
+    Returns:
+        The :class:`~bulkops.server.leases.Claim`, or None when nothing is claimable.
+    """
+    queued, running = ActivityStatus.QUEUED.value, ActivityStatus.RUNNING.value
+    waiting = db.execute(
+        f"SELECT 1 FROM activity WHERE status = ? OR {_CLAIMABLE} LIMIT 1",
+        (ActivityStatus.PENDING.value, queued, running, now),
+    ).fetchone()
+    if waiting is None:
+        return None
+    with write_tx(db):
+        _enqueue_pending(db, now)
+        row = db.execute(
+            f"SELECT id, account_id, status FROM activity WHERE {_CLAIMABLE} ORDER BY seq LIMIT 1",
+            (queued, running, now),
+        ).fetchone()
+        if row is None:
+            return None
+        activity_id, account_id, status = str(row[0]), int(row[1]), str(row[2])
+        lease = next_lease(
+            _lease_row(db, activity_id),
+            LeaseEvent.CLAIM,
+            worker=worker_id,
+            now=now,
+            lease_ms=lease_ms,
+        )
+        reclaimed = status == running
+        if reclaimed:
+            _transition(db, activity_id, ActivityEvent.RECOVER, now, run_start_time=None)
+        _transition(
+            db,
+            activity_id,
+            ActivityEvent.START,
+            now,
+            run_start_time=now,
+            lease_owner=lease.owner,
+            lease_expires=lease.expires,
+        )
+    return Claim(activity_id=activity_id, account_id=account_id, reclaimed=reclaimed)
+
+
+def renew_lease(
+    db: sqlite3.Connection, activity_id: str, worker_id: str, now: int, lease_ms: int
+) -> bool:
+    """Push the lease of ``worker_id`` on a RUNNING activity to ``now + lease_ms``.
+
+    Returns:
+        False when the worker no longer holds it (another claimed it, or it finished).
+    """
+    with write_tx(db):
+        try:
+            lease = next_lease(
+                _lease_row(db, activity_id),
+                LeaseEvent.RENEW,
+                worker=worker_id,
+                now=now,
+                lease_ms=lease_ms,
+            )
+        except (LeaseError, ActivityCannotRun):
+            return False
+        db.execute(
+            "UPDATE activity SET lease_expires = ? WHERE id = ?", (lease.expires, activity_id)
+        )
+    return True
+
+
+def release_activity(db: sqlite3.Connection, activity_id: str, worker_id: str, now: int) -> bool:
+    """Give back an unfinished activity ``worker_id`` holds: QUEUED again (``RECOVER``).
+
+    Returns:
+        False when the worker did not hold it (nothing changed).
+    """
+    with write_tx(db):
+        try:
+            next_lease(
+                _lease_row(db, activity_id),
+                LeaseEvent.RELEASE,
+                worker=worker_id,
+                now=now,
+                lease_ms=0,
+            )
+        except (LeaseError, ActivityCannotRun):
+            return False
+        _transition(
+            db,
+            activity_id,
+            ActivityEvent.RECOVER,
+            now,
+            run_start_time=None,
+            lease_owner=None,
+            lease_expires=None,
+        )
+    return True
+
+
+def lease_owners(db: sqlite3.Connection) -> list[str]:
+    """The workers holding leases on RUNNING activities (expired or not)."""
+    return [
+        str(r[0])
+        for r in db.execute(
+            "SELECT DISTINCT lease_owner FROM activity WHERE status = ? "
+            "AND lease_owner IS NOT NULL ORDER BY 1",
+            (ActivityStatus.RUNNING.value,),
+        )
+    ]
+
+
+def expire_leases(db: sqlite3.Connection, owners: Sequence[str]) -> int:
+    """Make the leases of ``owners`` (workers known dead) claimable now; how many."""
+    if not owners:
+        return 0
+    marks = ",".join("?" * len(owners))
+    with write_tx(db):
+        cursor = db.execute(
+            f"UPDATE activity SET lease_expires = 0 WHERE status = ? AND lease_owner IN ({marks})",
+            (ActivityStatus.RUNNING.value, *owners),
+        )
+    return cursor.rowcount
+
+
+def fail_activity(db: sqlite3.Connection, activity_id: str, owner: str | None = None) -> None:
+    """``FAIL`` a RUNNING activity (ERROR), dropping its stored request.
+
+    Raises:
+        LeaseError: ``owner`` is given and does not hold the activity's lease (another
+            worker runs it now: its outcome is that worker's to record).
+    """
     now = now_ms()
     with write_tx(db):
-        _transition(db, activity_id, ActivityEvent.FAIL, now, run_finish_time=now, request=None)
+        if owner is not None:
+            next_lease(
+                _lease_row(db, activity_id),
+                LeaseEvent.FINISH,
+                worker=owner,
+                now=now,
+                lease_ms=0,
+            )
+        _transition(
+            db,
+            activity_id,
+            ActivityEvent.FAIL,
+            now,
+            run_finish_time=now,
+            request=None,
+            lease_owner=None,
+            lease_expires=None,
+        )
         _drop_request(db, activity_id)
 
 
@@ -300,6 +526,8 @@ def finish_activity(
         error_count=len(errors),
         file_name=file_name,
         request=None,
+        lease_owner=None,
+        lease_expires=None,
     )
     _drop_request(db, activity_id)
 

@@ -182,7 +182,11 @@ def create_app(state: ApiState, *, extra_routes: Iterable[BaseRoute] = ()) -> AS
         state.faults = faults.FaultDice(plan)  # the worker draws its stalls from these dice
         logger.warning("fault plan active: %s", plan.spec())
     throttled = throttle.wrap(
-        app, rate=config.rate, daily_quota=config.daily_quota, retry_after=config.retry_after
+        app,
+        rate=config.rate,
+        daily_quota=config.daily_quota,
+        retry_after=config.retry_after,
+        store=state.store,  # counters shared by every process on the database
     )
     # Outermost first: fault plan (needs hypercorn's own send), access log, throttles.
     return faults.wrap(AccessLog(throttled), state.faults, retry_after=config.retry_after)

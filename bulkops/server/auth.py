@@ -21,12 +21,19 @@ Invariants:
   flood of wrong passwords cannot take the CPU from other accounts. Credentials already
   verified (in the cache) are never throttled: a client that is logged in keeps working
   while its account or its address is flooded.
+* With ``shared=True`` (every server ``bulkops serve`` starts) the failure buckets live in
+  the database (``login_failure``) on the wall clock, read and written in one transaction
+  per decision with the same :class:`FailureThrottle` arithmetic: every process of
+  ``--processes N`` (and every server on the database) sees the same failures, so N
+  processes allow what one does. Rows whose bucket is full again are deleted as new keys
+  arrive.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import math
@@ -36,7 +43,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import attrs
@@ -320,6 +327,17 @@ class FailureThrottle:
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
 
+    def state(self, key: str) -> tuple[float, float] | None:
+        """``(tokens, at)`` of ``key``'s bucket as last written, None when it has none."""
+        return self._buckets.get(key)
+
+    def set_state(self, key: str, value: tuple[float, float] | None) -> None:
+        """Replace ``key``'s bucket (None: forget it) — to load one kept elsewhere."""
+        if value is None:
+            self._buckets.pop(key, None)
+        else:
+            self._buckets[key] = value
+
     def refund(self, key: str, now: float) -> None:
         """Give back one failure of ``key`` (an attempt counted in advance that succeeded)."""
         if key in self._buckets:
@@ -341,14 +359,17 @@ class Authenticator:
         *,
         cache_size: int = 4096,
         limits: LoginLimits | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
+        shared: bool = False,
     ) -> None:
         self._key = secrets.token_bytes(32)
         self._good: OrderedDict[bytes, Account] = OrderedDict()
         self._bad: OrderedDict[bytes, Denied] = OrderedDict()
         self._cache_size = cache_size
         self.limits = limits or LoginLimits()
-        self._clock = clock
+        # Shared buckets are compared across processes: the wall clock, not this one's.
+        self._clock = clock or (time.time if shared else time.monotonic)
+        self.shared = shared
         self._lock = threading.Lock()  # check() runs in several worker threads at once
         self._accounts = FailureThrottle(
             self.limits.account_failures, self.limits.window, max_keys=self.limits.max_tracked
@@ -396,26 +417,32 @@ class Authenticator:
         address = "addr:" + client
         denied = self._bad.get(key)
         if denied is not None:
-            self._throttle(name, address, take=False)
+            self._throttle(db, name, address, take=False)
             raise denied  # a repeated failure costs nothing: not counted again
         # Counted as a failure before scrypt runs, refunded if it is not one: however many
-        # attempts arrive at once, no more than the allowance are checked.
-        self._throttle(name, address, take=True)
+        # attempts arrive at once, no more than the allowance are checked. Shared buckets are
+        # only read here and written for a real failure: a login that succeeds takes no write
+        # lock, which a running activity may hold for seconds.
+        self._throttle(db, name, address, take=True)
         try:
             account = self._verify(db, header, url_username)
         except Denied as exc:
-            if exc.status != 401:
-                self._refund(name, address)
+            if exc.status == 401 and self.shared:
+                self._count_failure(db, name, address)
+            elif exc.status != 401 and not self.shared:
+                self._refund(db, name, address)
             self._remember(self._bad, key, exc)
             raise
-        self._refund(name, address)
+        if not self.shared:
+            self._refund(db, name, address)
         self._remember(self._good, key, account)
         return account
 
-    def _throttle(self, name: str, address: str, *, take: bool) -> None:
-        """429 if the name or the address is blocked; else, with ``take``, count a failure."""
-        with self._lock:
-            now = self._clock()
+    def _throttle(self, db: sqlite3.Connection, name: str, address: str, *, take: bool) -> None:
+        """429 if the name or the address is blocked; else, with ``take``, count a failure
+        (in this process: shared buckets are written by :meth:`_count_failure`)."""
+        write = take and not self.shared
+        with self._lock, self._shared_buckets(db, name, address, write=write) as now:
             wait = max(self._accounts.wait(name, now), self._addresses.wait(address, now))
             if wait == 0 and take:
                 self._accounts.fail(name, now)
@@ -423,11 +450,61 @@ class Authenticator:
         if wait > 0:
             raise Denied(429, "Too many failed logins; retry later", retry_after=wait)
 
-    def _refund(self, name: str, address: str) -> None:
-        with self._lock:
-            now = self._clock()
+    def _count_failure(self, db: sqlite3.Connection, name: str, address: str) -> None:
+        """Store one failure of ``name`` and ``address`` in the shared buckets."""
+        with self._lock, self._shared_buckets(db, name, address, write=True) as now:
+            self._accounts.fail(name, now)
+            self._addresses.fail(address, now)
+
+    def _refund(self, db: sqlite3.Connection, name: str, address: str) -> None:
+        with self._lock, self._shared_buckets(db, name, address, write=True) as now:
             self._accounts.refund(name, now)
             self._addresses.refund(address, now)
+
+    @contextlib.contextmanager
+    def _shared_buckets(
+        self, db: sqlite3.Connection, name: str, address: str, *, write: bool
+    ) -> Iterator[float]:
+        """Yield "now"; when shared, around a transaction that loads the two buckets from
+        ``login_failure`` first and (with ``write``) stores them back after."""
+        now = self._clock()
+        if not self.shared:
+            yield now
+            return
+        pairs = ((self._accounts, "user", name), (self._addresses, "addr", address))
+        with write_tx(db) if write else contextlib.nullcontext(db):
+            for throttle, kind, key in pairs:
+                row = db.execute(
+                    "SELECT tokens, stamp FROM login_failure WHERE key = ?", (f"{kind}:{key}",)
+                ).fetchone()
+                throttle.set_state(key, None if row is None else (row[0], row[1] / 1000))
+            yield now
+            if write:
+                self._store_buckets(db, pairs, now)
+
+    def _store_buckets(
+        self,
+        db: sqlite3.Connection,
+        pairs: tuple[tuple[FailureThrottle, str, str], ...],
+        now: float,
+    ) -> None:
+        now_ms_ = int(now * 1000)
+        for throttle, kind, key in pairs:
+            state = throttle.state(key)
+            if state is None:
+                continue
+            cursor = db.execute(
+                "UPDATE login_failure SET tokens = ?, stamp = ? WHERE key = ?",
+                (state[0], int(state[1] * 1000), f"{kind}:{key}"),
+            )
+            if cursor.rowcount == 0:
+                # A new key: first drop the buckets that are full again (they carry nothing).
+                full_ms = int(self.limits.window * 1000) + 1
+                db.execute("DELETE FROM login_failure WHERE stamp < ?", (now_ms_ - full_ms,))
+                db.execute(
+                    "INSERT INTO login_failure (key, tokens, stamp) VALUES (?, ?, ?)",
+                    (f"{kind}:{key}", state[0], int(state[1] * 1000)),
+                )
 
     def _verify(self, db: sqlite3.Connection, header: str, url_username: str) -> Account:
         scheme, _, value = header.strip().partition(" ")

@@ -447,11 +447,18 @@ async def accept_connections(
         handler_nursery.start_soon(tracker.run, handler, stream, key)
 
 
-def hypercorn_config(host: str, port: int, limits: ConnectionLimits) -> HypercornConfig:
-    """hypercorn's settings for ``bulkops serve``: bind, logs, and its own timeouts."""
+def hypercorn_config(
+    host: str, port: int, limits: ConnectionLimits, *, fd: int | None = None
+) -> HypercornConfig:
+    """hypercorn's settings for ``bulkops serve``: bind, logs, and its own timeouts.
+
+    With ``fd``, the server accepts on that inherited listening socket instead of binding
+    ``host:port`` (``bulkops serve --processes N``: every process runs this accept loop on
+    the one socket its parent bound, and the kernel hands each connection to one of them).
+    """
     config = HypercornConfig()
     bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    config.bind = [f"{bind_host}:{port}"]
+    config.bind = [f"fd://{fd}"] if fd is not None else [f"{bind_host}:{port}"]
     config.accesslog = None  # AccessLog middleware writes one line per request
     config.errorlog = logging.getLogger("bulkops.server.hypercorn")
     config.graceful_timeout = 5.0

@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--now must be an ISO-8601 time, like 2024-05-01T00:00:00Z") from None
     db_path = args.db
     if db_path is None:
-        from bulkops.server.app import ServerConfig
+        from bulkops.server.http import ServerConfig
         from bulkops.server.serve import default_db_path, open_state
 
         # As `bulkops serve` and the embedded server open it: the demo account (with its

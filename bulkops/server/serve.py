@@ -13,15 +13,18 @@ import argparse
 import errno
 import logging
 import os
+import pickle
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
+import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 
 from bulkops.errors import BulkOpsError, ConfigError, collapse_group
+from bulkops.server import processes, worker
 from bulkops.server.app import ApiState, ServerConfig, create_app
 from bulkops.server.auth import (
     AccountSpec,
@@ -48,6 +51,7 @@ __all__ = [
     "DEMO_ACCOUNT",
     "SWITCH_INTERVAL",
     "add_arguments",
+    "child",
     "default_db_path",
     "open_state",
     "run",
@@ -106,7 +110,11 @@ def open_state(
         )
     for token in tokens:
         ensure_token(db, token)
-    return ApiState(store=store, config=config, authenticator=Authenticator(limits=login_limits))
+    return ApiState(
+        store=store,
+        config=config,
+        authenticator=Authenticator(limits=login_limits, shared=True),
+    )
 
 
 async def serve_api(
@@ -117,6 +125,8 @@ async def serve_api(
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     limits: ConnectionLimits | None = None,
     tracker: ConnectionTracker | None = None,
+    listen_fd: int | None = None,
+    run_worker: bool = True,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API until cancelled (or until ``shutdown_trigger`` returns).
@@ -132,15 +142,19 @@ async def serve_api(
         limits: timeouts and the connection cap (default :class:`ConnectionLimits`).
         tracker: a :class:`ConnectionTracker` to use (and read statistics from); by default
             one made from ``limits``.
+        listen_fd: accept on this inherited listening socket instead of binding host:port.
+        run_worker: run the in-process activity worker (False: ``--no-worker``, the
+            activities are left to other processes' workers).
     """
     app = create_app(state)
+    background = [t for t in state.background if run_worker or t is not worker.serve_worker]
     if tracker is None:
         tracker = ConnectionTracker(limits or ConnectionLimits())
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
             _serve_hypercorn,
             app,
-            hypercorn_config(host, port, tracker.limits),
+            hypercorn_config(host, port, tracker.limits, fd=listen_fd),
             tracker,
             shutdown_trigger,
             nursery.cancel_scope,
@@ -148,7 +162,7 @@ async def serve_api(
         origin = str(binds[0]).rstrip("/")
         if state.origin is None:
             state.origin = origin
-        for task in state.background:
+        for task in background:
             await nursery.start(task, state)
         task_status.started(state.config.public_url or origin)
 
@@ -297,6 +311,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds in which the failure allowances refill (default %(default)s)",
     )
+    processes = parser.add_argument_group("processes")
+    processes.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="HTTP server processes sharing the port (default %(default)s)",
+    )
+    processes.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="run no activity worker here (leave activities to `bulkops worker`)",
+    )
     parser.add_argument(
         "--faults",
         metavar="SPEC",
@@ -391,9 +418,12 @@ def run(args: argparse.Namespace) -> int:
         login_limits=login_limits_from_args(args),
     )
     limits = connection_limits_from_args(args)
+    if args.processes != 1:
+        state.store.close()
+        return _run_processes(args, limits)
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        trio.run(_serve_until_signal, state, args.host, args.port, limits)
+        trio.run(_serve_until_signal, state, args.host, args.port, limits, not args.no_worker)
     except (OSError, BaseExceptionGroup) as exc:
         cause = collapse_group(exc) if isinstance(exc, BaseExceptionGroup) else exc
         if not (isinstance(cause, OSError) and cause.errno in _BIND_ERRORS):
@@ -411,8 +441,86 @@ def run(args: argparse.Namespace) -> int:
 _BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
 
 
+# -- many processes (bulkops.server.processes) --------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _ChildSpec:
+    """What a server process of ``--processes N`` is told on its stdin (no secret)."""
+
+    db: str
+    config: ServerConfig
+    limits: ConnectionLimits
+    login_limits: LoginLimits
+    log_level: str
+    fd: int
+    run_worker: bool
+
+
+def _run_processes(args: argparse.Namespace, limits: ConnectionLimits) -> int:
+    if args.processes < 1:
+        raise ConfigError(f"--processes must be at least 1, not {args.processes}")
+    try:
+        sock = processes.listen(args.host, args.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    with sock:
+        db_path = args.db if args.db is not None else default_db_path()
+        spec = _ChildSpec(
+            db=str(db_path),
+            config=config_from_args(args),
+            limits=limits,
+            login_limits=login_limits_from_args(args),
+            log_level=args.log_level,
+            fd=sock.fileno(),
+            run_worker=not args.no_worker,
+        )
+        command = [sys.executable, "-c", "from bulkops.server.serve import child; child()"]
+        supervisor = processes.Supervisor(
+            command, pickle.dumps(spec), sock.fileno(), args.processes
+        )
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        logger.info(
+            "serving the API at http://%s:%d/ws/customers/{username}/ with %d processes (db %s)",
+            shown,
+            port,
+            args.processes,
+            db_path,
+        )
+        return supervisor.run()
+
+
+def child() -> None:
+    """A server process of ``bulkops serve --processes N`` (its spec pickled on stdin)."""
+    spec = pickle.loads(sys.stdin.buffer.read())  # from our own parent, through a pipe
+    if not isinstance(spec, _ChildSpec):
+        raise SystemExit("bulkops serve: not started by a bulkops serve parent")
+    configure_logging(spec.log_level)
+    for handler in logging.getLogger("bulkops").handlers:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s")
+        )
+    store = SqliteStorage(spec.db)
+    state = ApiState(
+        store=store,
+        config=spec.config,
+        authenticator=Authenticator(limits=spec.login_limits, shared=True),
+    )
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        trio.run(_serve_until_signal, state, "", 0, spec.limits, spec.run_worker, spec.fd)
+    finally:
+        store.close()
+
+
 async def _serve_until_signal(
-    state: ApiState, host: str, port: int, limits: ConnectionLimits
+    state: ApiState,
+    host: str,
+    port: int,
+    limits: ConnectionLimits,
+    run_worker: bool = True,
+    listen_fd: int | None = None,
 ) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
@@ -429,6 +537,8 @@ async def _serve_until_signal(
                     port=port,
                     shutdown_trigger=shutdown_trigger,
                     limits=limits,
+                    listen_fd=listen_fd,
+                    run_worker=run_worker,
                     task_status=task_status,
                 )
             )

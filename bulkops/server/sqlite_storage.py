@@ -23,10 +23,12 @@ from bulkops.server import (
     exports,
     queries,
     setting_queries,
+    throttle_queries,
 )
 from bulkops.server.auth import Authenticator
 from bulkops.server.campaign_queries import after_due
 from bulkops.server.datafile import ActivityRequest, ExportRequest
+from bulkops.server.leases import Claim
 from bulkops.server.records import ActivityRow, RowError
 from bulkops.server.storage import EventKeyset
 from bulkops.server.store import Account, Store, checkpoint_wal
@@ -379,11 +381,44 @@ class SqliteStorage(Store):
     async def complete_export(self, activity_id: str, file_name: str, count: int) -> None:
         await self.run(activity_queries.complete_export, activity_id, file_name, count)
 
-    async def fail_activity(self, activity_id: str) -> None:
-        await self.run(activity_queries.fail_activity, activity_id)
+    async def fail_activity(self, activity_id: str, owner: str | None = None) -> None:
+        await self.run(activity_queries.fail_activity, activity_id, owner)
 
     async def purge_expired(self, cutoff_ms: int) -> int:
         return await self.run(activity_queries.purge_expired, cutoff_ms, self.data_dir)
 
     async def checkpoint(self) -> None:
         await self.run(checkpoint_wal)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def claim_activity(self, worker_id: str, now: int, lease_seconds: float) -> Claim | None:
+        return await self.run(activity_queries.claim_activity, worker_id, now, _ms(lease_seconds))
+
+    async def renew_lease(
+        self, activity_id: str, worker_id: str, now: int, lease_seconds: float
+    ) -> bool:
+        return await self.run(
+            activity_queries.renew_lease, activity_id, worker_id, now, _ms(lease_seconds)
+        )
+
+    async def release_activity(self, activity_id: str, worker_id: str, now: int) -> bool:
+        return await self.run(activity_queries.release_activity, activity_id, worker_id, now)
+
+    async def lease_owners(self) -> list[str]:
+        return await self.run(activity_queries.lease_owners)
+
+    async def expire_leases(self, owners: Sequence[str]) -> int:
+        return await self.run(activity_queries.expire_leases, list(owners))
+
+    # -- shared throttles ------------------------------------------------------------------
+
+    async def take_token(self, key: str, now: int, rate: float, burst: float) -> bool:
+        return await self.run(throttle_queries.take_token, key, now, rate, burst)
+
+    async def count_request(self, username: str, day: int, quota: int) -> bool:
+        return await self.run(throttle_queries.count_request, username, day, quota)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from bulkops.server.auth import Authenticator
 from bulkops.server.datafile import ActivityRequest, ExportRequest
+from bulkops.server.leases import Claim
 from bulkops.server.records import ActivityRow, RowError
 from bulkops.server.store import Account
 from bulkops.wire.model import (
@@ -346,8 +347,9 @@ class Storage(Protocol):
         """Complete an export whose file is in place."""
         ...
 
-    async def fail_activity(self, activity_id: str) -> None:
-        """A RUNNING activity to ERROR."""
+    async def fail_activity(self, activity_id: str, owner: str | None = None) -> None:
+        """A RUNNING activity to ERROR (``LeaseError`` when ``owner`` is given and does not
+        hold its lease)."""
         ...
 
     async def purge_expired(self, cutoff_ms: int) -> int:
@@ -356,4 +358,43 @@ class Storage(Protocol):
 
     async def checkpoint(self) -> None:
         """Housekeeping after an activity (SQLite: a passive WAL checkpoint)."""
+        ...
+
+    # -- leases: many workers on one database (bulkops.server.leases) ---------------------
+
+    async def claim_activity(self, worker_id: str, now: int, lease_seconds: float) -> Claim | None:
+        """Queue PENDING activities, then lease the oldest QUEUED one, or RUNNING one whose
+        lease expired at or before ``now``, to ``worker_id`` for ``lease_seconds``; None when
+        none. Atomic: two workers never claim the same activity (PostgreSQL: ``SELECT … FOR
+        UPDATE SKIP LOCKED``, see :mod:`bulkops.server.activity_queries`)."""
+        ...
+
+    async def renew_lease(
+        self, activity_id: str, worker_id: str, now: int, lease_seconds: float
+    ) -> bool:
+        """Extend the worker's lease to ``now + lease_seconds``; False when it holds it no more."""
+        ...
+
+    async def release_activity(self, activity_id: str, worker_id: str, now: int) -> bool:
+        """Give back an unfinished activity the worker holds (QUEUED again); False if not held."""
+        ...
+
+    async def lease_owners(self) -> list[str]:
+        """Workers named by the leases of RUNNING activities."""
+        ...
+
+    async def expire_leases(self, owners: Sequence[str]) -> int:
+        """Make the leases of workers known to be dead claimable now; how many activities."""
+        ...
+
+    # -- throttles shared by every process (bulkops.server.throttle_queries) --------------
+
+    async def take_token(self, key: str, now: int, rate: float, burst: float) -> bool:
+        """Take a token from the bucket of ``key`` at ``now`` (ms): at most ``burst`` held,
+        starting full, refilled at ``rate`` per second; whether there was one. Atomic."""
+        ...
+
+    async def count_request(self, username: str, day: int, quota: int) -> bool:
+        """Count a request of account ``username`` on UTC ``day`` unless it has used
+        ``quota`` that day (then False); a name of no account is always True. Atomic."""
         ...

@@ -235,8 +235,33 @@ CREATE TABLE activity_request (
 );
 """
 
+# Version 3: several processes and workers share one database (bulkops.server.leases).
+# A RUNNING activity is leased to one worker until ``lease_expires`` (ms); the throttles
+# keep their counters here so that every process counts the same requests.
+_SCHEMA_V3 = """
+ALTER TABLE activity ADD COLUMN lease_owner TEXT;
+ALTER TABLE activity ADD COLUMN lease_expires INTEGER;
+CREATE TABLE throttle_bucket (
+    key             TEXT PRIMARY KEY,               -- 'rate:' + username, 'user:' / 'addr:' …
+    tokens          REAL NOT NULL,
+    stamp           INTEGER NOT NULL                -- ms of the last change
+) WITHOUT ROWID;
+CREATE INDEX throttle_bucket_stamp ON throttle_bucket(stamp);
+CREATE TABLE login_failure (
+    key             TEXT PRIMARY KEY,               -- 'user:' + name or 'addr:' + address
+    tokens          REAL NOT NULL,
+    stamp           INTEGER NOT NULL                -- ms of the last change
+) WITHOUT ROWID;
+CREATE INDEX login_failure_stamp ON login_failure(stamp);
+CREATE TABLE throttle_day (
+    key             TEXT PRIMARY KEY,               -- the username
+    day             INTEGER NOT NULL,               -- UTC days since the epoch
+    count           INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
 #: One script per schema version; index i upgrades version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 
 
 def now_ms() -> int:

@@ -14,9 +14,15 @@ Invariants:
 * The per-second limit is a token bucket: capacity ``max(1, rate)``, refilled at ``rate``
   tokens per second of ``trio.current_time()`` (so tests can run it on a mock clock). A
   request refused by it does not count against the daily quota.
-* The daily quota counts accepted requests per UTC day; counters live in memory and start
-  again when the server restarts.
-* Memory is bounded: at most :data:`MAX_TRACKED_ACCOUNTS` accounts are tracked (oldest
+* The daily quota counts accepted requests per UTC day.
+* **Shared or in memory.** Given a ``store`` (as every server built by ``create_app`` is),
+  the counters live in the database (:meth:`~bulkops.server.storage.Storage.take_token`,
+  :meth:`~bulkops.server.storage.Storage.count_request`; one transaction per decision, the
+  same formulas), on the wall clock in ms: every process on the database counts the same
+  requests, so ``--processes N`` allows what one process does, and a restart forgets
+  nothing. Without one, they live in this process's memory on ``clock`` (trio's by
+  default, so tests can run it on a mock clock) and start again when the server restarts;
+  memory is bounded: at most :data:`MAX_TRACKED_ACCOUNTS` accounts are tracked (oldest
   forgotten first), whatever usernames clients put in URLs.
 * A refused request's body is read and discarded before the 429 is sent, so the client sees
   the answer rather than a reset while it is still uploading.
@@ -27,11 +33,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from bulkops.server.asgi import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from bulkops.server.storage import Storage
 
 __all__ = [
     "MAX_TRACKED_ACCOUNTS",
@@ -147,6 +156,10 @@ def _utc_day() -> int:
     return int(time.time() // 86_400)
 
 
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 def _remember(table: MutableMapping[str, Any], key: str, value: Any) -> None:
     table.pop(key, None)
     table[key] = value
@@ -162,8 +175,11 @@ class Throttle:
         rate: requests per second per account, or None.
         daily_quota: requests per UTC day per account, or None.
         retry_after: seconds for ``Retry-After`` on 429s, or None for no header.
-        clock: seconds for the token bucket (default ``trio.current_time``).
+        clock: seconds for the in-memory token bucket (default ``trio.current_time``).
         day: the current day number for the quota (default: UTC days since the epoch).
+        store: keep the counters in this database, shared by every process on it (then
+            ``wall_ms`` is the clock), instead of in memory.
+        wall_ms: milliseconds of the wall clock, for the shared counters.
     """
 
     def __init__(
@@ -175,6 +191,8 @@ class Throttle:
         retry_after: float | None = None,
         clock: Callable[[], float] = trio.current_time,
         day: Callable[[], int] = _utc_day,
+        store: Storage | None = None,
+        wall_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         if rate is not None and not rate > 0:
             raise ValueError(f"rate must be positive, not {rate}")
@@ -186,6 +204,8 @@ class Throttle:
         self.headers = retry_after_headers(retry_after)
         self._clock = clock
         self._day = day
+        self.store = store
+        self._wall_ms = wall_ms
         self._buckets: dict[str, TokenBucket] = {}
         self._counts: dict[str, tuple[int, int]] = {}
 
@@ -209,11 +229,28 @@ class Throttle:
             _remember(self._counts, username, (today, count + 1))
         return None
 
+    async def check_shared(self, username: str) -> str | None:
+        """:meth:`check` on the counters in ``store`` (shared by every process)."""
+        assert self.store is not None
+        if self.rate is not None:
+            capacity = max(1.0, self.rate)
+            key = "rate:" + username
+            if not await self.store.take_token(key, self._wall_ms(), self.rate, capacity):
+                return _rate_message(self.rate, username)
+        if self.daily_quota is not None and not await self.store.count_request(
+            username, self._day(), self.daily_quota
+        ):
+            return _quota_message(self.daily_quota, username)
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             username = account_of(scope)
             if username is not None:
-                problem = self.check(username)
+                if self.store is not None:
+                    problem = await self.check_shared(username)
+                else:
+                    problem = self.check(username)
                 if problem is not None:
                     await respond_plain(receive, send, 429, problem, self.headers)
                     return
@@ -221,9 +258,15 @@ class Throttle:
 
 
 def wrap(
-    app: ASGIApp, *, rate: float | None, daily_quota: int | None, retry_after: float | None
+    app: ASGIApp,
+    *,
+    rate: float | None,
+    daily_quota: int | None,
+    retry_after: float | None,
+    store: Storage | None = None,
 ) -> ASGIApp:
-    """``app`` behind a :class:`Throttle` when a rate or a quota is set, else ``app``."""
+    """``app`` behind a :class:`Throttle` when a rate or a quota is set, else ``app``; the
+    counters in ``store`` when given (shared by all processes), else in memory."""
     if rate is None and daily_quota is None:
         return app
-    return Throttle(app, rate=rate, daily_quota=daily_quota, retry_after=retry_after)
+    return Throttle(app, rate=rate, daily_quota=daily_quota, retry_after=retry_after, store=store)

@@ -1,25 +1,34 @@
-"""The activity worker: runs bulk activities in the server process, one at a time, durably.
+"""The activity worker: runs bulk activities durably, alongside any number of other workers.
 
-One trio task (:func:`serve_worker`, started by ``serve_api`` from ``state.background``)
-takes unfinished activities in ``seq`` order and drives each through the lifecycle table of
-:mod:`bulkops.wire.activity`; the status changes and their SQL are in
+One worker (:class:`Worker`; ``serve_api`` starts one per server from ``state.background``,
+``bulkops worker`` runs them alone) has ``concurrency`` tasks that each claim the oldest
+claimable activity under a lease (:mod:`bulkops.server.leases`) and drive it through the
+lifecycle table of :mod:`bulkops.wire.activity`; the status changes and their SQL are in
 :mod:`bulkops.server.activity_queries`, the all-or-nothing, set-based apply of rows in
 :mod:`bulkops.server.apply`, exports in :mod:`bulkops.server.exports`.
 
 Invariants:
 
 * **All or nothing** (see :mod:`bulkops.server.apply`): a crash leaves an activity RUNNING
-  with nothing applied; on start-up RUNNING activities go back to QUEUED (``RECOVER``) and
-  are run again. An export writes ``{id}.csv.tmp`` and renames it into place before its
-  COMPLETE commits; running it again just rewrites the file.
+  with nothing applied, under the dead worker's lease. Once the lease expires (at most
+  ``lease_seconds`` after the last renewal) any worker claims it again and runs it from the
+  start; a worker starting on the same host takes over at once the leases of workers whose
+  process no longer exists. An export writes ``{id}.csv.tmp`` and renames it into place
+  before its COMPLETE commits; running it again just rewrites the file.
+* **Leases live while their worker does.** A renewal task pushes every held lease to
+  ``now + lease_seconds`` each ``lease_seconds / 3``; a worker that finds a lease lost
+  records nothing for that activity (the new holder does). On a graceful stop the worker
+  gives back what it holds unfinished (QUEUED again).
 * **No checkpoint inside an activity**: the worker runs a passive WAL checkpoint in another
   thread after each activity, alongside the next one (one at a time).
 * **The event loop never blocks.** Validation and SQL run in worker threads behind the
   :class:`~bulkops.server.storage.Storage` methods; request handlers keep answering.
-* **No polling.** The worker sleeps on a :class:`trio.Event` that ``POST /activities`` sets
-  (:meth:`Worker.wake`); on start-up it processes whatever is unfinished.
-* The ``stall`` fault parks an activity RUNNING for its seconds and lets later activities
-  overtake it, as a slow job on a real service would; it is applied when its time is up.
+* **Polling only as a backstop.** ``POST /activities`` wakes its own process's worker at once
+  (:meth:`Worker.wake`); activities posted to another process, and expired leases, are found
+  by a poll every ``poll_interval`` seconds — a read that takes no write lock when idle.
+* The ``stall`` fault parks an activity RUNNING (its lease renewed) for its seconds and lets
+  later activities overtake it, as a slow job on a real service would; it is applied when
+  its time is up.
 """
 
 from __future__ import annotations
@@ -33,15 +42,20 @@ from pathlib import Path
 import attrs
 import trio
 
+from bulkops.server import leases
+
 # Re-exported: the SQLite side of the lifecycle, for tests and tools.
 from bulkops.server.activity_queries import purge_expired, recover_running, take_next
 from bulkops.server.apply import apply_activity
 from bulkops.server.datafile import ActivityCannotRun
 from bulkops.server.http import ApiState
+from bulkops.server.leases import Claim, LeaseError
 from bulkops.server.records import RowError, decode_errors, encode_errors
 from bulkops.server.store import now_ms
 
 __all__ = [
+    "LEASE_SECONDS",
+    "POLL_INTERVAL",
     "PURGE_INTERVAL",
     "ActivityCannotRun",
     "RowError",
@@ -63,6 +77,12 @@ logger = logging.getLogger("bulkops.server.worker")
 #: Seconds between deletions of activities past their retention (their 404 is immediate).
 PURGE_INTERVAL = 3600.0
 
+#: Seconds a claimed activity stays leased without a renewal (renewed every third of it).
+LEASE_SECONDS = 30.0
+
+#: Seconds between two looks for activities posted elsewhere or left by a dead worker.
+POLL_INTERVAL = 1.0
+
 
 @attrs.frozen(kw_only=True)
 class WorkerStats:
@@ -78,16 +98,35 @@ class WorkerStats:
 
 
 class Worker:
-    """Runs the activities of one server. Get it with :func:`worker_for`.
+    """Runs activities from the database of ``state``. Get a server's with :func:`worker_for`.
 
     Args:
         state: the server state (store, configuration, the fault plan's dice in ``faults``).
+        worker_id: its lease owner id (default: :func:`~bulkops.server.leases.new_worker_id`).
+        concurrency: activities run at once.
+        lease_seconds: how long a claim lasts without renewal.
+        poll_interval: seconds between looks for work nobody woke this worker for.
     """
 
-    def __init__(self, state: ApiState) -> None:
+    def __init__(
+        self,
+        state: ApiState,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 1,
+        lease_seconds: float = LEASE_SECONDS,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
+        if concurrency < 1 or not lease_seconds > 0 or not poll_interval > 0:
+            raise ValueError("concurrency, lease_seconds and poll_interval must be positive")
         self.state = state
+        self.worker_id = worker_id or leases.new_worker_id()
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
         self._wakeup = trio.Event()
         self._released: list[tuple[str, int]] = []
+        self._held: set[str] = set()  # activities under this worker's lease
         self._recovered = 0
         self._completed = 0
         self._failed = 0
@@ -97,13 +136,15 @@ class Worker:
         #: Tests only (None in production): called in the worker's thread with the id of a
         #: RUNNING add/remove/clear activity whose rows are applied and not yet committed.
         self.before_commit: Callable[[str], None] | None = _hold_from_environment()
+        self._claim_failing = False
 
     def wake(self) -> None:
         """Tell the worker a new activity may be waiting (safe to call any time)."""
         self._wakeup.set()
 
     def statistics(self) -> WorkerStats:
-        """Counters since the worker started."""
+        """Counters since the worker started (``recovered``: activities taken over from
+        expired leases)."""
         return WorkerStats(
             recovered=self._recovered,
             completed=self._completed,
@@ -112,18 +153,36 @@ class Worker:
         )
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Recover, then run activities until cancelled."""
+        """Take over dead local workers' leases, then run activities until cancelled."""
+        await self._take_over_dead()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._renew_leases)
+                for _ in range(self.concurrency):
+                    nursery.start_soon(self._run_activities, nursery)
+                task_status.started()
+        finally:
+            await self._release_held()
+
+    async def _take_over_dead(self) -> None:
         store = self.state.store
-        self._recovered = await store.recover_running()
-        if self._recovered:
-            logger.info("recovered %d interrupted activities", self._recovered)
-        await self._maybe_purge()
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                self._wakeup = trio.Event()
-                while await self._step(nursery):
-                    await self._maybe_purge()
+        try:
+            owners = await store.lease_owners()
+            dead = [owner for owner in owners if leases.owner_is_dead_here(owner)]
+            count = await store.expire_leases(dead) if dead else 0
+        except Exception as exc:  # their leases expire anyway
+            logger.warning("cannot look for dead workers' activities: %s", exc)
+            return
+        if dead:
+            logger.info("taking over %d activities of %d dead workers", count, len(dead))
+
+    async def _run_activities(self, nursery: trio.Nursery) -> None:
+        await self._maybe_purge()  # after started(): it may wait for another's write lock
+        while True:
+            self._wakeup = trio.Event()
+            while await self._step(nursery):
+                await self._maybe_purge()
+            with trio.move_on_after(self.poll_interval):
                 await self._wakeup.wait()
 
     async def _step(self, nursery: trio.Nursery) -> bool:
@@ -132,18 +191,61 @@ class Worker:
             await self._run(activity_id, account_id)
             self._start_checkpoint(nursery)
             return True
-        taken = await self.state.store.take_next()
-        if taken is None:
+        try:
+            claim = await self.state.store.claim_activity(
+                self.worker_id, now_ms(), self.lease_seconds
+            )
+        except Exception as exc:
+            # The database is unreachable or closed: look again at the next poll; one
+            # warning per spell of failures, not one per poll.
+            if not self._claim_failing:
+                logger.warning("cannot look for activities (trying again): %s", exc)
+            self._claim_failing = True
             return False
+        self._claim_failing = False
+        if claim is None:
+            return False
+        self._held.add(claim.activity_id)
+        if claim.reclaimed:
+            self._recovered += 1
+            logger.info(
+                "activity %s: its worker's lease expired; running it again", claim.activity_id
+            )
         stall = self._stall_seconds()
         if stall > 0:
             self._stalled += 1
-            logger.info("fault plan: activity %s stalls for %gs", taken[0], stall)
-            nursery.start_soon(self._release_after, taken, stall)
+            logger.info("fault plan: activity %s stalls for %gs", claim.activity_id, stall)
+            nursery.start_soon(self._release_after, claim, stall)
             return True
-        await self._run(*taken)
+        await self._run(claim.activity_id, claim.account_id)
         self._start_checkpoint(nursery)
         return True
+
+    async def _renew_leases(self) -> None:
+        store = self.state.store
+        while True:
+            await trio.sleep(self.lease_seconds / 3)
+            for activity_id in sorted(self._held):
+                try:
+                    renewed = await store.renew_lease(
+                        activity_id, self.worker_id, now_ms(), self.lease_seconds
+                    )
+                except Exception as exc:  # tried again at the next renewal
+                    logger.warning("cannot renew the lease of %s: %s", activity_id, exc)
+                    continue
+                if not renewed and activity_id in self._held:
+                    logger.warning("activity %s: lease lost to another worker", activity_id)
+                    self._held.discard(activity_id)
+
+    async def _release_held(self) -> None:
+        """Give back what is held unfinished (stalled activities), so others take it at once."""
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            for activity_id in sorted(self._held):
+                try:
+                    await self.state.store.release_activity(activity_id, self.worker_id, now_ms())
+                except Exception:  # pragma: no cover - its lease will expire instead
+                    logger.exception("cannot release activity %s", activity_id)
+            self._held.clear()
 
     def _start_checkpoint(self, nursery: trio.Nursery) -> None:
         """Checkpoint the WAL in another thread while the next activity runs (one at a time)."""
@@ -163,9 +265,9 @@ class Worker:
         dice = self.state.faults
         return 0.0 if dice is None else dice.stall_seconds()
 
-    async def _release_after(self, taken: tuple[str, int], seconds: float) -> None:
+    async def _release_after(self, claim: Claim, seconds: float) -> None:
         await trio.sleep(seconds)
-        self._released.append(taken)
+        self._released.append((claim.activity_id, claim.account_id))
         self.wake()
 
     async def _run(self, activity_id: str, account_id: int) -> None:
@@ -184,11 +286,15 @@ class Worker:
         except Exception:
             logger.exception("activity %s failed", activity_id)
             await self._fail(activity_id)
+        finally:
+            self._held.discard(activity_id)
 
     async def _fail(self, activity_id: str) -> None:
         self._failed += 1
         try:
-            await self.state.store.fail_activity(activity_id)
+            await self.state.store.fail_activity(activity_id, self.worker_id)
+        except LeaseError as exc:
+            logger.warning("activity %s: not marked ERROR, %s", activity_id, exc)
         except Exception:  # pragma: no cover - the database itself is failing
             logger.exception("cannot mark activity %s as ERROR", activity_id)
 
