@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain, compress, islice
 from typing import Any
 
@@ -241,6 +241,10 @@ def _check_lists(db: sqlite3.Connection, account_id: int, list_ids: Sequence[int
         raise ActivityCannotRun(f"list {', '.join(missing)} no longer exists")
 
 
+#: Fills the temporary table ``act_rows`` (email_key, line, EmailAddress, *fields).
+RowLoader = Callable[[Any, "_Prepared"], None]
+
+
 def _load_rows(db: sqlite3.Connection, prepared: _Prepared) -> None:
     columns = "".join(f", {field} TEXT NOT NULL" for field in prepared.fields)
     db.execute("DROP TABLE IF EXISTS temp.act_rows")
@@ -268,10 +272,11 @@ def _apply_add(
     request: ActivityRequest,
     prepared: _Prepared,
     now: int,
+    load_rows: RowLoader,
 ) -> tuple[int, list[RowError]]:
     errors = prepared.errors
     _check_lists(db, account_id, request.list_ids)
-    _load_rows(db, prepared)
+    load_rows(db, prepared)
     # Do Not Mail is sticky: such rows are errors and are not applied.
     blocked = db.execute(
         "SELECT t.line, t.EmailAddress FROM act_rows t JOIN contact c "
@@ -345,9 +350,10 @@ def _apply_remove(
     request: ActivityRequest,
     prepared: _Prepared,
     now: int,
+    load_rows: RowLoader,
 ) -> tuple[int, list[RowError]]:
     _check_lists(db, account_id, request.list_ids)
-    _load_rows(db, prepared)
+    load_rows(db, prepared)
     marks = ",".join("?" * len(request.list_ids))
     db.execute("DROP TABLE IF EXISTS temp.act_found")
     db.execute(
@@ -403,11 +409,16 @@ def _apply_clear(
 
 
 def apply_activity(
-    db: sqlite3.Connection, activity_id: str, account_id: int, request: ActivityRequest
+    db: sqlite3.Connection,
+    activity_id: str,
+    account_id: int,
+    request: ActivityRequest,
+    load_rows: RowLoader = _load_rows,
 ) -> tuple[int, int]:
     """Apply an add, remove or clear activity and complete it, in one transaction.
 
     The activity must be RUNNING. Returns ``(TransactionCount, number of errors)``.
+    ``load_rows`` fills the temporary table of rows (PostgreSQL: ``COPY``).
 
     Raises:
         ActivityCannotRun: a list is gone (nothing is applied; the caller fails it).
@@ -422,9 +433,9 @@ def apply_activity(
     # the worker starts one in the background afterwards instead (Worker._start_checkpoint).
     with without_autocheckpoint(db), write_tx(db):
         if adding and prepared is not None:
-            count, errors = _apply_add(db, account_id, request, prepared, now)
+            count, errors = _apply_add(db, account_id, request, prepared, now, load_rows)
         elif removing and prepared is not None:
-            count, errors = _apply_remove(db, account_id, request, prepared, now)
+            count, errors = _apply_remove(db, account_id, request, prepared, now, load_rows)
         elif activity_type is ActivityType.CLEAR_CONTACTS_FROM_LISTS:
             count, errors = _apply_clear(db, account_id, request, now)
         else:

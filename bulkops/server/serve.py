@@ -42,6 +42,7 @@ from bulkops.server.connections import (
     serve_hypercorn,
 )
 from bulkops.server.sqlite_storage import SqliteStorage
+from bulkops.server.storage import Storage
 
 __all__ = [
     "DEMO_ACCOUNT",
@@ -49,6 +50,8 @@ __all__ = [
     "add_arguments",
     "default_db_path",
     "open_state",
+    "open_storage",
+    "resolve_db",
     "run",
     "serve_api",
 ]
@@ -78,6 +81,44 @@ def default_db_path() -> Path:
     return bulkops_home() / "server.db"
 
 
+def resolve_db(db: str | None) -> str | Path:
+    """The database to open: ``--db``, else ``$BULKOPS_DB``, else :func:`default_db_path`.
+
+    A ``postgresql://`` URL selects PostgreSQL; anything else is a SQLite path. A password
+    in a ``--db`` URL is visible in ``ps``: warned about (prefer ``PGPASSWORD``,
+    ``~/.pgpass`` or ``BULKOPS_DB``).
+    """
+    if db is not None:
+        if _is_postgres(db) and "@" in db and ":" in db.split("@", 1)[0].split("//", 1)[-1]:
+            logger.warning(
+                "--db carries a password, visible to every user in ps: use PGPASSWORD, "
+                "~/.pgpass or BULKOPS_DB instead"
+            )
+        return db if _is_postgres(db) else Path(db)
+    env = os.environ.get("BULKOPS_DB")
+    if env:
+        return env if _is_postgres(env) else Path(env)
+    return default_db_path()
+
+
+def _is_postgres(db: str | Path) -> bool:
+    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+def open_storage(db: str | Path, *, data_dir: Path | None = None) -> Storage:
+    """The store of ``db``: PostgreSQL for a ``postgresql://`` URL, else a SQLite file.
+
+    ``data_dir`` holds PostgreSQL's export files (default ``$BULKOPS_HOME``); SQLite keeps
+    them beside the database file.
+    """
+    if _is_postgres(db):
+        # Imported here: SQLite users need not install psycopg (the "postgres" extra).
+        from bulkops.server.pg_storage import PgStorage  # noqa: PLC0415
+
+        return PgStorage(str(db), data_dir=data_dir or bulkops_home())
+    return SqliteStorage(db)
+
+
 def open_state(
     db_path: str | Path,
     config: ServerConfig,
@@ -85,14 +126,16 @@ def open_state(
     accounts: Iterable[AccountSpec] = (),
     tokens: Iterable[TokenSpec] = (),
     login_limits: LoginLimits | None = None,
+    data_dir: Path | None = None,
 ) -> ApiState:
-    """Open (creating when missing) the database, set up accounts and tokens, return the state.
+    """Open (creating when missing) the database (a SQLite path or a PostgreSQL URL,
+    :func:`open_storage`), set up accounts and tokens, return the state.
 
     With no account in the database and none given, the demo account is created and logged.
     ``login_limits`` throttle failed logins (default :class:`LoginLimits`).
     """
-    store = SqliteStorage(db_path)
-    db = store.connection()
+    store = open_storage(db_path, data_dir=data_dir)
+    db = store.connection()  # type: ignore[attr-defined]
     accounts = list(accounts)
     for spec in accounts:
         _account, created = ensure_account(db, spec)
@@ -179,9 +222,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--db",
-        type=Path,
         default=None,
-        help="SQLite database, created when missing (default $BULKOPS_HOME/server.db)",
+        help="SQLite file (created when missing) or postgresql://USER@HOST:PORT/DBNAME "
+        "(password from PGPASSWORD or ~/.pgpass); default $BULKOPS_DB, else "
+        "$BULKOPS_HOME/server.db",
     )
     parser.add_argument(
         "--account",
@@ -368,9 +412,8 @@ def run(args: argparse.Namespace) -> int:
         parse_token_spec(s)
         for s in _read_specs(args.tokens_file, "BULKOPS_SERVE_TOKENS", args.token)
     ]
-    db_path = args.db if args.db is not None else default_db_path()
     state = open_state(
-        db_path,
+        resolve_db(args.db),
         config_from_args(args),
         accounts=accounts,
         tokens=tokens,
