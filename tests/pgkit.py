@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -37,11 +38,8 @@ def require_postgres() -> str:
 
 
 def _with_dbname(url: str, name: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(url)
-    params["dbname"] = name
-    return make_conninfo(**params)
+    """``url`` (``postgresql://…/DB``) naming database ``name`` instead."""
+    return urlsplit(url)._replace(path="/" + name).geturl()
 
 
 def _admin(url: str):  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ Invariants:
   readers never wait for it (MVCC). Any number of processes share the lock.
 * Connections run in autocommit mode outside those transactions, as the SQLite ones do.
 * ``PRAGMA`` statements (SQLite's WAL tuning) do nothing.
-* Parameters: ``?`` placeholders become ``%s`` (a literal ``%`` is doubled); Python ``bool``
+* Parameters: ``?`` placeholders become ``%s`` and ``:name`` ``%(name)s`` (a literal ``%`` is doubled); Python ``bool``
   is sent as 0/1 (the schema keeps SQLite's integer flags); ``numeric`` results (``sum`` of
   integers) come back as ``int``.
 """
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -57,7 +57,7 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
         r"sum(CASE WHEN \1 THEN 1 ELSE 0 END)",
     ),
     # SQLite's schema introspection (the seeder's trigger juggling): no such rows here.
-    ("sqlite_master", re.compile(r"^SELECT .* FROM sqlite_master\b.*$", re.I | re.S), "SELECT NULL WHERE false"),
+    ("sqlite_master", re.compile(r"^SELECT .* FROM sqlite_master\b.*$", re.I | re.S), "-- nothing"),
     ("join on", re.compile(r"\bCROSS JOIN (\w+ \w+) ON\b", re.I), r"JOIN \1 ON"),
     # PostgreSQL wants every selected column grouped (the name depends on the id anyway).
     ("group by id, name", re.compile(r"GROUP BY e\.campaign_id\b"), "GROUP BY e.campaign_id, cm.name"),
@@ -84,10 +84,16 @@ def translate(sql: str) -> str:
             sql = f"{sql[: found.start()]}ON CONFLICT DO NOTHING {sql[found.start() :]}"
         else:
             sql = sql.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
-    return sql.replace("%", "%%").replace("?", "%s")
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%").replace("?", "%s"))
 
 
-def _params(params: Sequence[Any]) -> tuple[Any, ...]:
+# sqlite3's named parameters (``:name``, never ``::`` casts in the shared SQL).
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _params(params: Sequence[Any] | Mapping[str, Any]) -> Any:
+    if isinstance(params, Mapping):
+        return {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
     return tuple(int(p) if isinstance(p, bool) else p for p in params)
 
 
@@ -145,10 +151,10 @@ class PgConnection:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> PgCursor:
         """Run one statement of the shared SQL."""
         statement = translate(sql)
-        if _PRAGMA.match(statement):  # SQLite tuning (WAL checkpoints): nothing to do here
+        if _PRAGMA.match(statement) or statement == "-- nothing":  # SQLite-only: no rows
             return PgCursor(self.raw.cursor(), self.raw)
         if statement == _BEGIN_WRITE:
             self.raw.execute("BEGIN")

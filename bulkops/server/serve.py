@@ -116,6 +116,9 @@ def open_storage(db: str | Path, *, data_dir: Path | None = None) -> Storage:
         from bulkops.server.pg_storage import PgStorage  # noqa: PLC0415
 
         return PgStorage(str(db), data_dir=data_dir or bulkops_home())
+    if "=" in str(db) and " " in str(db):
+        # A libpq "key=value" string would otherwise become a SQLite file of that name.
+        raise ValueError("--db takes a SQLite path or a postgresql:// URL")
     return SqliteStorage(db)
 
 
