@@ -25,7 +25,7 @@ from bulkops.server.seed import seed_contacts
 from tests.pgkit import BOTH_STORES
 from tests.serverkit import API_KEY, PASSWORD, USER, start_server
 
-pytestmark = pytest.mark.parametrize("store_db", BOTH_STORES, indirect=True)
+STORES = BOTH_STORES
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 CTCT_NS = "http://ws.constantcontact.com/ns/1.0/"

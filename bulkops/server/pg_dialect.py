@@ -18,9 +18,9 @@ Invariants:
   readers never wait for it (MVCC). Any number of processes share the lock.
 * Connections run in autocommit mode outside those transactions, as the SQLite ones do.
 * ``PRAGMA`` statements (SQLite's WAL tuning) do nothing.
-* Parameters: ``?`` placeholders become ``%s`` and ``:name`` ``%(name)s`` (a literal ``%`` is doubled); Python ``bool``
-  is sent as 0/1 (the schema keeps SQLite's integer flags); ``numeric`` results (``sum`` of
-  integers) come back as ``int``.
+* Parameters: ``?`` placeholders become ``%s`` and ``:name`` ``%(name)s`` (a literal ``%``
+  is doubled); Python ``bool`` is sent as 0/1 (the schema keeps SQLite's integer flags);
+  ``numeric`` results (``sum`` of integers) come back as ``int``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,11 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("sqlite_master", re.compile(r"^SELECT .* FROM sqlite_master\b.*$", re.I | re.S), "-- nothing"),
     ("join on", re.compile(r"\bCROSS JOIN (\w+ \w+) ON\b", re.I), r"JOIN \1 ON"),
     # PostgreSQL wants every selected column grouped (the name depends on the id anyway).
-    ("group by id, name", re.compile(r"GROUP BY e\.campaign_id\b"), "GROUP BY e.campaign_id, cm.name"),
+    (
+        "group by id, name",
+        re.compile(r"GROUP BY e\.campaign_id\b"),
+        "GROUP BY e.campaign_id, cm.name",
+    ),
 )
 
 _INSERT_OR_IGNORE = re.compile(r"^\s*INSERT OR IGNORE INTO", re.I)

@@ -50,7 +50,7 @@ def redact(url: str) -> str:
     """``url`` without its password (for logs and reprs)."""
     params = conninfo_to_dict(url)
     params.pop("password", None)
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def has_password(url: str) -> bool:
@@ -68,9 +68,7 @@ class PgStorage(SqliteStorage):
         max_threads: pooled connections, and worker threads that may run queries at once.
     """
 
-    def __init__(  # noqa: PLR0913 - not calling super: no SQLite file is opened
-        self, url: str, *, data_dir: str | Path, max_threads: int = 8
-    ) -> None:
+    def __init__(self, url: str, *, data_dir: str | Path, max_threads: int = 8) -> None:
         self._url = url
         self._location = redact(url)
         self.path = Path(data_dir)
@@ -115,7 +113,7 @@ class PgStorage(SqliteStorage):
         """Run ``fn(connection, *args)`` on a pooled connection in a worker thread."""
         return await trio.to_thread.run_sync(self._call, fn, args, limiter=self._limiter)
 
-    def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:  # type: ignore[override]
+    def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
         with self._pool.connection() as raw:
             return fn(PgConnection(raw), *args)
 

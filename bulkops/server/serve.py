@@ -113,7 +113,7 @@ def open_storage(db: str | Path, *, data_dir: Path | None = None) -> Storage:
     """
     if _is_postgres(db):
         # Imported here: SQLite users need not install psycopg (the "postgres" extra).
-        from bulkops.server.pg_storage import PgStorage  # noqa: PLC0415
+        from bulkops.server.pg_storage import PgStorage
 
         return PgStorage(str(db), data_dir=data_dir or bulkops_home())
     if "=" in str(db) and " " in str(db):
