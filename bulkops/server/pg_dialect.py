@@ -58,6 +58,9 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ),
     # SQLite's schema introspection (the seeder's trigger juggling): no such rows here.
     ("sqlite_master", re.compile(r"^SELECT .* FROM sqlite_master\b.*$", re.I | re.S), "-- nothing"),
+    # SQLite's two-argument max/min are PostgreSQL's greatest/least.
+    ("scalar max", re.compile(r"\bmax\(([^(),]+),([^(),]+)\)", re.I), r"greatest(\1,\2)"),
+    ("scalar min", re.compile(r"\bmin\(([^(),]+),([^(),]+)\)", re.I), r"least(\1,\2)"),
     ("join on", re.compile(r"\bCROSS JOIN (\w+ \w+) ON\b", re.I), r"JOIN \1 ON"),
     # PostgreSQL wants every selected column grouped (the name depends on the id anyway).
     (

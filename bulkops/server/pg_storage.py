@@ -24,10 +24,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import trio
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from bulkops.server import pg_apply, pg_exports
@@ -47,10 +48,14 @@ def is_postgres_url(db: str | Path | None) -> bool:
 
 
 def redact(url: str) -> str:
-    """``url`` without its password (for logs and reprs)."""
-    params = conninfo_to_dict(url)
-    params.pop("password", None)
-    return make_conninfo("", **params)
+    """``url`` without its password, in the netloc or the query (for logs and reprs)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def has_password(url: str) -> bool:

@@ -24,7 +24,6 @@ import argparse
 import sqlite3
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 
@@ -32,7 +31,7 @@ from bulkops.errors import ConfigError
 from bulkops.server.seed import seed_contacts
 from bulkops.server.seed_events import seed_campaigns
 from bulkops.server.setting_queries import add_email_address
-from bulkops.server.store import Store, to_ms, write_tx
+from bulkops.server.store import to_ms, write_tx
 from bulkops.wire.atom.syntax import parse_time
 
 __all__ = ["SeedSummary", "add_arguments", "ensure_account_row", "run", "seed_account"]
@@ -176,7 +175,12 @@ def _count(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``bulkops seed``."""
-    parser.add_argument("--db", type=Path, required=True, help="the server's SQLite database")
+    parser.add_argument(
+        "--db",
+        required=True,
+        help="the server's SQLite file or postgresql://USER@HOST:PORT/DBNAME URL "
+        "(password from PGPASSWORD or ~/.pgpass)",
+    )
     parser.add_argument("--account", required=True, help="the account to fill (created if missing)")
     parser.add_argument("--contacts", type=_count, default=1000, help="contacts (default 1000)")
     parser.add_argument("--lists", type=_count, default=3, help="contact lists (default 3)")
@@ -205,10 +209,14 @@ def run(args: argparse.Namespace) -> int:
             now = to_ms(parse_time(args.now))
         except ValueError:
             raise ConfigError("--now must be an ISO-8601 time, like 2024-05-01T00:00:00Z") from None
-    store = Store(args.db)
+    # Imported here: serve imports the whole server, seeding needs only its store opener.
+    from bulkops.server.serve import open_storage, resolve_db
+
+    db = resolve_db(args.db)
+    store = open_storage(db)
     try:
         summary = seed_account(
-            store.connection(),
+            store.connection(),  # type: ignore[attr-defined]
             username,
             contacts=args.contacts,
             lists=args.lists,
@@ -222,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         print(msgspec.json.encode(summary).decode())
     else:
         created = "created" if summary.account_created else "existing"
-        print(f"account {summary.account} ({created}) in {args.db}")
+        print(f"account {summary.account} ({created}) in {store.location}")
         print(f"  lists {', '.join(map(str, summary.lists)) or 'none'}")
         print(f"  contacts +{summary.contacts:,} ({summary.do_not_mail:,} do-not-mail)")
         print(
@@ -235,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {summary.seconds:.1f} s")
         if not summary.has_credentials:
             print(
-                f"  no credentials yet: `bulkops serve --db {args.db} --account "
+                f"  no credentials yet: `bulkops serve --db {store.location} --account "
                 f"{summary.account}:PASSWORD:APIKEY` sets them"
             )
     return 0

@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -89,7 +90,8 @@ def resolve_db(db: str | None) -> str | Path:
     ``~/.pgpass`` or ``BULKOPS_DB``).
     """
     if db is not None:
-        if _is_postgres(db) and "@" in db and ":" in db.split("@", 1)[0].split("//", 1)[-1]:
+        parts = urlsplit(db)
+        if _is_postgres(db) and (parts.password or "password=" in parts.query):
             logger.warning(
                 "--db carries a password, visible to every user in ps: use PGPASSWORD, "
                 "~/.pgpass or BULKOPS_DB instead"
