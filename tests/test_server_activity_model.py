@@ -28,10 +28,7 @@ from bulkops.wire.activity import FINAL_STATUSES, ActivityStatus
 from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.columns import column_for_field, row_problem
 from bulkops.wire.model import Activity
-from tests.pgkit import BOTH_STORES
 from tests.serverkit import asgi_client, make_state
-
-STORES = BOTH_STORES
 
 LISTS = (1, 2)
 POOL = ("ana@example.org", "bo@example.org", "cy@example.net", "dee@example.com", "eve@ex.org")

@@ -42,9 +42,6 @@ from bulkops.wire.columns import (
     field_problem,
     is_valid_email,
 )
-from tests.pgkit import BOTH_STORES
-
-STORES = BOTH_STORES
 
 _CHECKED = {"StateCode", "EmailType"}
 
