@@ -28,7 +28,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import trio
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from bulkops.server import pg_apply, pg_exports
@@ -37,14 +36,9 @@ from bulkops.server.pg_dialect import PgConnection, configure
 from bulkops.server.pg_schema import migrate
 from bulkops.server.sqlite_storage import SqliteStorage
 
-__all__ = ["PgStorage", "is_postgres_url", "redact"]
+__all__ = ["PgStorage", "redact"]
 
 T = TypeVar("T")
-
-
-def is_postgres_url(db: str | Path | None) -> bool:
-    """True when ``db`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
-    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
 
 
 def redact(url: str) -> str:
@@ -56,11 +50,6 @@ def redact(url: str) -> str:
         netloc = f"{user.split(':', 1)[0]}@{host}"
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
     return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def has_password(url: str) -> bool:
-    """True when ``url`` carries a password."""
-    return bool(conninfo_to_dict(url).get("password"))
 
 
 class PgStorage(SqliteStorage):
