@@ -107,3 +107,26 @@ def test_the_store_names_its_database_without_the_password(tmp_path: Path) -> No
             assert store.location.startswith("postgresql://")
         finally:
             store.close()
+
+
+def test_migrations_upgrade_version_by_version_and_refuse_a_newer_schema() -> None:
+    """A version-1 database is upgraded to the latest; again is a no-op; newer is refused."""
+    import psycopg
+
+    from bulkops.server.pg_schema import PG_MIGRATIONS, migrate, schema_version
+
+    with fresh_database() as url, psycopg.connect(url, autocommit=True) as conn:
+        assert schema_version(conn) == len(PG_MIGRATIONS)  # the template is migrated
+        conn.execute("DROP TABLE activity_request")  # back to version 1
+        conn.execute("DROP FUNCTION activity_request_account()")
+        conn.execute("DELETE FROM bulkops_schema WHERE version > 1")
+        assert schema_version(conn) == 1
+        assert migrate(conn) == len(PG_MIGRATIONS) == 2
+        assert conn.execute("SELECT to_regclass('activity_request')").fetchone() == (
+            "activity_request",
+        )
+        assert migrate(conn) == 2
+        assert conn.execute("SELECT count(*) FROM bulkops_schema").fetchone() == (2,)
+        conn.execute("INSERT INTO bulkops_schema (version) VALUES (3)")
+        with pytest.raises(RuntimeError, match="newer"):
+            migrate(conn)
