@@ -29,13 +29,34 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 import trio  # noqa: E402
 
+from tests.pgkit import fresh_database  # noqa: E402
 from tests.serverkit import RunningServer, make_state, start_server  # noqa: E402
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules with ``STORES = BOTH_STORES`` run each test using ``store_db`` (directly or
+    through ``server_state``/``server``) once per store."""
+    stores = getattr(metafunc.module, "STORES", None)
+    if stores and "store_db" in metafunc.fixturenames:
+        metafunc.parametrize("store_db", stores, indirect=True)
+
+
 @pytest.fixture
-def server_state(tmp_path: Path) -> Iterator[object]:
-    """A fresh server state (database in tmp_path, demo account)."""
-    state = make_state(tmp_path)
+def store_db(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The database of the test's server: None (SQLite in tmp_path) unless the module runs
+    on both stores (``STORES = BOTH_STORES``), where "postgres" gives a fresh PostgreSQL
+    database's URL (or skips, see :mod:`tests.pgkit`)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+        return
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def server_state(tmp_path: Path, store_db: str | None) -> Iterator[object]:
+    """A fresh server state (database in tmp_path or on PostgreSQL, demo account)."""
+    state = make_state(tmp_path, db=store_db)
     yield state
     state.store.close()
 

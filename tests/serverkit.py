@@ -25,9 +25,17 @@ def basic(username: str = USER, password: str = PASSWORD, api_key: str = API_KEY
     return "Basic " + base64.b64encode(raw).decode()
 
 
-def make_state(tmp_path: Path, config: ServerConfig | None = None, **kwargs: object) -> ApiState:
-    """A fresh server state on a database in ``tmp_path`` with the demo account."""
-    return open_state(tmp_path / "server.db", config or ServerConfig(**kwargs), accounts=[DEMO])  # type: ignore[arg-type]
+def make_state(
+    tmp_path: Path, config: ServerConfig | None = None, *, db: str | None = None, **kwargs: object
+) -> ApiState:
+    """A fresh server state with the demo account: on a SQLite file in ``tmp_path``, or on
+    the PostgreSQL database ``db`` (a URL; export files go to ``tmp_path``)."""
+    return open_state(
+        db or tmp_path / "server.db",
+        config or ServerConfig(**kwargs),  # type: ignore[arg-type]
+        accounts=[DEMO],
+        data_dir=tmp_path,
+    )
 
 
 def add_account(state: ApiState, username: str, password: str, api_key: str) -> None:

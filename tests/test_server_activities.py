@@ -30,7 +30,10 @@ from bulkops.server.worker import worker_for
 from bulkops.wire.activity import ActivityStatus, check_observations
 from bulkops.wire.atom.feeds import parse_entry, parse_feed
 from bulkops.wire.model import Activity
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import USER, RunningServer, asgi_client, basic, make_state, start_server
+
+STORES = BOTH_STORES
 
 ATOM = "http://www.w3.org/2005/Atom"
 CTCT = "http://ws.constantcontact.com/ns/1.0/"
@@ -451,9 +454,11 @@ async def _declare_huge_post(running: RunningServer, path: str, size: int) -> by
     return answer.split(b"\r\n", 1)[0]
 
 
-async def test_data_over_the_row_and_byte_limits_is_400(tmp_path: Path) -> None:
+async def test_data_over_the_row_and_byte_limits_is_400(
+    tmp_path: Path, store_db: str | None
+) -> None:
     """--max-activity-rows and --max-activity-bytes bound data (400), the body 413."""
-    state = make_state(tmp_path, max_activity_rows=3, max_activity_bytes=200)
+    state = make_state(tmp_path, db=store_db, max_activity_rows=3, max_activity_bytes=200)
     list_id = make_list(state, "Small")
     async with trio.open_nursery() as nursery:  # the server stops before its store closes
         running = await start_server(nursery, state)
@@ -597,11 +602,13 @@ async def test_do_not_mail_contacts_are_not_re_added(
     assert members(server_state, list_id) == {"in@example.org"}
 
 
-async def test_an_activity_whose_list_vanished_ends_in_error(tmp_path: Path) -> None:
+async def test_an_activity_whose_list_vanished_ends_in_error(
+    tmp_path: Path, store_db: str | None
+) -> None:
     """A list deleted between POST and run: the activity as a whole cannot run → ERROR."""
     from bulkops.server.worker import serve_worker
 
-    state = make_state(tmp_path)
+    state = make_state(tmp_path, db=store_db)
     list_id = make_list(state, "Doomed")
     async with trio.open_nursery() as nursery, asgi(state) as client:
         response = await client.post(
@@ -783,9 +790,9 @@ async def test_requests_are_answered_while_a_big_activity_runs(
     assert entry.transaction_count == 40_000
 
 
-async def test_restart_takes_up_unfinished_activities(tmp_path: Path) -> None:
+async def test_restart_takes_up_unfinished_activities(tmp_path: Path, store_db: str | None) -> None:
     """RUNNING and PENDING activities left by a crash are run when the worker starts."""
-    state = make_state(tmp_path)
+    state = make_state(tmp_path, db=store_db)
     list_id = make_list(state, "Crash")
     async with asgi(state) as client:
         for i in range(2):

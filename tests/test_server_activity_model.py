@@ -10,6 +10,7 @@ the same contacts, memberships, ``Errors`` and ``TransactionCount``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from bulkops.wire.activity import FINAL_STATUSES, ActivityStatus
 from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.columns import column_for_field, row_problem
 from bulkops.wire.model import Activity
+from tests.pgkit import BOTH_STORES, fresh_database
 from tests.serverkit import asgi_client, make_state
 
 LISTS = (1, 2)
@@ -251,10 +253,19 @@ def model(scenario: Scenario) -> tuple[dict[str, ModelContact], int, list[tuple[
 # -- the server side --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiState]:
-    """One server database for every example (reset between them), with lists 1 and 2."""
-    state = make_state(Path(tmp_path_factory.mktemp("model")))
+@pytest.fixture(scope="module", params=BOTH_STORES)
+def model_state(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiState]:
+    """One server database for every example (reset between them), with lists 1 and 2, on
+    each store."""
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(fresh_database()) if request.param == "postgres" else None
+        yield from _model_state(tmp_path_factory, db)
+
+
+def _model_state(tmp_path_factory: pytest.TempPathFactory, url: str | None) -> Iterator[ApiState]:
+    state = make_state(Path(tmp_path_factory.mktemp("model")), db=url)
     db = state.store.connection()
     with write_tx(db):
         for list_id in LISTS:

@@ -40,7 +40,10 @@ from tests.eventkit import (
     seeded_state,
     walk,
 )
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import add_account, asgi_client, basic, start_server
+
+STORES = BOTH_STORES
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from bulkops.wire.atom.syntax import format_time
 from bulkops.wire.columns import CONTACT_FIELDS, email_problem
 from bulkops.wire.model import Contact
 from tests.conftest import FIXTURES
+from tests.pgkit import BOTH_STORES
 from tests.test_server_lists import (
     ATOM_XML,
     NS,
@@ -34,6 +35,8 @@ from tests.test_server_lists import (
     seed,
     walk,
 )
+
+STORES = BOTH_STORES
 
 __all__ = ["api", "client"]  # fixtures shared with test_server_lists
 

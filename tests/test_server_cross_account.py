@@ -14,7 +14,10 @@ from bulkops.server.app import ApiState
 from bulkops.server.datafile import RequestProblem, parse_activity_form
 from bulkops.server.store import now_ms, write_tx
 from bulkops.wire.atom.feeds import parse_feed
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import USER, RunningServer, add_account, make_state, start_server
+
+STORES = BOTH_STORES
 
 URLENCODED = "application/x-www-form-urlencoded"
 OTHER = "alice"

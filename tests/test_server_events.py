@@ -23,7 +23,10 @@ from bulkops.wire.atom.syntax import ATOM_NS, format_time, parse_time
 from bulkops.wire.model import BOUNCE_CODES, EVENT_ELEMENTS
 from tests.conftest import FIXTURES
 from tests.eventkit import DAY, NOW, Clock, entries, seeded_state, walk
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import add_account, asgi_client, basic
+
+STORES = BOTH_STORES
 
 Seeded = tuple[ApiState, Clock, SeedSummary]
 

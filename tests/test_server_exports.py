@@ -17,8 +17,11 @@ from bulkops.server.app import ApiState
 from bulkops.server.exports import EXPORT_DIR, _date_sql
 from bulkops.server.store import write_tx
 from bulkops.wire.model import Activity
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import RunningServer, start_server
 from tests.test_server_activities import list_uri, make_list, run_activity
+
+STORES = BOTH_STORES
 
 
 @pytest.fixture

@@ -19,8 +19,11 @@ from bulkops.server.faults import FaultDice, FaultKind, parse_fault_plan
 from bulkops.server.worker import serve_worker, worker_for
 from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.model import Activity
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import RunningServer, asgi_client, make_state, start_server
 from tests.test_server_activities import list_uri, make_list
+
+STORES = BOTH_STORES
 
 README_EXAMPLE = "503=0.05,429=0.05,reset=0.01,lost=0.01,latency=0.1:0.5,stall=0.02:20,seed=7"
 
@@ -30,8 +33,10 @@ def _activity_count(state: ApiState) -> int:
     return int(count)
 
 
-async def _serve(tmp_path: Path, nursery: trio.Nursery, **config: object) -> RunningServer:
-    state = make_state(tmp_path, ServerConfig(**config))  # type: ignore[arg-type]
+async def _serve(
+    tmp_path: Path, nursery: trio.Nursery, db: str | None, **config: object
+) -> RunningServer:
+    state = make_state(tmp_path, ServerConfig(**config), db=db)  # type: ignore[arg-type]
     make_list(state, "Faulty")
     return await start_server(nursery, state)
 
@@ -113,10 +118,10 @@ def test_without_a_seed_one_is_chosen_and_shown() -> None:
 
 @pytest.mark.parametrize(("kind", "status"), [("500", 500), ("503", 503), ("429", 429)])
 async def test_error_statuses_are_answered_and_nothing_is_committed(
-    tmp_path: Path, nursery: trio.Nursery, kind: str, status: int
+    tmp_path: Path, store_db: str | None, nursery: trio.Nursery, kind: str, status: int
 ) -> None:
     """500/503/429 faults answer that status with a short text; the POST never reaches the app."""
-    running = await _serve(tmp_path, nursery, faults=f"{kind}=1,seed=1")
+    running = await _serve(tmp_path, nursery, store_db, faults=f"{kind}=1,seed=1")
     async with running.client() as client:
         with trio.fail_after(10):
             response = await client.post("activities", data=_form())
@@ -131,10 +136,10 @@ async def test_error_statuses_are_answered_and_nothing_is_committed(
 
 
 async def test_an_injected_429_carries_retry_after_when_configured(
-    tmp_path: Path, nursery: trio.Nursery
+    tmp_path: Path, store_db: str | None, nursery: trio.Nursery
 ) -> None:
     """With --retry-after, injected 429s carry the header as throttles do."""
-    running = await _serve(tmp_path, nursery, faults="429=1", retry_after=4)
+    running = await _serve(tmp_path, nursery, store_db, faults="429=1", retry_after=4)
     async with running.client() as client:
         with trio.fail_after(10):
             response = await client.get("activities")
@@ -144,11 +149,11 @@ async def test_an_injected_429_carries_retry_after_when_configured(
 
 
 async def test_reset_drops_the_connection_and_commits_nothing(
-    tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store_db: str | None, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
     """reset: the client sees no HTTP status at all, and no activity exists."""
     caplog.set_level(logging.INFO)
-    running = await _serve(tmp_path, nursery, faults="reset=1")
+    running = await _serve(tmp_path, nursery, store_db, faults="reset=1")
     async with running.client() as client:
         with trio.fail_after(10):
             with pytest.raises(httpx.TransportError) as caught:
@@ -162,11 +167,11 @@ async def test_reset_drops_the_connection_and_commits_nothing(
 
 
 async def test_lost_commits_then_drops_the_connection(
-    tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store_db: str | None, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
     """lost: the activity is created (and runs), but the client gets no answer."""
     caplog.set_level(logging.INFO)
-    running = await _serve(tmp_path, nursery, faults="lost=1")
+    running = await _serve(tmp_path, nursery, store_db, faults="lost=1")
     async with running.client() as client:
         with trio.fail_after(10):
             with pytest.raises(httpx.TransportError) as caught:
@@ -183,9 +188,11 @@ async def test_lost_commits_then_drops_the_connection(
     running.state.store.close()
 
 
-async def test_latency_delays_answers_over_real_http(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_latency_delays_answers_over_real_http(
+    tmp_path: Path, store_db: str | None, nursery: trio.Nursery
+) -> None:
     """latency=1:0.3: every answer starts at least 0.3 s late (kept tiny: real time)."""
-    running = await _serve(tmp_path, nursery, faults="latency=1:0.3")
+    running = await _serve(tmp_path, nursery, store_db, faults="latency=1:0.3")
     async with running.client() as client:
         with trio.fail_after(10):
             started = time.monotonic()
@@ -196,10 +203,12 @@ async def test_latency_delays_answers_over_real_http(tmp_path: Path, nursery: tr
     running.state.store.close()
 
 
-async def test_stall_over_real_http(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_stall_over_real_http(
+    tmp_path: Path, store_db: str | None, nursery: trio.Nursery
+) -> None:
     """stall=1:0.5: the activity's own RunStartTime..RunFinishTime spans the stall (kept tiny:
     real time), and it still completes."""
-    running = await _serve(tmp_path, nursery, faults="stall=1:0.5")
+    running = await _serve(tmp_path, nursery, store_db, faults="stall=1:0.5")
     async with running.client() as client:
         with trio.fail_after(20):
             response = await client.post("activities", data=_form())
@@ -220,10 +229,12 @@ async def test_stall_over_real_http(tmp_path: Path, nursery: trio.Nursery) -> No
 # -- latency and stall on the mock clock -------------------------------------------------------
 
 
-async def test_latency_on_the_mock_clock(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+async def test_latency_on_the_mock_clock(
+    tmp_path: Path, store_db: str | None, autojump_clock: trio.abc.Clock
+) -> None:
     """latency=1:2 answers exactly 2 s (trio time) late; a plan without it answers at once."""
-    slow = make_state(tmp_path / "slow", faults="latency=1:2")
-    fast = make_state(tmp_path / "fast")
+    slow = make_state(tmp_path / "slow", db=store_db, faults="latency=1:2")
+    fast = make_state(tmp_path / "fast", db=store_db)
     async with asgi_client(slow) as slow_client, asgi_client(fast) as fast_client:
         started = trio.current_time()
         assert (await slow_client.get("")).status_code == 200
@@ -246,12 +257,12 @@ def _seed_where_stalls_are(pattern: list[bool], probability: float) -> int:
 
 
 async def test_stall_keeps_an_activity_running_and_lets_others_overtake(
-    tmp_path: Path, autojump_clock: trio.abc.Clock
+    tmp_path: Path, store_db: str | None, autojump_clock: trio.abc.Clock
 ) -> None:
     """stall=P:30: a stalled activity completes no sooner than 30 s (trio time) after it was
     posted; the next one, not stalled, starts after it but finishes first."""
     seed = _seed_where_stalls_are([True, False], 0.5)
-    state = make_state(tmp_path, faults=f"stall=0.5:30,seed={seed}")
+    state = make_state(tmp_path, db=store_db, faults=f"stall=0.5:30,seed={seed}")
     list_id = make_list(state, "Stall")
     final: dict[str, tuple[float, Activity]] = {}
     async with trio.open_nursery() as nursery, asgi_client(state) as client:
@@ -297,7 +308,7 @@ async def test_stall_keeps_an_activity_running_and_lets_others_overtake(
 
 
 async def _statuses(tmp_path: Path, nursery: trio.Nursery, spec: str, n: int) -> list[int]:
-    running = await _serve(tmp_path, nursery, faults=spec)
+    running = await _serve(tmp_path, nursery, None, faults=spec)  # the plan, not the store
     out = []
     async with running.client() as client:
         with trio.fail_after(20):

@@ -18,6 +18,7 @@ import trio
 from lxml import etree
 
 from tests.conftest import FIXTURES
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import asgi_client, start_server
 from tests.test_server_lists import (
     ATOM_XML,
@@ -29,6 +30,8 @@ from tests.test_server_lists import (
     list_uri,
     seed,
 )
+
+STORES = BOTH_STORES
 
 Shape = list[tuple[int, str | None, str, tuple[str, ...], str | None]]
 

@@ -14,6 +14,7 @@ sending, so a normal client would see a broken pipe instead of the answer).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -25,6 +26,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
@@ -33,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkops.server.app import create_app
+from tests.pgkit import BOTH_STORES, fresh_database
 from tests.serverkit import basic, make_state
 from tests.test_server_lists import ATOM, CTCT, contact_body, list_body, list_uri
 
@@ -74,13 +77,27 @@ class Served:
         return int(found["VmRSS"]), int(found["VmHWM"])
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """``python -m bulkops serve --port 0`` with the demo account, for the whole module."""
+@pytest.fixture(scope="module", params=BOTH_STORES)
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """``python -m bulkops serve --port 0`` with the demo account, for the whole module, on
+    each store (PostgreSQL's URL through ``BULKOPS_DB``, never argv)."""
     home = tmp_path_factory.mktemp("hostile")
     env = {**os.environ, "BULKOPS_SERVE_ACCOUNTS": "demo:demo-password:demo-key"}
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            env["BULKOPS_DB"] = stack.enter_context(fresh_database())
+            db_args: list[str] = []
+        else:
+            env.pop("BULKOPS_DB", None)
+            db_args = ["--db", str(home / "s.db")]
+        yield from _serve_process(env, db_args)
+
+
+def _serve_process(env: dict[str, str], db_args: list[str]) -> Iterator[Served]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkops", "serve", "--port", "0", "--db", str(home / "s.db")],
+        [sys.executable, "-m", "bulkops", "serve", "--port", "0", *db_args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -115,6 +132,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_the_database_password_never_reaches_the_log(served: Served) -> None:
+    """The server's log names its database without the password (PostgreSQL's URL)."""
+    password = urlsplit(os.environ.get("BULKOPS_TEST_POSTGRES", "")).password
+    log = "".join(served.lines)
+    assert "serving the API at" in log
+    assert not password or password not in log
 
 
 @pytest.fixture(scope="module")
@@ -317,10 +342,18 @@ def test_the_server_keeps_serving_in_bounded_memory(
 # -- no input gives a 500 (in-process, hypothesis) ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sync_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """The app in-process through starlette's TestClient on trio, with list 1."""
-    state = make_state(tmp_path_factory.mktemp("fuzz"))
+@pytest.fixture(scope="module", params=BOTH_STORES)
+def sync_client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """The app in-process through starlette's TestClient on trio, with list 1, on each store."""
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(fresh_database()) if request.param == "postgres" else None
+        yield from _sync_client(tmp_path_factory, db)
+
+
+def _sync_client(tmp_path_factory: pytest.TempPathFactory, db: str | None) -> Iterator[TestClient]:
+    state = make_state(tmp_path_factory.mktemp("fuzz"), db=db)
     with TestClient(
         create_app(state), backend="trio", base_url="http://testserver/ws/customers/demo/"
     ) as client:

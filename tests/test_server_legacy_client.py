@@ -22,7 +22,10 @@ from lxml import etree
 
 from bulkops.server.app import ApiState
 from bulkops.server.seed import seed_contacts
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import API_KEY, PASSWORD, USER, start_server
+
+STORES = BOTH_STORES
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 CTCT_NS = "http://ws.constantcontact.com/ns/1.0/"

@@ -23,7 +23,10 @@ from bulkops.server.paging import BadToken, decode_token, encode_token
 from bulkops.server.seed import seed_contacts
 from bulkops.wire.atom.feeds import parse_entry, parse_feed
 from bulkops.wire.model import ContactList, ContactListMember, Feed
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import asgi_client, basic, make_state, start_server
+
+STORES = BOTH_STORES
 
 ATOM = "http://www.w3.org/2005/Atom"
 CTCT = "http://ws.constantcontact.com/ns/1.0/"

@@ -17,7 +17,10 @@ from bulkops.wire.atom.feeds import parse_feed
 from bulkops.wire.atom.syntax import ATOM_NS, parse_xml
 from tests.conftest import FIXTURES
 from tests.eventkit import NOW, entries, seeded_state, walk
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import add_account, asgi_client, basic
+
+STORES = BOTH_STORES
 
 
 def _state(path: Path) -> Iterator[ApiState]:

@@ -9,6 +9,7 @@ model, which applies the status rules of the spec (§6) in a dozen lines.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import warnings
@@ -24,11 +25,13 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from bulkops.server.app import ApiState, create_app
 from bulkops.wire.atom.feeds import parse_feed
 from bulkops.wire.model import Contact, ContactList, ContactListMember
+from tests.pgkit import fresh_database, require_postgres
 from tests.serverkit import basic, make_state
 from tests.test_server_lists import contact_body, list_body, list_uri
 
@@ -63,10 +66,15 @@ class ListsAndContacts(RuleBasedStateMachine):
     lists_bundle = Bundle("lists")
     contacts_bundle = Bundle("contacts")
 
+    #: None: SQLite; "postgres": a fresh PostgreSQL database per example.
+    store: str | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="bulkops-stateful-"))
-        self.state: ApiState = make_state(self.tmp)
+        self._databases = contextlib.ExitStack()
+        db = self._databases.enter_context(fresh_database()) if self.store else None
+        self.state: ApiState = make_state(self.tmp, db=db)
         self.client = TestClient(
             create_app(self.state),
             backend="trio",
@@ -81,6 +89,7 @@ class ListsAndContacts(RuleBasedStateMachine):
         """Stop the client, close the store, remove the database."""
         self.client.__exit__(None, None, None)
         self.state.store.close()
+        self._databases.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- the model's rules ----------------------------------------------------------------
@@ -262,3 +271,17 @@ ListsAndContacts.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_lists_and_contacts = ListsAndContacts.TestCase
+
+
+class ListsAndContactsOnPostgres(ListsAndContacts):
+    """The same machine on the PostgreSQL store."""
+
+    store = "postgres"
+
+
+def test_lists_and_contacts_on_postgres() -> None:
+    """The lists-and-contacts machine against the model, on PostgreSQL."""
+    require_postgres()
+    run_state_machine_as_test(
+        ListsAndContactsOnPostgres, settings=ListsAndContacts.TestCase.settings
+    )

@@ -9,20 +9,25 @@ import trio
 
 from bulkops.server.app import ServerConfig
 from bulkops.server.throttle import Throttle, TokenBucket, account_of
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import RunningServer, add_account, basic, make_state, start_server
 from tests.test_server_activities import list_uri, make_list
 
+STORES = BOTH_STORES
 
-async def _serve(tmp_path: Path, nursery: trio.Nursery, **config: object) -> RunningServer:
-    state = make_state(tmp_path, ServerConfig(**config))  # type: ignore[arg-type]
+
+async def _serve(
+    tmp_path: Path, nursery: trio.Nursery, db: str | None, **config: object
+) -> RunningServer:
+    state = make_state(tmp_path, ServerConfig(**config), db=db)  # type: ignore[arg-type]
     return await start_server(nursery, state)
 
 
 async def test_rate_limit_answers_429_naming_the_limit(
-    tmp_path: Path, nursery: trio.Nursery
+    tmp_path: Path, store_db: str | None, nursery: trio.Nursery
 ) -> None:
     """--rate: a token bucket per account; over it, 429 saying which limit, no Retry-After."""
-    running = await _serve(tmp_path, nursery, rate=0.01)
+    running = await _serve(tmp_path, nursery, store_db, rate=0.01)
     state = running.state
     add_account(state, "other", "other-pw", "other-key")
     other = {"Authorization": basic("other", "other-pw", "other-key")}
@@ -42,9 +47,11 @@ async def test_rate_limit_answers_429_naming_the_limit(
     state.store.close()
 
 
-async def test_daily_quota_answers_429_once_used_up(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_daily_quota_answers_429_once_used_up(
+    tmp_path: Path, store_db: str | None, nursery: trio.Nursery
+) -> None:
     """--daily-quota: N requests per account per day, then 429 with Retry-After if asked."""
-    running = await _serve(tmp_path, nursery, daily_quota=3, retry_after=2.5)
+    running = await _serve(tmp_path, nursery, store_db, daily_quota=3, retry_after=2.5)
     state = running.state
     async with running.client() as client:
         with trio.fail_after(10):
@@ -57,13 +64,13 @@ async def test_daily_quota_answers_429_once_used_up(tmp_path: Path, nursery: tri
     state.store.close()
 
 
-async def test_queued_activity_limit_answers_429(tmp_path: Path) -> None:
+async def test_queued_activity_limit_answers_429(tmp_path: Path, store_db: str | None) -> None:
     """--max-queued-activities: unfinished activities per account; the worker is not running,
     so they stay PENDING, and the next POST is refused until one finishes."""
     from bulkops.server.store import write_tx
     from tests.serverkit import asgi_client
 
-    state = make_state(tmp_path, max_queued_activities=2, retry_after=1)
+    state = make_state(tmp_path, db=store_db, max_queued_activities=2, retry_after=1)
     list_id = make_list(state, "Queue")
     form = {"activityType": "SV_ADD", "data": "Email\na@example.org", "lists": list_uri(list_id)}
     async with asgi_client(state) as client:
@@ -85,11 +92,13 @@ async def test_queued_activity_limit_answers_429(tmp_path: Path) -> None:
 
 
 async def test_queued_activity_limit_holds_under_concurrent_posts(
-    tmp_path: Path, nursery: trio.Nursery
+    tmp_path: Path, store_db: str | None, nursery: trio.Nursery
 ) -> None:
     """Through hypercorn, 8 POSTs at once against a limit of 3: exactly 3 are accepted. (The
     fault plan stalls every activity, so none finishes during the test.)"""
-    running = await _serve(tmp_path, nursery, max_queued_activities=3, faults="stall=1:600")
+    running = await _serve(
+        tmp_path, nursery, store_db, max_queued_activities=3, faults="stall=1:600"
+    )
     state = running.state
     list_id = make_list(state, "Burst")
     data = "Email\n" + "\n".join(f"u{i}@example.org" for i in range(2000))

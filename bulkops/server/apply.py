@@ -242,6 +242,10 @@ def _check_lists(db: sqlite3.Connection, account_id: int, list_ids: Sequence[int
         raise ActivityCannotRun(f"list {', '.join(missing)} no longer exists")
 
 
+#: Fills the temporary table ``act_rows`` (email_key, line, EmailAddress, *fields).
+RowLoader = Callable[[Any, "_Prepared"], None]
+
+
 def _load_rows(db: sqlite3.Connection, prepared: _Prepared) -> None:
     columns = "".join(f", {field} TEXT NOT NULL" for field in prepared.fields)
     db.execute("DROP TABLE IF EXISTS temp.act_rows")
@@ -269,10 +273,11 @@ def _apply_add(
     request: ActivityRequest,
     prepared: _Prepared,
     now: int,
+    load_rows: RowLoader,
 ) -> tuple[int, list[RowError]]:
     errors = prepared.errors
     _check_lists(db, account_id, request.list_ids)
-    _load_rows(db, prepared)
+    load_rows(db, prepared)
     # Do Not Mail is sticky: such rows are errors and are not applied.
     blocked = db.execute(
         "SELECT t.line, t.EmailAddress FROM act_rows t JOIN contact c "
@@ -347,9 +352,10 @@ def _apply_remove(
     request: ActivityRequest,
     prepared: _Prepared,
     now: int,
+    load_rows: RowLoader,
 ) -> tuple[int, list[RowError]]:
     _check_lists(db, account_id, request.list_ids)
-    _load_rows(db, prepared)
+    load_rows(db, prepared)
     marks = ",".join("?" * len(request.list_ids))
     db.execute("DROP TABLE IF EXISTS temp.act_found")
     db.execute(
@@ -410,12 +416,14 @@ def apply_activity(
     account_id: int,
     request: ActivityRequest,
     before_commit: Callable[[str], None] | None = None,
+    load_rows: RowLoader = _load_rows,
 ) -> tuple[int, int]:
     """Apply an add, remove or clear activity and complete it, in one transaction.
 
     The activity must be RUNNING. Returns ``(TransactionCount, number of errors)``.
     ``before_commit`` (tests only: :attr:`Worker.before_commit`) is called with the id once
     the rows are applied, before the activity is completed and committed.
+    ``load_rows`` fills the temporary table of rows (PostgreSQL: ``COPY``).
 
     Raises:
         ActivityCannotRun: a list is gone (nothing is applied; the caller fails it).
@@ -430,9 +438,9 @@ def apply_activity(
     # the worker starts one in the background afterwards instead (Worker._start_checkpoint).
     with without_autocheckpoint(db), write_tx(db):
         if adding and prepared is not None:
-            count, errors = _apply_add(db, account_id, request, prepared, now)
+            count, errors = _apply_add(db, account_id, request, prepared, now, load_rows)
         elif removing and prepared is not None:
-            count, errors = _apply_remove(db, account_id, request, prepared, now)
+            count, errors = _apply_remove(db, account_id, request, prepared, now, load_rows)
         elif activity_type is ActivityType.CLEAR_CONTACTS_FROM_LISTS:
             count, errors = _apply_clear(db, account_id, request, now)
         else:

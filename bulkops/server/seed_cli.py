@@ -29,7 +29,6 @@ import argparse
 import sqlite3
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 
@@ -37,7 +36,7 @@ from bulkops.errors import ConfigError
 from bulkops.server.seed import seed_contacts
 from bulkops.server.seed_events import seed_campaigns
 from bulkops.server.setting_queries import add_email_address
-from bulkops.server.store import Store, to_ms, write_tx
+from bulkops.server.store import to_ms, write_tx
 from bulkops.wire.atom.syntax import parse_time
 
 __all__ = ["SeedSummary", "add_arguments", "ensure_account_row", "run", "seed_account"]
@@ -183,9 +182,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``bulkops seed``."""
     parser.add_argument(
         "--db",
-        type=Path,
         default=None,
-        help="the server's SQLite database (default $BULKOPS_HOME/server.db, as `bulkops serve`)",
+        help="the server's SQLite file or postgresql://USER@HOST:PORT/DBNAME URL (password "
+        "from PGPASSWORD or ~/.pgpass; default $BULKOPS_DB, else $BULKOPS_HOME/server.db, "
+        "as `bulkops serve`)",
     )
     parser.add_argument(
         "--account", default="demo", help="the account to fill, created if missing (default demo)"
@@ -217,19 +217,19 @@ def run(args: argparse.Namespace) -> int:
             now = to_ms(parse_time(args.now))
         except ValueError:
             raise ConfigError("--now must be an ISO-8601 time, like 2024-05-01T00:00:00Z") from None
-    db_path = args.db
-    if db_path is None:
-        from bulkops.server.http import ServerConfig
-        from bulkops.server.serve import default_db_path, open_state
+    # Imported here: serve imports the whole server, seeding needs only its store opener.
+    from bulkops.server.http import ServerConfig
+    from bulkops.server.serve import open_state, open_storage, resolve_db
 
+    db = resolve_db(args.db)
+    if args.db is None:
         # As `bulkops serve` and the embedded server open it: the demo account (with its
         # credentials) on a new database, so that seeding it first does not lock them out.
-        db_path = default_db_path()
-        open_state(db_path, ServerConfig()).store.close()
-    store = Store(db_path)
+        open_state(db, ServerConfig()).store.close()
+    store = open_storage(db)
     try:
         summary = seed_account(
-            store.connection(),
+            store.connection(),  # type: ignore[attr-defined]
             username,
             contacts=args.contacts,
             lists=args.lists,
@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         print(msgspec.json.encode(summary).decode())
     else:
         created = "created" if summary.account_created else "existing"
-        print(f"account {summary.account} ({created}) in {db_path}")
+        print(f"account {summary.account} ({created}) in {store.location}")
         print(f"  lists {', '.join(map(str, summary.lists)) or 'none'}")
         print(f"  contacts +{summary.contacts:,} ({summary.do_not_mail:,} do-not-mail)")
         print(
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {summary.seconds:.1f} s")
         if not summary.has_credentials:
             print(
-                f"  no credentials yet: `bulkops serve --db {db_path} --account "
+                f"  no credentials yet: `bulkops serve --db {store.location} --account "
                 f"{summary.account}:PASSWORD:APIKEY` sets them"
             )
     return 0

@@ -18,6 +18,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -46,6 +47,7 @@ from bulkops.server.connections import (
     serve_hypercorn,
 )
 from bulkops.server.sqlite_storage import SqliteStorage
+from bulkops.server.storage import Storage
 
 __all__ = [
     "DEMO_ACCOUNT",
@@ -54,6 +56,8 @@ __all__ = [
     "child",
     "default_db_path",
     "open_state",
+    "open_storage",
+    "resolve_db",
     "run",
     "serve_api",
 ]
@@ -83,6 +87,48 @@ def default_db_path() -> Path:
     return bulkops_home() / "server.db"
 
 
+def resolve_db(db: str | None) -> str | Path:
+    """The database to open: ``--db``, else ``$BULKOPS_DB``, else :func:`default_db_path`.
+
+    A ``postgresql://`` URL selects PostgreSQL; anything else is a SQLite path. A password
+    in a ``--db`` URL is visible in ``ps``: warned about (prefer ``PGPASSWORD``,
+    ``~/.pgpass`` or ``BULKOPS_DB``).
+    """
+    if db is not None:
+        parts = urlsplit(db)
+        if _is_postgres(db) and (parts.password or "password=" in parts.query):
+            logger.warning(
+                "--db carries a password, visible to every user in ps: use PGPASSWORD, "
+                "~/.pgpass or BULKOPS_DB instead"
+            )
+        return db if _is_postgres(db) else Path(db)
+    env = os.environ.get("BULKOPS_DB")
+    if env:
+        return env if _is_postgres(env) else Path(env)
+    return default_db_path()
+
+
+def _is_postgres(db: str | Path) -> bool:
+    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+def open_storage(db: str | Path, *, data_dir: Path | None = None) -> Storage:
+    """The store of ``db``: PostgreSQL for a ``postgresql://`` URL, else a SQLite file.
+
+    ``data_dir`` holds PostgreSQL's export files (default ``$BULKOPS_HOME``); SQLite keeps
+    them beside the database file.
+    """
+    if _is_postgres(db):
+        # Imported here: SQLite users need not install psycopg (the "postgres" extra).
+        from bulkops.server.pg_storage import PgStorage
+
+        return PgStorage(str(db), data_dir=data_dir or bulkops_home())
+    if "=" in str(db) and " " in str(db):
+        # A libpq "key=value" string would otherwise become a SQLite file of that name.
+        raise ValueError("--db takes a SQLite path or a postgresql:// URL")
+    return SqliteStorage(db)
+
+
 def open_state(
     db_path: str | Path,
     config: ServerConfig,
@@ -90,14 +136,16 @@ def open_state(
     accounts: Iterable[AccountSpec] = (),
     tokens: Iterable[TokenSpec] = (),
     login_limits: LoginLimits | None = None,
+    data_dir: Path | None = None,
 ) -> ApiState:
-    """Open (creating when missing) the database, set up accounts and tokens, return the state.
+    """Open (creating when missing) the database (a SQLite path or a PostgreSQL URL,
+    :func:`open_storage`), set up accounts and tokens, return the state.
 
     With no account in the database and none given, the demo account is created and logged.
     ``login_limits`` throttle failed logins (default :class:`LoginLimits`).
     """
-    store = SqliteStorage(db_path)
-    db = store.connection()
+    store = open_storage(db_path, data_dir=data_dir)
+    db = store.connection()  # type: ignore[attr-defined]
     accounts = list(accounts)
     for spec in accounts:
         _account, created = ensure_account(db, spec)
@@ -194,9 +242,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--db",
-        type=Path,
         default=None,
-        help="SQLite database, created when missing (default $BULKOPS_HOME/server.db)",
+        help="SQLite file (created when missing) or postgresql://USER@HOST:PORT/DBNAME "
+        "(password from PGPASSWORD or ~/.pgpass); default $BULKOPS_DB, else "
+        "$BULKOPS_HOME/server.db",
     )
     parser.add_argument(
         "--account",
@@ -409,9 +458,8 @@ def run(args: argparse.Namespace) -> int:
         parse_token_spec(s)
         for s in _read_specs(args.tokens_file, "BULKOPS_SERVE_TOKENS", args.token)
     ]
-    db_path = args.db if args.db is not None else default_db_path()
     state = open_state(
-        db_path,
+        resolve_db(args.db),
         config_from_args(args),
         accounts=accounts,
         tokens=tokens,

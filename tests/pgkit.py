@@ -1,0 +1,77 @@
+"""Throwaway PostgreSQL databases for the server tests (``BULKOPS_TEST_POSTGRES``).
+
+``.ci/with-postgres`` starts a cluster and sets ``BULKOPS_TEST_POSTGRES`` to its URL (and
+``BULKOPS_REQUIRE_POSTGRES=1``). Each test gets a database of its own, created from a
+migrated template (fast) and dropped afterwards. Without a cluster the PostgreSQL cases
+skip — or fail, when ``BULKOPS_REQUIRE_POSTGRES=1`` says a skip would hide them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+#: The store parameters of the suites that run on both stores.
+BOTH_STORES = ["sqlite", "postgres"]
+
+_TEMPLATE = "bulkops_test_template"
+_made_template = False
+
+
+def require_postgres() -> str:
+    """The cluster's URL, or skip (fail under ``BULKOPS_REQUIRE_POSTGRES=1``)."""
+    url = os.environ.get("BULKOPS_TEST_POSTGRES")
+    if url:
+        return url
+    reason = (
+        "PostgreSQL store not tested: BULKOPS_TEST_POSTGRES is not set "
+        "(run the tests under .ci/with-postgres)"
+    )
+    if os.environ.get("BULKOPS_REQUIRE_POSTGRES") == "1":
+        pytest.fail(reason + " but BULKOPS_REQUIRE_POSTGRES=1")
+    pytest.skip(reason)
+
+
+def _with_dbname(url: str, name: str) -> str:
+    """``url`` (``postgresql://…/DB``) naming database ``name`` instead."""
+    return urlsplit(url)._replace(path="/" + name).geturl()
+
+
+def _admin(url: str):  # type: ignore[no-untyped-def]
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def _ensure_template(url: str) -> None:
+    global _made_template
+    if _made_template:
+        return
+    from bulkops.server.pg_schema import migrate
+
+    with _admin(url) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {_TEMPLATE}")
+    with _admin(_with_dbname(url, _TEMPLATE)) as conn:
+        migrate(conn)
+    _made_template = True
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, migrated database on the test cluster (dropped at exit): its URL."""
+    url = require_postgres()
+    _ensure_template(url)
+    name = "bulkops_t_" + secrets.token_hex(6)
+    with _admin(url) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+    try:
+        yield _with_dbname(url, name)
+    finally:
+        with _admin(url) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

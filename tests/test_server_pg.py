@@ -1,0 +1,132 @@
+"""The PostgreSQL store's pure parts (no cluster needed) and its secrets hygiene."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from bulkops.server.pg_dialect import WRITE_LOCK, translate
+from bulkops.server.pg_storage import redact
+from bulkops.server.serve import open_storage, resolve_db
+from tests.pgkit import fresh_database
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        (
+            "SELECT id FROM list WHERE id = ? AND x = ?",
+            "SELECT id FROM list WHERE id = %s AND x = %s",
+        ),
+        (
+            "UPDATE list SET name = :name WHERE id = :id",
+            "UPDATE list SET name = %(name)s WHERE id = %(id)s",
+        ),
+        ("SELECT 'a%' LIKE ?", "SELECT 'a%%' LIKE %s"),
+        (
+            "INSERT OR IGNORE INTO membership (list_id) SELECT ? FROM t",
+            "INSERT INTO membership (list_id) SELECT %s FROM t ON CONFLICT DO NOTHING",
+        ),
+        (
+            "INSERT OR IGNORE INTO t (a) VALUES (?) RETURNING a",
+            "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING RETURNING a",
+        ),
+        (
+            "CREATE TEMP TABLE t (a TEXT PRIMARY KEY) WITHOUT ROWID",
+            "CREATE TEMP TABLE t (a TEXT PRIMARY KEY)",
+        ),
+        ("DROP TABLE temp.act_rows", "DROP TABLE pg_temp.act_rows"),
+        (
+            "SELECT x FROM e WHERE rowid = last_insert_rowid()",
+            "SELECT x FROM e WHERE id = lastval()",
+        ),
+        ("WHERE name = ? COLLATE NOCASE", "WHERE lower(name) = lower(%s)"),
+        (
+            "SELECT sum(e.kind = 'opens')",
+            "SELECT sum(CASE WHEN e.kind = 'opens' THEN 1 ELSE 0 END)",
+        ),
+        ("SET t = max(t, ?), u = min(u, ?)", "SET t = greatest(t, %s), u = least(u, %s)"),
+        ("FROM a t CROSS JOIN contact c ON c.k = t.k", "FROM a t JOIN contact c ON c.k = t.k"),
+        ("SELECT sql FROM sqlite_master WHERE name = ?", "-- nothing"),
+        ("BEGIN IMMEDIATE", f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"),
+    ],
+)
+def test_each_sqlite_spelling_has_its_postgres_one(sqlite: str, postgres: str) -> None:
+    """The dialect rules, one at a time."""
+    assert translate(sqlite) == postgres
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:s3cret@h:5432/db", "postgresql://u@h:5432/db"),
+        (
+            "postgresql://u@h/db?password=s3cret&sslmode=require",
+            "postgresql://u@h/db?sslmode=require",
+        ),
+        ("postgres://h/db", "postgres://h/db"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    """Logs and reprs show the URL minus the password, wherever it was."""
+    assert redact(url) == shown
+
+
+def test_a_password_on_the_command_line_is_warned_about(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--db with a password works but warns (ps shows it); BULKOPS_DB does not warn."""
+    with caplog.at_level(logging.WARNING, logger="bulkops.server"):
+        assert resolve_db("postgresql://u:pw@h/db") == "postgresql://u:pw@h/db"
+    assert "visible to every user in ps" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("BULKOPS_DB", "postgresql://u:pw@h/db")
+    with caplog.at_level(logging.WARNING, logger="bulkops.server"):
+        assert resolve_db(None) == "postgresql://u:pw@h/db"
+        assert resolve_db("x.db") == Path("x.db")
+    assert caplog.text == ""
+
+
+def test_a_libpq_keyword_string_is_refused_not_made_a_file(tmp_path: Path) -> None:
+    """'host=h dbname=d' is neither a path nor a URL: refused, no file of that name."""
+    with pytest.raises(ValueError, match="postgresql:// URL"):
+        open_storage("host=h dbname=d")
+    assert not Path("host=h dbname=d").exists()
+
+
+def test_the_store_names_its_database_without_the_password(tmp_path: Path) -> None:
+    """repr and location of a PostgreSQL store never hold the password."""
+    with fresh_database() as url:
+        store = open_storage(url, data_dir=tmp_path)
+        try:
+            password = url.split("@", 1)[0].rsplit(":", 1)[1]
+            assert password not in repr(store)
+            assert password not in store.location
+            assert store.location.startswith("postgresql://")
+        finally:
+            store.close()
+
+
+def test_migrations_upgrade_version_by_version_and_refuse_a_newer_schema() -> None:
+    """A version-1 database is upgraded to the latest; again is a no-op; newer is refused."""
+    import psycopg
+
+    from bulkops.server.pg_schema import PG_MIGRATIONS, migrate, schema_version
+
+    with fresh_database() as url, psycopg.connect(url, autocommit=True) as conn:
+        assert schema_version(conn) == len(PG_MIGRATIONS)  # the template is migrated
+        conn.execute("DROP TABLE activity_request")  # back to version 1
+        conn.execute("DROP FUNCTION activity_request_account()")
+        conn.execute("DELETE FROM bulkops_schema WHERE version > 1")
+        assert schema_version(conn) == 1
+        assert migrate(conn) == len(PG_MIGRATIONS) == 2
+        assert conn.execute("SELECT to_regclass('activity_request')").fetchone() == (
+            "activity_request",
+        )
+        assert migrate(conn) == 2
+        assert conn.execute("SELECT count(*) FROM bulkops_schema").fetchone() == (2,)
+        conn.execute("INSERT INTO bulkops_schema (version) VALUES (3)")
+        with pytest.raises(RuntimeError, match="newer"):
+            migrate(conn)
