@@ -119,14 +119,16 @@ def test_migrations_upgrade_version_by_version_and_refuse_a_newer_schema() -> No
         assert schema_version(conn) == len(PG_MIGRATIONS)  # the template is migrated
         conn.execute("DROP TABLE activity_request")  # back to version 1
         conn.execute("DROP FUNCTION activity_request_account()")
+        conn.execute("ALTER TABLE activity DROP COLUMN lease_owner, DROP COLUMN lease_expires")
+        conn.execute("DROP TABLE throttle_bucket, login_failure, throttle_day")
         conn.execute("DELETE FROM bulkops_schema WHERE version > 1")
         assert schema_version(conn) == 1
-        assert migrate(conn) == len(PG_MIGRATIONS) == 2
+        assert migrate(conn) == len(PG_MIGRATIONS) == 3
         assert conn.execute("SELECT to_regclass('activity_request')").fetchone() == (
             "activity_request",
         )
-        assert migrate(conn) == 2
-        assert conn.execute("SELECT count(*) FROM bulkops_schema").fetchone() == (2,)
-        conn.execute("INSERT INTO bulkops_schema (version) VALUES (3)")
+        assert migrate(conn) == 3
+        assert conn.execute("SELECT count(*) FROM bulkops_schema").fetchone() == (3,)
+        conn.execute("INSERT INTO bulkops_schema (version) VALUES (4)")
         with pytest.raises(RuntimeError, match="newer"):
             migrate(conn)

@@ -271,8 +271,33 @@ CREATE TRIGGER activity_request_account BEFORE INSERT ON activity_request
     FOR EACH ROW WHEN (NEW.account_id IS NULL) EXECUTE FUNCTION activity_request_account();
 """
 
+# Version 3, as on SQLite: activity leases and the throttles' shared counters. The counter
+# tables are keyed by a name ('rate:' + username, 'user:' / 'addr:' …), not yet by account:
+# on Citus they would be reference tables until they carry an account_id.
+_SCHEMA_V3 = """
+ALTER TABLE activity ADD COLUMN lease_owner TEXT;
+ALTER TABLE activity ADD COLUMN lease_expires BIGINT;
+CREATE TABLE throttle_bucket (
+    key             TEXT PRIMARY KEY,
+    tokens          DOUBLE PRECISION NOT NULL,
+    stamp           BIGINT NOT NULL
+);
+CREATE INDEX throttle_bucket_stamp ON throttle_bucket(stamp);
+CREATE TABLE login_failure (
+    key             TEXT PRIMARY KEY,
+    tokens          DOUBLE PRECISION NOT NULL,
+    stamp           BIGINT NOT NULL
+);
+CREATE INDEX login_failure_stamp ON login_failure(stamp);
+CREATE TABLE throttle_day (
+    key             TEXT PRIMARY KEY,
+    day             BIGINT NOT NULL,
+    count           BIGINT NOT NULL
+);
+"""
+
 #: One script per schema version; index i upgrades version i to i + 1.
-PG_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+PG_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
