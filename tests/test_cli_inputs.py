@@ -576,11 +576,6 @@ def test_utf8_with_or_without_a_bom_stays_utf8(tmp_path: Path) -> None:
         assert (plan["rows_to_send"], plan["encoding"]) == (10, "utf-8")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="obs. 9: the import summary does not name the encoding it read the file in "
-    "(engine/report.py; the dry-run plan does)",
-)
 def test_an_excel_cp1252_file_is_named_in_the_summary(tmp_path: Path) -> None:
     """A cp1252 file (not valid UTF-8, decodes as cp1252) imports every row and the
     summary says which encoding was used."""
@@ -603,6 +598,11 @@ def test_an_excel_cp1252_file_is_named_in_the_summary(tmp_path: Path) -> None:
     named = [line for line in result.stdout.splitlines() if str(tmp_path) not in line]
     assert any("cp1252" in line for line in named), result.stdout
     assert _counts(run_dir)["applied"] == 60
+    assert json.loads((run_dir / "report.json").read_text())["encoding"] == "cp1252"
+    again = bulkops("resume", str(run_dir), "--json", home=tmp_path / "home")
+    assert again.returncode == 0, again.stderr
+    last = json.loads(again.stdout.splitlines()[-1])  # JSON lines: the report comes last
+    assert last["report"]["encoding"] == "cp1252"
 
 
 _XML_HEAD = '<?xml version="1.0"?><ContactList>'
@@ -612,10 +612,6 @@ def _contact(email: str, inner: str = "") -> str:
     return f"<Contact><EmailAddress>{email}</EmailAddress>{inner}</Contact>"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="obs. 7: a '<Contact' inside an XML comment shifts the record offsets (stream/xml.py)",
-)
 def test_a_contact_inside_an_xml_comment_does_not_shift_outcomes(tmp_path: Path) -> None:
     """The rejected record in rejected.csv is the one that was rejected."""
     source = tmp_path / "c.xml"
@@ -634,22 +630,27 @@ def test_a_contact_inside_an_xml_comment_does_not_shift_outcomes(tmp_path: Path)
     assert "bad" in row["record"], row
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="obs. 7: a <Contact> nested in another is dropped from every outcome (stream/xml.py)",
-)
 def test_a_nested_contact_is_not_dropped(tmp_path: Path) -> None:
-    """Every <Contact> element lands in some outcome: read counts the nested one too."""
+    """Every <Contact> element lands in some outcome: read counts the nested one too, and
+    it and the one around it are rejected, each naming the other's line."""
     source = tmp_path / "n.xml"
     source.write_text(
         _XML_HEAD
         + _contact("a@example.org")
-        + _contact("outer@example.org", _contact("nested@example.org"))
+        + "\n"
+        + _contact("outer@example.org", "\n" + _contact("nested@example.org"))
         + _contact("c@example.org")
         + "</ContactList>"
     )
-    plan, _ = _dry_run(tmp_path, source)
-    assert plan["rows_read"] == 4
+    plan, run_dir = _dry_run(tmp_path, source)
+    assert (plan["rows_read"], plan["rows_to_send"], plan["rejected"]) == (4, 2, 2)
+    with (run_dir / "rejected.csv").open(newline="", encoding="utf-8") as handle:
+        outer, inner = list(csv.DictReader(handle))
+    assert (outer["line"], inner["line"]) == ("2", "3")
+    assert "holds another Contact (line 3)" in outer["reason"]
+    assert "inside the Contact on line 2" in inner["reason"]
+    assert "outer@example.org" in outer["record"]
+    assert "nested@example.org" in inner["record"]
 
 
 def test_a_100000_column_header_gives_a_short_error(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bulkops.errors import InputError
 from bulkops.stream import Chunk, ChunkKind, Event, Pipeline, PipelineOptions, XmlContactDecoder
+from bulkops.stream.records import Rejected
 from bulkops.stream.xml import XmlRecord
 from bulkops.wire.atom.reading import _CACHED_KEY_MAX, _LOCAL_NAMES_MAX, LOCAL_NAMES
 from tests.stream_strategies import cuts, data_rows, form_fields, pieces
@@ -37,6 +38,16 @@ def plain_document(n: int, *, pretty: bool = True) -> bytes:
     return b'<?xml version="1.0" encoding="UTF-8"?>\n<Contacts>' + body + b"\n</Contacts>\n"
 
 
+#: Contacts hidden in a comment, CDATA and a processing instruction, and one nested.
+TRICKY = (
+    b'<?xml version="1.0"?>\n<Contacts>\n<!-- <Contact> old -->'
+    b"<Contact><EmailAddress>a@x.org</EmailAddress><Note><![CDATA[<Contact>]]></Note></Contact>"
+    b"<?pi <c:Contact ?>\n<Contact><EmailAddress>outer@x.org</EmailAddress>\n"
+    b"<Contact><EmailAddress>inner@x.org</EmailAddress></Contact></Contact>\n"
+    b"<Contact><EmailAddress>c@x.org</EmailAddress></Contact></Contacts>"
+)
+
+
 def test_an_atom_feed_of_contacts_reads_as_the_api_emitted_it() -> None:
     """Each entry's Contact becomes a record of its simple child elements."""
     found = records(FEED)
@@ -58,7 +69,10 @@ def test_a_full_contact_entry_keeps_its_fields() -> None:
     assert not fields["ContactLists"].strip()
 
 
-@given(st.data(), st.sampled_from([FEED, plain_document(30), plain_document(5, pretty=False)]))
+@given(
+    st.data(),
+    st.sampled_from([FEED, plain_document(30), plain_document(5, pretty=False), TRICKY]),
+)
 def test_every_split_gives_the_same_records(data: st.DataObject, document: bytes) -> None:
     """Whole, random cuts or one byte at a time: the same records and offsets."""
     whole = records(document)
@@ -79,6 +93,38 @@ def test_offsets_run_from_a_records_start_tag_to_the_next_one() -> None:
         starts = [r.start_offset for r in found]
         assert all(document[s:].startswith((b"<Contact>", b"<c:Contact>")) for s in starts)
         assert [r.end_offset for r in found] == [*starts[1:], len(document)]
+
+
+def test_a_contact_in_a_comment_cdata_or_instruction_does_not_shift_the_offsets() -> None:
+    """Only real start tags begin a record: each record's bytes are its own."""
+    found = records(TRICKY)
+    spans = [TRICKY[r.start_offset : r.end_offset] for r in found]
+    assert [s[: s.index(b"</EmailAddress>")] for s in spans] == [
+        b"<Contact><EmailAddress>a@x.org",
+        b"<Contact><EmailAddress>outer@x.org",
+        b"<Contact><EmailAddress>inner@x.org",
+        b"<Contact><EmailAddress>c@x.org",
+    ]
+    assert [r.end_offset for r in found] == [r.start_offset for r in found[1:]] + [len(TRICKY)]
+
+
+def test_a_nested_contact_and_the_one_around_it_are_records_with_a_problem() -> None:
+    """Neither is dropped; each names the other's line; the ones beside them are fine."""
+    first, outer, inner, last = records(TRICKY)
+    assert (first.problem, last.problem) == (None, None)
+    assert dict(last.fields) == {"EmailAddress": "c@x.org"}
+    assert (outer.line, inner.line) == (4, 5)
+    assert "holds another Contact (line 5)" in (outer.problem or "")
+    assert "inside the Contact on line 4" in (inner.problem or "")
+
+
+def test_a_nested_contact_is_rejected_by_the_pipeline() -> None:
+    """Both records are rejected as wholes (no field at fault); the others are sent."""
+    events = pipeline_events(TRICKY)
+    rejected = [e for e in events if isinstance(e, Rejected)]
+    assert [(e.line, e.field) for e in rejected] == [(4, None), (5, None)]
+    sent = sum(e.rows for e in events if isinstance(e, Chunk))
+    assert sent == 2
 
 
 def test_the_tree_stays_small_however_many_contacts() -> None:

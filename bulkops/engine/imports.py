@@ -467,6 +467,8 @@ def _finish(run: _Run, *, state: str, message: str) -> ImportReport:
         write_applied=run.options.write_applied and state == "complete",
         header=planner.header if planner is not None else None,
     )
+    encoding = planner.header.encoding if planner is not None and planner.header else None
+    encoding = encoding or meta.get("encoding")  # a resume that read nothing again
     chunks = journal.chunks()
     activities = [
         ActivitySummary(
@@ -508,8 +510,9 @@ def _finish(run: _Run, *, state: str, message: str) -> ImportReport:
         files=files,
         message=message,
         members_removed=_members_removed(chunks) if meta.get("command") == "clear" else None,
+        encoding=encoding if run.source is not None else None,
     )
-    journal.set_meta(state=state, rows_read=rows_read, totals=totals.to_meta())
+    journal.set_meta(state=state, rows_read=rows_read, totals=totals.to_meta(), encoding=encoding)
     from bulkops.engine.report import write_report
 
     write_report(journal.run_dir, report)

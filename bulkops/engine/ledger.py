@@ -103,6 +103,9 @@ class ImportReport(msgspec.Struct, frozen=True, kw_only=True):
     message: str = ""
     #: ``clear`` only: the memberships its activity removed (its ``TransactionCount``).
     members_removed: int | None = None
+    #: The text encoding the input was read in (``stream/encoding.py`` decides it from the
+    #: first MiB unless ``--encoding`` names it); None without an input (``clear``).
+    encoding: str | None = None
 
     @property
     def exit_code(self) -> int:

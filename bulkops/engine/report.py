@@ -39,8 +39,10 @@ def summary(report: ImportReport) -> str:
             f"from {', '.join(report.lists)}"
         )
     else:
+        read_as = f" as {report.encoding}" if report.encoding else ""
         head = (
-            f"{report.command} {report.state}: {c.read:,} rows read — {c.applied:,} applied, "
+            f"{report.command} {report.state}: {c.read:,} rows read{read_as} — "
+            f"{c.applied:,} applied, "
             f"{c.failed:,} failed, {c.rejected:,} rejected, {c.duplicate:,} duplicate"
             + (f", {c.pending:,} pending" if c.pending else "")
         )

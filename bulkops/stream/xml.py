@@ -2,11 +2,14 @@
 emits them) or a plain ``<Contacts><Contact>...</Contact></Contacts>`` document.
 
 :class:`XmlContactDecoder` follows the decoder protocol (``decode(data)``, ``flush()``) and
-returns one :class:`XmlRecord` per ``Contact`` element (any namespace, at any depth, not
-nested in another ``Contact``): its child elements by local name (``EmailAddress``,
-``FirstName``, ``CustomField3``, ...) with their text. :class:`XmlRows` is the pipeline's
-XML row source (:class:`~bulkops.stream.sources.RowSource`): it validates those records
-and hands the good ones to the chunker.
+returns one :class:`XmlRecord` per ``Contact`` element (any namespace, at any depth): its
+child elements by local name (``EmailAddress``, ``FirstName``, ``CustomField3``, ...) with
+their text. A ``Contact`` nested in another is a record too, and both it and every
+``Contact`` around it carry a ``problem`` (which one is meant cannot be told), so every
+record the reader counts gets an outcome and none is silently dropped.
+
+:class:`XmlRows` is the pipeline's XML row source (:class:`~bulkops.stream.sources.RowSource`):
+it validates those records and hands the good ones to the chunker.
 
 Invariants:
 
@@ -25,8 +28,10 @@ Invariants:
   XML declaration says.
 * Lines are libxml2's (``sourceline``: the line where the ``Contact`` start tag ends).
   Offsets come from finding each start tag in the raw bytes, in order: a record spans from
-  its ``<Contact`` to the next record's (or the end of the input). (A ``<Contact`` inside a
-  comment or CDATA section would shift them; lines are unaffected.)
+  its ``<Contact`` to the next record's (or the end of the input), a nested one included.
+  A ``<Contact`` inside a comment, CDATA section or processing instruction is skipped (one
+  ``find`` per record tells whether any can lie between two tags; only then is the span
+  scanned with :data:`_MARKUP`).
 
 Errors are :class:`~bulkops.errors.InputError` with the line; after one the decoder is spent.
 """
@@ -75,12 +80,25 @@ class XmlRecord(msgspec.Struct, frozen=True, kw_only=True):
         fields: ``(local name, text)`` of each child element, in document order (``""``
             for an empty element; for one with children of its own, such as
             ``ContactLists``, the text before its first child).
+        problem: why the record cannot be read as one contact (it holds, or is inside,
+            another ``Contact``), or None.
     """
 
     line: int
     start_offset: int
     end_offset: int
     fields: tuple[tuple[str, str], ...]
+    problem: str | None = None
+
+
+class _Open(msgspec.Struct):
+    """A record whose start tag was read and that is not handed out yet."""
+
+    line: int
+    start: int
+    end: int | None = None  # the next record's start, once known
+    fields: tuple[tuple[str, str], ...] | None = None  # once its end tag was read
+    problem: str | None = None
 
 
 def _pull_parser() -> etree.XMLPullParser:
@@ -94,6 +112,11 @@ def _pull_parser() -> etree.XMLPullParser:
 _TAG = operator.attrgetter("tag")
 _TAG_ENDS = frozenset((b" ", b">", b"/", b"\t", b"\n", b"\r"))
 _TEXT = operator.attrgetter("text")
+# Markup in which a "<Contact" is not a tag, and the tag itself (any prefix).
+_MARKUP = re.compile(
+    rb"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>|(?P<tag><(?:[^\s/>!?:<]+:)?Contact[\s/>])",
+    re.DOTALL,
+)
 
 
 def _fields(el: etree._Element) -> tuple[tuple[str, str], ...]:
@@ -140,11 +163,11 @@ class XmlContactDecoder:
         self._text = transcoder if transcoder is not None else Transcoder(encoding)
         self._max = max_record_bytes
         self._parser = _pull_parser()
-        self._depth = 0  # Contact elements open
+        self._open: list[_Open] = []  # records not handed out yet, in document order
+        self._depth = 0  # Contact elements open (the last ``_depth`` of ``_open``)
         self._tail = b""
         self._pending_bytes = 0
         self._error: InputError | None = None
-        self._held: tuple[int, int, tuple[tuple[str, str], ...]] | None = None
         self._root: etree._Element | None = None  # kept to check that the tree stays small
         # Offsets: raw UTF-8 kept from _raw_pos (the last record's start tag), which is at
         # source offset _raw_src; compacted when the dead part grows (O(bytes) overall).
@@ -153,6 +176,7 @@ class XmlContactDecoder:
         self._raw_src = 0
         self._lines = 0  # line breaks fed so far
         self._started = False
+        self._tags = 0  # Contact start tags found in the raw bytes
         self._fed_utf8 = 0
         self.records = 0
         """Records handed out so far."""
@@ -230,37 +254,38 @@ class XmlContactDecoder:
                 raise InputError("the input is empty: no XML document")
             parser.close()
             self._events(out)
-            if self._held is not None:
-                line, start, fields = self._held
-                self._held = None
-                end = self._raw_src + self._text.source_length(self._raw[self._raw_pos :])
-                out.append(XmlRecord(line=line, start_offset=start, end_offset=end, fields=fields))
-                self.records += 1
+            if self._open:
+                self._open[-1].end = self._raw_src + self._text.source_length(
+                    self._raw[self._raw_pos :]
+                )
+                self._hand_out(out)
         return out
 
     def _events(self, out: list[XmlRecord]) -> None:
+        pending = self._open
         for event, el in self._parser.read_events():
             if event == "start":
+                if self._root is None:
+                    self._root = el.getroottree().getroot()
+                start = self._tag_offset()
+                if pending:
+                    pending[-1].end = start
+                    if not self._depth:  # every earlier record is closed, its end known
+                        self._hand_out(out)
+                record = _Open(el.sourceline, start)
+                if self._depth:
+                    self._nested(record)
+                pending.append(record)
                 self._depth += 1
-                if self._depth == 1:
-                    if self._root is None:
-                        self._root = el.getroottree().getroot()
-                    start = self._tag_offset()
-                    held = self._held
-                    if held is not None:
-                        out.append(
-                            XmlRecord(
-                                line=held[0], start_offset=held[1], end_offset=start, fields=held[2]
-                            )
-                        )
-                        self.records += 1
-                    self._held = (el.sourceline, start, ())
                 continue
             self._depth -= 1
-            if self._depth:
+            if self._depth:  # a nested Contact (its outer one still needs its head)
+                record = next(r for r in reversed(pending) if r.fields is None)
+                record.fields = ()
+                el.clear(keep_tail=True)
                 continue
-            held = self._held
-            self._held = (held[0], held[1], _fields(el))  # type: ignore[index]
+            record = pending[0]  # the outermost: earlier ones were handed out at its start
+            record.fields = _fields(el) if record.problem is None else ()
             self._pending_bytes = 0
             el.clear(keep_tail=True)
             # Drop what came before the record at every level up to the root: earlier
@@ -272,35 +297,62 @@ class XmlContactDecoder:
                     del parent[: parent.index(node)]
                 node, parent = parent, parent.getparent()
 
+    def _nested(self, record: _Open) -> None:
+        """Mark a Contact that starts inside another, and every one around it."""
+        around = [r for r in self._open if r.fields is None]
+        record.problem = (
+            f"a Contact inside the Contact on line {around[-1].line}; "
+            "nested contacts are not imported"
+        )
+        for outer in around:
+            if outer.problem is None:
+                outer.problem = (
+                    f"holds another Contact (line {record.line}); nested contacts are not imported"
+                )
+
+    def _hand_out(self, out: list[XmlRecord]) -> None:
+        """Hand out every pending record (all closed, their ends known)."""
+        for record in self._open:
+            out.append(
+                XmlRecord(
+                    line=record.line,
+                    start_offset=record.start,
+                    end_offset=record.end,  # type: ignore[arg-type]
+                    fields=record.fields,  # type: ignore[arg-type]
+                    problem=record.problem,
+                )
+            )
+        self.records += len(self._open)
+        self._open.clear()
+
     def _tag_offset(self) -> int:
         """The source offset of the next ``Contact`` start tag in the raw bytes (the one the
         parser just reported); forgets the raw bytes before it."""
         raw = self._raw
         start = self._raw_pos
-        p = start if self._held is None else start + 1  # past the previous record's tag
+        p = start + 1 if self._tags else start  # past the previous record's tag
+        self._tags += 1
         i = raw.find(b"<Contact", p)  # the usual, unprefixed tag: one find
         while i >= 0 and raw[i + 8 : i + 9] not in _TAG_ENDS:
             i = raw.find(b"<Contact", i + 8)
-        tag = len(raw)  # (not found: cannot happen for a start tag the parser just read)
-        if i >= 0 and raw.find(b":Contact", p, i) < 0:
-            tag = i
-            p = len(raw)  # found: skip the general search below
-        while p < len(raw):  # prefixed tags (<c:Contact>), or something odd before the tag
-            i = raw.find(b"Contact", p)
-            if i < 0:
-                break
-            after = raw[i + 7 : i + 8]
-            before = raw[i - 1 : i]
-            if after in _TAG_ENDS and before in (b"<", b":"):
-                tag = i - 1 if before == b"<" else raw.rfind(b"<", start, i)
-                if tag >= p and raw[tag + 1 : tag + 2] != b"/":  # not an end tag
+        if (
+            i < 0
+            or raw.find(b":Contact", p, i) >= 0
+            or raw.find(b"<!", p, i) >= 0
+            or raw.find(b"<?", p, i) >= 0
+        ):
+            # A prefixed tag, or a comment, CDATA section or processing instruction that
+            # may hold a "<Contact": scan the markup.
+            i = len(raw)  # (not found: cannot happen for a start tag the parser just read)
+            for match in _MARKUP.finditer(raw, p):
+                if match.lastgroup == "tag":
+                    i = match.start()
                     break
-            p = i + 7
         if self._text.passthrough:
-            self._raw_src += tag - start
+            self._raw_src += i - start
         else:
-            self._raw_src += self._text.source_length(raw[start:tag])
-        self._raw_pos = tag
+            self._raw_src += self._text.source_length(raw[start:i])
+        self._raw_pos = i
         return self._raw_src
 
 
@@ -390,11 +442,16 @@ class XmlRows:
             at = _INDEX_OF.get(name)
             if at is not None:
                 values[at] = text.strip()
-        if not any(values):
+        if not any(values) and record.problem is None:
             self._tally.blank += 1
             return
         joined = "\uffff".join(values)  # a separator XML text cannot hold
-        problem = None if self._quick_ok(values, joined) else self._problem(values)
+        if record.problem is not None:  # the record as a whole: no field at fault
+            problem: tuple[str | None, str] | None = (None, record.problem)
+        elif self._quick_ok(values, joined):
+            problem = None
+        else:
+            problem = self._problem(values)
         if problem is not None:
             self._tally.rejected += 1
             events.append(
