@@ -167,6 +167,53 @@ def test_an_exhausted_daily_quota_is_resumable_and_counters_add_up(
     assert after["wall_seconds"] >= before["wall_seconds"] > 0
 
 
+@pytest.mark.parametrize("command", ["import", "clear"])
+def test_a_quota_exhausted_while_finding_the_lists_is_resumable(
+    cli: Cli, tmp_path: Path, command: str
+) -> None:
+    """The budget runs out looking up or creating the lists, before any chunk: exit 3 with
+    the quota message and a report (it exited 4, "fatal"); status agrees; resume finds the
+    lists and finishes."""
+    run_dir = tmp_path / "run"
+    if command == "import":
+        args = [str(SAMPLES / "contacts.csv"), "--list", "QuotaLists", "--create-lists"]
+        quota = "1"  # the lists feed, then no budget left to create the list
+    else:
+        made = cli.run(
+            "import",
+            str(SAMPLES / "contacts.csv"),
+            "--list",
+            "ToClear",
+            "--create-lists",
+            "--run-dir",
+            str(tmp_path / "made"),
+        )
+        assert made.returncode == 0, made.stderr
+        args = ["--list", "ToClear", "--yes"]
+        quota = "0"
+    first = cli.run(command, *args, "--daily-quota", quota, "--run-dir", str(run_dir))
+    no_traceback(first)
+    assert first.returncode == 3, first.stderr
+    assert "request budget" in first.stderr + first.stdout
+    assert f"bulkops resume {run_dir}` to finish (with a new --daily-quota)" in (
+        first.stderr + first.stdout
+    )
+    before = report_of(run_dir)
+    assert before["state"] == "interrupted"
+    code, status = _status(cli, run_dir)
+    assert (code, status["state"]) == (3, "interrupted")
+    resumed = cli.run("resume", str(run_dir))
+    no_traceback(resumed)
+    assert resumed.returncode == 0, resumed.stderr
+    after = report_of(run_dir)
+    assert after["lists"] == ["QuotaLists" if command == "import" else "ToClear"]
+    if command == "import":
+        assert after["counts"]["applied"] == 120
+    else:
+        assert after["members_removed"] == 120
+    assert _status(cli, run_dir)[0] == 0
+
+
 def test_json_into_a_reader_that_goes_away(cli: Cli, tmp_path: Path) -> None:
     """`import --json | head -1`: no BrokenPipeError, the run is not left running, and it
     can be finished."""

@@ -417,7 +417,7 @@ async def _execute_inner(run: _Run) -> ImportReport:
     except KeyboardInterrupt:
         state, message = "interrupted", f"interrupted; {resume}"
     except QuotaExhausted as exc:  # resumable: the budget is this process's
-        state, message = "interrupted", f"{exc}; {resume} (with a new --daily-quota)"
+        state, message = "interrupted", _quota_message(run, exc)
     if run.stalled is not None:
         state, message = "stalled", str(run.stalled)
     elif run.stop.is_set() and state == "complete":
@@ -573,27 +573,25 @@ async def run_import(
             input=str(source.resolve()),  # noqa: ASYNC240
             state="running",
         )
-        lists = await resolve_lists(client, options.lists, create=options.create_lists)
-        size, digest = input_digest(source)
-        journal.set_meta(
-            command=command_name(options.kind),
-            input=str(source.resolve()),  # noqa: ASYNC240
-            input_size=size,
-            input_digest=digest,
-            options=options.to_meta(),
-            lists=[attrs.asdict(lst) for lst in lists],
-            account=client.account_url,
-            state="running",
-        )
         run = _Run(
             client=client,
             journal=journal,
             options=options,
-            lists=lists,
+            lists=[],
             source=source,
             reporter=reporter,
             stop=stop,
         )
+        quota = await _resolve_lists(run)
+        size, digest = input_digest(source)
+        journal.set_meta(
+            input_size=size,
+            input_digest=digest,
+            options=options.to_meta(),
+            account=client.account_url,
+        )
+        if quota is not None:
+            return _finish(run, state="interrupted", message=_quota_message(run, quota))
         return await _execute(run)
     except BulkOpsError as exc:
         mark_not_started(journal, exc)
@@ -601,6 +599,26 @@ async def run_import(
     finally:
         journal.close()
         lock.release()
+
+
+async def _resolve_lists(run: _Run) -> QuotaExhausted | None:
+    """Look up (or create) the run's lists into ``run.lists`` and the journal.
+
+    Returns:
+        the error when the request budget ran out first: the run is interrupted, and
+        ``resume`` resolves the lists again (the journal has none yet).
+    """
+    options = run.options
+    try:
+        run.lists = await resolve_lists(run.client, options.lists, create=options.create_lists)
+    except QuotaExhausted as exc:
+        return exc
+    run.journal.set_meta(lists=[attrs.asdict(lst) for lst in run.lists])
+    return None
+
+
+def _quota_message(run: _Run, exc: QuotaExhausted) -> str:
+    return f"{exc}; run `bulkops resume {run.journal.run_dir}` to finish (with a new --daily-quota)"
 
 
 async def resume_run(
@@ -645,7 +663,6 @@ async def resume_run(
         options = ImportOptions.from_meta(meta["options"])
         if stall_timeout is not None:
             options = attrs.evolve(options, stall_timeout=stall_timeout)
-        lists = [ResolvedList(**item) for item in meta["lists"]]
         source = Path(meta["input"]) if meta.get("input") else None
         if source is not None:
             if not source.is_file():
@@ -661,11 +678,15 @@ async def resume_run(
             client=client,
             journal=journal,
             options=options,
-            lists=lists,
+            lists=[ResolvedList(**item) for item in meta.get("lists") or ()],
             source=source,
             reporter=reporter,
             stop=stop,
         )
+        if meta.get("lists") is None:  # the request budget ran out while finding them
+            quota = await _resolve_lists(run)
+            if quota is not None:
+                return _finish(run, state="interrupted", message=_quota_message(run, quota))
         if meta.get("command") == "clear":
             return await _execute_clear(run)
         return await _execute(run)
@@ -723,10 +744,7 @@ async def _execute_clear(run: _Run) -> ImportReport:
                         await run._wait_final(chunk.record.seq, chunk.record.rows, activity_id)
                     nursery.cancel_scope.cancel()
         except QuotaExhausted as exc:
-            state = "interrupted"
-            message = (
-                f"{exc}; run `bulkops resume {run.journal.run_dir}` (with a new --daily-quota)"
-            )
+            state, message = "interrupted", _quota_message(run, exc)
     if run.stalled is not None:
         state, message = "stalled", str(run.stalled)
     return _finish(run, state=state, message=message)
@@ -746,25 +764,21 @@ async def run_clear(
     journal, lock = open_new_run(directory)
     try:
         journal.set_meta(command="clear", state="running")
-        resolved = await resolve_lists(client, lists, create=False)
-        journal.set_meta(
-            command="clear",
-            input=None,
-            options=options.to_meta(),
-            lists=[attrs.asdict(lst) for lst in resolved],
-            account=client.account_url,
-            state="running",
-            rows_read=0,
-        )
         run = _Run(
             client=client,
             journal=journal,
             options=options,
-            lists=resolved,
+            lists=[],
             source=None,
             reporter=reporter,
             stop=stop,
         )
+        quota = await _resolve_lists(run)
+        journal.set_meta(
+            input=None, options=options.to_meta(), account=client.account_url, rows_read=0
+        )
+        if quota is not None:
+            return _finish(run, state="interrupted", message=_quota_message(run, quota))
         return await _execute_clear(run)
     except BulkOpsError as exc:
         mark_not_started(journal, exc)
