@@ -16,6 +16,7 @@ import pytest
 
 from bulkops.__main__ import main
 from bulkops.cli.export import status_if_export
+from bulkops.engine.rundirs import RunLock
 from bulkops.server.app import ServerConfig
 from bulkops.server.queries import create_list
 from bulkops.server.seed import seed_contacts
@@ -154,7 +155,7 @@ def test_an_export_killed_by_sigkill_resumes_to_the_same_file(
     assert partial.stat().st_size > 0
     assert status_if_export(argparse.Namespace(run_dir=run_dir, json=True)) == 3
     status = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert status["state"] == "running"
+    assert status["state"] == "interrupted"  # no process holds it: not "running"
     assert 500 <= status["rows"] < 1234  # the last checkpoint before the kill
 
     resumed = bulkops("resume", str(run_dir), "--json", "--quiet")
@@ -164,6 +165,36 @@ def test_an_export_killed_by_sigkill_resumes_to_the_same_file(
     assert report["count_check"] == "match"
     assert out.read_bytes() == whole.read_bytes()
     assert not partial.exists()
+
+
+def test_an_export_run_directory_is_run_by_one_process_at_a_time(
+    home: Path, tmp_path: Path
+) -> None:
+    """While a process holds the run directory, another export into it and a resume of
+    it are refused (exit 64, naming the process), as for imports; nothing is written."""
+    run_dir, out = tmp_path / "run", tmp_path / "out.csv"
+    export = ["export", "--list", "Customers", "-o", str(out), "--run-dir", str(run_dir)]
+    run_dir.mkdir()
+    lock = RunLock(run_dir).acquire()  # this test process is "the other process"
+    try:
+        second = bulkops(*export, "--quiet")
+    finally:
+        lock.release()
+    assert second.returncode == 64, second.stderr
+    assert f"is being run by another process right now (pid {os.getpid()})" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert not out.exists()
+    assert bulkops(*export, "--quiet").returncode == 0
+    lock = RunLock(run_dir).acquire()
+    try:
+        resumed = bulkops("resume", str(run_dir), "--quiet")
+    finally:
+        lock.release()
+    assert resumed.returncode == 64, resumed.stderr
+    assert "is being run by another process right now" in resumed.stderr
+    again = bulkops(*export, "--quiet")  # the directory holds a finished run
+    assert again.returncode == 64
+    assert f"{run_dir} already holds a run: use `bulkops resume {run_dir}`" in again.stderr
 
 
 def test_export_to_stdout_writes_the_rows_there_and_the_summary_to_stderr(

@@ -10,7 +10,7 @@ import msgspec
 from bulkops.engine.export_options import ExportReport
 from bulkops.engine.journal import JOURNAL_NAME, Journal
 from bulkops.engine.outputs import Checkpoint, Checkpoints
-from bulkops.engine.rundirs import REPORT_NAME
+from bulkops.engine.rundirs import REPORT_NAME, is_running
 from bulkops.errors import ConfigError
 
 __all__ = ["export_status", "is_export_run", "read_export_report", "since_from_run"]
@@ -18,6 +18,9 @@ __all__ = ["export_status", "is_export_run", "read_export_report", "since_from_r
 
 def export_status(run_dir: str | Path) -> dict[str, Any]:
     """What an export run has done so far, from its journal (offline; for ``bulkops status``).
+
+    A run whose journal says ``running`` while no process holds its lock (SIGKILL, a crash)
+    is ``interrupted``.
 
     Returns:
         ``command``, ``state``, ``what``, ``via``, ``output``, ``rows`` (written and made
@@ -40,9 +43,12 @@ def export_status(run_dir: str | Path) -> dict[str, Any]:
         journal.close()
     options = meta.get("options", {})
     report_path = directory / REPORT_NAME
+    state = meta.get("state")
+    if state == "running" and not is_running(directory):  # killed: nobody holds its lock
+        state = "interrupted"
     return {
         "command": "export",
-        "state": meta.get("state"),
+        "state": state,
         "what": options.get("what"),
         "via": options.get("via"),
         "output": meta.get("output"),

@@ -60,7 +60,7 @@ from bulkops.engine.client import Client, same_account
 from bulkops.engine.export_options import ExportOptions, ExportReport, ExportWhat, Via, summary
 from bulkops.engine.export_runs import read_export_report
 from bulkops.engine.feeds import open_pages
-from bulkops.engine.journal import JOURNAL_NAME, Journal
+from bulkops.engine.journal import Journal
 from bulkops.engine.ledger import write_atomically
 from bulkops.engine.lists import resolve_lists
 from bulkops.engine.outputs import (
@@ -71,7 +71,7 @@ from bulkops.engine.outputs import (
     temp_path,
 )
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
-from bulkops.engine.rundirs import REPORT_NAME, default_run_dir
+from bulkops.engine.rundirs import REPORT_NAME, RunLock, default_run_dir, open_new_run
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import (
     ActivityFailed,
@@ -620,7 +620,7 @@ async def run_export(
     """
     target_path, directory = _new_run_paths(Path(output), run_dir)
     options = options.for_output(target_path)
-    journal = Journal(directory, create=True)
+    journal, lock = open_new_run(directory)  # one process per run directory, as imports
     checkpoints = Checkpoints(directory)
     try:
         target = await _resolve_target(client, options)
@@ -652,16 +652,16 @@ async def run_export(
     finally:
         checkpoints.close()
         journal.close()
+        lock.release()
 
 
 def _new_run_paths(output: Path, run_dir: str | Path | None) -> tuple[Path, Path]:
-    """The absolute target and the run directory of a new run (which must not hold one)."""
+    """The absolute target and the run directory of a new run (:func:`open_new_run` refuses
+    one that is running or holds a run)."""
     target = output.absolute()
     if target.is_dir():
         raise ConfigError(f"{output} is a directory; name the file to write")
     directory = Path(run_dir) if run_dir is not None else default_run_dir(target, "export")
-    if (directory / JOURNAL_NAME).exists():
-        raise ConfigError(f"{directory} already holds a run: use `bulkops resume {directory}`")
     return target, directory
 
 
@@ -694,6 +694,11 @@ async def resume_export(
     """
     directory = Path(run_dir)
     journal = Journal(directory, create=False)
+    try:
+        lock = RunLock(directory).acquire()  # refused while another process runs it
+    except BaseException:
+        journal.close()
+        raise
     checkpoints = Checkpoints(directory)
     try:
         meta = journal.meta()
@@ -728,6 +733,7 @@ async def resume_export(
     finally:
         checkpoints.close()
         journal.close()
+        lock.release()
 
 
 def _with_stall_timeout(options: ExportOptions, stall_timeout: float | None) -> ExportOptions:
