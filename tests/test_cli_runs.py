@@ -92,6 +92,28 @@ def test_two_dry_runs_never_share_a_folder(cli: Cli, tmp_path: Path) -> None:
     assert all("messy-dry-run-" in d for d in dirs)
 
 
+def test_every_name_of_an_import_says_import_not_add(cli: Cli, tmp_path: Path) -> None:
+    """The engine's kind ``add`` is never shown: the dry-run plan, the run directories,
+    the reports, ``status`` and ``runs`` all say ``import``."""
+    source = str(SAMPLES / "contacts.csv")
+    dry = cli.run("import", source, "--list", "Names", "--dry-run", "--json")
+    plan = json.loads(dry.stdout.splitlines()[-1])["plan"]
+    assert plan["kind"] == "import"
+    assert "import" in cli.run("import", source, "--list", "Names", "--dry-run").stdout
+    real = cli.run("import", source, "--list", "Names", "--create-lists", "--json")
+    assert real.returncode == 0, real.stderr
+    report = json.loads(real.stdout.splitlines()[-1])["report"]
+    assert report["command"] == "import"
+    assert "contacts-import-" in Path(report["run_dir"]).name
+    for run_dir in (tmp_path / plan["run_dir"], Path(report["run_dir"])):
+        _, status = _status(cli, run_dir)
+        assert status["command"] == "import"
+    listed = cli.run("runs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert '"add"' not in listed.stdout
+    assert "add" not in cli.run("runs").stdout.split()
+
+
 def test_sigkilled_run_shows_as_interrupted_and_resume_agrees_with_status(
     cli: Cli, tmp_path: Path
 ) -> None:

@@ -739,7 +739,7 @@ def dry_run(
             f"http://api.constantcontact.com/ws/customers/dry-run/lists/{name}" for name in lists
         ]
         journal.set_meta(
-            command=kind,
+            command=command_name(kind),
             input=str(source.resolve()),
             lists=[{"uri": u} for u in uris],
             state="dry-run",
@@ -787,7 +787,7 @@ def dry_run(
         requests = 1 + len(plan) + max(1, len(plan) // 4) + 1
         return DryRunPlan(
             input=str(source),
-            kind=kind,
+            kind=command_name(kind),  # the command as typed: import, not the engine's add
             encoding=planner.header.encoding if planner.header is not None else "utf-8",
             rows_read=planner.rows_read,
             rows_to_send=sent,

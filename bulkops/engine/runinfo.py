@@ -22,11 +22,9 @@ import msgspec
 from bulkops.engine.journal import JOURNAL_NAME, Journal
 from bulkops.engine.ledger import ImportReport, OutcomeCounts, count_outcomes
 from bulkops.engine.report import read_report
-from bulkops.engine.rundirs import NOT_STARTED, is_running
+from bulkops.engine.rundirs import NOT_STARTED, command_name, is_running
 
 __all__ = ["RunInfo", "describe_run", "find_runs"]
-
-_COMMANDS = {"add": "import"}
 
 
 class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,7 +115,7 @@ def describe_run(run_dir: str | Path) -> RunInfo:
         message = f"the run was interrupted; run `bulkops resume {directory}` to finish it"
     return RunInfo(
         run_dir=str(directory),
-        command=_COMMANDS.get(command, command),
+        command=command_name(command),  # journals of older runs say "add"
         state=state,
         input=meta.get("input"),
         lists=_lists_of(meta),
