@@ -1,6 +1,10 @@
 """Acceptance: a run can always be finished or cleanly abandoned.
 
-Hypothesis draws small files (duplicates, bad rows, chunk sizes) and an interruption
+Hypothesis draws small files (duplicates, bad rows, a field of up to 2 MB, in UTF-8 with or
+without BOM, UTF-16 LE/BE with BOM, cp1252 or a mix of UTF-8 and cp1252 rows), options within
+and beyond the server's limits (``--max-rows``, ``--max-bytes``, ``--concurrency``: values
+below the minimum are usage errors, then the corrected command takes the same run
+directory; values over the API's limits are lowered with a note) and an interruption
 (SIGINT, a double SIGINT, SIGKILL right after a POST, the reader of ``--json`` going away),
 placed by counting the run's JSON events — never by sleeping. Each example runs the real
 ``bulkops`` entry point against ``bulkops serve`` on 127.0.0.1. Whatever happens, the CLI
@@ -11,8 +15,12 @@ with a ``report.json`` where read = applied + failed + rejected + duplicate, whi
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import json
 import os
+import random
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -22,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.enginekit import contact_rows, write_csv
+from tests.enginekit import HEADER, contact_rows
 from tests.runkit import Cli, Server, assert_balanced, no_traceback, report_of, serve
 
 DOCUMENTED = {0, 2, 3, 4, 64}
@@ -35,14 +43,69 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @st.composite
 def contact_files(draw: st.DrawFn) -> list[list[str]]:
-    """Valid rows, some repeated later (duplicates across chunks), some bad addresses."""
+    """Valid rows, some repeated later (duplicates across chunks), some bad addresses, and
+    maybe one field of up to 2 MB (over the field limit, or the record limit, or not)."""
     seed = draw(st.integers(0, 10_000))
     rows = contact_rows(draw(st.integers(1, 600)), seed=seed, prefix=f"mix{seed}-")
     repeats = draw(st.integers(0, min(30, len(rows))))
     rows += [list(r) for r in rows[:repeats]]
     for at in draw(st.lists(st.integers(0, len(rows)), max_size=5)):
         rows.insert(at, ["not-an-address", "Bad", "Row", "Nowhere", "MA"])
+    big = draw(st.sampled_from([0, 0, 40, 1_000, 140_000, 2_000_000]))
+    if big:
+        at = draw(st.integers(0, len(rows)))
+        rows.insert(at, [f"big{seed}@example.org", "Big", "Row", "Ü" + "y" * (big - 1), "MA"])
     return rows
+
+
+#: How the file is written: the encoding the planner must find from the first MiB.
+ENCODINGS = st.sampled_from(["utf-8", "utf-8-bom", "utf-16-le", "utf-16-be", "cp1252", "mixed"])
+
+
+def encode_file(rows: list[list[str]], encoding: str, seed: int) -> bytes:
+    """The CSV bytes of ``rows`` in ``encoding`` (UTF-16 with its BOM; "mixed": each data
+    row in UTF-8 or cp1252 at random, the header in ASCII)."""
+
+    def text(lines: list[list[str]]) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\r\n").writerows(lines)
+        return buffer.getvalue()
+
+    if encoding == "mixed":
+        rng = random.Random(seed)
+        return text([HEADER]).encode() + b"".join(
+            text([row]).encode(rng.choice(["utf-8", "cp1252"])) for row in rows
+        )
+    whole = text([HEADER, *rows])
+    if encoding == "utf-16-le":
+        return codecs.BOM_UTF16_LE + whole.encode("utf-16-le")
+    if encoding == "utf-16-be":
+        return codecs.BOM_UTF16_BE + whole.encode("utf-16-be")
+    if encoding == "utf-8-bom":
+        return codecs.BOM_UTF8 + whole.encode()
+    return whole.encode(encoding)
+
+
+#: Options within the limits, below the minimum (a usage error: exit 64, nothing made) and
+#: over the API's maximum (lowered to it, with a note); None: not given.
+OPTIONS = st.tuples(
+    st.sampled_from([("--max-rows", n) for n in (50, 50, 100, 100, 1000, 50_000, 10)]),
+    st.sampled_from([("--max-bytes", n) for n in (None, None, 70_000, 9_999_999, 100)]),
+    st.sampled_from([("--concurrency", n) for n in (4, 4, 1, 16, 0)]),
+)
+_MINIMUM = {"--max-rows": 50, "--max-bytes": 64 * 1024, "--concurrency": 1}
+
+
+def _arguments(options: tuple[tuple[str, int | None], ...]) -> tuple[list[str], list[str]]:
+    """The options as drawn, and as corrected (without those below their minimum)."""
+    drawn: list[str] = []
+    corrected: list[str] = []
+    for name, value in options:
+        if value is not None:
+            drawn += [name, str(value)]
+            if value >= _MINIMUM[name]:
+                corrected += [name, str(value)]
+    return drawn, corrected
 
 
 INTERRUPTIONS = st.tuples(
@@ -81,28 +144,52 @@ def _interrupt(cli: Cli, args: list[str], kind: str, count: int) -> int:
 
 
 @settings(
-    max_examples=int(os.environ.get("BULKOPS_MIX_EXAMPLES", "6")),  # each runs ~3 CLIs
+    max_examples=int(os.environ.get("BULKOPS_MIX_EXAMPLES", "8")),  # each runs ~3 CLIs
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     rows=contact_files(),
-    max_rows=st.sampled_from([50, 100, 1000]),
+    encoding=ENCODINGS,
+    options=OPTIONS,
     interruption=INTERRUPTIONS,
 )
 def test_every_run_ends_balanced_and_status_agrees(
-    server: Server, rows: list[list[str]], max_rows: int, interruption: tuple[str, int]
+    server: Server,
+    rows: list[list[str]],
+    encoding: str,
+    options: tuple[tuple[str, int | None], ...],
+    interruption: tuple[str, int],
 ) -> None:
-    """Any file, any interruption: resume, then status, agree with a balanced report."""
+    """Any file, encoding, options and interruption: resume, then status, agree with a
+    balanced report."""
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         cli = Cli(origin=server.origin, cwd=cwd)
-        source = write_csv(cwd / "mix.csv", rows)
+        source = cwd / "mix.csv"
+        source.write_bytes(encode_file(rows, encoding, seed=len(rows)))
         run_dir = cwd / "run"
         args = ["import", str(source), "--list", "Mix", "--create-lists"]
-        args += ["--max-rows", str(max_rows), "--run-dir", str(run_dir)]
+        args += ["--run-dir", str(run_dir)]
+        drawn, corrected = _arguments(options)
+        event(f"encoding {encoding}")
+        longest = max(len(field) for row in rows for field in row)
+        event(
+            "a 2 MB field"
+            if longest > 1 << 20
+            else "a field over 131,072"
+            if longest > 131_072
+            else "fields under 131,072"
+        )
+        if drawn != corrected:  # a usage error: nothing made, then the corrected command
+            first = cli.run(*args, *drawn)
+            no_traceback(first)
+            assert first.returncode == 64, first.stderr
+            assert "must be at least" in first.stderr
+            assert not (run_dir / "journal.sqlite").exists()
+            event("usage error, then corrected")
         kind, count = interruption
-        code = _interrupt(cli, args, kind, count)
+        code = _interrupt(cli, [*args, *corrected], kind, count)
         event(kind)
         assert code in DOCUMENTED or code == -signal.SIGKILL, code
         if code not in (0, 2):  # killed or interrupted: never shown as running
