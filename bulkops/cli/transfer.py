@@ -22,10 +22,10 @@ from bulkops.cli.common import (
     print_report,
     run_with_signals,
 )
+from bulkops.engine.dry_run import dry_run
 from bulkops.engine.imports import ImportOptions, run_import
 from bulkops.engine.journal import JOURNAL_NAME
 from bulkops.engine.ledger import ImportReport
-from bulkops.engine.planner import dry_run
 from bulkops.engine.progress import Reporter, make_reporter, silence_stdout
 from bulkops.engine.report import read_report
 from bulkops.engine.rundirs import default_run_dir

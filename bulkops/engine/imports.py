@@ -49,17 +49,11 @@ from bulkops.engine.ledger import (
 )
 from bulkops.engine.limits import AimdLimiter, SlotPool
 from bulkops.engine.lists import ResolvedList, resolve_lists
-from bulkops.engine.planner import (
-    PlannedChunk,
-    PlannedOutcome,
-    Planner,
-    find_repeated_emails,
-    input_digest,
-    replan,
-    write_outcome_files,
-)
+from bulkops.engine.outcome_files import write_outcome_files
+from bulkops.engine.planner import PlannedChunk, PlannedOutcome, Planner, input_digest, replan
 from bulkops.engine.posting import ChunkPoster
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
+from bulkops.engine.repeats import find_repeated_emails
 from bulkops.engine.rundirs import (
     NOT_STARTED,
     RunLock,

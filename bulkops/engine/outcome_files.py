@@ -1,0 +1,272 @@
+"""An import's outcome files: ``rejected.csv``, ``duplicates.csv``, ``failed.csv`` and
+``applied.csv``, written after the run from the journal and the input.
+
+The journal keeps each outcome's line (and, for rows never sent, its byte range), not the
+row: the files are written by reading the input once more and joining it, in line order,
+with the journal's outcomes, so memory stays O(1) in the number of outcomes. Rows are
+copied as written (their own bytes, under the input's own header), never with U+FFFD.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from bulkops.engine.chunks import ChunkState
+from bulkops.engine.journal import Journal, OutcomeRecord
+from bulkops.engine.ledger import write_atomically, write_outcome_file
+from bulkops.engine.planner import PlannedChunk, Planner, chunk_rows, csv_reader, replay
+from bulkops.stream.options import ChunkLimits, ReadOptions
+from bulkops.stream.records import Header
+
+__all__ = ["write_outcome_files"]
+
+
+def _decoded(data: bytes, encoding: str) -> str:
+    """A source record's text for an outcome file, keeping every byte of it.
+
+    A record that is not valid in the file's encoding (a cp1252 row in a UTF-8 file: the
+    reason it was rejected) is read as cp1252, else latin-1, never with U+FFFD: the row
+    in rejected.csv can then be fixed and imported again.
+    """
+    for candidate in (encoding, "cp1252", "latin-1"):
+        try:
+            return data.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+    return data.decode(encoding, errors="replace")  # pragma: no cover - latin-1 decodes all
+
+
+def _record_reader(source: Path, header: Header | None) -> Any:
+    """A function reading one source record by its byte range into its fields."""
+    encoding = header.encoding if header is not None else "utf-8"
+    delimiter = header.delimiter if header is not None and header.delimiter else ","
+    handle = source.open("rb")
+
+    def read(start: int | None, end: int | None) -> list[str]:
+        if start is None or end is None:
+            return []
+        handle.seek(start)
+        raw = _decoded(handle.read(end - start), encoding)
+        if header is not None and not header.delimiter:  # XML: the element as written
+            return [raw.strip()]
+        fields: list[str] = next(csv_reader(raw, delimiter), [])
+        return fields
+
+    read.close = handle.close  # type: ignore[attr-defined]
+    return read
+
+
+def write_outcome_files(
+    journal: Journal,
+    source: Path | None,
+    read: ReadOptions,
+    limits: ChunkLimits,
+    *,
+    write_applied: bool,
+    header: Header | None = None,
+) -> dict[str, str]:
+    """Write ``rejected.csv``, ``duplicates.csv``, ``failed.csv`` (and ``applied.csv``).
+
+    Rejected and duplicate rows are copied from the source by their byte ranges, under the
+    input's own header. Failed and applied rows are written as they were sent (the
+    canonical columns), taken from a replay of the input, since the journal keeps only
+    their lines. Files are written only when they have rows (``applied.csv`` on request).
+
+    Returns:
+        name -> path of each file written.
+    """
+    files: dict[str, str] = {}
+    if source is None:
+        return files
+    meta = journal.meta()
+    counts = journal.outcome_counts()
+    run_dir = journal.run_dir
+    if header is None and (counts["rejected"] or counts["duplicate"]):
+        header = _header_of(source, read, limits, meta)
+    sources = list(header.sources) if header is not None else []
+    if header is not None and not header.delimiter:
+        sources = ["record"]
+    for kind, name in (("rejected", "rejected"), ("duplicate", "duplicates")):
+        if not counts[kind]:
+            continue
+        reader = _record_reader(source, header)
+        # Rows replaced by a row of a later activity were found after the run, by line:
+        # their original rows are read from their chunks' byte ranges.
+        later = (
+            _rows_by_line(journal, source, read, limits, meta, header)
+            if kind == "duplicate"
+            else {}
+        )
+        try:
+            path = run_dir / f"{name}.csv"
+            write_outcome_file(
+                path,
+                journal.outcomes(kind),
+                header=sources,
+                record_fields=lambda o, reader=reader, later=later: (
+                    reader(o.start_offset, o.end_offset)
+                    if o.start_offset is not None
+                    else later.get(o.line, [])
+                ),
+            )
+        finally:
+            reader.close()
+        files[name] = str(path)
+    if counts["failed"] > 0 or write_applied:
+        if header is None:
+            header = _header_of(source, read, limits, meta)
+        files.update(
+            _write_sent_rows(
+                journal, source, read, limits, meta, write_applied=write_applied, header=header
+            )
+        )
+    return files
+
+
+def _rows_by_line(
+    journal: Journal,
+    source: Path,
+    read: ReadOptions,
+    limits: ChunkLimits,
+    meta: dict[str, Any],
+    header: Header | None,
+) -> dict[int, list[str]]:
+    """The original fields of each duplicate that has no byte range (sent, then replaced by
+    a row of a later activity), by line. Only those rows are kept: O(such rows)."""
+    wanted = {o.line for o in journal.outcomes("duplicate") if o.start_offset is None}
+    found: dict[int, list[str]] = {}
+    if not wanted or header is None:
+        return found
+    if header.delimiter:
+        for chunk in journal.chunks():
+            if chunk.kind == "clear" or wanted.isdisjoint(chunk.lines):
+                continue
+            for line, fields in _records_in(
+                source, header, chunk.start_offset, chunk.end_offset, chunk.first_line
+            ):
+                if line in wanted:
+                    found[line] = fields
+        return found
+    # XML: the record as written is not kept by line; the row as it was sent stands for it.
+    lists = [item["uri"] for item in meta.get("lists", [])] or ["x"]
+    kind = "remove" if meta.get("command") == "remove" else "add"
+    for event in replay(source, read, limits, lists=lists, kind=kind):
+        if isinstance(event, PlannedChunk) and not wanted.isdisjoint(event.record.lines):
+            _sent_header, rows = chunk_rows(event.body, event.content_type)
+            for line, row in zip(event.record.lines, rows, strict=True):
+                if line in wanted:
+                    found[line] = row
+    return found
+
+
+def _header_of(
+    source: Path, read: ReadOptions, limits: ChunkLimits, meta: dict[str, Any]
+) -> Header | None:
+    lists = [item["uri"] for item in meta.get("lists", [])] or ["x"]
+    kind = "remove" if meta.get("command") == "remove" else "add"
+    planner = Planner(read, limits, lists=lists, kind=kind, path=str(source))
+    with source.open("rb") as handle:
+        while planner.header is None and (block := handle.read(1 << 16)):
+            planner.decode(block)
+        if planner.header is None:  # a file shorter than the encoding's sample
+            planner.flush()
+    return planner.header
+
+
+def _records_in(
+    source: Path, header: Header, start: int, end: int, first_line: int
+) -> Iterator[tuple[int, list[str]]]:
+    """The CSV records between two byte offsets, each with the physical line it starts on.
+
+    Lines are counted the way the stream counts them (CR, LF and CRLF each end one), so
+    they match the journal's.
+    """
+    with source.open("rb") as handle:
+        handle.seek(start)
+        text = handle.read(end - start).decode(header.encoding, errors="replace")
+    reader = csv_reader(text, header.delimiter)
+    consumed = 0
+    for fields in reader:
+        yield first_line + consumed, fields
+        consumed = reader.line_num
+
+
+def _write_sent_rows(
+    journal: Journal,
+    source: Path,
+    read: ReadOptions,
+    limits: ChunkLimits,
+    meta: dict[str, Any],
+    *,
+    write_applied: bool,
+    header: Header | None,
+) -> dict[str, str]:
+    """``failed.csv`` and ``applied.csv``: CSV rows copied from the source under its own
+    header (each chunk's byte range is read once); XML rows as they were sent."""
+    done = [c for c in journal.chunks(ChunkState.DONE) if c.kind != "clear"]
+    failed: dict[int, OutcomeRecord] = {o.line: o for o in journal.outcomes("failed")}
+    not_applied = {o.line for kind in ("rejected", "duplicate") for o in journal.outcomes(kind)}
+    run_dir = journal.run_dir
+    failed_rows: list[bytes] = []
+    applied_rows: list[bytes] = []
+    columns: list[str] = []
+    if header is not None and header.delimiter:
+        columns = list(header.sources)
+        for chunk in done:
+            complete = chunk.status == "COMPLETE"
+            wanted = {
+                line
+                for line in chunk.lines
+                if line not in not_applied and (line in failed or (write_applied and complete))
+            }
+            if not wanted:
+                continue
+            for line, fields in _records_in(
+                source, header, chunk.start_offset, chunk.end_offset, chunk.first_line
+            ):
+                if line not in wanted:
+                    continue
+                outcome = failed.get(line)
+                if outcome is not None:
+                    failed_rows.append(_csv_row([line, outcome.reason, "", "", *fields]))
+                else:
+                    applied_rows.append(_csv_row([line, *fields]))
+    else:
+        lists = [item["uri"] for item in meta.get("lists", [])]
+        kind = "remove" if meta.get("command") == "remove" else "add"
+        by_seq = {c.seq: c for c in done}
+        for event in replay(source, read, limits, lists=lists, kind=kind):
+            if not isinstance(event, PlannedChunk) or event.record.seq not in by_seq:
+                continue
+            complete = by_seq[event.record.seq].status == "COMPLETE"
+            sent_header, rows = chunk_rows(event.body, event.content_type)
+            columns = columns or sent_header
+            for line, row in zip(event.record.lines, rows, strict=True):
+                if line in not_applied:
+                    continue
+                outcome = failed.get(line)
+                if outcome is not None:
+                    failed_rows.append(_csv_row([line, outcome.reason, "", "", *row]))
+                elif write_applied and complete:
+                    applied_rows.append(_csv_row([line, *row]))
+    files: dict[str, str] = {}
+    if failed_rows:
+        path = run_dir / "failed.csv"
+        head = _csv_row(["line", "reason", "field", "replaced_by_line", *columns])
+        write_atomically(path, [head, *failed_rows])
+        files["failed"] = str(path)
+    if write_applied:
+        path = run_dir / "applied.csv"
+        write_atomically(path, [_csv_row(["line", *columns]), *applied_rows])
+        files["applied"] = str(path)
+    return files
+
+
+def _csv_row(values: Sequence[Any]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue().encode("utf-8")
