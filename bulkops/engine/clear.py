@@ -13,14 +13,14 @@ import trio
 from bulkops.engine.chunks import ChunkState
 from bulkops.engine.client import Client, QuotaExhausted
 from bulkops.engine.import_options import ImportOptions
-from bulkops.engine.import_run import ImportRun, finish, quota_message, resolve_run_lists
+from bulkops.engine.import_run import ImportRun, finish, quota_message, start_run
 from bulkops.engine.journal import ChunkRecord
 from bulkops.engine.ledger import ImportReport
 from bulkops.engine.lists import ResolvedList
 from bulkops.engine.planner import PlannedChunk
 from bulkops.engine.progress import Reporter
-from bulkops.engine.rundirs import default_run_dir, mark_not_started, open_new_run
-from bulkops.errors import BulkOpsError, single_errors
+from bulkops.engine.rundirs import default_run_dir
+from bulkops.errors import single_errors
 from bulkops.wire.activity import ActivityType
 
 __all__ = ["execute_clear", "run_clear"]
@@ -89,28 +89,13 @@ async def run_clear(
     """Remove every member of the given lists with one CLEAR_CONTACTS_FROM_LISTS activity."""
     options = ImportOptions(kind="add", lists=tuple(lists))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(None, "clear")
-    journal, lock = open_new_run(directory)
-    try:
-        journal.set_meta(command="clear", state="running")
-        run = ImportRun(
-            client=client,
-            journal=journal,
-            options=options,
-            lists=[],
-            source=None,
-            reporter=reporter,
-            stop=stop,
-        )
-        quota = await resolve_run_lists(run)
-        journal.set_meta(
-            input=None, options=options.to_meta(), account=client.account_url, rows_read=0
-        )
-        if quota is not None:
-            return finish(run, state="interrupted", message=quota_message(run, quota))
-        return await execute_clear(run)
-    except BulkOpsError as exc:
-        mark_not_started(journal, exc)
-        raise
-    finally:
-        journal.close()
-        lock.release()
+    return await start_run(
+        client,
+        directory,
+        options=options,
+        source=None,
+        meta={"command": "clear", "input": None, "rows_read": 0},
+        execute=execute_clear,
+        reporter=reporter,
+        stop=stop,
+    )

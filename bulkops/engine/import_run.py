@@ -31,8 +31,9 @@ sent before that one has finished.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -55,13 +56,20 @@ from bulkops.engine.planner import PlannedChunk, PlannedOutcome, Planner
 from bulkops.engine.posting import ChunkPoster
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
 from bulkops.engine.repeats import find_repeated_emails
-from bulkops.engine.rundirs import command_name
+from bulkops.engine.rundirs import command_name, mark_not_started, open_new_run
 from bulkops.engine.tracker import ActivityTracker
-from bulkops.errors import ActivityStalled, InputError, single_errors
+from bulkops.errors import ActivityStalled, BulkOpsError, InputError, single_errors
 from bulkops.wire.activity import ActivityStatus
 from bulkops.wire.model import Activity
 
-__all__ = ["ImportRun", "execute", "finish", "quota_message", "resolve_run_lists"]
+__all__ = [
+    "ImportRun",
+    "execute",
+    "finish",
+    "quota_message",
+    "resolve_run_lists",
+    "start_run",
+]
 
 _BLOCK = 1 << 20
 
@@ -522,6 +530,56 @@ def _show_final(counters: Counters, counts: OutcomeCounts) -> None:
     counters.rows_failed = counts.failed
     counters.rows_rejected = counts.rejected
     counters.rows_duplicate = counts.duplicate
+
+
+async def start_run(
+    client: Client,
+    directory: Path,
+    *,
+    options: ImportOptions,
+    source: Path | None,
+    meta: dict[str, Any],
+    execute: Callable[[ImportRun], Awaitable[ImportReport]],
+    reporter: Reporter | None = None,
+    stop: trio.Event | None = None,
+) -> ImportReport:
+    """Start a new run in ``directory`` (an import, a remove or a clear) and run it.
+
+    The journal gets ``meta`` (its ``command`` and input) and the options first, then the
+    lists; a run that fails before it sends anything is marked as never started, so the
+    corrected command may take the directory again.
+
+    Returns:
+        ``execute(run)``'s report, or an interrupted run's when the request budget ran out
+        while finding the lists.
+
+    Raises:
+        ConfigError: the directory is in use or holds a run; unknown lists; ...
+    """
+    journal, lock = open_new_run(directory)
+    try:
+        journal.set_meta(
+            **meta, options=options.to_meta(), account=client.account_url, state="running"
+        )
+        run = ImportRun(
+            client=client,
+            journal=journal,
+            options=options,
+            lists=[],
+            source=source,
+            reporter=reporter,
+            stop=stop,
+        )
+        quota = await resolve_run_lists(run)
+        if quota is not None:
+            return finish(run, state="interrupted", message=quota_message(run, quota))
+        return await execute(run)
+    except BulkOpsError as exc:
+        mark_not_started(journal, exc)
+        raise
+    finally:
+        journal.close()
+        lock.release()
 
 
 async def resolve_run_lists(run: ImportRun) -> QuotaExhausted | None:

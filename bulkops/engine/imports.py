@@ -18,7 +18,14 @@ import trio
 from bulkops.engine.clear import execute_clear, run_clear
 from bulkops.engine.client import Client, same_account
 from bulkops.engine.import_options import ImportOptions
-from bulkops.engine.import_run import ImportRun, execute, finish, quota_message, resolve_run_lists
+from bulkops.engine.import_run import (
+    ImportRun,
+    execute,
+    finish,
+    quota_message,
+    resolve_run_lists,
+    start_run,
+)
 from bulkops.engine.journal import Journal
 from bulkops.engine.ledger import ImportReport
 from bulkops.engine.lists import ResolvedList
@@ -29,10 +36,8 @@ from bulkops.engine.rundirs import (
     RunLock,
     command_name,
     default_run_dir,
-    mark_not_started,
-    open_new_run,
 )
-from bulkops.errors import BulkOpsError, ConfigError, InputError
+from bulkops.errors import ConfigError, InputError
 from bulkops.stream.options import ChunkLimits
 
 __all__ = [
@@ -75,40 +80,27 @@ async def run_import(
     source = Path(path)
     if not source.is_file():  # noqa: ASYNC240 - one stat before the run starts
         raise InputError("no such file", path=str(source))
-    directory = Path(run_dir) if run_dir is not None else default_run_dir(source, options.kind)
-    journal, lock = open_new_run(directory)
     try:
-        journal.set_meta(
-            command=command_name(options.kind),
-            input=str(source.resolve()),  # noqa: ASYNC240
-            state="running",
-        )
-        run = ImportRun(
-            client=client,
-            journal=journal,
-            options=options,
-            lists=[],
-            source=source,
-            reporter=reporter,
-            stop=stop,
-        )
-        quota = await resolve_run_lists(run)
         size, digest = input_digest(source)
-        journal.set_meta(
-            input_size=size,
-            input_digest=digest,
-            options=options.to_meta(),
-            account=client.account_url,
-        )
-        if quota is not None:
-            return finish(run, state="interrupted", message=quota_message(run, quota))
-        return await execute(run)
-    except BulkOpsError as exc:
-        mark_not_started(journal, exc)
-        raise
-    finally:
-        journal.close()
-        lock.release()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=str(source)) from None
+    directory = Path(run_dir) if run_dir is not None else default_run_dir(source, options.kind)
+    meta = {
+        "command": command_name(options.kind),
+        "input": str(source.resolve()),  # noqa: ASYNC240 - before the run starts
+        "input_size": size,
+        "input_digest": digest,
+    }
+    return await start_run(
+        client,
+        directory,
+        options=options,
+        source=source,
+        meta=meta,
+        execute=execute,
+        reporter=reporter,
+        stop=stop,
+    )
 
 
 async def resume_run(
