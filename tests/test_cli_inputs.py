@@ -5,18 +5,30 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_cli_import import bulkops
+from tests.clikit import bulkops, served
 
 HEADER = "Email Address,First Name,Notes\n"
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+def _import(
+    tmp_path: Path,
+    source: Path | str,
+    *extra: str,
+    run_dir: Path | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+) -> subprocess.CompletedProcess[str]:
+    """``bulkops import SOURCE --list L EXTRA --run-dir RUN_DIR`` (default ``tmp_path/run``)
+    on the embedded server, with ``BULKOPS_HOME`` at ``tmp_path/home``."""
+    run_dir = run_dir if run_dir is not None else tmp_path / "run"
+    args = ["import", str(source), "--list", "L", *extra, "--run-dir", str(run_dir)]
+    return bulkops(*args, home=tmp_path / "home", stdin=stdin)
 
 
 def _rows(start: int, stop: int) -> str:
@@ -43,16 +55,7 @@ def test_a_huge_field_is_rejected_and_the_rest_imported(tmp_path: Path, size: in
         encoding="utf-8",
     )
     run_dir = tmp_path / "run"
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--create-lists",
-        "--run-dir",
-        str(run_dir),
-        home=tmp_path / "home",
-    )
+    result = _import(tmp_path, source, "--create-lists", run_dir=run_dir)
     _assert_no_traceback(result)
     assert result.returncode == 2, result.stderr
     assert _counts(run_dir) == {
@@ -80,17 +83,7 @@ def test_dry_run_of_a_huge_field_plans_without_crashing(tmp_path: Path) -> None:
     """``--dry-run`` over a 200,000-character field rejects that row and plans the rest."""
     source = tmp_path / "big.csv"
     source.write_text(HEADER + _rows(0, 30) + "big@example.org,Big," + "y" * 200_000 + "\n")
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--dry-run",
-        "--json",
-        "--run-dir",
-        str(tmp_path / "dry"),
-        home=tmp_path / "home",
-    )
+    result = _import(tmp_path, source, "--dry-run", "--json", run_dir=tmp_path / "dry")
     _assert_no_traceback(result)
     assert result.returncode == 2, result.stderr
     plan = json.loads(result.stdout)["plan"]
@@ -110,17 +103,13 @@ def test_a_huge_ignored_field_in_applied_rows_is_copied(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     run_dir = tmp_path / "run"
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
+    result = _import(
+        tmp_path,
+        source,
         "--create-lists",
         "--ignore-unknown-columns",
         "--write-applied",
-        "--run-dir",
-        str(run_dir),
-        home=tmp_path / "home",
+        run_dir=run_dir,
     )
     _assert_no_traceback(result)
     assert result.returncode == 0, result.stderr
@@ -144,18 +133,8 @@ def test_a_huge_ignored_field_in_applied_rows_is_copied(tmp_path: Path) -> None:
 )
 def test_limits_too_small_are_usage_errors(tmp_path: Path, option: list[str], message: str) -> None:
     """``--max-bytes 100`` and ``--max-rows 10`` exit 64 with what the minimum is."""
-    source = Path(__file__).parent.parent / "samples" / "contacts.csv"
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--create-lists",
-        *option,
-        "--run-dir",
-        str(tmp_path / "run"),
-        home=tmp_path / "home",
-    )
+    source = SAMPLES / "contacts.csv"
+    result = _import(tmp_path, source, "--create-lists", *option)
     _assert_no_traceback(result)
     assert result.returncode == 64, result.stderr
     assert message in result.stderr
@@ -167,7 +146,7 @@ def test_a_tiny_byte_limit_is_a_config_error_not_a_crash() -> None:
     from bulkops.errors import ConfigError
     from bulkops.stream.options import ChunkLimits, ReadOptions
 
-    data = (Path(__file__).parent.parent / "samples" / "contacts.csv").read_bytes()
+    data = (SAMPLES / "contacts.csv").read_bytes()
     planner = Planner(
         ReadOptions(), ChunkLimits(max_bytes=100), lists=["u"], kind="add", path="c.csv"
     )
@@ -188,19 +167,15 @@ def test_limits_over_the_api_maximum_are_lowered_with_a_note(tmp_path: Path) -> 
         "Email Address,First Name\n" + "".join(f"m{i}@example.org,F{i}\n" for i in range(45_000))
     )
     run_dir = tmp_path / "run"
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
+    result = _import(
+        tmp_path,
+        source,
         "--create-lists",
         "--max-rows",
         "50000",
         "--max-bytes",
         "9999999",
-        "--run-dir",
-        str(run_dir),
-        home=tmp_path / "home",
+        run_dir=run_dir,
     )
     _assert_no_traceback(result)
     assert result.returncode == 0, result.stderr
@@ -218,16 +193,7 @@ def test_resume_refuses_new_limits_once_chunks_were_accepted(tmp_path: Path) -> 
     source.write_text(HEADER + _rows(0, 120))
     run_dir = tmp_path / "run"
     home = tmp_path / "home"
-    first = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--create-lists",
-        "--run-dir",
-        str(run_dir),
-        home=home,
-    )
+    first = _import(tmp_path, source, "--create-lists", run_dir=run_dir)
     assert first.returncode == 0, first.stderr
     again = bulkops("resume", str(run_dir), "--max-rows", "60", home=home)
     _assert_no_traceback(again)
@@ -237,60 +203,21 @@ def test_resume_refuses_new_limits_once_chunks_were_accepted(tmp_path: Path) -> 
     assert _counts(run_dir)["applied"] == 120
 
 
-def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    accounts = tmp_path / "accounts"
-    accounts.write_text("lim:pw-lim:key-lim\n")
-    log = tmp_path / "server.log"
-    with log.open("wb") as handle:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bulkops",
-                "serve",
-                "--port",
-                "0",
-                "--db",
-                str(tmp_path / "server.db"),
-                "--accounts-file",
-                str(accounts),
-                *extra,
-            ],
-            stderr=handle,
-            stdout=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        text = log.read_text()
-        if "serving the API at " in text:
-            return proc, text.split("serving the API at ", 1)[1].split("/ws/", 1)[0]
-        time.sleep(0.05)  # waiting for another process to start, not timing a result
-    proc.kill()
-    raise AssertionError("server did not start:\n" + log.read_text())
-
-
 def test_resume_cuts_the_rows_again_when_the_server_refused_the_first(tmp_path: Path) -> None:
     """A server allowing 100 rows per activity refuses ``--max-rows 200``; ``resume
     --max-rows 100`` cuts the file again and finishes the run."""
-    proc, origin = _serve(tmp_path, "--max-activity-rows", "100")
-    try:
+    accounts = tmp_path / "accounts"
+    accounts.write_text("lim:pw-lim:key-lim\n")
+    limits = ("--accounts-file", str(accounts), "--max-activity-rows", "100")
+    with served(tmp_path / "server.db", tmp_path / "home", *limits) as origin:
         env = {
-            **os.environ,
-            "BULKOPS_HOME": str(tmp_path / "home"),
             "BULKOPS_USERNAME": "lim",
             "BULKOPS_API_KEY": "key-lim",
             "BULKOPS_PASSWORD": "pw-lim",
         }
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "bulkops", *args, "--server", origin, "--quiet"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            return bulkops(*args, "--server", origin, "--quiet", home=tmp_path / "home", env=env)
 
         source = tmp_path / "in.csv"
         source.write_text(HEADER + _rows(0, 450))
@@ -316,9 +243,6 @@ def test_resume_cuts_the_rows_again_when_the_server_refused_the_first(tmp_path: 
         report = json.loads((run_dir / "report.json").read_text())
         assert report["counts"]["applied"] == 450
         assert all(a["rows"] <= 100 for a in report["activities"])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 # -- observation 8: which spelling wins ---------------------------------------------------------
@@ -336,17 +260,7 @@ def test_the_last_row_wins_its_spelling_too(tmp_path: Path, chunking: list[str])
         + "".join(f"k{i}@example.org,K{i}\n" for i in range(100, 130))
     )
     home = tmp_path / "home"
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--create-lists",
-        *chunking,
-        "--run-dir",
-        str(tmp_path / "run"),
-        home=home,
-    )
+    result = _import(tmp_path, source, "--create-lists", *chunking)
     assert result.returncode == 2, result.stderr  # the first row is a duplicate
     db = sqlite3.connect(home / "server.db")
     try:
@@ -372,17 +286,7 @@ def test_duplicates_replaced_in_a_later_activity_keep_their_row(
         + "case.demo@example.org,Last\n"
     )
     run_dir = tmp_path / "run"
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--create-lists",
-        *chunking,
-        "--run-dir",
-        str(run_dir),
-        home=tmp_path / "home",
-    )
+    result = _import(tmp_path, source, "--create-lists", *chunking, run_dir=run_dir)
     assert result.returncode == 2, result.stderr
     with (run_dir / "duplicates.csv").open(newline="", encoding="utf-8") as handle:
         (row,) = list(csv.DictReader(handle))
@@ -393,47 +297,23 @@ def test_duplicates_replaced_in_a_later_activity_keep_their_row(
 # -- observation 12: standard input ---------------------------------------------------------------
 
 
-def _bulkops_stdin(data: bytes, *args: str, home: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "BULKOPS_HOME": str(home)}
-    for name in ("BULKOPS_SERVER", "BULKOPS_USERNAME", "BULKOPS_API_KEY", "BULKOPS_PASSWORD"):
-        env.pop(name, None)
-    return subprocess.run(
-        [sys.executable, "-m", "bulkops", *args],
-        input=data,
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_import_reads_standard_input_into_the_run_directory(tmp_path: Path) -> None:
     """``import -`` spools standard input into the run directory (0600); the journal
     names the copy, so ``resume`` and ``status`` work after stdin is gone."""
-    data = (Path(__file__).parent.parent / "samples" / "messy.csv").read_bytes()
+    sample = SAMPLES / "messy.csv"
     run_dir = tmp_path / "run"
-    home = tmp_path / "home"
-    result = _bulkops_stdin(
-        data,
-        "import",
-        "-",
-        "--list",
-        "L",
-        "--create-lists",
-        "--run-dir",
-        str(run_dir),
-        home=home,
-    )
-    assert b"Traceback" not in result.stderr, result.stderr
+    with sample.open("rb") as stdin:
+        result = _import(tmp_path, "-", "--create-lists", stdin=stdin.fileno())
+    _assert_no_traceback(result)
     assert result.returncode == 2, result.stderr
     spooled = run_dir / "stdin.input"
-    assert spooled.read_bytes() == data
+    assert spooled.read_bytes() == sample.read_bytes()
     assert spooled.stat().st_mode & 0o077 == 0
     report = json.loads((run_dir / "report.json").read_text())
     assert report["input"] == str(spooled)
     assert report["counts"]["applied"] == 36
     assert (run_dir / "rejected.csv").exists()
-    again = bulkops("resume", str(run_dir), home=home)
+    again = bulkops("resume", str(run_dir), home=tmp_path / "home")
     _assert_no_traceback(again)
     assert again.returncode == 2, again.stderr
     assert _counts(run_dir)["applied"] == 36
@@ -441,19 +321,8 @@ def test_import_reads_standard_input_into_the_run_directory(tmp_path: Path) -> N
 
 def test_dry_run_of_standard_input(tmp_path: Path) -> None:
     """``import - --dry-run`` plans what was piped in."""
-    data = (Path(__file__).parent.parent / "samples" / "contacts.csv").read_bytes()
-    result = _bulkops_stdin(
-        data,
-        "import",
-        "-",
-        "--list",
-        "L",
-        "--dry-run",
-        "--json",
-        "--run-dir",
-        str(tmp_path / "dry"),
-        home=tmp_path / "home",
-    )
+    with (SAMPLES / "contacts.csv").open("rb") as stdin:
+        result = _import(tmp_path, "-", "--dry-run", "--json", stdin=stdin.fileno())
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["plan"]["rows_to_send"] == 120
 
@@ -463,18 +332,7 @@ def test_dry_run_of_standard_input(tmp_path: Path) -> None:
 
 def _dry_run(tmp_path: Path, source: Path, *extra: str) -> tuple[dict[str, object], Path]:
     run_dir = tmp_path / f"dry-{source.stem}"
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--dry-run",
-        "--json",
-        "--run-dir",
-        str(run_dir),
-        *extra,
-        home=tmp_path / "home",
-    )
+    result = _import(tmp_path, source, "--dry-run", "--json", *extra, run_dir=run_dir)
     _assert_no_traceback(result)
     assert result.returncode in (0, 2), result.stderr
     plan: dict[str, object] = json.loads(result.stdout)["plan"]
@@ -507,16 +365,7 @@ def test_a_header_cell_holding_a_nul_is_refused(tmp_path: Path) -> None:
     """``First\\0Name`` is not silently taken for FIRST NAME: exit 4, naming the cell."""
     source = tmp_path / "nul.csv"
     source.write_bytes(b"Email Address,First\0Name\nn@example.org,Nul\n")
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--dry-run",
-        "--run-dir",
-        str(tmp_path / "r"),
-        home=tmp_path / "home",
-    )
+    result = _import(tmp_path, source, "--dry-run", run_dir=tmp_path / "r")
     _assert_no_traceback(result)
     assert result.returncode == 4, result.stderr
     assert "control character U+0000" in result.stderr
@@ -528,16 +377,7 @@ def test_utf16_without_a_bom_is_not_taken_for_utf8(tmp_path: Path) -> None:
     the message names the encoding to give."""
     source = tmp_path / "u16.csv"
     source.write_bytes(("Email Address,First Name\n" + "a@example.org,A\n").encode("utf-16-le"))
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--dry-run",
-        "--run-dir",
-        str(tmp_path / "r"),
-        home=tmp_path / "home",
-    )
+    result = _import(tmp_path, source, "--dry-run", run_dir=tmp_path / "r")
     _assert_no_traceback(result)
     if result.returncode == 4:  # until the encoding is detected (see the xfail below)
         assert "--encoding utf-16-le" in result.stderr
@@ -583,16 +423,7 @@ def test_an_excel_cp1252_file_is_named_in_the_summary(tmp_path: Path) -> None:
     rows = "".join(f"e{i}@example.org,Zoë {i},Müller\n" for i in range(60))
     source.write_bytes(("Email Address,First Name,Last Name\n" + rows).encode("cp1252"))
     run_dir = tmp_path / "run"
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--create-lists",
-        "--run-dir",
-        str(run_dir),
-        home=tmp_path / "home",
-    )
+    result = _import(tmp_path, source, "--create-lists", run_dir=run_dir)
     _assert_no_traceback(result)
     assert result.returncode == 0, result.stderr
     named = [line for line in result.stdout.splitlines() if str(tmp_path) not in line]
@@ -659,16 +490,7 @@ def test_a_100000_column_header_gives_a_short_error(tmp_path: Path) -> None:
     source = tmp_path / "wide.csv"
     names = ",".join(f"Col{i}" for i in range(100_000))
     source.write_text(f"Email Address,{names}\na@example.org" + "," * 100_000 + "\n")
-    result = bulkops(
-        "import",
-        str(source),
-        "--list",
-        "L",
-        "--dry-run",
-        "--run-dir",
-        str(tmp_path / "r"),
-        home=tmp_path / "home",
-    )
+    result = _import(tmp_path, source, "--dry-run", run_dir=tmp_path / "r")
     _assert_no_traceback(result)
     assert result.returncode == 4, result.stderr
     assert len(result.stderr) < 1500, result.stderr[:2000]
