@@ -359,6 +359,17 @@ def test_a_file_that_cannot_be_imported_raises_with_its_line(
     assert words in caught.value.message
 
 
+def test_the_email_table_is_freed_once_the_input_ends() -> None:
+    """After flush the email table's slots are released (its counts stay in statistics)."""
+    pipeline = Pipeline(PipelineOptions(lists=LISTS, min_rows=1))
+    pipeline.decode(b"Email\na@x.org\nb@x.org\n")
+    chunker = pipeline._source._chunker  # type: ignore[union-attr]
+    assert chunker.table._slots
+    pipeline.flush()
+    assert not chunker.table._slots
+    assert pipeline.statistics().unique_emails == 2
+
+
 def test_flushing_twice_is_an_error() -> None:
     """The pipeline is spent after flush."""
     pipeline = Pipeline(PipelineOptions(lists=LISTS))

@@ -319,6 +319,7 @@ class Chunker:
         self._emit_pending(events)
         if last.alive:
             events.append(self._finalize(last))
+        self._table.release()  # every email is registered: the table's work is done
 
     # -- filling --------------------------------------------------------------------------
 
