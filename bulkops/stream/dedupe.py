@@ -91,7 +91,7 @@ class EmailTable:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the slots (once :meth:`release`\ d, what they held then)."""
+        """Bytes held by the slots (after :meth:`release`, what they held before it)."""
         return SLOT_BYTES * len(self._slots) or self._released_bytes
 
     def release(self) -> None:
