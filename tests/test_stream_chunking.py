@@ -88,13 +88,13 @@ def test_chunks_keep_every_rule_whatever_the_batches(
     email_of = {line: email.lower() for line, (email, _) in enumerate(rows, 2)}
     last_chunk: dict[str, int] = {}
     for chunk in chunks:
-        assert 0 < chunk.rows == len(chunk.lines) <= options.max_rows
-        assert chunk.data_bytes <= options.max_bytes
-        if len(lines) >= options.min_rows:
-            assert chunk.rows >= options.min_rows
+        assert 0 < chunk.rows == len(chunk.lines) <= options.limits.max_rows
+        assert chunk.data_bytes <= options.limits.max_bytes
+        if len(lines) >= options.limits.min_rows:
+            assert chunk.rows >= options.limits.min_rows
         fields = form_fields(chunk)
         data = fields["data"][0]
-        assert chunk.data_bytes == len(data) or options.form == "urlencoded"
+        assert chunk.data_bytes == len(data) or options.limits.form == "urlencoded"
         assert [u.decode() for u in fields["lists"]] == list(LISTS)
         table = data_rows(data)
         assert tuple(table[0]) == chunk.columns

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -84,3 +85,18 @@ def test_chunk_codes_count_back_without_ambiguity_within_a_period() -> None:
     for seq in (0, 5, 4094, 4095, 10_000):
         for back in (1, 17, CODE_PERIOD - 1):
             assert code_distance(chunk_code(seq + back), chunk_code(seq)) == back
+
+
+def test_a_released_table_keeps_its_counts_and_frees_its_slots() -> None:
+    """After ``release`` the slots are gone, the counts stay, and an insert is refused."""
+    table = EmailTable(capacity=10_000)
+    table.insert([f"user{i}@example.com".encode() for i in range(5_000)], chunk_code(0))
+    size = table.nbytes
+    table.release()
+    assert len(table) == 5_000
+    assert table.nbytes == size > 0
+    assert len(table._slots) == 0
+    with pytest.raises(RuntimeError, match="released"):
+        table.insert([b"late@example.com"], chunk_code(1))
+    with pytest.raises(RuntimeError, match="released"):
+        table.reserve(20_000)

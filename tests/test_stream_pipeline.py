@@ -53,9 +53,9 @@ def run(data: bytes, options: PipelineOptions, points: Sequence[int] = ()) -> li
 def reference(data: bytes, options: PipelineOptions) -> tuple[list[Record], dict[int, Record]]:
     """(valid records, rejected records by line) as the simple reading sees them."""
     decoder = CsvDecoder(
-        encoding=options.encoding,
-        delimiter=options.delimiter,
-        max_record_bytes=options.max_record_bytes,
+        encoding=options.read.encoding,
+        delimiter=options.read.delimiter,
+        max_record_bytes=options.read.max_record_bytes,
     )
     records = decoder.decode(data) + decoder.flush()
     start = 0
@@ -64,8 +64,8 @@ def reference(data: bytes, options: PipelineOptions) -> tuple[list[Record], dict
     header = records[start]
     columns = map_header(
         header.fields,
-        mapping=options.mapping,
-        ignore_unknown=options.ignore_unknown,
+        mapping=options.read.mapping,
+        ignore_unknown=options.read.ignore_unknown,
         kind=options.kind,
         line=header.line,
     )
@@ -109,8 +109,8 @@ def check_against_reference(data: bytes, options: PipelineOptions, events: list[
         assert (event.start_offset, event.end_offset) == (source.start_offset, source.end_offset)
     columns = map_header(
         header.sources,
-        mapping=options.mapping,
-        ignore_unknown=options.ignore_unknown,
+        mapping=options.read.mapping,
+        ignore_unknown=options.read.ignore_unknown,
         kind=options.kind,
     )
     by_line = {r.line: r for r in valid}
@@ -128,10 +128,10 @@ def check_against_reference(data: bytes, options: PipelineOptions, events: list[
     last = {email[line]: line for line in sorted(email)}
     assert set(last.values()) <= set(sent)
     for chunk in chunks:
-        assert chunk.rows <= options.max_rows
-        assert chunk.data_bytes <= options.max_bytes
-        if len(sent) >= options.min_rows:
-            assert chunk.rows >= options.min_rows
+        assert chunk.rows <= options.limits.max_rows
+        assert chunk.data_bytes <= options.limits.max_bytes
+        if len(sent) >= options.limits.min_rows:
+            assert chunk.rows >= options.limits.min_rows
         fields = form_fields(chunk)
         rows = data_rows(fields["data"][0])
         assert tuple(rows[0]) == chunk.columns == header.sent
@@ -357,6 +357,17 @@ def test_a_file_that_cannot_be_imported_raises_with_its_line(
         run(raw, PipelineOptions(lists=LISTS))
     assert (caught.value.line, caught.value.field) == (line, field)
     assert words in caught.value.message
+
+
+def test_the_email_table_is_freed_once_the_input_ends() -> None:
+    """After flush the email table's slots are released (its counts stay in statistics)."""
+    pipeline = Pipeline(PipelineOptions(lists=LISTS, min_rows=1))
+    pipeline.decode(b"Email\na@x.org\nb@x.org\n")
+    chunker = pipeline._source._chunker  # type: ignore[union-attr]
+    assert chunker.table._slots
+    pipeline.flush()
+    assert not chunker.table._slots
+    assert pipeline.statistics().unique_emails == 2
 
 
 def test_flushing_twice_is_an_error() -> None:

@@ -29,15 +29,17 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import trio
-
-from bulkops.engine.client import Client, ClientConfig, Credentials, RetryNotice, open_client
 from bulkops.engine.ledger import ImportReport
 from bulkops.engine.progress import JsonReporter, Reporter, make_reporter
 from bulkops.engine.report import summary
 from bulkops.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used: a dry run needs neither trio nor httpx
+    import trio
+
+    from bulkops.engine.client import Client, ClientConfig, Credentials, RetryNotice
 
 __all__ = [
     "add_confirmation_argument",
@@ -115,6 +117,8 @@ _CREDENTIAL_VARIABLES = ("BULKOPS_USERNAME", "BULKOPS_API_KEY", "BULKOPS_PASSWOR
 
 
 def _from_file(path: Path) -> Credentials:
+    from bulkops.engine.client import Credentials
+
     credentials = Credentials.from_file(path)
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -130,6 +134,8 @@ def _from_file(path: Path) -> Credentials:
 
 
 def _credentials(args: argparse.Namespace, *, embedded: bool) -> Credentials:
+    from bulkops.engine.client import Credentials
+
     if embedded:
         given = [name for name in _CREDENTIAL_VARIABLES if os.environ.get(name)]
         if args.credentials_file is not None:
@@ -154,6 +160,8 @@ def _credentials(args: argparse.Namespace, *, embedded: bool) -> Credentials:
 
 
 def _client_config(args: argparse.Namespace, server: str, *, embedded: bool) -> ClientConfig:
+    from bulkops.engine.client import ClientConfig
+
     stall_timeout = getattr(args, "stall_timeout", None)
     try:
         return ClientConfig(
@@ -189,6 +197,10 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Client]:
         ConfigError: a server URL that cannot work, missing credentials, or credentials
             without a server.
     """
+    import trio
+
+    from bulkops.engine.client import open_client
+
     server: str | None = args.server
     if server is not None and not server.strip():
         server = None
@@ -221,6 +233,7 @@ def run_with_signals(
 ) -> T:
     """Run ``main(stop)`` under trio: the first SIGINT/SIGTERM sets ``stop`` (drain and
     finish what is in flight), the second cancels at once (the run stays resumable)."""
+    import trio
 
     async def wrapper() -> T:
         stop = trio.Event()

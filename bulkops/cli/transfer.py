@@ -10,10 +10,9 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import msgspec
-import trio
 
 from bulkops.cli.common import (
     add_connection_arguments,
@@ -23,7 +22,7 @@ from bulkops.cli.common import (
     run_with_signals,
 )
 from bulkops.engine.dry_run import dry_run
-from bulkops.engine.imports import ImportOptions, run_import
+from bulkops.engine.import_options import ImportOptions
 from bulkops.engine.journal import JOURNAL_NAME
 from bulkops.engine.ledger import ImportReport
 from bulkops.engine.progress import Reporter, make_reporter, silence_stdout
@@ -37,6 +36,9 @@ from bulkops.wire.activity import (
     DEFAULT_MAX_ACTIVITY_ROWS,
     MIN_ACTIVITY_ROWS,
 )
+
+if TYPE_CHECKING:
+    import trio
 
 __all__ = [
     "add_arguments",
@@ -351,6 +353,8 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         raise InputError("no such file", path=str(args.file))
     # Chosen here, so that the advice after a second Ctrl-C can name it.
     run_dir = args.run_dir if args.run_dir is not None else default_run_dir(args.file, kind)
+
+    from bulkops.engine.imports import run_import  # trio, httpx: not for a dry run
 
     async def main(stop):  # type: ignore[no-untyped-def]
         async with connect(args) as client:

@@ -49,7 +49,7 @@ import attrs
 
 from bulkops.errors import ConfigError
 from bulkops.stream.dedupe import CODE_PERIOD, EmailTable, chunk_code, code_distance
-from bulkops.stream.options import ChunkLimits, Form
+from bulkops.stream.options import ChunkLimits
 from bulkops.stream.records import Chunk, ChunkKind, Duplicate, Event, Rejected
 from bulkops.wire.activity import (
     ActivityType,
@@ -74,7 +74,8 @@ class ChunkOptions:
     """How rows are cut into activity requests: the activity's kind and lists, and the
     :class:`~bulkops.stream.options.ChunkLimits` (the very object the caller configured).
 
-    ``ChunkOptions(lists=..., max_rows=...)`` also takes the limits' fields by name.
+    ``ChunkOptions(lists=..., max_rows=...)`` also builds the limits from their fields by
+    name; they are read from :attr:`limits` (``options.limits.max_rows``).
 
     Attributes:
         kind: add (``SV_ADD``) or remove (``REMOVE_CONTACTS_FROM_LISTS``).
@@ -105,26 +106,6 @@ class ChunkOptions:
     def __attrs_post_init__(self) -> None:
         if not self.lists or not all(uri.strip() for uri in self.lists):
             raise ConfigError("an activity needs at least one list URI")
-
-    @property
-    def form(self) -> Form:
-        """The request encoding (from :attr:`limits`)."""
-        return self.limits.form
-
-    @property
-    def max_rows(self) -> int:
-        """Most data rows per chunk (from :attr:`limits`)."""
-        return self.limits.max_rows
-
-    @property
-    def max_bytes(self) -> int:
-        """Most bytes of ``data`` per chunk, as sent (from :attr:`limits`)."""
-        return self.limits.max_bytes
-
-    @property
-    def min_rows(self) -> int:
-        """Fewest rows per chunk when the input has that many (from :attr:`limits`)."""
-        return self.limits.min_rows
 
     @property
     def activity_type(self) -> ActivityType:
@@ -225,12 +206,12 @@ class Chunker:
         self._nul = nul_separated
         self._header = header
         self._columns = columns
-        self._urlencoded = options.form == "urlencoded"
+        self._urlencoded = options.limits.form == "urlencoded"
         self._header_bytes = self._size(header)
-        if self._header_bytes >= options.max_bytes:
+        if self._header_bytes >= options.limits.max_bytes:
             # Every row would be "too big" and the cutting loop could not make progress.
             raise ConfigError(
-                f"max_bytes ({options.max_bytes:,}) cannot hold even the data's header "
+                f"max_bytes ({options.limits.max_bytes:,}) cannot hold even the data's header "
                 f"({self._header_bytes:,} bytes) and a row"
             )
         self._table = EmailTable(capacity)
@@ -270,7 +251,7 @@ class Chunker:
         n = len(batch)
         if n == 0:
             return
-        opts = self._options
+        opts = self._options.limits
         outs = batch.outs
         prefix: list[int] | None = None
         i = 0
@@ -314,11 +295,12 @@ class Chunker:
         last = self._open
         if last.alive:
             self._register(last)
-        if last.alive and last.alive < self._options.min_rows and self._pending:
+        if last.alive and last.alive < self._options.limits.min_rows and self._pending:
             self._rebalance(self._pending[-1], last, events)
         self._emit_pending(events)
         if last.alive:
             events.append(self._finalize(last))
+        self._table.release()  # every email is registered: the table's work is done
 
     # -- filling --------------------------------------------------------------------------
 
@@ -338,7 +320,7 @@ class Chunker:
                 field=None,
                 reason=(
                     f"the row takes {self._size(batch.outs[i])} bytes, more than a request "
-                    f"may carry with its header ({self._options.max_bytes} bytes)"
+                    f"may carry with its header ({self._options.limits.max_bytes} bytes)"
                 ),
             )
         )
@@ -451,8 +433,8 @@ class Chunker:
             body, content_type, data_bytes = multipart_body_of_lines(
                 opts.activity_type.value, header, outs, opts.lists
             )
-        assert data_bytes <= opts.max_bytes, "byte limit broken"
-        assert len(outs) <= opts.max_rows, "row limit broken"
+        assert data_bytes <= opts.limits.max_bytes, "byte limit broken"
+        assert len(outs) <= opts.limits.max_rows, "row limit broken"
         assert b.seq == self._emitted, "chunks out of order"
         self._emitted += 1
         waits = tuple(sorted(w for w in b.waits if w < b.seq))
@@ -500,7 +482,7 @@ class Chunker:
     def _rebalance(self, p: _Building, f: _Building, events: list[Event]) -> None:
         """Make the short last chunk ``f`` reach ``min_rows``: merge it into the chunk
         before it, or move rows from that chunk's end into it."""
-        opts = self._options
+        opts = self._options.limits
         prows, frows = p.batch, f.batch
         f_emails = {
             email: line

@@ -91,8 +91,8 @@ class CsvRows:
     def __init__(self, options: SourceOptions, text: Transcoder) -> None:
         self._options = options
         self._text = text
-        self._delimiter = normalize_delimiter(options.delimiter)
-        self._max_record = options.max_record_bytes
+        self._delimiter = normalize_delimiter(options.read.delimiter)
+        self._max_record = options.read.max_record_bytes
         self._buf = b""
         self._line = 1
         self._src = 0  # source offset of _buf[0] (passthrough) or of _buf[_src_pos]
@@ -257,8 +257,8 @@ class CsvRows:
         opts = self._options
         columns = map_header(
             cells,
-            mapping=opts.mapping,
-            ignore_unknown=opts.ignore_unknown,
+            mapping=opts.read.mapping,
+            ignore_unknown=opts.read.ignore_unknown,
             kind=opts.kind,
             line=self._line,
         )

@@ -84,14 +84,25 @@ class EmailTable:
     def __init__(self, capacity: int = 0) -> None:
         self._slots = _zeros(_slots_for(capacity))
         self._count = 0
+        self._released_bytes = 0
 
     def __len__(self) -> int:
         return self._count
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the slots."""
-        return SLOT_BYTES * len(self._slots)
+        """Bytes held by the slots (after :meth:`release`, what they held before it)."""
+        return SLOT_BYTES * len(self._slots) or self._released_bytes
+
+    def release(self) -> None:
+        """Free the slots: the input has ended and nothing will be inserted any more.
+
+        ``len()`` and :attr:`nbytes` keep their values (a run's statistics report them);
+        :meth:`insert` must not be called afterwards. At 2 M emails this returns ~28 MB
+        before a caller's next step (the dry run reads the file a second time).
+        """
+        self._released_bytes = self.nbytes
+        self._slots = array("Q")
 
     def reserve(self, count: int) -> None:
         """Make room for ``count`` distinct emails in all, at once (no growth in steps)."""
@@ -113,6 +124,8 @@ class EmailTable:
         Raises:
             InputError: more than :data:`MAX_EMAILS` distinct emails.
         """
+        if self._released_bytes:
+            raise RuntimeError("the email table was released")
         self._reserve(len(emails))
         slots = self._slots
         n = len(slots)
@@ -169,6 +182,8 @@ class EmailTable:
             self._resize(_slots_for(int(len(self._slots) * _GROWTH * _LOAD)))
 
     def _resize(self, n: int) -> None:
+        if self._released_bytes:
+            raise RuntimeError("the email table was released")
         old = self._slots
         slots = _zeros(n)
         for s in filter(None, old):

@@ -38,7 +38,7 @@ import attrs
 from bulkops.errors import ConfigError, InputError
 from bulkops.stream.chunking import ChunkOptions
 from bulkops.stream.csvrows import CsvRows
-from bulkops.stream.options import ChunkLimits, Form, Format, ReadOptions
+from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.stream.records import ChunkKind, Event, PipelineStatistics
 from bulkops.stream.sources import RowSource, Tally
 from bulkops.stream.text import Transcoder
@@ -61,10 +61,11 @@ _LIMIT_FIELDS = frozenset(attrs.fields_dict(ChunkLimits))
 class PipelineOptions:
     """Everything that decides how an input becomes chunks (same options, same chunks).
 
-    ``PipelineOptions(lists=..., encoding=..., max_rows=...)`` also takes the fields of
+    ``PipelineOptions(lists=..., encoding=..., max_rows=...)`` also builds its
     :class:`~bulkops.stream.options.ReadOptions` and
-    :class:`~bulkops.stream.options.ChunkLimits` by name, and reads them back as attributes
-    (``options.encoding``); the engine passes the objects themselves.
+    :class:`~bulkops.stream.options.ChunkLimits` from their fields by name (the engine
+    passes the objects themselves); a setting is read from the object that owns it
+    (``options.read.encoding``, ``options.limits.max_rows``), under one name.
 
     Attributes:
         lists: list URIs every activity names (at least one).
@@ -116,56 +117,6 @@ class PipelineOptions:
     def __attrs_post_init__(self) -> None:
         self.chunk_options()
 
-    @property
-    def format(self) -> Format | None:
-        """The input format, None to detect (from :attr:`read`)."""
-        return self.read.format
-
-    @property
-    def encoding(self) -> str | None:
-        """The source encoding, None to sniff (from :attr:`read`)."""
-        return self.read.encoding
-
-    @property
-    def delimiter(self) -> str | None:
-        """The CSV delimiter, None to detect (from :attr:`read`)."""
-        return self.read.delimiter
-
-    @property
-    def mapping(self) -> tuple[tuple[str, str], ...]:
-        """Explicit header mappings (from :attr:`read`)."""
-        return self.read.mapping
-
-    @property
-    def ignore_unknown(self) -> bool:
-        """Whether unknown columns are dropped (from :attr:`read`)."""
-        return self.read.ignore_unknown
-
-    @property
-    def max_record_bytes(self) -> int:
-        """The longest record (from :attr:`read`)."""
-        return self.read.max_record_bytes
-
-    @property
-    def form(self) -> Form:
-        """The request encoding (from :attr:`limits`)."""
-        return self.limits.form
-
-    @property
-    def max_rows(self) -> int:
-        """Most rows per request (from :attr:`limits`)."""
-        return self.limits.max_rows
-
-    @property
-    def max_bytes(self) -> int:
-        """Most bytes of ``data`` per request (from :attr:`limits`)."""
-        return self.limits.max_bytes
-
-    @property
-    def min_rows(self) -> int:
-        """Fewest rows per request (from :attr:`limits`)."""
-        return self.limits.min_rows
-
     def chunk_options(self) -> ChunkOptions:
         """The chunker's part of the options (the same limits object)."""
         return ChunkOptions(kind=self.kind, lists=self.lists, limits=self.limits)
@@ -183,7 +134,7 @@ class Pipeline:
 
     def __init__(self, options: PipelineOptions) -> None:
         self._options = options
-        self._text = Transcoder(options.encoding)
+        self._text = Transcoder(options.read.encoding)
         self._source: RowSource | None = None
         self._head = b""  # UTF-8 held until the format is known
         self._bytes_in = 0
@@ -244,7 +195,7 @@ class Pipeline:
             head = self._head.lstrip(b" \t\r\n")
             if not head and not final:
                 return
-            fmt = self._options.format
+            fmt = self._options.read.format
             if fmt is None:
                 fmt = "xml" if head.startswith(b"<") else "csv"
             if fmt == "xml":

@@ -382,7 +382,7 @@ class XmlRows:
     def __init__(self, options: SourceOptions, text: Transcoder) -> None:
         self._options = options
         self._decoder = XmlContactDecoder(
-            max_record_bytes=options.max_record_bytes, transcoder=text
+            max_record_bytes=options.read.max_record_bytes, transcoder=text
         )
         self._text = text
         remove = options.kind is ChunkKind.REMOVE
