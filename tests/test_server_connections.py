@@ -189,7 +189,7 @@ async def _connect(origin: str, data: bytes) -> trio.SocketStream:
 
 async def _until(predicate: Any) -> None:
     # Polls the server running in this same trio loop; fail_after only catches a hang.
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD):
         while not predicate():  # noqa: ASYNC110 - the tracker has no event to wait on
             await trio.sleep(0.01)
 
@@ -204,7 +204,7 @@ async def test_a_full_server_closes_its_longest_idle_connection_for_a_new_client
     for _ in range(4):
         idle.append(await _connect(origin, b"GET /ws/cust"))
         await _until(lambda: tracker.statistics().accepted == len(idle))
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=HANG_GUARD) as http:
         answer = await http.get(
             f"{origin}/ws/customers/{USER}/", headers={"Authorization": basic()}
         )
@@ -212,7 +212,7 @@ async def test_a_full_server_closes_its_longest_idle_connection_for_a_new_client
     stats = tracker.statistics()
     assert stats.evicted >= 1
     assert stats.open <= 4
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD):
         assert await idle[0].receive_some(100) == b""  # closed by the server
     for stream in idle:
         await stream.aclose()
@@ -235,7 +235,7 @@ async def test_connections_with_a_request_in_progress_are_never_evicted(
         answers: list[int] = []
 
         async def fifth() -> None:
-            async with httpx.AsyncClient(timeout=60) as http:
+            async with httpx.AsyncClient(timeout=HANG_GUARD) as http:
                 got = await http.get(
                     f"{origin}/ws/customers/{USER}/", headers={"Authorization": basic()}
                 )
@@ -249,7 +249,7 @@ async def test_connections_with_a_request_in_progress_are_never_evicted(
         await _until(lambda: answers)
     assert answers == [200]
     # Room was made by closing the one that finished (idle now), never a busy one.
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD):
         answered = b""
         while chunk := await busy[0].receive_some(1000):
             answered += chunk
@@ -277,9 +277,9 @@ def test_idle_and_trickling_clients_are_closed_by_bulkops_serve(tmp_path: Path) 
     ) as served:
         origin, log = served.origin, served.log
         host, port = origin.removeprefix("http://").rsplit(":", 1)
-        idle = socket.create_connection((host, int(port)), timeout=60)
+        idle = socket.create_connection((host, int(port)), timeout=HANG_GUARD)
         idle.sendall(b"GET / HT")
-        slow = socket.create_connection((host, int(port)), timeout=60)
+        slow = socket.create_connection((host, int(port)), timeout=HANG_GUARD)
         slow.sendall(
             f"POST /ws/customers/{USER}/lists HTTP/1.1\r\nHost: x\r\nAuthorization: {basic()}"
             "\r\nContent-Type: application/atom+xml\r\nContent-Length: 1000\r\n\r\n".encode()

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from bulkops.server.app import create_app
 from tests.pgkit import BOTH_STORES, fresh_database
-from tests.serverkit import basic, make_state
+from tests.serverkit import HANG_GUARD, basic, make_state
 from tests.test_server_lists import ATOM, CTCT, contact_body, list_body, list_uri
 
 with warnings.catch_warnings():  # starlette suggests httpx2 for its TestClient
@@ -121,14 +121,14 @@ def _serve_process(env: dict[str, str], db_args: list[str]) -> Iterator[Served]:
         served = Served(origin=found.group(1), proc=proc, lines=lines)
         # Warm up: the first requests import and build what later ones reuse, which is not
         # the cost the CPU limits below are about.
-        with httpx.Client(headers={"Authorization": basic()}, timeout=30) as client:
+        with httpx.Client(headers={"Authorization": basic()}, timeout=HANG_GUARD) as client:
             client.get(served.url(""))
             client.post(served.url("contacts"), content=b"<", headers={"Content-Type": ATOM_XML})
         yield served
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=HANG_GUARD)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -145,7 +145,7 @@ def test_the_database_password_never_reaches_the_log(served: Served) -> None:
 @pytest.fixture(scope="module")
 def http(served: Served) -> Iterator[httpx.Client]:
     """A sync client with the demo credentials."""
-    with httpx.Client(headers={"Authorization": basic()}, timeout=10) as client:
+    with httpx.Client(headers={"Authorization": basic()}, timeout=HANG_GUARD) as client:
         yield client
 
 
@@ -270,7 +270,7 @@ def _send_big(served: Served, *, chunked: bool) -> tuple[int, int]:
     ).encode()
     piece = b"<" * 65536
     frame = b"%x\r\n" % len(piece) + piece + b"\r\n" if chunked else piece
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with socket.create_connection((host, int(port)), timeout=HANG_GUARD) as sock:
         sock.sendall(head)
         sock.setblocking(False)
         started = time.monotonic()
