@@ -492,7 +492,10 @@ def counter_db() -> Iterator[sqlite3.Connection]:
         store.close()
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     st.lists(st.tuples(st.sampled_from(KINDS), st.integers(min_value=0, max_value=2)), max_size=60),
     st.integers(min_value=1, max_value=3),

@@ -381,7 +381,10 @@ def mangled(draw: st.DrawFn) -> bytes:
     return body[:start] + draw(st.binary(max_size=40)) + body[end:]
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     body=st.one_of(mangled(), st.binary(max_size=300)),
     target=st.sampled_from(["lists", "contacts", "lists/1", "contacts/1"]),
@@ -393,7 +396,10 @@ def test_no_body_gives_a_500(sync_client: TestClient, body: bytes, target: str) 
     assert response.status_code < 500, response.text
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     path=st.sampled_from(["contacts", "lists", "lists/1/members", "lists/active/members"]),
     params=st.lists(
