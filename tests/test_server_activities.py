@@ -775,7 +775,7 @@ async def test_requests_are_answered_while_a_big_activity_runs(
 
     def hold(_activity_id: str) -> None:  # in the worker's thread, rows applied, not committed
         holding.set()
-        release.wait(60)  # bounded, so a failing test cannot leave the thread behind
+        release.wait(HANG_GUARD)  # bounded, so a failing test cannot leave the thread behind
 
     worker_for(server_state).before_commit = hold
     data = "Email,First Name\n" + "\n".join(f"big{i}@example.org,N{i}" for i in range(40_000))

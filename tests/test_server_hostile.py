@@ -115,7 +115,7 @@ def _serve_process(env: dict[str, str], db_args: list[str]) -> Iterator[Served]:
 
     threading.Thread(target=drain, daemon=True).start()
     try:
-        assert started.wait(60), "server did not start"
+        assert started.wait(HANG_GUARD), "server did not start"
         found = re.search(r"serving the API at (http://\S+?)/ws/", "".join(lines))
         assert found is not None, "".join(lines)
         served = Served(origin=found.group(1), proc=proc, lines=lines)
@@ -276,7 +276,7 @@ def _send_big(served: Served, *, chunked: bool) -> tuple[int, int]:
         started = time.monotonic()
         sent, answer, writing = 0, b"", True
         while b"\r\n\r\n" not in answer:
-            assert time.monotonic() - started < 60, "no answer"  # a hang guard, not a limit
+            assert time.monotonic() - started < HANG_GUARD, "no answer"  # a hang guard, not a limit
             want_write = [sock] if writing and sent < BIG else []
             readable, writable, _ = select.select([sock], want_write, [], 1.0)
             if readable:
