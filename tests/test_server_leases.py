@@ -205,7 +205,8 @@ async def test_a_worker_takes_over_an_activity_whose_lease_expired(tmp_path: Pat
     gone = await state.store.claim_activity("other-host:1:dead", now_ms() - 60_000, 1.0)
     assert gone is not None
     assert gone.activity_id == row.id
-    worker = Worker(state, lease_seconds=1.0, poll_interval=0.05)
+    # Its own lease is long: a busy machine must not make it lose the activity it took over.
+    worker = Worker(state, lease_seconds=60.0, poll_interval=0.05)
     async with trio.open_nursery() as nursery:
         await nursery.start(worker.serve)
         with trio.fail_after(HANG_GUARD):
