@@ -18,7 +18,11 @@ a baseline measured in the same run, and the ratio (design.md §2.8):
   vs the same median on the idle server. Target: within 2×.
 
 ``--check`` runs a small fast version of every case (fewer sockets, tiny timeouts, fewer
-samples) and exits 1 if a target is missed. Figures are noisy on a shared machine.
+samples, one server for the three padded runs) and exits 1 if a target that does not depend on
+the machine's speed is missed: peak memory, a slow socket never closed (waited for up to two
+minutes), a traceback. The timing targets (latency, closing times, the 401 and flood ratios)
+are printed as ``MISSED`` lines but never fail ``--check``: the test suite runs it on machines
+busy with other work. Figures are noisy on a shared machine.
 
 Usage::
 
@@ -44,7 +48,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -52,7 +56,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import Figure, machine, print_table, to_json
+from harness import Figure, check_cost, machine, print_table, to_json
 
 USER, PASSWORD, API_KEY = "bench", "bench-password", "bench-key"
 OTHER = ("other", "other-password", "other-key")
@@ -162,8 +166,9 @@ def _post_and_wait(http: httpx.Client, list_uri: str, data: bytes) -> None:
 
 
 def case_padded(args: argparse.Namespace) -> list[Figure]:
-    """Peak RSS after padded SV_ADDs, alone and four at once."""
-    scale = 0.34 if args.check else 1.0
+    """Peak RSS after padded SV_ADDs, alone and four at once (a fresh server each; with
+    ``--check`` one server for all three, so its peaks are cumulative)."""
+    scale = 0.2 if args.check else 1.0
     rows = padded_rows(int(3_000_000 * scale))
     header = padded_header(int(1_000_000 * scale))
     figures: list[Figure] = []
@@ -172,44 +177,66 @@ def case_padded(args: argparse.Namespace) -> list[Figure]:
         ("1 MB padded header", [header], 150),
         ("four at once (2 rows + 2 header)", [rows, header, rows, header], 250),
     ]
-    for label, bodies, target in runs:
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            serving(Path(tmp)) as (origin, pid, _log),
-            httpx.Client(
-                base_url=f"{origin}/ws/customers/{USER}/",
-                headers={"Authorization": basic(USER, PASSWORD, API_KEY)},
-                timeout=300,
-            ) as http,
-        ):
-            created = http.post(
-                "lists", content=LIST_XML, headers={"Content-Type": "application/atom+xml"}
-            )
-            list_uri = created.headers["location"]
-            before = rss_mib(pid, "VmRSS")
-            threads = [
-                threading.Thread(target=_post_and_wait, args=(http, list_uri, body))
-                for body in bodies
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            peak = rss_mib(pid)
-        figures.append(
-            Figure(
-                case="padded",
-                metric=f"peak RSS, {label} (target < {target:.0f})",
-                value=peak,
-                unit="MiB",
-                baseline=before,
-                baseline_label="RSS before the POSTs",
-                higher_is_better=False,
-            )
-        )
-        if args.check and peak >= target:
-            args.failed.append(f"padded: {label}: {peak:.0f} MiB >= {target}")
+    with ExitStack() as shared:
+        server = shared.enter_context(_padded_server()) if args.check else None
+        for label, bodies, target in runs:
+            with ExitStack() as own:
+                pid, http = server or own.enter_context(_padded_server())
+                figures.append(_padded_run(http, pid, label, bodies, target, args))
     return figures
+
+
+@contextmanager
+def _padded_server() -> Iterator[tuple[int, httpx.Client]]:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serving(Path(tmp)) as (origin, pid, _log),
+        httpx.Client(
+            base_url=f"{origin}/ws/customers/{USER}/",
+            headers={"Authorization": basic(USER, PASSWORD, API_KEY)},
+            timeout=300,
+        ) as http,
+    ):
+        yield pid, http
+
+
+def _padded_run(
+    http: httpx.Client,
+    pid: int,
+    label: str,
+    bodies: list[bytes],
+    target: float,
+    args: argparse.Namespace,
+) -> Figure:
+    name = f"Padded {len(bodies)} {len(bodies[0])}".encode()  # a server may hold all three
+    created = http.post(
+        "lists",
+        content=LIST_XML.replace(b"<Name>Padded</Name>", b"<Name>" + name + b"</Name>"),
+        headers={"Content-Type": "application/atom+xml"},
+    )
+    if created.status_code != 201:
+        raise RuntimeError(f"POST lists: {created.status_code} {created.text[:200]}")
+    list_uri = created.headers["location"]
+    before = rss_mib(pid, "VmRSS")
+    threads = [
+        threading.Thread(target=_post_and_wait, args=(http, list_uri, body)) for body in bodies
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    peak = rss_mib(pid)
+    if peak >= target:
+        args.failed.append(f"padded: {label}: {peak:.0f} MiB >= {target}")
+    return Figure(
+        case="padded",
+        metric=f"peak RSS, {label} (target < {target:.0f})",
+        value=peak,
+        unit="MiB",
+        baseline=before,
+        baseline_label="RSS before the POSTs",
+        higher_is_better=False,
+    )
 
 
 # -- slow clients -------------------------------------------------------------------------
@@ -271,23 +298,33 @@ async def _normal_requests(origin: str, every: float, until: float, seconds: lis
 
 
 async def _attack(
-    origin: str, idle: int, trickling: int, gap: float, duration: float
+    origin: str, idle: int, trickling: int, gap: float, duration: float, *, wait_closed: bool
 ) -> dict[str, list[float]]:
     host, port_text = origin.removeprefix("http://").rsplit(":", 1)
     port = int(port_text)
     baseline: list[float] = []
-    await _normal_requests(origin, 0.05, trio.current_time() + 2, baseline)
+    await _normal_requests(origin, 0.05, trio.current_time() + min(2, duration / 4), baseline)
     idle_closed: list[float] = []
     trickle_closed: list[float] = []
     answers: list[bytes] = []
     normal: list[float] = []
     started = trio.current_time()
+    all_closed = trio.Event()
+
+    async def slow_sockets() -> None:  # returns once the server has closed every one
+        async with trio.open_nursery() as slow:
+            for _ in range(idle):
+                slow.start_soon(_idle_socket, host, port, idle_closed, started)
+            for _ in range(trickling):
+                slow.start_soon(_trickle, host, port, gap, trickle_closed, answers, started)
+        all_closed.set()
+
     async with trio.open_nursery() as nursery:
-        for _ in range(idle):
-            nursery.start_soon(_idle_socket, host, port, idle_closed, started)
-        for _ in range(trickling):
-            nursery.start_soon(_trickle, host, port, gap, trickle_closed, answers, started)
+        nursery.start_soon(slow_sockets)
         await _normal_requests(origin, 0.5, started + duration, normal)
+        if wait_closed:  # --check: "never closed" must not mean "not yet" on a busy machine
+            with trio.move_on_after(120):
+                await all_closed.wait()
         nursery.cancel_scope.cancel()
     got_408 = sum(1 for answer in answers if answer.startswith(b"HTTP/1.1 408"))
     return {
@@ -302,9 +339,9 @@ async def _attack(
 def case_slow_clients(args: argparse.Namespace) -> list[Figure]:
     """Idle and trickling sockets against a 1,024-descriptor server."""
     if args.check:
-        nofile, idle, trickling, gap, duration = 256, 150, 20, 0.5, 8.0
-        options = ["--keep-alive-timeout", "2", "--body-timeout", "1", "--min-body-rate", "100"]
-        keep_alive, body_deadline = 2.0, 1.0 + gap
+        nofile, idle, trickling, gap, duration = 128, 60, 10, 0.5, 3.0
+        options = ["--keep-alive-timeout", "1", "--body-timeout", "1", "--min-body-rate", "100"]
+        keep_alive, body_deadline = 1.0, 1.0 + gap
     else:
         nofile, idle, trickling, gap, duration = 1024, 1100, 100, 2.0, 40.0
         options = []
@@ -320,7 +357,9 @@ def case_slow_clients(args: argparse.Namespace) -> list[Figure]:
             log,
         ),
     ):
-        found = trio.run(_attack, origin, idle, trickling, gap, duration)
+        found = trio.run(
+            partial(_attack, origin, idle, trickling, gap, duration, wait_closed=args.check)
+        )
         text = log.read_text()
     tracebacks = text.count("Traceback")
     exhausted = text.count("cannot accept connections")
@@ -369,11 +408,11 @@ def case_slow_clients(args: argparse.Namespace) -> list[Figure]:
         Figure(case="slow-clients", metric="EMFILE warnings in the log", value=exhausted, unit=""),
     ]
     if worst >= 5:
-        args.failed.append(f"slow-clients: a normal request took {worst:.1f} s")
+        args.missed.append(f"slow-clients: a normal request took {worst:.1f} s")
     if len(idle_closed) < idle or len(trickle_closed) < trickling:
         args.failed.append("slow-clients: some slow sockets were never closed")
     if max(idle_closed + trickle_closed) > max(keep_alive, body_deadline) + 5:
-        args.failed.append("slow-clients: slow sockets closed later than the timeouts")
+        args.missed.append("slow-clients: slow sockets closed later than the timeouts")
     if tracebacks:
         args.failed.append(f"slow-clients: {tracebacks} tracebacks in the log")
     return figures
@@ -397,7 +436,7 @@ def _status(http: httpx.Client, origin: str, user: str, password: str, key: str)
 
 def case_auth_timing(args: argparse.Namespace) -> list[Figure]:
     """Median 401 time, unknown user vs known user with a wrong password."""
-    samples = 10 if args.check else 40
+    samples = 3 if args.check else 40
     no_throttle = ["--login-failures", "1e9", "--address-login-failures", "1e9"]
     unknown: list[float] = []
     known: list[float] = []
@@ -422,7 +461,7 @@ def case_auth_timing(args: argparse.Namespace) -> list[Figure]:
     )
     ratio = statistics.median(unknown) / statistics.median(known)
     if not 1 / 1.5 <= ratio <= 1.5:
-        args.failed.append(f"auth-timing: unknown/known = {ratio:.2f}")
+        args.missed.append(f"auth-timing: unknown/known = {ratio:.2f}")
     return [figure]
 
 
@@ -436,6 +475,7 @@ def flood_child(origin: str, stop_file: Path) -> None:
     client does not share a GIL with the flood."""
     statuses: dict[int, int] = {}
     lock = threading.Lock()
+    ready = stop_file.with_suffix(".ready")
 
     def flood() -> None:
         with httpx.Client(timeout=60) as http:
@@ -443,6 +483,7 @@ def flood_child(origin: str, stop_file: Path) -> None:
                 status = _status(http, origin, VICTIM[0], secrets.token_hex(8), VICTIM[2])
                 with lock:
                     statuses[status] = statuses.get(status, 0) + 1
+                ready.touch()  # the flood is under way
 
     threads = [threading.Thread(target=flood) for _ in range(8)]
     for thread in threads:
@@ -454,7 +495,8 @@ def flood_child(origin: str, stop_file: Path) -> None:
 
 def case_auth_flood(args: argparse.Namespace) -> list[Figure]:
     """Another account's feed median during a flood of wrong passwords (8 threads)."""
-    samples = 20 if args.check else 60
+    samples = 5 if args.check else 60
+    settle = 0.5 if args.check else 2.0
 
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -473,11 +515,14 @@ def case_auth_flood(args: argparse.Namespace) -> list[Figure]:
             stdout=subprocess.PIPE,
             text=True,
         )
-        time.sleep(2.0)  # let the flood reach its pace (and use up the failure allowance)
+        deadline = time.monotonic() + 120  # a busy machine may be slow to start the child
+        while not stop_file.with_suffix(".ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(settle)  # let the flood reach its pace (and use up the failure allowance)
         flooded = statistics.median(_feed_times(http, samples))
         stop_file.touch()
         out, _err = child.communicate(timeout=120)
-        time.sleep(2.0)  # the last throttled attempts end
+        time.sleep(settle)  # the last throttled attempts end
         idle = statistics.median(idle_times + _feed_times(http, samples))  # before and after
     statuses = json.loads(out.strip().splitlines()[-1])
     shown = ", ".join(f"{n} x {status}" for status, n in sorted(statuses.items()))
@@ -491,7 +536,7 @@ def case_auth_flood(args: argparse.Namespace) -> list[Figure]:
         higher_is_better=False,
     )
     if flooded > 2 * idle:
-        args.failed.append(f"auth-flood: {flooded * 1000:.1f} ms vs {idle * 1000:.1f} ms idle")
+        args.missed.append(f"auth-flood: {flooded * 1000:.1f} ms vs {idle * 1000:.1f} ms idle")
     return [figure]
 
 
@@ -508,7 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: all")
     parser.add_argument(
-        "--check", action="store_true", help="a small fast version; exit 1 on a miss"
+        "--check",
+        action="store_true",
+        help="a small fast version; exit 1 on a missed target other than a timing one",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--flood-child", nargs=2, help=argparse.SUPPRESS)
@@ -516,15 +563,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.flood_child:
         flood_child(args.flood_child[0], Path(args.flood_child[1]))
         return 0
-    args.failed = []
+    args.failed = []  # targets that do not depend on the machine's speed
+    args.missed = []  # timing targets: reported, never failing --check
     figures: list[Figure] = []
     for name in args.case or list(CASES):
         figures.extend(CASES[name](args))
+    if args.check:
+        print(check_cost(), file=sys.stderr)
     if args.json:
-        print(to_json(figures, machine=machine(), failed=args.failed))
+        print(to_json(figures, machine=machine(), failed=args.failed + args.missed))
     else:
         print_table(figures)
-        for failure in args.failed:
+        for failure in args.failed + args.missed:
             print(f"MISSED: {failure}")
     return 1 if args.check and args.failed else 0
 

@@ -51,6 +51,7 @@ __all__ = [
     "Figure",
     "add_check",
     "best_of",
+    "check_cost",
     "check_figures",
     "child_result",
     "machine",
@@ -210,16 +211,34 @@ def add_check(parser: argparse.ArgumentParser) -> None:
 
 def check_figures(figures: Iterable[Any]) -> None:
     """What ``--check`` asserts besides running: some figures, every value a finite number.
+    Prints :func:`check_cost` to stderr.
 
     Raises:
         RuntimeError: no figure, or a value that is NaN or infinite.
     """
+    print(check_cost(), file=sys.stderr)
     found = list(figures)
     if not found:
         raise RuntimeError("--check: no figures")
     for f in found:
         if not math.isfinite(f.value) or (f.baseline is not None and not math.isfinite(f.baseline)):
             raise RuntimeError(f"--check: {f.case} / {f.metric}: {f.value} vs {f.baseline}")
+
+
+_STARTED = time.monotonic()  # about when the script started: it imports this module first
+
+
+def check_cost() -> str:
+    """What a run cost so far: CPU seconds of this process and of its children that have
+    ended (servers, cases), and wall seconds since this module was imported."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    mine = own.ru_utime + own.ru_stime
+    theirs = children.ru_utime + children.ru_stime
+    return (
+        f"cost: {mine + theirs:.1f} s CPU ({mine:.1f} s this process, {theirs:.1f} s its"
+        f" children), {time.monotonic() - _STARTED:.1f} s wall, load {os.getloadavg()[0]:.1f}"
+    )
 
 
 _TABLE_ROW = re.compile(r"^\|([^|]*)\|([^|]*)\|[^|]*\|[^|]*\|[^|]*\|\s*$")

@@ -60,7 +60,7 @@ def served(db: Path, home: Path, *extra: str) -> Iterator[str]:
             stderr=handle,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # start-up on a busy machine: a hang guard, not a limit
         while True:
             text = log.read_text() if log.exists() else ""
             if "serving the API at " in text:

@@ -16,7 +16,7 @@ from bulkops.server.seed_cli import SeedSummary, seed_account
 from bulkops.wire.atom.feeds import parse_feed
 from bulkops.wire.atom.reading import local_name
 from bulkops.wire.atom.syntax import ATOM_MEDIA_TYPE, ATOM_NS, CTCT_MEDIA_TYPE, CTCT_NS, parse_xml
-from tests.serverkit import USER, make_state
+from tests.serverkit import HANG_GUARD, USER, make_state
 
 #: The tests' "now": 2024-06-01T00:00:00Z.
 NOW = 1_717_200_000_000
@@ -128,7 +128,7 @@ async def walk(client: httpx.AsyncClient, url: str) -> list[etree._Element]:
     while next_url is not None:
         assert next_url not in seen, "a next link points back"
         seen.add(next_url)
-        with trio.fail_after(20):
+        with trio.fail_after(HANG_GUARD):
             response = await client.get(next_url)
         assert response.status_code == 200, response.text
         feed = parse_feed(response.content, max_bytes=64 << 20)

@@ -18,7 +18,7 @@ ACCOUNTS = "runs:pw-runs:key-runs\n"
 
 
 def _wait_for_origin(proc: subprocess.Popen[bytes], log: Path) -> str:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # start-up on a busy machine: a hang guard, not a limit
     while time.monotonic() < deadline and proc.poll() is None:
         text = log.read_text() if log.exists() else ""
         if "serving the API at " in text:

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -17,6 +25,11 @@ USER = "demo"
 PASSWORD = "demo-password"
 API_KEY = "demo-key"
 DEMO = AccountSpec(username=USER, password=Secret(PASSWORD), api_key=Secret(API_KEY))
+
+#: Seconds a hang guard allows (``trio.fail_after``, HTTP client timeouts, waits for another
+#: process): only a hung test trips it. A machine busy with other work can be many times
+#: slower than an idle one, so no outcome may depend on it.
+HANG_GUARD = 120.0
 
 
 def basic(username: str = USER, password: str = PASSWORD, api_key: str = API_KEY) -> str:
@@ -60,7 +73,7 @@ class RunningServer:
         headers = {"Authorization": basic()}
         headers.update(kwargs.pop("headers", {}))  # type: ignore[arg-type]
         return httpx.AsyncClient(
-            base_url=self.base(username), headers=headers, timeout=10, **kwargs
+            base_url=self.base(username), headers=headers, timeout=HANG_GUARD, **kwargs
         )  # type: ignore[arg-type]
 
 
@@ -77,5 +90,46 @@ def asgi_client(state: ApiState, username: str = USER) -> httpx.AsyncClient:
         transport=transport,
         base_url=f"http://testserver/ws/customers/{username}/",
         headers={"Authorization": basic()},
-        timeout=10,
+        timeout=HANG_GUARD,
     )
+
+
+@attrs.frozen
+class ServeProcess:
+    """A ``bulkops serve`` child process listening on loopback."""
+
+    origin: str
+    pid: int
+    log: Path
+
+
+@contextmanager
+def serve_subprocess(
+    tmp_path: Path, *args: str, db: str | Path | None = None
+) -> Iterator[ServeProcess]:
+    """``bulkops serve --port 0 ARGS`` in a child process with the demo account, on ``db``
+    (a SQLite file or a PostgreSQL URL; default ``tmp_path/server.db``), its stderr in
+    ``tmp_path/serve.log``. Stopped with SIGTERM at the end; then its log must hold no
+    traceback."""
+    env = {**os.environ, "BULKOPS_SERVE_ACCOUNTS": f"{USER}:{PASSWORD}:{API_KEY}"}
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "bulkops", "serve", "--port", "0"]
+    command += ["--db", str(db or tmp_path / "server.db"), *args]
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=sink)
+    try:
+        deadline = time.monotonic() + HANG_GUARD  # start-up on a busy machine, not a limit
+        while not (found := re.search(r"serving the API at (http://\S+?)/ws/", log.read_text())):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)  # waiting for another process to start, not timing a result
+        yield ServeProcess(origin=found.group(1), pid=proc.pid, log=log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=HANG_GUARD)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "Traceback" not in text, text

@@ -14,7 +14,7 @@ from bulkops.engine.export_options import ExportOptions
 from bulkops.engine.lists import resolve_lists
 from bulkops.errors import ConfigError
 from tests.enginekit import client_config
-from tests.serverkit import RunningServer
+from tests.serverkit import HANG_GUARD, RunningServer
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_export_option_errors_name_settings_not_flags(settings: dict[str, object
 async def test_an_unknown_list_names_the_setting_that_creates_it(server: RunningServer) -> None:
     """resolve_lists: `create_lists`, not --create-lists."""
     async with open_client(client_config(server)) as client:
-        with trio.fail_after(10), pytest.raises(ConfigError) as caught:
+        with trio.fail_after(HANG_GUARD), pytest.raises(ConfigError) as caught:
             await resolve_lists(client, ["Nope"], create=False)
     assert "`create_lists` creates it" in str(caught.value)
     assert "--" not in str(caught.value)

@@ -31,7 +31,15 @@ from bulkops.wire.activity import ActivityStatus, check_observations
 from bulkops.wire.atom.feeds import parse_entry, parse_feed
 from bulkops.wire.model import Activity
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import USER, RunningServer, asgi_client, basic, make_state, start_server
+from tests.serverkit import (
+    HANG_GUARD,
+    USER,
+    RunningServer,
+    asgi_client,
+    basic,
+    make_state,
+    start_server,
+)
 
 STORES = BOTH_STORES
 
@@ -88,7 +96,7 @@ def members(state: ApiState, list_id: int) -> set[str]:
 async def wait_final(client: httpx.AsyncClient, location: str) -> Activity:
     """Poll an activity until COMPLETE or ERROR, checking every status seen against the table."""
     seen: list[ActivityStatus] = []
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD):
         while True:
             response = await client.get(location)
             assert response.status_code == 200, response.text
@@ -103,7 +111,7 @@ async def wait_final(client: httpx.AsyncClient, location: str) -> Activity:
 
 async def run_activity(client: httpx.AsyncClient, **fields: object) -> Activity:
     """POST an activity (urlencoded), expect 201, and wait until it is final."""
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post("activities", data=fields)  # type: ignore[arg-type]
     assert response.status_code == 201, response.text
     return await wait_final(client, response.headers["location"])
@@ -131,7 +139,7 @@ class LegacyClient:
 
     def __init__(self, origin: str) -> None:
         self.origin = origin
-        self.http = httpx.AsyncClient(headers={"Authorization": basic()}, timeout=10)
+        self.http = httpx.AsyncClient(headers={"Authorization": basic()}, timeout=HANG_GUARD)
         self.base = f"{origin}/ws/customers/{USER}"
 
     def local(self, uri: str) -> str:
@@ -151,7 +159,7 @@ class LegacyClient:
         return entry_id
 
     async def poll(self, activity_uri: str) -> etree._Element:
-        with trio.fail_after(30):
+        with trio.fail_after(HANG_GUARD):
             while True:
                 response = await self.http.get(self.local(activity_uri))
                 assert response.status_code == 200
@@ -379,7 +387,7 @@ async def test_bad_requests_get_a_short_reason(
     list_id = make_list(server_state, "Real")
     if fields.get("lists") == "L":
         fields = {**fields, "lists": list_uri(list_id)}
-    with trio.fail_after(30):  # a hang guard
+    with trio.fail_after(HANG_GUARD):  # a hang guard
         response = await client.post("activities", data=fields)
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("text/plain")
@@ -391,7 +399,7 @@ async def test_bad_requests_get_a_short_reason(
 
 async def test_wrong_content_type_is_415(client: httpx.AsyncClient) -> None:
     """An activity POST that is not a form answers 415 (spec §1.2)."""
-    with trio.fail_after(30):  # a hang guard
+    with trio.fail_after(HANG_GUARD):  # a hang guard
         response = await client.post(
             "activities", content=b"<entry/>", headers={"Content-Type": "application/atom+xml"}
         )
@@ -408,7 +416,7 @@ async def test_wrong_content_type_is_415(client: httpx.AsyncClient) -> None:
 )
 async def test_malformed_forms_are_400_not_500(client: httpx.AsyncClient, body: bytes) -> None:
     """Garbage in a form is a 400 with a reason, never a 500."""
-    with trio.fail_after(30):  # a hang guard
+    with trio.fail_after(HANG_GUARD):  # a hang guard
         response = await client.post(
             "activities",
             content=body,
@@ -423,7 +431,7 @@ async def test_malformed_forms_are_400_not_500(client: httpx.AsyncClient, body: 
 )
 async def test_malformed_multipart_is_400(client: httpx.AsyncClient, content_type: str) -> None:
     """A multipart body without boundary, or cut short, answers 400."""
-    with trio.fail_after(30):  # a hang guard
+    with trio.fail_after(HANG_GUARD):  # a hang guard
         response = await client.post(
             "activities",
             content=b'--xyz\r\nContent-Disposition: form-data; name="activityType"\r\n\r\nSV_ADD',
@@ -465,7 +473,7 @@ async def test_data_over_the_row_and_byte_limits_is_400(
         async with running.client() as client:
             rows = "".join(f"\nu{i}@example.org" for i in range(4))
             blank_lines = "\n\n\n"  # blank records do not count as rows
-            with trio.fail_after(30):  # a guard against a hang, not a timing condition
+            with trio.fail_after(HANG_GUARD):  # a guard against a hang, not a timing condition
                 too_many = await client.post(
                     "activities",
                     data={
@@ -650,7 +658,7 @@ async def test_the_feed_pages_by_50_newest_first_and_filters(
         assert response.status_code == 201
         ids.append(response.headers["location"].rsplit("/", 1)[-1])
     await wait_final(client, response.headers["location"])
-    with trio.fail_after(30):  # a hang guard
+    with trio.fail_after(HANG_GUARD):  # a hang guard
         page1 = parse_feed((await client.get("activities")).content)
         next_href = page1.link("next")
         assert next_href is not None
@@ -688,7 +696,7 @@ async def test_unknown_and_expired_activities_are_404(
     fifteen_days = 15 * 86_400_000
     with write_tx(db):
         db.execute("UPDATE activity SET updated = updated - ?", (fifteen_days,))
-    with trio.fail_after(30):  # a hang guard
+    with trio.fail_after(HANG_GUARD):  # a hang guard
         missing = await client.get("activities/a07e1nosuchactivity00")
         expired = await client.get(f"activities/{done.id}")
         feed = parse_feed((await client.get("activities")).content)
@@ -711,14 +719,16 @@ async def test_another_account_cannot_see_or_use_activities(
         listId=list_uri("active"),
     )
     other = {"Authorization": basic("other", "other-pw", "other-key")}
-    async with httpx.AsyncClient(base_url=running.base("other"), headers=other, timeout=10) as c:
-        with trio.fail_after(30):  # a hang guard
+    async with httpx.AsyncClient(
+        base_url=running.base("other"), headers=other, timeout=HANG_GUARD
+    ) as c:
+        with trio.fail_after(HANG_GUARD):  # a hang guard
             foreign = await c.get(f"activities/{activity.id}")
             foreign_file = await c.get(f"activities/{activity.id}.csv")
             own = await c.get("activities")
     assert (foreign.status_code, foreign_file.status_code) == (404, 404)
     assert parse_feed(own.content).entries == []
-    with trio.fail_after(30):  # a hang guard
+    with trio.fail_after(HANG_GUARD):  # a hang guard
         response = await client.post(
             "activities",
             data={
@@ -765,18 +775,18 @@ async def test_requests_are_answered_while_a_big_activity_runs(
 
     def hold(_activity_id: str) -> None:  # in the worker's thread, rows applied, not committed
         holding.set()
-        release.wait(60)  # bounded, so a failing test cannot leave the thread behind
+        release.wait(HANG_GUARD)  # bounded, so a failing test cannot leave the thread behind
 
     worker_for(server_state).before_commit = hold
     data = "Email,First Name\n" + "\n".join(f"big{i}@example.org,N{i}" for i in range(40_000))
     try:
-        with trio.fail_after(30):
+        with trio.fail_after(HANG_GUARD):
             response = await client.post(
                 "activities",
                 data={"activityType": "SV_ADD", "data": data, "lists": list_uri(list_id)},
             )
         location = response.headers["location"]
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             await trio.to_thread.run_sync(holding.wait, abandon_on_cancel=True)
             for _ in range(3):
                 entry = parse_entry((await client.get(location)).content)
@@ -813,7 +823,7 @@ async def test_restart_takes_up_unfinished_activities(tmp_path: Path, store_db: 
 
         await nursery.start(serve_worker, state)
         feed = None
-        with trio.fail_after(20):
+        with trio.fail_after(HANG_GUARD):
             while True:
                 feed = parse_feed((await client.get("activities")).content)
                 if all(isinstance(e, Activity) and e.status == "COMPLETE" for e in feed.entries):

@@ -30,7 +30,7 @@ from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.columns import column_for_field, row_problem
 from bulkops.wire.model import Activity
 from tests.pgkit import BOTH_STORES, fresh_database
-from tests.serverkit import asgi_client, make_state
+from tests.serverkit import HANG_GUARD, asgi_client, make_state
 
 LISTS = (1, 2)
 POOL = ("ana@example.org", "bo@example.org", "cy@example.net", "dee@example.com", "eve@ex.org")
@@ -306,7 +306,7 @@ def _reset(state: ApiState, initial: dict[str, ModelContact]) -> None:
 async def _run(state: ApiState, body: bytes, content_type: str) -> Activity:
     async with trio.open_nursery() as nursery, asgi_client(state) as client:
         await nursery.start(serve_worker, state)
-        with trio.fail_after(30):
+        with trio.fail_after(HANG_GUARD):
             response = await client.post(
                 "activities", content=body, headers={"Content-Type": content_type}
             )

@@ -31,7 +31,7 @@ from bulkops.server.auth import (
 )
 from bulkops.server.serve import open_state
 from bulkops.server.store import Store
-from tests.serverkit import basic, start_server
+from tests.serverkit import HANG_GUARD, basic, start_server
 
 # -- the throttle (pure) ----------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ async def test_the_429_comes_after_n_failures_and_other_accounts_log_in(
 ) -> None:
     """Three wrong passwords for alice: then 429 with Retry-After; bob's login answers 200."""
     server = await start_server(nursery, limited_state)
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=HANG_GUARD) as http:
 
         async def get(user: str, password: str) -> httpx.Response:
             return await http.get(

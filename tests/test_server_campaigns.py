@@ -41,7 +41,7 @@ from tests.eventkit import (
     walk,
 )
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import add_account, asgi_client, basic, start_server
+from tests.serverkit import HANG_GUARD, add_account, asgi_client, basic, start_server
 
 STORES = BOTH_STORES
 
@@ -62,7 +62,7 @@ async def client(seeded: tuple[ApiState, Clock]) -> AsyncIterator[httpx.AsyncCli
 
 
 async def create(client: httpx.AsyncClient, body: bytes | None = None) -> Campaign:
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post("campaigns", content=body or campaign_body(), headers=ATOM)
     assert response.status_code == 201, response.text
     campaign = parse_campaign(response.content)
@@ -74,7 +74,7 @@ async def create(client: httpx.AsyncClient, body: bytes | None = None) -> Campai
 
 
 async def get(client: httpx.AsyncClient, campaign_id: str) -> Campaign:
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(f"campaigns/{campaign_id}")
     assert response.status_code == 200, response.text
     return parse_campaign(response.content)
@@ -106,7 +106,7 @@ async def test_post_creates_a_draft_with_every_element(client: httpx.AsyncClient
 async def test_get_has_the_fixture_entry_shape_and_source(client: httpx.AsyncClient) -> None:
     """Edit link and id name the campaign; the docs sample's elements appear in order."""
     created = await create(client)
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(f"campaigns/{created.id}")
     root = parse_xml(response.content)
     assert response.headers["content-type"].startswith("application/atom+xml")
@@ -167,7 +167,7 @@ async def test_invalid_campaigns_get_400_naming_the_problem(
     client: httpx.AsyncClient, body: bytes, message: str
 ) -> None:
     """Each required element, each bad value: 400 with a short text naming it; nothing made."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post("campaigns", content=body, headers=ATOM)
         assert response.status_code == 400, response.text
         assert response.headers["content-type"].startswith("text/plain")
@@ -187,7 +187,7 @@ async def test_another_accounts_address_is_not_a_sender(
     from bulkops.server.settings import add_email_address
 
     theirs = add_email_address(db, other_id, "other@example.com", verified=True, now=NOW)
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post(
             "campaigns", content=campaign_body(from_ref=theirs.id), headers=ATOM
         )
@@ -197,7 +197,7 @@ async def test_another_accounts_address_is_not_a_sender(
 
 async def test_wrong_content_type_and_method(client: httpx.AsyncClient) -> None:
     """415 for a form body, and for an unsupported method (spec §11)."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         form = await client.post(
             "campaigns", content=campaign_body(), headers={"Content-Type": "text/xml"}
         )
@@ -208,7 +208,7 @@ async def test_wrong_content_type_and_method(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("path", ["campaigns/1100000009999", "campaigns/abc", "campaigns/-1"])
 async def test_unknown_campaigns_are_404(client: httpx.AsyncClient, path: str) -> None:
     """Unknown or malformed ids: 404 for GET, PUT and DELETE."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         assert (await client.get(path)).status_code == 404
         assert (await client.put(path, content=campaign_body(), headers=ATOM)).status_code == 404
         assert (await client.delete(path)).status_code == 404
@@ -223,7 +223,7 @@ async def test_another_accounts_campaign_is_404(
     add_account(state, "other", "pw", "key")
     async with asgi_client(state, "other") as other:
         other.headers["Authorization"] = basic("other", "pw", "key")
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             assert (await other.get(f"campaigns/{created.id}")).status_code == 404
             assert (await other.delete(f"campaigns/{created.id}")).status_code == 404
             assert entries((await other.get("campaigns")).content) == []
@@ -238,7 +238,7 @@ async def test_collection_is_newest_first_with_status_filters(
     """status= is case-insensitive; the entries carry Name, Status, Date only."""
     first = await create(client)
     second = await create(client, campaign_body({"Name": "Second"}))
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post(
             f"campaigns/{second.id}/schedules",
             content=schedule_body("2024-06-02T10:00:00.000Z"),
@@ -265,7 +265,7 @@ async def test_collection_is_newest_first_with_status_filters(
 @pytest.mark.parametrize("value", ["ALL", "", "sent,draft", "Deleted"])
 async def test_unknown_status_filter_is_400(client: httpx.AsyncClient, value: str) -> None:
     """Only SENT, SCHEDULED, DRAFT and RUNNING."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get("campaigns", params={"status": value})
     assert response.status_code == 400
     assert "status" in response.text
@@ -280,7 +280,7 @@ async def test_collection_pages_by_50_with_opaque_tokens(
     db = state.store.connection()
     spec = server_campaigns.checked_campaign(parse_campaign_entry(campaign_body()), creating=True)
     made = [campaign_queries.create_campaign(db, 1, spec, NOW).id for _ in range(60)]
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         page1 = await client.get("campaigns?status=DRAFT")
     feed = parse_feed(page1.content)
     assert len(feed.entries) == 50
@@ -291,7 +291,7 @@ async def test_collection_pages_by_50_with_opaque_tokens(
     assert not href.rsplit("next=", 1)[1].isdigit()
     everything = await walk(client, "campaigns?status=DRAFT")
     assert [campaign_from_entry(e).id for e in everything] == made[::-1]
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         forged = await client.get("campaigns?next=2")
     assert forged.status_code == 400
 
@@ -307,7 +307,7 @@ async def test_put_merges_into_a_draft(client: httpx.AsyncClient) -> None:
         drop=["Name", "FromName", "EmailTextContent", "ContactLists"],
         from_ref="2",
     )
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.put(f"campaigns/{created.id}", content=body, headers=ATOM)
     assert response.status_code == 204, response.text
     after = await get(client, created.id)
@@ -318,7 +318,7 @@ async def test_put_merges_into_a_draft(client: httpx.AsyncClient) -> None:
     assert after.from_email is not None
     assert after.from_email.id == "2"
     assert [u.url for u in after.urls] == ["http://new.example/"]
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         again = await client.put(
             f"campaigns/{created.id}", content=campaign_body(lists=["2"]), headers=ATOM
         )
@@ -330,7 +330,7 @@ async def test_put_checks_xhtml_against_the_merged_values(client: httpx.AsyncCli
     """Switching an HTML draft with non-XML content to XHTML is refused, and nothing changes."""
     created = await create(client, campaign_body({"EmailContent": "<p>one<br>two"}))
     body = campaign_body({"EmailContentFormat": "XHTML"}, drop=["EmailContent"])
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.put(f"campaigns/{created.id}", content=body, headers=ATOM)
     assert response.status_code == 400
     assert "EmailContent" in response.text
@@ -340,7 +340,7 @@ async def test_put_checks_xhtml_against_the_merged_values(client: httpx.AsyncCli
 async def test_delete_removes_a_draft(client: httpx.AsyncClient) -> None:
     """204, then 404."""
     created = await create(client)
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         assert (await client.delete(f"campaigns/{created.id}")).status_code == 204
         assert (await client.get(f"campaigns/{created.id}")).status_code == 404
 
@@ -349,7 +349,7 @@ async def test_only_drafts_can_change(client: httpx.AsyncClient) -> None:
     """A Scheduled campaign: PUT, DELETE and another schedule are 409 naming its status."""
     created = await create(client)
     path = f"campaigns/{created.id}"
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         scheduled = await client.post(
             f"{path}/schedules", content=schedule_body("2024-06-03T00:00:00Z"), headers=ATOM
         )
@@ -371,7 +371,7 @@ async def test_schedule_lifecycle(client: httpx.AsyncClient) -> None:
     """POST → 201 + entry + Location; GET feed (one entry) and /1; DELETE /1 → 204 → Draft."""
     created = await create(client)
     path = f"campaigns/{created.id}/schedules"
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         empty = await client.get(path)
         assert empty.status_code == 200
         assert entries(empty.content) == []
@@ -389,14 +389,14 @@ async def test_schedule_lifecycle(client: httpx.AsyncClient) -> None:
     )
     campaign = await get(client, created.id)
     assert (campaign.status, campaign.next_run_date) == ("Scheduled", schedule.time)
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         listed = await client.get(path)
         one = await client.get(f"{path}/1")
         other = await client.get(f"{path}/2")
     assert [schedule_from_entry(e) for e in entries(listed.content)] == [schedule]
     assert schedule_from_entry(parse_xml(one.content)) == schedule
     assert other.status_code == 404
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         assert (await client.delete(f"{path}/1")).status_code == 204
         assert (await client.delete(f"{path}/1")).status_code == 404
     back = await get(client, created.id)
@@ -415,7 +415,7 @@ async def test_schedule_lifecycle(client: httpx.AsyncClient) -> None:
 async def test_bad_schedules_are_400(client: httpx.AsyncClient, body: bytes, message: str) -> None:
     """A time not after now, or no time: 400, and the campaign stays a Draft."""
     created = await create(client)
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post(
             f"campaigns/{created.id}/schedules", content=body, headers=ATOM
         )
@@ -427,7 +427,7 @@ async def test_bad_schedules_are_400(client: httpx.AsyncClient, body: bytes, mes
 async def test_a_campaign_without_lists_cannot_be_scheduled(client: httpx.AsyncClient) -> None:
     """400 naming ContactLists."""
     created = await create(client, campaign_body(lists=[]))
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post(
             f"campaigns/{created.id}/schedules", content=schedule_body("2024-07-01"), headers=ATOM
         )
@@ -442,7 +442,7 @@ async def test_due_campaigns_are_sent_to_the_active_members_of_their_lists(
     LastRunDate the scheduled time, and Sent equals the sends collection."""
     state, clock = seeded
     created = await create(client, campaign_body(lists=["1", "2"]))
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post(
             f"campaigns/{created.id}/schedules",
             content=schedule_body("2024-06-01T01:00:00Z"),
@@ -463,7 +463,7 @@ async def test_due_campaigns_are_sent_to_the_active_members_of_their_lists(
     assert sent.last_run_date == parse_time("2024-06-01T01:00:00Z") == sent.date
     sends = await walk(client, f"campaigns/{created.id}/events/sends?pageSize=200")
     assert len(sends) == active
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         unschedule = await client.delete(f"campaigns/{created.id}/schedules/1")
     assert unschedule.status_code == 404  # sent: there is no schedule any more
 
@@ -492,7 +492,10 @@ def counter_db() -> Iterator[sqlite3.Connection]:
         store.close()
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     st.lists(st.tuples(st.sampled_from(KINDS), st.integers(min_value=0, max_value=2)), max_size=60),
     st.integers(min_value=1, max_value=3),
@@ -560,7 +563,7 @@ async def test_a_retired_service_client_reads_campaigns_results_and_events(
     try:
         running = await start_server(nursery, state)
         async with running.client() as http:
-            with trio.fail_after(10):
+            with trio.fail_after(HANG_GUARD):
                 listing = await http.get("campaigns?status=SENT")
             sent = [campaign_from_entry(e) for e in entries(listing.content)]
             assert len(sent) == summary.sent > 0
@@ -593,7 +596,7 @@ async def test_a_retired_service_client_reads_campaigns_results_and_events(
                     assert all(c.link_url == url.url for c in clicks)
                     per_url += len(clicks)
                 assert per_url == counts.clicks
-            with trio.fail_after(10):
+            with trio.fail_after(HANG_GUARD):
                 first = await http.get(f"campaigns/{sent[0].id}/events/opens?pageSize=1")
             contact = event_from_entry(entries(first.content)[0]).contact_id
             opens = await walk(http, f"contacts/{contact}/events/opens")
@@ -647,7 +650,7 @@ async def test_no_campaign_or_schedule_body_gives_a_500(
     """Any mix of present, missing and odd values: 201/204 or a 4xx, never a 500."""
     body = campaign_body(values, drop=drop, lists=lists, from_ref=refs[0], reply_ref=refs[1])
     async with asgi_client(fuzz_state) as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             created = await client.post("campaigns", content=body, headers=ATOM)
             assert created.status_code in (201, 400), created.text
             if created.status_code != 201:

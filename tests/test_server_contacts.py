@@ -20,6 +20,7 @@ from bulkops.wire.columns import CONTACT_FIELDS, email_problem
 from bulkops.wire.model import Contact
 from tests.conftest import FIXTURES
 from tests.pgkit import BOTH_STORES
+from tests.serverkit import HANG_GUARD
 from tests.test_server_lists import (
     ATOM_XML,
     NS,
@@ -43,7 +44,7 @@ __all__ = ["api", "client"]  # fixtures shared with test_server_lists
 
 async def get_contact(client: httpx.AsyncClient, contact_id: int) -> Contact:
     """GET one contact (200 asserted), parsed."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(f"contacts/{contact_id}")
     assert response.status_code == 200, response.text
     entry = parse_entry(response.content)
@@ -67,7 +68,7 @@ async def test_creating_a_contact_answers_201_location_and_the_full_entry(
     body = contact_body(
         "Pat@Example.org", [list_uri(list_id)], FirstName="Pat", LastName="Lee", City="Boston"
     )
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post("contacts", content=body, headers=ATOM_XML)
     assert response.status_code == 201, response.text
     location = response.headers["location"]
@@ -95,7 +96,7 @@ async def test_the_docs_request_fixture_is_accepted(client: httpx.AsyncClient) -
     list_id = await create_list(client, "First")
     assert list_id == 1
     body = (FIXTURES / "requests" / "contact-create.xml").read_bytes()
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post("contacts", content=body, headers=ATOM_XML)
     assert response.status_code == 201, response.text
     contact = parse_entry(response.content)
@@ -117,7 +118,7 @@ async def test_list_uris_match_by_path_on_any_origin(client: httpx.AsyncClient) 
     ]
     for n, uri in enumerate(uris):
         body = contact_body(f"u{n}@example.com", [uri])
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await client.post("contacts", content=body, headers=ATOM_XML)
         assert response.status_code == 201, (uri, response.text)
 
@@ -150,7 +151,7 @@ async def test_invalid_contacts_are_400_naming_the_problem(
     args.update(kwargs)
     email, lists = args.pop("email"), args.pop("lists")
     body = contact_body(email, lists, **args)  # type: ignore[arg-type]
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await api.post("contacts", content=body, headers=ATOM_XML)
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith("text/plain")
@@ -163,11 +164,11 @@ async def test_an_existing_email_is_409_whatever_its_case(client: httpx.AsyncCli
     """POST of an address the account has (any case, any status) is 409."""
     list_id = await create_list(client, "L")
     first = await create_contact(client, "joe@example.com", [list_id])
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         assert (await client.delete(f"contacts/{first}")).status_code == 204
     for email in ("joe@example.com", "JOE@Example.COM"):
         body = contact_body(email, [list_uri(list_id)], source="ACTION_BY_CONTACT")
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await client.post("contacts", content=body, headers=ATOM_XML)
         assert response.status_code == 409
 
@@ -176,7 +177,7 @@ async def test_every_element_present_but_empty_means_not_given(client: httpx.Asy
     """<EmailType></EmailType>, <Status></Status>, … are accepted and ignored."""
     list_id = await create_list(client, "L")
     body = contact_body("empty@example.com", [list_uri(list_id)], all_empty=True, City="Oslo")
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post("contacts", content=body, headers=ATOM_XML)
     assert response.status_code == 201, response.text
     contact = parse_entry(response.content)
@@ -200,7 +201,7 @@ async def test_read_only_elements_in_a_request_are_ignored(client: httpx.AsyncCl
         InsertTime="2001-01-01T00:00:00.000Z",
         OptOutSource="ACTION_BY_CONTACT",
     )
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post("contacts", content=body, headers=ATOM_XML)
     assert response.status_code == 201, response.text
     contact = parse_entry(response.content)
@@ -222,7 +223,7 @@ async def test_get_one_contact_has_every_field_in_order_and_its_lists(
     cid = await create_contact(
         client, "full@example.com", [second, first], Name="Customer Joe", CustomField7="seven"
     )
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(f"contacts/{cid}")
     root = etree.fromstring(response.content)
     payload = root.find("a:content/c:Contact", NS)
@@ -254,7 +255,7 @@ async def test_get_one_contact_has_every_field_in_order_and_its_lists(
 async def test_unknown_contacts_are_404(api: httpx.AsyncClient, path: str) -> None:
     """GET, PUT and DELETE of an unknown or malformed contact id: 404."""
     list_id = await create_list(api, "L")
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         got = await api.get(path)
         put = await api.put(path, content=contact_body(None, [list_uri(list_id)]), headers=ATOM_XML)
         deleted = await api.delete(path)
@@ -303,7 +304,7 @@ async def test_email_search_takes_at_most_fifty_addresses(api: httpx.AsyncClient
     """50 emails are fine; 51 are 400."""
     fifty = [f"a{n}@example.com" for n in range(50)]
     assert (await get_feed(api, "contacts", email=fifty)).entries == []
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await api.get("contacts", params={"email": [*fifty, "z@example.com"]})
     assert response.status_code == 400
     assert "50" in response.text
@@ -323,7 +324,7 @@ async def test_updatedsince_filters_by_list_type_and_list(
     a = await create_contact(client, "a@example.com", [first])
     b = await create_contact(client, "b@example.com", [second])
     c = await create_contact(client, "c@example.com", [first])
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         assert (await client.delete(f"contacts/{c}")).status_code == 204
     since = format_time(queries.from_ms(2000))
 
@@ -360,7 +361,7 @@ async def test_bad_updatedsince_queries_are_400(
     api: httpx.AsyncClient, params: dict[str, str]
 ) -> None:
     """A missing filter, a bad time, an unknown list type or list: 400 with a reason."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await api.get("contacts", params=params)
     assert response.status_code == 400, response.text
     assert response.text.strip()
@@ -406,7 +407,7 @@ async def test_put_replaces_given_fields_and_keeps_the_rest(
     db_of(server_state).execute("UPDATE contact SET last_update_time = 1000 WHERE id = ?", (cid,))
     before = await get_contact(client, cid)
     body = contact_body(None, None, source=None, FirstName="New", City="", Note="hello")
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.put(f"contacts/{cid}", content=body, headers=ATOM_XML)
     assert response.status_code == 204, response.text
     assert response.content == b""
@@ -426,10 +427,10 @@ async def test_put_of_the_whole_entry_a_get_returned_round_trips(
     first = await create_list(client, "A")
     second = await create_list(client, "B")
     cid = await create_contact(client, "whole@example.com", [first, second], JobTitle="Chef")
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         got = await client.get(f"contacts/{cid}")
     body = got.content.replace(b"<JobTitle>Chef</JobTitle>", b"<JobTitle>Owner</JobTitle>")
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.put(f"contacts/{cid}", content=body, headers=ATOM_XML)
     assert response.status_code == 204, response.text
     after = await get_contact(client, cid)
@@ -449,7 +450,7 @@ async def test_contact_lists_in_a_put_are_authoritative(client: httpx.AsyncClien
 
     async def put_lists(list_ids: list[int]) -> None:
         body = contact_body(None, [list_uri(n) for n in list_ids], source=None)
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await client.put(f"contacts/{cid}", content=body, headers=ATOM_XML)
         assert response.status_code == 204, response.text
 
@@ -470,7 +471,7 @@ async def test_put_to_another_contacts_email_is_409(client: httpx.AsyncClient) -
     cid = await create_contact(client, "one@example.com", [list_id])
     await create_contact(client, "two@example.com", [list_id])
     for email, status in (("TWO@example.com", 409), ("One@Example.com", 204), ("3@ex.org", 204)):
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await client.put(
                 f"contacts/{cid}", content=contact_body(email, None), headers=ATOM_XML
             )
@@ -490,7 +491,7 @@ async def test_put_checks_fields_and_lists(api: httpx.AsyncClient) -> None:
         (contact_body(None, None, source="SOMEONE"), "OptInSource"),
         (b"<entry>", "XML"),
     ):
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await api.put(f"contacts/{cid}", content=body, headers=ATOM_XML)
         assert response.status_code == 400
         assert reason in response.text
@@ -507,7 +508,7 @@ async def test_delete_opts_the_contact_out(client: httpx.AsyncClient) -> None:
     a = await create_list(client, "A")
     b = await create_list(client, "B")
     cid = await create_contact(client, "bye@example.com", [a, b])
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.delete(f"contacts/{cid}")
     assert response.status_code == 204
     contact = await get_contact(client, cid)
@@ -515,7 +516,7 @@ async def test_delete_opts_the_contact_out(client: httpx.AsyncClient) -> None:
     assert contact.opt_out_source == "ACTION_BY_CUSTOMER"
     assert contact.opt_out_time is not None
     assert contact.opt_out_time == contact.last_update_time
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         again = await client.delete(f"contacts/{cid}")
     assert again.status_code == 204
     assert (await get_contact(client, cid)).opt_out_time == contact.opt_out_time
@@ -528,7 +529,7 @@ async def test_only_the_contact_can_opt_back_in(client: httpx.AsyncClient) -> No
     stays Do Not Mail."""
     list_id = await create_list(client, "L")
     cid = await create_contact(client, "back@example.com", [list_id])
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         assert (await client.delete(f"contacts/{cid}")).status_code == 204
     uris = [list_uri(list_id)]
     for body, status in (
@@ -537,11 +538,11 @@ async def test_only_the_contact_can_opt_back_in(client: httpx.AsyncClient) -> No
         (contact_body(None, [], source="ACTION_BY_CONTACT"), 204),
         (contact_body(None, None, source="ACTION_BY_CONTACT", City="Rome"), 204),
     ):
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await client.put(f"contacts/{cid}", content=body, headers=ATOM_XML)
         assert response.status_code == status, response.text
         assert (await get_contact(client, cid)).status == "Do Not Mail"
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.put(
             f"contacts/{cid}",
             content=contact_body(None, uris, source="action_by_contact"),
@@ -562,7 +563,7 @@ async def test_text_xml_on_get_and_delete_is_ignored(client: httpx.AsyncClient) 
     list_id = await create_list(client, "L")
     cid = await create_contact(client, "t@example.com", [list_id])
     headers = {"Content-Type": "text/xml"}
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         feed = await client.get("contacts", params={"email": "t@example.com"}, headers=headers)
         one = await client.get(f"contacts/{cid}", headers=headers)
         deleted = await client.delete(f"contacts/{cid}", headers=headers)
@@ -576,11 +577,11 @@ async def test_contact_writes_need_the_atom_content_type(api: httpx.AsyncClient)
     body = contact_body("new@example.com", [list_uri(list_id)])
     for content_type in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data"):
         headers = {"Content-Type": content_type}
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             posted = await api.post("contacts", content=body, headers=headers)
             put = await api.put(f"contacts/{cid}", content=body, headers=headers)
         assert (posted.status_code, put.status_code) == (415, 415)
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         patched = await api.patch(f"contacts/{cid}", content=body, headers=ATOM_XML)
         put_feed = await api.put("contacts", content=body, headers=ATOM_XML)
     assert (patched.status_code, put_feed.status_code) == (415, 415)
@@ -597,7 +598,7 @@ async def test_accounts_see_only_their_own_contacts(
     other_url = absolute(api, "/ws/customers/other/")
     list_id = await create_list(api, "Mine")
     cid = await create_contact(api, "mine@example.com", [list_id])
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         got = await api.get(f"{other_url}contacts/{cid}", headers=other_auth)
         members = await api.get(f"{other_url}lists/{list_id}/members", headers=other_auth)
         created = await api.post(

@@ -15,7 +15,7 @@ from bulkops.server.datafile import RequestProblem, parse_activity_form
 from bulkops.server.store import now_ms, write_tx
 from bulkops.wire.atom.feeds import parse_feed
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import USER, RunningServer, add_account, make_state, start_server
+from tests.serverkit import HANG_GUARD, USER, RunningServer, add_account, make_state, start_server
 
 STORES = BOTH_STORES
 
@@ -58,7 +58,7 @@ async def client(running: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def post(client: httpx.AsyncClient, **fields: str) -> httpx.Response:
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD):
         return await client.post("activities", data=fields)
 
 
@@ -70,7 +70,7 @@ async def test_an_export_of_another_accounts_system_list_is_403(
     response = await post(client, activityType="EXPORT_CONTACTS", listId=uri(OTHER, system_list))
     assert response.status_code == 403, response.text
     assert "another account" in response.text
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         feed = parse_feed((await client.get("activities")).content)
     assert feed.entries == []
 

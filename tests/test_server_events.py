@@ -24,7 +24,7 @@ from bulkops.wire.model import BOUNCE_CODES, EVENT_ELEMENTS
 from tests.conftest import FIXTURES
 from tests.eventkit import DAY, NOW, Clock, entries, seeded_state, walk
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import add_account, asgi_client, basic
+from tests.serverkit import HANG_GUARD, add_account, asgi_client, basic
 
 STORES = BOTH_STORES
 
@@ -69,7 +69,7 @@ def keys(found: list[etree._Element]) -> list[tuple[int, int]]:
 
 
 async def fetch(client: httpx.AsyncClient, path: str) -> httpx.Response:
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         return await client.get(path)
 
 
@@ -196,7 +196,7 @@ async def test_page_size_is_honoured(
     """pageSize 1–200 (default 50) on campaign events."""
     cid = sent_campaign(seeded)
     params = {} if size is None else {"pageSize": size}
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(f"campaigns/{cid}/events/sends", params=params)
     total = len(db_events(seeded[0], "campaign_id = ? AND kind = 'sends'", cid))
     assert total > 50
@@ -206,7 +206,7 @@ async def test_page_size_is_honoured(
 @pytest.mark.parametrize("size", ["0", "201", "-1", "abc", "", "1e2", "٣"])
 async def test_bad_page_sizes_are_400(client: httpx.AsyncClient, seeded: Seeded, size: str) -> None:
     """Outside 1–200, or not a number: 400 naming pageSize."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(
             f"campaigns/{sent_campaign(seeded)}/events/opens", params={"pageSize": size}
         )
@@ -223,7 +223,7 @@ async def test_contact_collections_ignore_page_size(client: httpx.AsyncClient) -
 @pytest.mark.parametrize("token", ["2", "zzzzzz", "1-2-3x", "%00"])
 async def test_forged_tokens_are_400(client: httpx.AsyncClient, seeded: Seeded, token: str) -> None:
     """A next token this server did not issue for the collection: 400."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(
             f"campaigns/{sent_campaign(seeded)}/events/opens", params={"next": token}
         )

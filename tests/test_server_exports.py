@@ -18,7 +18,7 @@ from bulkops.server.exports import EXPORT_DIR, _date_sql
 from bulkops.server.store import write_tx
 from bulkops.wire.model import Activity
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import RunningServer, start_server
+from tests.serverkit import HANG_GUARD, RunningServer, start_server
 from tests.test_server_activities import list_uri, make_list, run_activity
 
 STORES = BOTH_STORES
@@ -34,7 +34,7 @@ async def _export(client: httpx.AsyncClient, **fields: object) -> tuple[Activity
     activity = await run_activity(client, activityType="EXPORT_CONTACTS", **fields)
     assert activity.status == "COMPLETE", activity
     suffix = activity.file_name.rsplit(".", 1)[-1]
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         download = await client.get(f"activities/{activity.id}.{suffix}")
     assert download.status_code == 200
     return activity, download
@@ -207,7 +207,7 @@ async def test_downloads_before_completion_or_of_non_exports_are_404(
                 "insert_time, updated) VALUES ('a07e1notready000000', 1, 'EXPORT_CONTACTS', "
                 "'EXPORT_CONTACTS', 'RUNNING', NULL, 1, 1)"
             )
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             not_export = await client.get(f"activities/{add.id}.csv")
             not_ready = await client.get("activities/a07e1notready000000.csv")
     assert not_export.status_code == 404

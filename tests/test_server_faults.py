@@ -20,7 +20,7 @@ from bulkops.server.worker import serve_worker, worker_for
 from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.model import Activity
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import RunningServer, asgi_client, make_state, start_server
+from tests.serverkit import HANG_GUARD, RunningServer, asgi_client, make_state, start_server
 from tests.test_server_activities import list_uri, make_list
 
 STORES = BOTH_STORES
@@ -101,7 +101,7 @@ def test_bulkops_serve_refuses_a_bad_plan_with_exit_64(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD,
     )
     assert proc.returncode == 64
     assert "unknown fault kind" in proc.stderr
@@ -123,7 +123,7 @@ async def test_error_statuses_are_answered_and_nothing_is_committed(
     """500/503/429 faults answer that status with a short text; the POST never reaches the app."""
     running = await _serve(tmp_path, nursery, store_db, faults=f"{kind}=1,seed=1")
     async with running.client() as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await client.post("activities", data=_form())
             outside = await client.get(running.origin + "/elsewhere")
     assert response.status_code == status
@@ -141,7 +141,7 @@ async def test_an_injected_429_carries_retry_after_when_configured(
     """With --retry-after, injected 429s carry the header as throttles do."""
     running = await _serve(tmp_path, nursery, store_db, faults="429=1", retry_after=4)
     async with running.client() as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await client.get("activities")
     assert response.status_code == 429
     assert response.headers["retry-after"] == "4"
@@ -155,7 +155,7 @@ async def test_reset_drops_the_connection_and_commits_nothing(
     caplog.set_level(logging.INFO)
     running = await _serve(tmp_path, nursery, store_db, faults="reset=1")
     async with running.client() as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             with pytest.raises(httpx.TransportError) as caught:
                 await client.post("activities", data=_form())
             alive = await client.get(running.origin + "/elsewhere")
@@ -173,13 +173,13 @@ async def test_lost_commits_then_drops_the_connection(
     caplog.set_level(logging.INFO)
     running = await _serve(tmp_path, nursery, store_db, faults="lost=1")
     async with running.client() as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             with pytest.raises(httpx.TransportError) as caught:
                 await client.post("activities", data=_form())
     assert isinstance(caught.value, httpx.RemoteProtocolError | httpx.ReadError)
     assert _activity_count(running.state) == 1
     db = running.state.store.connection()
-    with trio.fail_after(20):
+    with trio.fail_after(HANG_GUARD):
         while True:
             if db.execute("SELECT status FROM activity").fetchone() == ("COMPLETE",):
                 break
@@ -194,7 +194,7 @@ async def test_latency_delays_answers_over_real_http(
     """latency=1:0.3: every answer starts at least 0.3 s late (kept tiny: real time)."""
     running = await _serve(tmp_path, nursery, store_db, faults="latency=1:0.3")
     async with running.client() as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             started = time.monotonic()
             response = await client.get("")
             elapsed = time.monotonic() - started
@@ -210,7 +210,7 @@ async def test_stall_over_real_http(
     real time), and it still completes."""
     running = await _serve(tmp_path, nursery, store_db, faults="stall=1:0.5")
     async with running.client() as client:
-        with trio.fail_after(20):
+        with trio.fail_after(HANG_GUARD):
             response = await client.post("activities", data=_form())
             assert response.status_code == 201
             while True:
@@ -311,7 +311,7 @@ async def _statuses(tmp_path: Path, nursery: trio.Nursery, spec: str, n: int) ->
     running = await _serve(tmp_path, nursery, None, faults=spec)  # the plan, not the store
     out = []
     async with running.client() as client:
-        with trio.fail_after(20):
+        with trio.fail_after(HANG_GUARD):
             for _ in range(n):
                 out.append((await client.get("")).status_code)
     running.state.store.close()

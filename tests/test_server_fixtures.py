@@ -19,7 +19,7 @@ from lxml import etree
 
 from tests.conftest import FIXTURES
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import asgi_client, start_server
+from tests.serverkit import HANG_GUARD, asgi_client, start_server
 from tests.test_server_lists import (
     ATOM_XML,
     NS,
@@ -123,7 +123,7 @@ def origin_of(client: httpx.AsyncClient) -> str:
 
 async def fetch(client: httpx.AsyncClient, url: str, **params: str) -> etree._Element:
     """GET, 200 and the Atom media type asserted, parsed."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(url, params=params or None)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/atom+xml")
@@ -268,7 +268,7 @@ async def test_full_contact_has_the_fixture_shape(client: httpx.AsyncClient) -> 
 
 async def test_created_entries_carry_id_title_and_edit_link(client: httpx.AsyncClient) -> None:
     """The 201 bodies hold what list-entry-created.xml holds (in the server's order)."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         # The docs' created entry, sent back as a request: its id and links are ignored.
         response = await client.post(
             "lists", content=(FIXTURES / "list-entry-created.xml").read_bytes(), headers=ATOM_XML
@@ -281,7 +281,7 @@ async def test_created_entries_carry_id_title_and_edit_link(client: httpx.AsyncC
     check_values(ours, origin_of(client))
     list_id = response.headers["location"].rsplit("/", 1)[1]
     body = contact_body("new@example.com", [list_uri(list_id)])
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         created = await client.post("contacts", content=body, headers=ATOM_XML)
     assert created.status_code == 201
     contact = etree.fromstring(created.content)

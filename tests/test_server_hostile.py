@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from bulkops.server.app import create_app
 from tests.pgkit import BOTH_STORES, fresh_database
-from tests.serverkit import basic, make_state
+from tests.serverkit import HANG_GUARD, basic, make_state
 from tests.test_server_lists import ATOM, CTCT, contact_body, list_body, list_uri
 
 with warnings.catch_warnings():  # starlette suggests httpx2 for its TestClient
@@ -115,20 +115,20 @@ def _serve_process(env: dict[str, str], db_args: list[str]) -> Iterator[Served]:
 
     threading.Thread(target=drain, daemon=True).start()
     try:
-        assert started.wait(60), "server did not start"
+        assert started.wait(HANG_GUARD), "server did not start"
         found = re.search(r"serving the API at (http://\S+?)/ws/", "".join(lines))
         assert found is not None, "".join(lines)
         served = Served(origin=found.group(1), proc=proc, lines=lines)
         # Warm up: the first requests import and build what later ones reuse, which is not
         # the cost the CPU limits below are about.
-        with httpx.Client(headers={"Authorization": basic()}, timeout=30) as client:
+        with httpx.Client(headers={"Authorization": basic()}, timeout=HANG_GUARD) as client:
             client.get(served.url(""))
             client.post(served.url("contacts"), content=b"<", headers={"Content-Type": ATOM_XML})
         yield served
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=HANG_GUARD)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -145,7 +145,7 @@ def test_the_database_password_never_reaches_the_log(served: Served) -> None:
 @pytest.fixture(scope="module")
 def http(served: Served) -> Iterator[httpx.Client]:
     """A sync client with the demo credentials."""
-    with httpx.Client(headers={"Authorization": basic()}, timeout=10) as client:
+    with httpx.Client(headers={"Authorization": basic()}, timeout=HANG_GUARD) as client:
         yield client
 
 
@@ -270,13 +270,13 @@ def _send_big(served: Served, *, chunked: bool) -> tuple[int, int]:
     ).encode()
     piece = b"<" * 65536
     frame = b"%x\r\n" % len(piece) + piece + b"\r\n" if chunked else piece
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with socket.create_connection((host, int(port)), timeout=HANG_GUARD) as sock:
         sock.sendall(head)
         sock.setblocking(False)
         started = time.monotonic()
         sent, answer, writing = 0, b"", True
         while b"\r\n\r\n" not in answer:
-            assert time.monotonic() - started < 60, "no answer"  # a hang guard, not a limit
+            assert time.monotonic() - started < HANG_GUARD, "no answer"  # a hang guard, not a limit
             want_write = [sock] if writing and sent < BIG else []
             readable, writable, _ = select.select([sock], want_write, [], 1.0)
             if readable:
@@ -381,7 +381,10 @@ def mangled(draw: st.DrawFn) -> bytes:
     return body[:start] + draw(st.binary(max_size=40)) + body[end:]
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     body=st.one_of(mangled(), st.binary(max_size=300)),
     target=st.sampled_from(["lists", "contacts", "lists/1", "contacts/1"]),
@@ -393,7 +396,10 @@ def test_no_body_gives_a_500(sync_client: TestClient, body: bytes, target: str) 
     assert response.status_code < 500, response.text
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     path=st.sampled_from(["contacts", "lists", "lists/1/members", "lists/active/members"]),
     params=st.lists(

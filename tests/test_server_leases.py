@@ -30,7 +30,7 @@ from bulkops.server.leases import (
 from bulkops.server.serve import open_state
 from bulkops.server.store import Store, now_ms, write_tx
 from bulkops.server.worker import Worker
-from tests.serverkit import DEMO
+from tests.serverkit import DEMO, HANG_GUARD
 
 WORKERS = ("w1", "w2", "w3")
 LEASE_MS = 1000
@@ -205,10 +205,11 @@ async def test_a_worker_takes_over_an_activity_whose_lease_expired(tmp_path: Pat
     gone = await state.store.claim_activity("other-host:1:dead", now_ms() - 60_000, 1.0)
     assert gone is not None
     assert gone.activity_id == row.id
-    worker = Worker(state, lease_seconds=1.0, poll_interval=0.05)
+    # Its own lease is long: a busy machine must not make it lose the activity it took over.
+    worker = Worker(state, lease_seconds=60.0, poll_interval=0.05)
     async with trio.open_nursery() as nursery:
         await nursery.start(worker.serve)
-        with trio.fail_after(20):
+        with trio.fail_after(HANG_GUARD):
             while worker.statistics().completed < 1:  # noqa: ASYNC110 - counters, no event
                 await trio.sleep(0.02)
         nursery.cancel_scope.cancel()

@@ -23,7 +23,7 @@ from lxml import etree
 from bulkops.server.app import ApiState
 from bulkops.server.seed import seed_contacts
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import API_KEY, PASSWORD, USER, start_server
+from tests.serverkit import API_KEY, HANG_GUARD, PASSWORD, USER, start_server
 
 STORES = BOTH_STORES
 
@@ -52,7 +52,7 @@ class LegacyClient:
         ).decode("ascii")
         self._authorized = False
         self.challenges = 0
-        self.http = httpx.Client(timeout=10, headers={"Accept": "application/atom+xml"})
+        self.http = httpx.Client(timeout=HANG_GUARD, headers={"Accept": "application/atom+xml"})
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -299,7 +299,7 @@ async def test_a_legacy_client_runs_the_whole_scenario(
     running = await start_server(nursery, server_state)
     client = LegacyClient(running.origin, USER, PASSWORD, API_KEY)
     try:
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             await trio.to_thread.run_sync(scenario, client, server_state)
     finally:
         client.close()

@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -30,7 +25,7 @@ from bulkops.server.datafile import parse_activity_form, parse_data, tabulate
 from bulkops.server.store import now_ms, write_tx
 from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.model import Activity
-from tests.serverkit import API_KEY, PASSWORD, USER, RunningServer, basic, start_server
+from tests.serverkit import USER, RunningServer, basic, serve_subprocess, start_server
 
 LIST_URI = "http://api.constantcontact.com/ws/customers/{user}/lists/{id}"
 
@@ -164,45 +159,6 @@ async def test_over_wide_rows_are_row_errors_and_trailing_blanks_cost_nothing(
 # -- peak memory of a real server ------------------------------------------------------------
 
 
-@contextmanager
-def serve_subprocess(tmp_path: Path, *args: str) -> Iterator[tuple[str, int]]:
-    """``bulkops serve`` on port 0 in a subprocess; yields its origin and pid."""
-    env = {**os.environ, "BULKOPS_SERVE_ACCOUNTS": f"{USER}:{PASSWORD}:{API_KEY}"}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bulkops",
-                "serve",
-                "--port",
-                "0",
-                "--db",
-                str(tmp_path / "server.db"),
-                *args,
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not (found := re.search(r"serving the API at (http://\S+?)/ws/", log.read_text())):
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)  # waiting for another process to start, not timing a result
-        yield found.group(1), proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert "Traceback" not in log.read_text()
-
-
 def peak_rss_mib(pid: int) -> float:
     """``VmHWM`` of a process, in MiB."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -228,9 +184,9 @@ def padded_header(size: int) -> str:
 def test_padded_activities_keep_the_servers_peak_memory_small(tmp_path: Path) -> None:
     """3 MB of million-cell rows, then a 1 MB padded header: peak RSS under 150 MB."""
     with (
-        serve_subprocess(tmp_path) as (origin, pid),
+        serve_subprocess(tmp_path) as served,
         httpx.Client(
-            base_url=f"{origin}/ws/customers/{USER}/",
+            base_url=f"{served.origin}/ws/customers/{USER}/",
             headers={"Authorization": basic()},
             timeout=120,
         ) as http,
@@ -257,4 +213,4 @@ def test_padded_activities_keep_the_servers_peak_memory_small(tmp_path: Path) ->
             while "<Status>COMPLETE</Status>" not in http.get(posted.headers["location"]).text:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)  # polling another process, not timing a result
-        assert peak_rss_mib(pid) < 150
+        assert peak_rss_mib(served.pid) < 150

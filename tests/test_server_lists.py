@@ -24,7 +24,7 @@ from bulkops.server.seed import seed_contacts
 from bulkops.wire.atom.feeds import parse_entry, parse_feed
 from bulkops.wire.model import ContactList, ContactListMember, Feed
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import asgi_client, basic, make_state, start_server
+from tests.serverkit import HANG_GUARD, asgi_client, basic, make_state, start_server
 
 STORES = BOTH_STORES
 
@@ -107,7 +107,7 @@ def absolute(client: httpx.AsyncClient, href: str) -> str:
 
 async def create_list(client: httpx.AsyncClient, name: str) -> int:
     """POST a list and return its id (asserting 201)."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post("lists", content=list_body(name), headers=ATOM_XML)
     assert response.status_code == 201, response.text
     return int(response.headers["location"].rsplit("/", 1)[1])
@@ -118,7 +118,7 @@ async def create_contact(
 ) -> int:
     """POST a contact on the given lists and return its id (asserting 201)."""
     body = contact_body(email, [list_uri(n) for n in list_ids], **fields)
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post("contacts", content=body, headers=ATOM_XML)
     assert response.status_code == 201, response.text
     return int(response.headers["location"].rsplit("/", 1)[1])
@@ -126,7 +126,7 @@ async def create_contact(
 
 async def get_feed(client: httpx.AsyncClient, url: str, **params: str | list[str]) -> Feed:
     """GET a feed page (200 asserted) and parse it."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(url, params=params or None)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/atom+xml")
@@ -219,7 +219,7 @@ async def test_lists_feed_pages_by_fifty_with_opaque_tokens(api: httpx.AsyncClie
 async def test_a_bad_next_token_is_400(api: httpx.AsyncClient, token: str) -> None:
     """Tokens the server did not issue answer 400 with a reason, never 500."""
     for url in ("lists", "contacts", "lists/active/members"):
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await api.get(url, params={"next": token})
         assert response.status_code == 400, (url, token, response.text)
         assert "next" in response.text
@@ -235,7 +235,7 @@ async def test_a_members_token_is_refused_by_the_contacts_feed(
     href = page.link("next")
     assert href is not None
     token = href.split("next=", 1)[1]
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await api.get("contacts", params={"next": token})
     assert response.status_code == 400
 
@@ -247,7 +247,7 @@ async def test_creating_a_list_answers_201_with_location_and_the_entry(
     client: httpx.AsyncClient,
 ) -> None:
     """POST /lists: 201, an absolute Location on the server's origin, and the new entry."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post(
             "lists",
             content=list_body("Spring Promotions", opt_in_default="true", sort_order="3"),
@@ -270,7 +270,7 @@ async def test_creating_a_list_answers_201_with_location_and_the_entry(
 async def test_get_one_list_has_its_source(client: httpx.AsyncClient) -> None:
     """GET /lists/{id} answers the entry with a <source> describing the lists feed."""
     list_id = await create_list(client, "Clients")
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(f"lists/{list_id}")
     assert response.status_code == 200
     root = etree.fromstring(response.content)
@@ -281,7 +281,7 @@ async def test_get_one_list_has_its_source(client: httpx.AsyncClient) -> None:
     entry = parse_entry(response.content)
     assert isinstance(entry, ContactList)
     assert entry.name == "Clients"
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         system = await client.get("lists/do-not-mail")
     assert system.status_code == 200
     payload = etree.fromstring(system.content).find(".//c:ContactList", NS)
@@ -291,7 +291,7 @@ async def test_get_one_list_has_its_source(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("path", ["lists/999", "lists/abc", "lists/0", "lists/-1", "lists/1e3"])
 async def test_unknown_lists_are_404(api: httpx.AsyncClient, path: str) -> None:
     """Unknown or malformed list ids: 404 for GET, PUT, DELETE and members."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         got = await api.get(path)
         put = await api.put(path, content=list_body("X"), headers=ATOM_XML)
         deleted = await api.delete(path)
@@ -317,7 +317,7 @@ async def test_invalid_list_bodies_are_400_with_a_reason(
     api: httpx.AsyncClient, body: bytes, reason: str
 ) -> None:
     """A missing Name, a bad value or bad XML: 400 and a short text saying what is wrong."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await api.post("lists", content=body, headers=ATOM_XML)
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("text/plain")
@@ -330,10 +330,10 @@ async def test_a_taken_list_name_is_409(client: httpx.AsyncClient) -> None:
     first = await create_list(client, "Clients")
     second = await create_list(client, "Prospects")
     for name in ("Clients", "CLIENTS", "Active", "do not mail"):
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await client.post("lists", content=list_body(name), headers=ATOM_XML)
         assert response.status_code == 409, name
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         renamed = await client.put(
             f"lists/{second}", content=list_body("clients"), headers=ATOM_XML
         )
@@ -345,10 +345,10 @@ async def test_a_taken_list_name_is_409(client: httpx.AsyncClient) -> None:
 async def test_renaming_a_list_changes_name_and_short_name(client: httpx.AsyncClient) -> None:
     """PUT of the whole entry a GET returned, with a new Name: 204, then the new name."""
     list_id = await create_list(client, "Old Name")
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         got = await client.get(f"lists/{list_id}")
     body = got.content.replace(b"<Name>Old Name</Name>", b"<Name>New Name</Name>")
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.put(f"lists/{list_id}", content=body, headers=ATOM_XML)
     assert response.status_code == 204
     assert response.content == b""
@@ -361,7 +361,7 @@ async def test_renaming_a_list_changes_name_and_short_name(client: httpx.AsyncCl
 async def test_system_lists_cannot_be_changed_or_deleted(client: httpx.AsyncClient) -> None:
     """PUT or DELETE on active, do-not-mail or removed: 403 with a text body."""
     for key in ("active", "do-not-mail", "removed"):
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             put = await client.put(f"lists/{key}", content=list_body("X"), headers=ATOM_XML)
             deleted = await client.delete(f"lists/{key}")
         assert (put.status_code, deleted.status_code) == (403, 403)
@@ -373,16 +373,16 @@ async def test_list_writes_need_the_atom_content_type(api: httpx.AsyncClient) ->
     list_id = await create_list(api, "Typed")
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "text/xml", None):
         headers = {} if content_type is None else {"Content-Type": content_type}
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             posted = await api.post("lists", content=list_body("Other"), headers=headers)
             put = await api.put(f"lists/{list_id}", content=list_body("Other"), headers=headers)
         assert (posted.status_code, put.status_code) == (415, 415), content_type
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         patched = await api.patch(f"lists/{list_id}", content=b"", headers=ATOM_XML)
         deleted_feed = await api.delete("lists")
         posted_member = await api.post(f"lists/{list_id}/members", content=b"")
     assert patched.status_code == deleted_feed.status_code == posted_member.status_code == 415
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         with_charset = await api.post(
             "lists",
             content=list_body("Charset"),
@@ -395,7 +395,7 @@ async def test_get_and_delete_ignore_a_content_type(client: httpx.AsyncClient) -
     """Old clients send Content-Type: text/xml on every request; GET and DELETE ignore it."""
     list_id = await create_list(client, "Doomed")
     text_xml = {"Content-Type": "text/xml"}
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         feed = await client.get("lists", headers=text_xml)
         one = await client.get(f"lists/{list_id}", headers=text_xml)
         deleted = await client.delete(f"lists/{list_id}", headers=text_xml)
@@ -412,7 +412,7 @@ async def test_deleting_a_list_removes_memberships_and_applies_the_status_rules(
     kept = await create_list(client, "Kept")
     only = await create_contact(client, "only@example.com", [doomed])
     both = await create_contact(client, "both@example.com", [doomed, kept])
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.delete(f"lists/{doomed}")
     assert response.status_code == 204
     statuses = {}
@@ -494,7 +494,7 @@ async def test_member_entries_have_the_fixture_shape(client: httpx.AsyncClient) 
     )
     last_only = await create_contact(client, "last@example.com", [list_id], LastName="Solo")
     anonymous = await create_contact(client, "anon@example.com", [list_id])
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(f"lists/{list_id}/members")
     feed = parse_feed(response.content)
     names = {int(m.contact_id): m.name for m in feed.entries}  # type: ignore[union-attr]
@@ -525,7 +525,7 @@ async def test_system_list_members_are_the_contacts_with_that_status(
     active = await create_contact(api, "a@example.com", [list_id])
     opted_out = await create_contact(api, "o@example.com", [list_id])
     removed = await create_contact(api, "r@example.com", [list_id])
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         assert (await api.delete(f"contacts/{opted_out}")).status_code == 204
         put = await api.put(f"contacts/{removed}", content=contact_body(None, []), headers=ATOM_XML)
     assert put.status_code == 204
@@ -555,7 +555,7 @@ async def test_ids_use_the_configured_public_url(
         base_url=f"{state.origin}/ws/customers/demo/", headers={"Authorization": basic()}
     ) as c:
         list_id = await create_list(c, "Public")
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await c.get("lists")
             created = await c.post("lists", content=list_body("Again"), headers=ATOM_XML)
     feed = parse_feed(response.content)

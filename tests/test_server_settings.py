@@ -18,7 +18,7 @@ from bulkops.wire.atom.syntax import ATOM_NS, parse_xml
 from tests.conftest import FIXTURES
 from tests.eventkit import NOW, entries, seeded_state, walk
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import add_account, asgi_client, basic
+from tests.serverkit import HANG_GUARD, add_account, asgi_client, basic
 
 STORES = BOTH_STORES
 
@@ -54,7 +54,7 @@ def shape(el: etree._Element) -> tuple[object, ...]:
 
 
 async def fetch(client: httpx.AsyncClient, path: str) -> httpx.Response:
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         return await client.get(path)
 
 
@@ -105,7 +105,7 @@ async def test_another_accounts_address_is_404(own_state: ApiState) -> None:
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 async def test_the_collection_is_read_only(client: httpx.AsyncClient, method: str) -> None:
     """No write methods in v1: 415 (the v1 code for an unsupported method)."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.request(method, "settings/emailaddresses", content=b"<entry/>")
         one = await client.request(method, "settings/emailaddresses/1", content=b"<entry/>")
     assert (response.status_code, one.status_code) == (415, 415)

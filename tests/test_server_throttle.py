@@ -10,7 +10,7 @@ import trio
 from bulkops.server.app import ServerConfig
 from bulkops.server.throttle import Throttle, TokenBucket, account_of
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import RunningServer, add_account, basic, make_state, start_server
+from tests.serverkit import HANG_GUARD, RunningServer, add_account, basic, make_state, start_server
 from tests.test_server_activities import list_uri, make_list
 
 STORES = BOTH_STORES
@@ -32,7 +32,7 @@ async def test_rate_limit_answers_429_naming_the_limit(
     add_account(state, "other", "other-pw", "other-key")
     other = {"Authorization": basic("other", "other-pw", "other-key")}
     async with running.client() as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             first = await client.get("")
             second = await client.get("lists")
             others = await client.get(running.base("other"), headers=other)
@@ -54,7 +54,7 @@ async def test_daily_quota_answers_429_once_used_up(
     running = await _serve(tmp_path, nursery, store_db, daily_quota=3, retry_after=2.5)
     state = running.state
     async with running.client() as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             statuses = [(await client.get("")).status_code for _ in range(3)]
             over = await client.post("activities", data={"activityType": "SV_ADD"})
     assert statuses == [200, 200, 200]
@@ -74,7 +74,7 @@ async def test_queued_activity_limit_answers_429(tmp_path: Path, store_db: str |
     list_id = make_list(state, "Queue")
     form = {"activityType": "SV_ADD", "data": "Email\na@example.org", "lists": list_uri(list_id)}
     async with asgi_client(state) as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             accepted = [(await client.post("activities", data=form)).status_code for _ in range(2)]
             refused = await client.post("activities", data=form)
             db = state.store.connection()
@@ -109,7 +109,7 @@ async def test_queued_activity_limit_holds_under_concurrent_posts(
         async def post() -> None:
             statuses.append((await client.post("activities", data=form)).status_code)
 
-        with trio.fail_after(30):
+        with trio.fail_after(HANG_GUARD):
             async with trio.open_nursery() as posts:
                 for _ in range(8):
                     posts.start_soon(post)
@@ -123,7 +123,7 @@ async def test_throttles_are_off_by_default(server_state: object, nursery: trio.
     """Without flags, a burst of requests is never throttled."""
     running = await start_server(nursery, server_state)  # type: ignore[arg-type]
     async with running.client() as client:
-        with trio.fail_after(20):
+        with trio.fail_after(HANG_GUARD):
             statuses = {(await client.get("")).status_code for _ in range(30)}
     assert statuses == {200}
 
