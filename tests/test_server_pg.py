@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -132,3 +133,32 @@ def test_migrations_upgrade_version_by_version_and_refuse_a_newer_schema() -> No
         conn.execute("INSERT INTO bulkops_schema (version) VALUES (4)")
         with pytest.raises(RuntimeError, match="newer"):
             migrate(conn)
+
+
+def test_worker_takes_what_serve_takes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``bulkops worker``'s --db resolves as serve's: a path, a URL, else BULKOPS_DB; a libpq
+    keyword string is a configuration error."""
+    from bulkops.errors import ConfigError
+    from bulkops.server import worker_cli
+
+    store = worker_cli.open_storage(tmp_path / "w.db")
+    try:
+        assert store.location.endswith("w.db")
+    finally:
+        store.close()
+    monkeypatch.setenv("BULKOPS_DB", str(tmp_path / "env.db"))
+    store = worker_cli.open_storage(None)
+    try:
+        assert store.location.endswith("env.db")
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match="postgresql:// URL"):
+        worker_cli.open_storage("host=h dbname=d")
+    with fresh_database() as url:
+        monkeypatch.setenv("BULKOPS_DB", url)
+        store = worker_cli.open_storage(None)
+        try:
+            assert store.location.startswith("postgresql://")
+            assert (urlsplit(url).password or "?") not in repr(store)
+        finally:
+            store.close()
