@@ -30,7 +30,10 @@ from bulkops.server.datafile import parse_activity_form, parse_data, tabulate
 from bulkops.server.store import now_ms, write_tx
 from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.model import Activity
+from tests.pgkit import BOTH_STORES, StoreDb
 from tests.serverkit import API_KEY, PASSWORD, USER, RunningServer, basic, start_server
+
+STORES = BOTH_STORES
 
 LIST_URI = "http://api.constantcontact.com/ws/customers/{user}/lists/{id}"
 
@@ -165,9 +168,9 @@ async def test_over_wide_rows_are_row_errors_and_trailing_blanks_cost_nothing(
 
 
 @contextmanager
-def serve_subprocess(tmp_path: Path, *args: str) -> Iterator[tuple[str, int]]:
+def serve_subprocess(tmp_path: Path, db: StoreDb, *args: str) -> Iterator[tuple[str, int]]:
     """``bulkops serve`` on port 0 in a subprocess; yields its origin and pid."""
-    env = {**os.environ, "BULKOPS_SERVE_ACCOUNTS": f"{USER}:{PASSWORD}:{API_KEY}"}
+    env = {**os.environ, **db.env(), "BULKOPS_SERVE_ACCOUNTS": f"{USER}:{PASSWORD}:{API_KEY}"}
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
@@ -178,8 +181,7 @@ def serve_subprocess(tmp_path: Path, *args: str) -> Iterator[tuple[str, int]]:
                 "serve",
                 "--port",
                 "0",
-                "--db",
-                str(tmp_path / "server.db"),
+                *db.argv(),
                 *args,
             ],
             env=env,
@@ -225,10 +227,13 @@ def padded_header(size: int) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (VmHWM)")
-def test_padded_activities_keep_the_servers_peak_memory_small(tmp_path: Path) -> None:
+def test_padded_activities_keep_the_servers_peak_memory_small(
+    tmp_path: Path, store_db: str | None
+) -> None:
     """3 MB of million-cell rows, then a 1 MB padded header: peak RSS under 150 MB."""
+    db = StoreDb(store_db or tmp_path / "server.db", home=tmp_path)
     with (
-        serve_subprocess(tmp_path) as (origin, pid),
+        serve_subprocess(tmp_path, db) as (origin, pid),
         httpx.Client(
             base_url=f"{origin}/ws/customers/{USER}/",
             headers={"Authorization": basic()},
