@@ -16,8 +16,8 @@ differences that serve a database shared by many processes and, later, many mach
 Versions are tracked in ``bulkops_schema``; :data:`PG_MIGRATIONS` has one script per
 version (index i upgrades version i to i + 1): versions 1-3 are those of
 :data:`bulkops.server.store.MIGRATIONS`, version 4 is PostgreSQL's own (membership without
-per-row foreign keys, see ``_SCHEMA_V4``); and :func:`migrate` applies the missing ones under an advisory lock, so processes
-starting together migrate once.
+per-row foreign keys, see ``_SCHEMA_V4``); and :func:`migrate` applies the missing ones
+under an advisory lock, so processes starting together migrate once.
 """
 
 from __future__ import annotations
