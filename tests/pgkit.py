@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -75,3 +78,51 @@ def fresh_database() -> Iterator[str]:
     finally:
         with _admin(url) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class StoreDb:
+    """The database of a test that starts ``bulkops`` processes: a SQLite file or a
+    PostgreSQL URL, how to hand it to a process and how to read it from the test.
+
+    A URL (with its password) goes to processes through ``BULKOPS_DB`` in their environment,
+    never their argv; a path through ``--db``. ``home`` becomes their ``BULKOPS_HOME`` (where
+    the PostgreSQL store writes export files).
+    """
+
+    def __init__(self, target: str | Path, *, home: Path) -> None:
+        self.target = target
+        self.home = home
+        self.is_postgres = isinstance(target, str)
+
+    @property
+    def password(self) -> str:
+        """The URL's password ("" for SQLite), to check that no log shows it."""
+        return (urlsplit(str(self.target)).password or "") if self.is_postgres else ""
+
+    def argv(self) -> list[str]:
+        """Arguments naming the database on a ``bulkops`` command line."""
+        return [] if self.is_postgres else ["--db", str(self.target)]
+
+    def env(self) -> dict[str, str]:
+        """Environment naming the database for a ``bulkops`` process."""
+        env = {"BULKOPS_HOME": str(self.home)}
+        if self.is_postgres:
+            env["BULKOPS_DB"] = str(self.target)
+        return env
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
+        """The first row of ``sql`` (``?`` placeholders), on a connection of its own."""
+        rows = self.all(sql, params)
+        assert rows, sql
+        return rows[0]
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row of ``sql`` (``?`` placeholders), on a connection of its own."""
+        if self.is_postgres:
+            with _admin(str(self.target)) as conn:
+                return [tuple(row) for row in conn.execute(sql.replace("?", "%s"), params)]
+        db = sqlite3.connect(self.target)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()

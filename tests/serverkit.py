@@ -20,6 +20,7 @@ import trio
 from bulkops.server.app import ApiState, ServerConfig, create_app
 from bulkops.server.auth import AccountSpec, Secret, ensure_account
 from bulkops.server.serve import open_state, serve_api
+from tests.pgkit import StoreDb
 
 USER = "demo"
 PASSWORD = "demo-password"
@@ -105,16 +106,16 @@ class ServeProcess:
 
 @contextmanager
 def serve_subprocess(
-    tmp_path: Path, *args: str, db: str | Path | None = None
+    tmp_path: Path, *args: str, db: StoreDb | None = None
 ) -> Iterator[ServeProcess]:
     """``bulkops serve --port 0 ARGS`` in a child process with the demo account, on ``db``
-    (a SQLite file or a PostgreSQL URL; default ``tmp_path/server.db``), its stderr in
-    ``tmp_path/serve.log``. Stopped with SIGTERM at the end; then its log must hold no
-    traceback."""
-    env = {**os.environ, "BULKOPS_SERVE_ACCOUNTS": f"{USER}:{PASSWORD}:{API_KEY}"}
+    (a SQLite file or a PostgreSQL URL, handed over as :class:`StoreDb` does — a URL never
+    in argv; default ``tmp_path/server.db``), its stderr in ``tmp_path/serve.log``. Stopped
+    with SIGTERM at the end; then its log must hold no traceback."""
+    db = db or StoreDb(tmp_path / "server.db", home=tmp_path)
+    env = {**os.environ, **db.env(), "BULKOPS_SERVE_ACCOUNTS": f"{USER}:{PASSWORD}:{API_KEY}"}
     log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "bulkops", "serve", "--port", "0"]
-    command += ["--db", str(db or tmp_path / "server.db"), *args]
+    command = [sys.executable, "-m", "bulkops", "serve", "--port", "0", *db.argv(), *args]
     with log.open("wb") as sink:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=sink)
     try:
@@ -133,3 +134,4 @@ def serve_subprocess(
             proc.wait()
     text = log.read_text()
     assert "Traceback" not in text, text
+    assert not db.password or db.password not in text

@@ -18,7 +18,10 @@ import trio
 from lxml import etree
 
 from bulkops.server.auth import Secret, TokenSpec, ensure_token, hash_secret, verify_secret
+from tests.pgkit import BOTH_STORES
 from tests.serverkit import API_KEY, PASSWORD, add_account, asgi_client, basic, start_server
+
+STORES = BOTH_STORES
 
 APP_NS = "http://www.w3.org/2007/app"
 
@@ -176,15 +179,35 @@ async def test_log_lines_carry_no_credentials_or_queries(
         assert secret not in text
 
 
+def _everything_stored(store) -> bytes:  # type: ignore[no-untyped-def]
+    """The database's bytes: SQLite's files, or every row of every PostgreSQL table as text."""
+    if not store.location.startswith("postgresql://"):
+        raw = Path(store.path).read_bytes()
+        for path in Path(store.path).parent.glob("server.db*"):
+            raw += path.read_bytes()
+        return raw
+    db = store.connection()
+    tables = [
+        name
+        for (name,) in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+    ]
+    assert "credential" in tables
+    return b"".join(
+        str(row[0]).encode()
+        for table in tables
+        for row in db.execute(f"SELECT t::text FROM {table} t")
+    )
+
+
 def test_secrets_are_stored_hashed(server_state) -> None:  # type: ignore[no-untyped-def]
     """The database holds salted scrypt hashes, never a password or key."""
     db = server_state.store.connection()
     hashes = [row[0] for row in db.execute("SELECT hash FROM credential")]
     assert hashes
     assert all(h.startswith("scrypt$") for h in hashes)
-    raw = Path(server_state.store.path).read_bytes()
-    for path in Path(server_state.store.path).parent.glob("server.db*"):
-        raw += path.read_bytes()
+    raw = _everything_stored(server_state.store)
     assert PASSWORD.encode() not in raw
     assert API_KEY.encode() not in raw
     assert verify_secret("x", hash_secret("x"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,7 +24,10 @@ import trio
 from bulkops.server.app import ApiState, ServerConfig
 from bulkops.server.serve import open_state
 from bulkops.server.store import write_tx
+from tests.pgkit import BOTH_STORES, StoreDb
 from tests.serverkit import DEMO, asgi_client, basic
+
+STORES = BOTH_STORES
 
 ROWS = 40_000
 ACTIVITIES = 5
@@ -34,11 +36,11 @@ ATOM_STATUS = re.compile(rb"<Status>([A-Z]+)</Status>")
 
 
 def _start(
-    db_path: Path, log_path: Path, hold_file: Path | None = None
+    db: StoreDb, log_path: Path, hold_file: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Run ``bulkops serve`` on the database, logging to a file; return it and its origin.
     With ``hold_file``, the worker holds each activity before its commit (module docstring)."""
-    env = {**os.environ}
+    env = {**os.environ, **db.env()}
     env.pop("BULKOPS_SERVE_ACCOUNTS", None)
     env.pop("BULKOPS_TEST_HOLD_FILE", None)
     if hold_file is not None:
@@ -46,7 +48,7 @@ def _start(
     offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bulkops", "serve", "--port", "0", "--db", str(db_path)],
+            [sys.executable, "-m", "bulkops", "serve", "--port", "0", *db.argv()],
             env=env,
             stderr=log,
             stdout=subprocess.DEVNULL,
@@ -103,22 +105,31 @@ async def _post_activities(state: ApiState) -> list[str]:
     return locations
 
 
-def _applied(db: sqlite3.Connection, batch: int) -> int:
-    (count,) = db.execute(
+def _applied(db: StoreDb, batch: int) -> int:
+    (count,) = db.one(
         "SELECT count(*) FROM contact WHERE email_key >= ? AND email_key < ?",
         (f"b{batch}-", f"b{batch}."),
-    ).fetchone()
+    )
     return int(count)
 
 
+def _members(db: StoreDb) -> tuple[int, int]:
+    """(membership rows of list 7, the list's member_count)."""
+    (members,) = db.one("SELECT count(*) FROM membership WHERE list_id = 7")
+    (member_count,) = db.one("SELECT member_count FROM list WHERE id = 7")
+    return int(members), int(member_count)
+
+
 @pytest.mark.slow
-def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(tmp_path: Path) -> None:
+def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(
+    tmp_path: Path, store_db: str | None
+) -> None:
     """Kill -9 while a 40,000-row SV_ADD runs; the database holds each activity whole or not
     at all, and after a restart every activity completes exactly once."""
-    db_path = tmp_path / "server.db"
-    state = open_state(db_path, ServerConfig(), accounts=[DEMO])
-    with write_tx(state.store.connection()) as db:
-        db.execute(
+    db = StoreDb(store_db or tmp_path / "server.db", home=tmp_path)
+    state = open_state(db.target, ServerConfig(), accounts=[DEMO], data_dir=tmp_path)
+    with write_tx(state.store.connection()) as conn:  # type: ignore[attr-defined]
+        conn.execute(
             "INSERT INTO list (id, account_id, name, short_name, updated) "
             "VALUES (7, 1, 'Crash', 'Crash', 0)"
         )
@@ -128,7 +139,7 @@ def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(tmp_path: Pa
     state.store.close()
     hold_file = tmp_path / "holding"
 
-    proc, origin = _start(db_path, tmp_path / "server.log", hold_file)
+    proc, origin = _start(db, tmp_path / "server.log", hold_file)
     try:
         with httpx.Client(base_url=origin, headers={"Authorization": basic()}, timeout=30) as http:
             # Let the activities before KILLED commit, then kill while KILLED holds.
@@ -146,26 +157,21 @@ def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(tmp_path: Pa
     finally:
         _stop(proc)
 
-    # The database as the kill left it (SQLite rolls back the unfinished transaction).
-    db = sqlite3.connect(db_path)
-    try:
-        status_at_kill = dict(db.execute("SELECT seq, status FROM activity").fetchall())
-        for seq in range(1, ACTIVITIES + 1):
-            applied = _applied(db, seq - 1)
-            assert applied in (0, ROWS), f"activity {seq} half applied: {applied} rows"
-            assert (applied == ROWS) == (status_at_kill[seq] == "COMPLETE"), status_at_kill
-        (members,) = db.execute("SELECT count(*) FROM membership WHERE list_id = 7").fetchone()
-        (member_count,) = db.execute("SELECT member_count FROM list WHERE id = 7").fetchone()
-        assert member_count == members
-    finally:
-        db.close()
+    # The database as the kill left it (the unfinished transaction is rolled back).
+    status_at_kill = dict(db.all("SELECT seq, status FROM activity"))
+    for seq in range(1, ACTIVITIES + 1):
+        applied = _applied(db, seq - 1)
+        assert applied in (0, ROWS), f"activity {seq} half applied: {applied} rows"
+        assert (applied == ROWS) == (status_at_kill[seq] == "COMPLETE"), status_at_kill
+    members, member_count = _members(db)
+    assert member_count == members
     assert status_at_kill == {
         seq: "COMPLETE" if seq < KILLED else "RUNNING" if seq == KILLED else "QUEUED"
         for seq in range(1, ACTIVITIES + 1)
     }, status_at_kill
 
     # Restart: RUNNING goes back to QUEUED and every activity completes, once.
-    proc, origin = _start(db_path, tmp_path / "server.log")
+    proc, origin = _start(db, tmp_path / "server.log")
     try:
         with httpx.Client(headers={"Authorization": basic()}, timeout=30) as http:
             deadline = time.monotonic() + 120
@@ -182,11 +188,9 @@ def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(tmp_path: Pa
     finally:
         proc.send_signal(signal.SIGTERM)
         _stop(proc)
-    db = sqlite3.connect(db_path)
-    try:
-        assert [_applied(db, batch) for batch in range(ACTIVITIES)] == [ROWS] * ACTIVITIES
-        (members,) = db.execute("SELECT count(*) FROM membership WHERE list_id = 7").fetchone()
-        (member_count,) = db.execute("SELECT member_count FROM list WHERE id = 7").fetchone()
-        assert members == member_count == ROWS * ACTIVITIES
-    finally:
-        db.close()
+    assert [_applied(db, batch) for batch in range(ACTIVITIES)] == [ROWS] * ACTIVITIES
+    assert _members(db) == (ROWS * ACTIVITIES, ROWS * ACTIVITIES)
+    log = (tmp_path / "server.log").read_text("utf-8", "replace")
+    assert "Traceback" not in log
+    if db.is_postgres:
+        assert db.password not in log

@@ -1,7 +1,8 @@
-"""Activity leases: the pure table (hypothesis), the SQLite claims against it, two workers."""
+"""Activity leases: the pure table (hypothesis), each store's claims against it, two workers."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 import tempfile
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from bulkops.errors import LifecycleError
 from bulkops.server import activity_queries as aq
-from bulkops.server.app import ServerConfig
+from bulkops.server.app import ApiState, ServerConfig
 from bulkops.server.datafile import ActivityRequest, encode_request
 from bulkops.server.leases import (
     TRANSITIONS,
@@ -30,7 +31,10 @@ from bulkops.server.leases import (
 from bulkops.server.serve import open_state
 from bulkops.server.store import Store, now_ms, write_tx
 from bulkops.server.worker import Worker
+from tests.pgkit import BOTH_STORES, fresh_database
 from tests.serverkit import DEMO, HANG_GUARD
+
+STORES = BOTH_STORES
 
 WORKERS = ("w1", "w2", "w3")
 LEASE_MS = 1000
@@ -106,11 +110,17 @@ def test_the_table_lets_nothing_leave_done() -> None:
     assert {event for state, event in TRANSITIONS if state is LeaseState.FREE} == {LeaseEvent.CLAIM}
 
 
-# -- the SQLite implementation follows the table ---------------------------------------------
+# -- the stores' implementation follows the table ---------------------------------------------
 
 
-def _store_with_one_activity(directory: Path) -> Store:
-    state = open_state(directory / "server.db", ServerConfig(), accounts=[DEMO])
+def _open(directory: Path, store_db: str | None) -> ApiState:
+    return open_state(
+        store_db or directory / "server.db", ServerConfig(), accounts=[DEMO], data_dir=directory
+    )
+
+
+def _store_with_one_activity(directory: Path, store_db: str | None = None) -> Store:
+    state = _open(directory, store_db)
     with write_tx(state.store.connection()) as db:
         db.execute(
             "INSERT INTO activity (id, account_id, requested_type, type, status, insert_time, "
@@ -146,12 +156,18 @@ def _store_step(db: sqlite3.Connection, event: LeaseEvent, worker: str, now: int
     return True
 
 
+@pytest.mark.parametrize("store_kind", BOTH_STORES)
 @settings(max_examples=40, deadline=None)
 @given(steps)
-def test_the_sqlite_claims_follow_the_table(script: list[tuple[str, LeaseEvent, int]]) -> None:
-    """Claim, renew, release and finish on a real database agree with ``next_lease``."""
-    with tempfile.TemporaryDirectory() as directory:
-        store = _store_with_one_activity(Path(directory))
+def test_the_stores_claims_follow_the_table(
+    store_kind: str, script: list[tuple[str, LeaseEvent, int]]
+) -> None:
+    """Claim, renew, release and finish on a real database agree with ``next_lease`` (a new
+    database per example)."""
+    with contextlib.ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory())
+        url = stack.enter_context(fresh_database()) if store_kind == "postgres" else None
+        store = _store_with_one_activity(Path(directory), url)
         db = store.connection()
         model, now = Lease(state=LeaseState.FREE), 10_000
         try:
@@ -165,9 +181,11 @@ def test_the_sqlite_claims_follow_the_table(script: list[tuple[str, LeaseEvent, 
             store.close()
 
 
-def test_a_live_lease_is_not_claimed_and_an_expired_one_is(tmp_path: Path) -> None:
+def test_a_live_lease_is_not_claimed_and_an_expired_one_is(
+    tmp_path: Path, store_db: str | None
+) -> None:
     """A second worker finds nothing while the first's lease runs, and takes it over after."""
-    store = _store_with_one_activity(tmp_path)
+    store = _store_with_one_activity(tmp_path, store_db)
     db = store.connection()
     first = aq.claim_activity(db, "w1", 1_000, LEASE_MS)
     assert first is not None
@@ -188,9 +206,11 @@ def test_dead_local_owners_are_recognised() -> None:
     assert owner_is_dead_here(f"{socket.gethostname()}:{2**22 + 12345}:abcd")  # beyond pid_max
 
 
-async def test_a_worker_takes_over_an_activity_whose_lease_expired(tmp_path: Path) -> None:
+async def test_a_worker_takes_over_an_activity_whose_lease_expired(
+    tmp_path: Path, store_db: str | None
+) -> None:
     """A claim by a worker that never renews expires; a running worker then completes it."""
-    state = open_state(tmp_path / "server.db", ServerConfig(), accounts=[DEMO])
+    state = _open(tmp_path, store_db)
     db = state.store.connection()  # type: ignore[attr-defined]
     with write_tx(db):
         db.execute(
@@ -228,10 +248,12 @@ def test_worker_settings_must_be_positive(tmp_path: Path, bad: dict[str, float])
     state.store.close()
 
 
-async def test_two_workers_running_one_activity_apply_it_once(tmp_path: Path) -> None:
+async def test_two_workers_running_one_activity_apply_it_once(
+    tmp_path: Path, store_db: str | None
+) -> None:
     """A worker that ran past its lease and the one that took it over both apply: the first
     commit completes the activity, the second finds it COMPLETE and rolls back whole."""
-    state = open_state(tmp_path / "server.db", ServerConfig(), accounts=[DEMO])
+    state = _open(tmp_path, store_db)
     db = state.store.connection()  # type: ignore[attr-defined]
     with write_tx(db):
         db.execute(

@@ -25,7 +25,10 @@ from bulkops.server.datafile import parse_activity_form, parse_data, tabulate
 from bulkops.server.store import now_ms, write_tx
 from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.model import Activity
+from tests.pgkit import BOTH_STORES, StoreDb
 from tests.serverkit import USER, RunningServer, basic, serve_subprocess, start_server
+
+STORES = BOTH_STORES
 
 LIST_URI = "http://api.constantcontact.com/ws/customers/{user}/lists/{id}"
 
@@ -181,10 +184,13 @@ def padded_header(size: int) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (VmHWM)")
-def test_padded_activities_keep_the_servers_peak_memory_small(tmp_path: Path) -> None:
+def test_padded_activities_keep_the_servers_peak_memory_small(
+    tmp_path: Path, store_db: str | None
+) -> None:
     """3 MB of million-cell rows, then a 1 MB padded header: peak RSS under 150 MB."""
+    db = StoreDb(store_db or tmp_path / "server.db", home=tmp_path)
     with (
-        serve_subprocess(tmp_path) as served,
+        serve_subprocess(tmp_path, db=db) as served,
         httpx.Client(
             base_url=f"{served.origin}/ws/customers/{USER}/",
             headers={"Authorization": basic()},

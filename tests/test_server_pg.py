@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -117,18 +118,120 @@ def test_migrations_upgrade_version_by_version_and_refuse_a_newer_schema() -> No
 
     with fresh_database() as url, psycopg.connect(url, autocommit=True) as conn:
         assert schema_version(conn) == len(PG_MIGRATIONS)  # the template is migrated
+        conn.execute("DROP TRIGGER list_drop_members ON list")  # back to version 3
+        conn.execute("DROP TRIGGER contact_drop_members ON contact")
+        conn.execute("DROP FUNCTION list_drop_members(), contact_drop_members()")
+        conn.execute(
+            "ALTER TABLE membership ADD CONSTRAINT membership_list_id_fkey FOREIGN KEY (list_id)"
+            " REFERENCES list(id) ON DELETE CASCADE, ADD CONSTRAINT membership_contact_id_fkey"
+            " FOREIGN KEY (contact_id) REFERENCES contact(id) ON DELETE CASCADE"
+        )
         conn.execute("DROP TABLE activity_request")  # back to version 1
         conn.execute("DROP FUNCTION activity_request_account()")
         conn.execute("ALTER TABLE activity DROP COLUMN lease_owner, DROP COLUMN lease_expires")
         conn.execute("DROP TABLE throttle_bucket, login_failure, throttle_day")
         conn.execute("DELETE FROM bulkops_schema WHERE version > 1")
         assert schema_version(conn) == 1
-        assert migrate(conn) == len(PG_MIGRATIONS) == 3
+        assert migrate(conn) == len(PG_MIGRATIONS) == 4
         assert conn.execute("SELECT to_regclass('activity_request')").fetchone() == (
             "activity_request",
         )
-        assert migrate(conn) == 3
-        assert conn.execute("SELECT count(*) FROM bulkops_schema").fetchone() == (3,)
-        conn.execute("INSERT INTO bulkops_schema (version) VALUES (4)")
+        assert migrate(conn) == 4
+        assert conn.execute("SELECT count(*) FROM bulkops_schema").fetchone() == (4,)
+        conn.execute("INSERT INTO bulkops_schema (version) VALUES (5)")
         with pytest.raises(RuntimeError, match="newer"):
             migrate(conn)
+
+
+def test_worker_takes_what_serve_takes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``bulkops worker``'s --db resolves as serve's: a path, a URL, else BULKOPS_DB; a libpq
+    keyword string is a configuration error."""
+    from bulkops.errors import ConfigError
+    from bulkops.server import worker_cli
+
+    store = worker_cli.open_storage(tmp_path / "w.db")
+    try:
+        assert store.location.endswith("w.db")
+    finally:
+        store.close()
+    monkeypatch.setenv("BULKOPS_DB", str(tmp_path / "env.db"))
+    store = worker_cli.open_storage(None)
+    try:
+        assert store.location.endswith("env.db")
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match="postgresql:// URL"):
+        worker_cli.open_storage("host=h dbname=d")
+    with fresh_database() as url:
+        monkeypatch.setenv("BULKOPS_DB", url)
+        store = worker_cli.open_storage(None)
+        try:
+            assert store.location.startswith("postgresql://")
+            assert (urlsplit(url).password or "?") not in repr(store)
+        finally:
+            store.close()
+
+
+async def test_the_postgres_apply_inserts_members_its_own_way_and_cascades_hold(
+    tmp_path: Path,
+) -> None:
+    """An SV_ADD on PostgreSQL runs the rewritten membership insert (the shared statement is
+    still recognised), skips existing members, and deleting a contact or a list removes its
+    memberships and keeps the counts (the triggers of schema version 4)."""
+    from bulkops.server import pg_apply
+    from bulkops.server.app import ServerConfig
+    from bulkops.server.datafile import ActivityRequest, encode_request
+    from bulkops.server.serve import open_state
+    from bulkops.server.store import write_tx
+    from tests.serverkit import DEMO
+
+    seen: list[int] = []
+    original = pg_apply._ApplyConnection.execute
+
+    def spy(self, sql, params=()):  # type: ignore[no-untyped-def]
+        cursor = original(self, sql, params)
+        seen.append(self.rewritten)
+        return cursor
+
+    with fresh_database() as url:
+        state = open_state(url, ServerConfig(), accounts=[DEMO], data_dir=tmp_path)
+        db = state.store.connection()  # type: ignore[attr-defined]
+        with write_tx(db):
+            for list_id in (7, 8):
+                db.execute(
+                    "INSERT INTO list (id, account_id, name, short_name, updated) "
+                    "VALUES (?, 1, ?, ?, 0)",
+                    (list_id, f"L{list_id}", f"L{list_id}"),
+                )
+        try:
+            pg_apply._ApplyConnection.execute = spy  # type: ignore[method-assign]
+            for emails in (["a@x.org", "b@x.org"], ["b@x.org", "c@x.org"]):
+                request = ActivityRequest(
+                    type="SV_ADD", list_ids=(7, 8), fields=("EmailAddress",), columns=[emails]
+                )
+                row = await state.store.create_activity(1, request, encode_request(request), None)
+                assert await state.store.claim_activity("w:1:x", 0, 60.0) is not None
+                assert await state.store.apply_activity(row.id, 1, request) == (2, 0)
+        finally:
+            pg_apply._ApplyConnection.execute = original  # type: ignore[method-assign]
+        assert max(seen) == 2  # both lists' inserts were rewritten, in each activity
+
+        def members() -> list[tuple[int, int, int]]:
+            return [
+                tuple(r)
+                for r in db.execute(
+                    "SELECT l.id, l.member_count, (SELECT count(*) FROM membership m "
+                    "WHERE m.list_id = l.id AND m.account_id = 1) FROM list l ORDER BY l.id"
+                )
+            ]
+
+        assert members() == [(7, 3, 3), (8, 3, 3)]
+        with write_tx(db):
+            db.execute("DELETE FROM contact WHERE email_key = 'b@x.org'")
+        assert members() == [(7, 2, 2), (8, 2, 2)]
+        with write_tx(db):
+            db.execute("DELETE FROM list WHERE id = 7")
+        assert members() == [(8, 2, 2)]
+        (left,) = db.execute("SELECT count(*) FROM membership").fetchone()
+        assert left == 2
+        state.store.close()

@@ -26,7 +26,8 @@ from bulkops.server.datafile import (
     parse_data,
     tabulate,
 )
-from bulkops.server.store import Store, write_tx
+from bulkops.server.serve import open_storage
+from bulkops.server.store import write_tx
 from bulkops.server.worker import (
     RowError,
     apply_activity,
@@ -42,6 +43,9 @@ from bulkops.wire.columns import (
     field_problem,
     is_valid_email,
 )
+from tests.pgkit import BOTH_STORES
+
+STORES = BOTH_STORES
 
 _CHECKED = {"StateCode", "EmailType"}
 
@@ -248,10 +252,15 @@ def test_many_valid_rows_need_no_per_row_verdict() -> None:
     assert len(rows) == 30_000
 
 
-def test_a_request_stored_by_schema_version_1_still_runs(tmp_path: Path) -> None:
+def test_a_request_stored_by_schema_version_1_still_runs(
+    tmp_path: Path, store_db: str | None
+) -> None:
     """An activity whose request sits in activity.request as rows (version 1) is applied."""
-    store = Store(tmp_path / "server.db")
-    db = store.connection()
+    store = open_storage(store_db or tmp_path / "server.db", data_dir=tmp_path)
+    db: Any = store.connection()  # type: ignore[attr-defined]
+    apply = apply_activity
+    if store_db is not None:
+        from bulkops.server.pg_apply import apply_activity as apply
     legacy = ActivityRequest(
         type="SV_ADD",
         list_ids=(1,),
@@ -270,7 +279,7 @@ def test_a_request_stored_by_schema_version_1_still_runs(tmp_path: Path) -> None
             (encode_request(legacy),),
         )
     assert take_next(db) == ("a07e1old", 1)
-    assert apply_activity(db, "a07e1old", 1, load_request(db, "a07e1old")) == (2, 1)
+    assert apply(db, "a07e1old", 1, load_request(db, "a07e1old")) == (2, 1)
     contacts = db.execute("SELECT EmailAddress, FirstName FROM contact ORDER BY id").fetchall()
     assert contacts == [("a@example.org", "Ann"), ("B@example.org", "Bo")]
     (errors, request) = db.execute(

@@ -14,9 +14,10 @@ differences that serve a database shared by many processes and, later, many mach
   times stay integer milliseconds; flags stay integers.
 
 Versions are tracked in ``bulkops_schema``; :data:`PG_MIGRATIONS` has one script per
-version, numbered as :data:`bulkops.server.store.MIGRATIONS` (index i upgrades version i to
-i + 1), and :func:`migrate` applies the missing ones under an advisory lock, so processes
-starting together migrate once.
+version (index i upgrades version i to i + 1): versions 1-3 are those of
+:data:`bulkops.server.store.MIGRATIONS`, version 4 is PostgreSQL's own (membership without
+per-row foreign keys, see ``_SCHEMA_V4``); and :func:`migrate` applies the missing ones
+under an advisory lock, so processes starting together migrate once.
 """
 
 from __future__ import annotations
@@ -296,8 +297,38 @@ CREATE TABLE throttle_day (
 );
 """
 
+# Version 4 (PostgreSQL only): membership loses its two per-row foreign keys. An activity
+# inserts tens of thousands of members in one statement, and each row ran two referential
+# checks (an index probe and a row lock each): with the account trigger, three quarters of
+# a 40,000-row SV_ADD's apply time (benchmarks/README.md, "PostgreSQL"). Every insert of a
+# membership takes its ids from the parent rows themselves (a join, or a lookup under the
+# write lock), so the checks never caught anything; the cascades they carried are kept as
+# statement-level triggers (one DELETE per statement, not one per parent row).
+_SCHEMA_V4 = """
+ALTER TABLE membership DROP CONSTRAINT membership_list_id_fkey;
+ALTER TABLE membership DROP CONSTRAINT membership_contact_id_fkey;
+CREATE FUNCTION list_drop_members() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM membership m USING old_rows o
+    WHERE m.account_id = o.account_id AND m.list_id = o.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER list_drop_members AFTER DELETE ON list
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION list_drop_members();
+CREATE FUNCTION contact_drop_members() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM membership m USING old_rows o
+    WHERE m.account_id = o.account_id AND m.contact_id = o.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER contact_drop_members AFTER DELETE ON contact
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION contact_drop_members();
+"""
+
 #: One script per schema version; index i upgrades version i to i + 1.
-PG_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+PG_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:

@@ -13,8 +13,9 @@ joins the same socket (with ``SO_REUSEPORT`` a crashed child's queued connection
 
 Invariants:
 
-* What a child needs comes through a pipe on its stdin, never its argv (``ps``); it holds
-  no secret (the parent has already set up accounts and tokens in the database).
+* What a child needs comes through a pipe on its stdin, never its argv (``ps``): the
+  database URL, whose password (when ``--db`` or ``BULKOPS_DB`` carries one) is the only
+  secret in it (the parent has already set up accounts and tokens in the database).
 * SIGINT and SIGTERM to the parent are forwarded to every child as SIGTERM (each stops
   gracefully: it stops accepting and finishes its requests); the parent exits once all have,
   with 0 when every child exited 0. A child still running :data:`STOP_TIMEOUT` seconds

@@ -60,6 +60,7 @@ __all__ = [
     "resolve_db",
     "run",
     "serve_api",
+    "shown_db",
 ]
 
 logger = logging.getLogger("bulkops.server")
@@ -110,6 +111,15 @@ def resolve_db(db: str | None) -> str | Path:
 
 def _is_postgres(db: str | Path) -> bool:
     return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+def shown_db(db: str | Path) -> str:
+    """``db`` as logs and errors may show it: a URL without its password."""
+    if _is_postgres(db):
+        from bulkops.server.pg_storage import redact
+
+        return redact(str(db))
+    return str(db)
 
 
 def open_storage(db: str | Path, *, data_dir: Path | None = None) -> Storage:
@@ -494,7 +504,8 @@ _BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
 
 @attrs.frozen(kw_only=True)
 class _ChildSpec:
-    """What a server process of ``--processes N`` is told on its stdin (no secret)."""
+    """What a server process of ``--processes N`` is told on its stdin (a pipe, never argv:
+    ``db`` may be a URL with a password)."""
 
     db: str
     config: ServerConfig
@@ -513,9 +524,9 @@ def _run_processes(args: argparse.Namespace, limits: ConnectionLimits) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     with sock:
-        db_path = args.db if args.db is not None else default_db_path()
+        db = resolve_db(args.db)
         spec = _ChildSpec(
-            db=str(db_path),
+            db=str(db),
             config=config_from_args(args),
             limits=limits,
             login_limits=login_limits_from_args(args),
@@ -534,7 +545,7 @@ def _run_processes(args: argparse.Namespace, limits: ConnectionLimits) -> int:
             shown,
             port,
             args.processes,
-            db_path,
+            shown_db(db),
         )
         return supervisor.run()
 
@@ -549,7 +560,7 @@ def child() -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s")
         )
-    store = SqliteStorage(spec.db)
+    store = open_storage(spec.db)
     state = ApiState(
         store=store,
         config=spec.config,

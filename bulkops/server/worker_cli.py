@@ -1,11 +1,14 @@
 """``bulkops worker``: activity workers without HTTP, on any machine that reaches the database.
 
-``bulkops worker --db PATH [--concurrency N] [--lease-seconds S] [--poll-interval S]`` runs
+``bulkops worker [--db PATH|URL] [--concurrency N] [--lease-seconds S] [--poll-interval S]`` runs
 one :class:`~bulkops.server.worker.Worker` (``N`` activities at a time) on the database that
-``bulkops serve`` processes answer from, until SIGINT or SIGTERM. Any number of them may run
-beside the servers' own workers (``bulkops serve --no-worker`` leaves the activities to them):
-activities are claimed under leases (:mod:`bulkops.server.leases`), so each runs once, and
-one whose worker is killed is run again from the start by another once its lease expires.
+``bulkops serve`` processes answer from, until SIGINT or SIGTERM: a SQLite file on the same
+machine, or a PostgreSQL database (``--db postgresql://USER@HOST:PORT/DBNAME`` or
+``BULKOPS_DB``; the password from ``PGPASSWORD``, ``~/.pgpass`` or ``BULKOPS_DB``, never
+argv, which ``ps`` shows). Any number of them may run beside the servers' own workers
+(``bulkops serve --no-worker`` leaves the activities to them): activities are claimed under
+leases (:mod:`bulkops.server.leases`), so each runs once, and one whose worker is killed
+is run again from the start by another once its lease expires.
 
 On SIGINT/SIGTERM the worker stops claiming, lets the activities it is applying commit (an
 apply cannot be interrupted halfway: it is one transaction), gives back the ones it holds
@@ -22,9 +25,9 @@ from pathlib import Path
 import trio
 
 from bulkops.errors import ConfigError
+from bulkops.server import serve
 from bulkops.server.http import ApiState, ServerConfig
-from bulkops.server.serve import configure_logging, default_db_path
-from bulkops.server.sqlite_storage import SqliteStorage
+from bulkops.server.serve import configure_logging
 from bulkops.server.storage import Storage
 from bulkops.server.worker import LEASE_SECONDS, POLL_INTERVAL, Worker
 
@@ -38,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         default=None,
-        help="the servers' database (default $BULKOPS_HOME/server.db)",
+        help="the servers' database: a SQLite file or postgresql://USER@HOST:PORT/DBNAME"
+        " (password from PGPASSWORD or ~/.pgpass); default $BULKOPS_DB, else"
+        " $BULKOPS_HOME/server.db",
     )
     parser.add_argument(
         "--concurrency",
@@ -77,16 +82,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_storage(db: str | Path | None) -> Storage:
-    """The store a ``--db`` value names (a SQLite file; default: the embedded server's).
+    """The store a ``--db`` value names, resolved as ``bulkops serve`` resolves it
+    (:func:`bulkops.server.serve.resolve_db`): a ``postgresql://`` URL, a SQLite path, else
+    ``$BULKOPS_DB``, else the embedded server's database.
 
     Raises:
-        ConfigError: a database URL, which this build's stores cannot open.
+        ConfigError: a value that is neither a path nor a ``postgresql://`` URL.
     """
-    if db is None:
-        return SqliteStorage(default_db_path())
-    if "://" in str(db):
-        raise ConfigError(f"--db: only SQLite files are supported here, not {str(db)[:12]}…")
-    return SqliteStorage(db)
+    try:
+        return serve.open_storage(serve.resolve_db(None if db is None else str(db)))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
