@@ -194,7 +194,7 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
         what was read, how, at what cost, and the server time it is valid at.
 
     Raises:
-        ConfigError: ``list_uri`` names no list.
+        NotFound: ``list_uri`` names no list of the account.
         ActivityFailed: an export activity ended in ERROR (or stalled).
         ProtocolError, XmlError: the server sent something unreadable.
         ApiError, TransportError: the server could not be used.
@@ -221,7 +221,7 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
                 reason = str(exc)
             else:
                 return _info(client, db, "incremental", None, started, as_of)
-    await _full_read(client, spec, db)
+    await _full_read(client, spec, db, found.contact_count or 0)
     return _info(client, db, "full", reason, started, as_of)
 
 
@@ -249,7 +249,7 @@ def _info(
 # -- the full read ------------------------------------------------------------------------------
 
 
-async def _full_read(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> None:
+async def _full_read(client: Client, spec: BaseSpec, db: sqlite3.Connection, members: int) -> None:
     """Both exports posted at once, then each file streamed into its table."""
     db.execute("DELETE FROM base_member")
     db.execute("DELETE FROM base_opted_out")
@@ -260,7 +260,7 @@ async def _full_read(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> 
     with single_errors():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(tracker.run)
-            done = await tracker.wait(list_export, 0)
+            done = await tracker.wait(list_export, members)
             await _download(client, db, done, columns, _insert_members, "base_member")
             done = await tracker.wait(dnm_export, 0)
             await _download(client, db, done, (EMAIL_COLUMN,), _insert_opted_out, "base_opted_out")
