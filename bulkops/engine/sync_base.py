@@ -14,7 +14,8 @@ Two ways to read it:
   system list ``do-not-mail`` with the address only), streamed from their files through
   :class:`~bulkops.stream.export.ExportCsvDecoder` into the tables, ``executemany`` in
   batches. The export file holds the values exactly as the server stores them (``""`` for
-  empty), so they are kept as they are. About 6–10 requests whatever the list's size.
+  empty), so they are kept as they are. About 10–15 requests (the polls vary) whatever the
+  list's size; measured at 200,000 members: 54 MiB peak RSS, as much as a plain export.
 * **Incremental** — the snapshot of the last sync is copied in, then brought up to date:
 
   1. ``GET lists/{id}``: the list's ``ContactCount`` and the server's clock (``Date``);
@@ -76,6 +77,7 @@ from bulkops.errors import (
     ActivityFailed,
     ApiError,
     BodyBrokenOff,
+    ConfigError,
     ProtocolError,
     TransportError,
     single_errors,
@@ -194,7 +196,8 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
         what was read, how, at what cost, and the server time it is valid at.
 
     Raises:
-        NotFound: ``list_uri`` names no list of the account.
+        ConfigError: ``list_uri`` is not a list URI.
+        NotFound: it names no list of the account.
         ActivityFailed: an export activity ended in ERROR (or stalled).
         ProtocolError, XmlError: the server sent something unreadable.
         ApiError, TransportError: the server could not be used.
@@ -204,7 +207,7 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
         db.execute(statement)
     list_id = resource_id_from_uri(spec.list_uri, "lists")
     if list_id is None:
-        raise ProtocolError(f"{spec.list_uri!r} is not a list URI")
+        raise ConfigError(f"{spec.list_uri!r} is not a list URI")
     found, server_now = await client.get_entry_dated(f"lists/{list_id}", list_from_entry)
     if server_now is None:
         raise ProtocolError("the server's answer has no Date header: its clock is unknown")
