@@ -26,7 +26,11 @@ Two ways to read it:
   4. every changed contact leaves ``base_member``; those on the list come back with their
      values (``GET contacts/{id}``, a few at a time); those with status ``Do Not Mail``
      join ``base_opted_out``, the others leave it;
-  5. the members counted must equal the list's ``ContactCount``.
+  5. the list's ``ContactCount``, read again (one request), must not have moved, and equal the
+     members counted. (A contact's address changed by a PUT is invisible otherwise: the old
+     key would linger. The check cannot see it only when, during the read, the list lost a
+     member the walk saw and gained one it did not — the next read re-examines those, not
+     the rename.)
 
 Invariants:
 
@@ -397,6 +401,11 @@ async def _incremental(
             query = urlencode({"updatedsince": format_time(since), "listid": list_id})
             pages += await _walk(client, f"contacts?{query}", db, budget - pages, _note_on_list)
             await _apply_changes(client, db, spec.columns, budget - pages)
+            # The count check below must compare with the list the walks saw: a list whose
+            # size moved while they ran (a change they may have half seen) is read anew.
+            again = await client.get_entry(f"lists/{list_id}", list_from_entry)
+            if again.contact_count != contact_count:
+                raise _FallBack("the list changed while it was read")
         (members,) = db.execute("SELECT count(*) FROM base_member").fetchone()
         if contact_count is not None and members != contact_count:
             raise _FallBack(
