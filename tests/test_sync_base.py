@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import stat
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +180,9 @@ async def test_full_read_equals_the_list_and_the_opted_out(
     await add(client, rows("b", 5), other)
     await opt_out(client, state, "b1@example.org")
     seed_contacts(_db(state), account_id(state), 40, lists=[int(news.rsplit("/", 1)[1])], seed=3)
+    before = datetime.now(UTC)
     info, base = await load(client, BaseSpec(news, COLUMNS), tmp_path / "base.db")
+    after = datetime.now(UTC)
     assert base == truth(state, news)
     assert base[0]["mixed@example.org"] == ("Mixed@Example.org", ["Ann", "", "x"])
     assert "b1@example.org" in base[1]
@@ -188,7 +190,10 @@ async def test_full_read_equals_the_list_and_the_opted_out(
     assert info.members == len(base[0])
     assert info.opted_out == len(base[1])
     assert 5 <= info.requests <= 20  # list, 2 POSTs, polls, 2 files: not one per member
-    assert parse_time(info.as_of) <= parse_time(format_time(parse_time(info.as_of)))
+    # The server's clock (Date: whole seconds) when the read began, less the skew.
+    as_of = parse_time(info.as_of)
+    assert before - sync_base.STAMP_SKEW - timedelta(seconds=1) <= as_of
+    assert as_of <= after - sync_base.STAMP_SKEW
 
 
 async def test_full_read_of_an_empty_list_with_no_columns(
