@@ -684,6 +684,19 @@ class Client:
         finally:
             await response.aclose()
 
+    async def get_entry_dated(
+        self, href: str, from_entry: Callable[[etree._Element], _T]
+    ) -> tuple[_T, dt.datetime | None]:
+        """As :meth:`get_entry`, with the server's ``Date`` header: the server's clock when it
+        answered, whole seconds (None when absent or unreadable).
+
+        Raises:
+            as :meth:`get_entry`.
+        """
+        response = await self.request("GET", href)
+        entry = from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
+        return entry, _date_of(response)
+
     async def _pieces_of(self, response: httpx.Response, read_size: int) -> AsyncIterator[bytes]:
         try:
             async for piece in response.aiter_bytes(read_size):
@@ -692,6 +705,15 @@ class Client:
             self._stats.transport_errors += 1
             url = _safe_url(response.request.url)
             raise BodyBrokenOff(f"reading {url} broke off: {exc!r}") from exc
+
+
+def _date_of(response: httpx.Response) -> dt.datetime | None:
+    """The response's ``Date`` header as an aware UTC datetime, or None."""
+    try:
+        when = email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError):
+        return None
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
 def _connect_failure(exc: BaseException) -> str:

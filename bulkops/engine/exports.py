@@ -109,6 +109,7 @@ __all__ = [
     "ExportReport",
     "ExportWhat",
     "Via",
+    "post_export",
     "resume_export",
     "run_export",
     "summary",
@@ -117,6 +118,42 @@ __all__ = [
 _FILE_ATTEMPTS = 5  # an export file whose body broke off is read again this often
 _POST_ATTEMPTS = 3  # an export activity whose POST answer was lost is posted again
 _ENCODER = msgspec.json.Encoder()
+
+
+async def post_export(client: Client, list_uri: str, columns: Sequence[Column]) -> str:
+    """POST an ``EXPORT_CONTACTS`` activity of a list (CSV, no date, source or list-name
+    columns, sorted by address) and return its id; a lost answer is posted again.
+
+    Args:
+        list_uri: the list's id URI (a user list, or a system list's).
+        columns: the columns to export (the email address first).
+
+    Raises:
+        OutcomeUnknown: the answer was lost every time.
+        ProtocolError: the server did not answer with an activity.
+        ApiError, TransportError: as :meth:`Client.request`.
+    """
+    fields: list[tuple[str, str]] = [
+        (Field.ACTIVITY_TYPE, ActivityType.EXPORT_CONTACTS.value),
+        (Field.FILE_TYPE, "CSV"),
+        (Field.EXPORT_OPT_DATE, "false"),
+        (Field.EXPORT_OPT_SOURCE, "false"),
+        (Field.EXPORT_LIST_NAME, "false"),
+        (Field.SORT_BY, "EMAIL_ADDRESS"),
+        (Field.LIST_ID, list_uri),
+    ]
+    fields.extend((Field.COLUMNS, column.name) for column in columns)
+    for attempt in range(1, _POST_ATTEMPTS + 1):
+        try:
+            entry = await client.post_form("activities", fields, record_from_entry)
+            break
+        except OutcomeUnknown:
+            # An export changes nothing: a second one costs only the server's time.
+            if attempt == _POST_ATTEMPTS:
+                raise
+    if not isinstance(entry, Activity):
+        raise ProtocolError("POST /activities did not answer with an activity entry")
+    return entry.id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,27 +363,7 @@ class _Run:
 
     async def _post_export(self) -> str:
         assert self.target.list_uri is not None
-        fields: list[tuple[str, str]] = [
-            (Field.ACTIVITY_TYPE, ActivityType.EXPORT_CONTACTS.value),
-            (Field.FILE_TYPE, "CSV"),
-            (Field.EXPORT_OPT_DATE, "false"),
-            (Field.EXPORT_OPT_SOURCE, "false"),
-            (Field.EXPORT_LIST_NAME, "false"),
-            (Field.SORT_BY, "EMAIL_ADDRESS"),
-            (Field.LIST_ID, self.target.list_uri),
-        ]
-        fields.extend((Field.COLUMNS, column.name) for column in self.columns)
-        for attempt in range(1, _POST_ATTEMPTS + 1):
-            try:
-                entry = await self.client.post_form("activities", fields, record_from_entry)
-                break
-            except OutcomeUnknown:
-                # An export changes nothing: a second one costs only the server's time.
-                if attempt == _POST_ATTEMPTS:
-                    raise
-        if not isinstance(entry, Activity):
-            raise ProtocolError("POST /activities did not answer with an activity entry")
-        return entry.id
+        return await post_export(self.client, self.target.list_uri, self.columns)
 
     async def _wait(self, activity_id: str) -> Activity:
         o = self.options

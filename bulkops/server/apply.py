@@ -433,10 +433,12 @@ def apply_activity(
     removing = activity_type is ActivityType.REMOVE_CONTACTS_FROM_LISTS
     # Validation is pure: done before the write lock is taken.
     prepared = _prepare(request, check_fields=adding) if adding or removing else None
-    now = now_ms()
     # The commit of a big activity would run a WAL checkpoint of everything it wrote:
     # the worker starts one in the background afterwards instead (Worker._start_checkpoint).
     with without_autocheckpoint(db), write_tx(db):
+        # Stamped once the write lock is held, not before waiting for it: a change's
+        # last_update_time precedes its commit by the transaction only (updatedsince).
+        now = now_ms()
         if adding and prepared is not None:
             count, errors = _apply_add(db, account_id, request, prepared, now, load_rows)
         elif removing and prepared is not None:

@@ -7,9 +7,10 @@ Routes:
 * ``GET /contacts?email=a&email=b`` — exact, case-insensitive search for 1–50 addresses,
   search view, no paging (addresses are unique, so at most 50 entries); no match is an
   empty feed;
-* ``GET /contacts?updatedsince=T&listtype=active|removed|do-not-mail`` or
-  ``…&listid=N`` — contacts updated at or after ``T``, oldest update first, summary view,
-  keyset on ``(last_update_time, id)`` (token kind ``updated``);
+* ``GET /contacts?updatedsince=T&listtype=active|removed|do-not-mail``, ``…&listid=N``, or
+  ``GET /contacts?updatedsince=T`` alone (every contact of the account, whatever its status
+  or lists) — contacts updated at or after ``T``, oldest update first, summary view (which
+  carries the status), keyset on ``(last_update_time, id)`` (token kind ``updated``);
 * ``POST /contacts`` → 201 + ``Location`` + the full entry (``EmailType`` defaults to
   ``HTML``, ``OptInSource`` to ``ACTION_BY_CUSTOMER``); ``GET /contacts/{id}`` → the full
   entry with ``<source>``; ``PUT`` → 204; ``DELETE`` (opt-out) → 204.
@@ -24,6 +25,25 @@ Invariants:
   ``<source>`` and links. List URIs are matched by path, whatever their origin.
 * The status rules are applied in :mod:`bulkops.server.queries`, in one transaction per
   request.
+
+``updatedsince`` (spec §6.4; §14 question 10 — this server's answers):
+
+* **Without ``listtype``/``listid``** it answers every contact of the account updated at or
+  after ``T``, in all statuses. With ``listid=N`` it answers only *current* members of N, so
+  a contact removed from N but left on another list is seen only by the unfiltered query
+  (its ``last_update_time`` changed): a client keeping a copy of N's members learns who left
+  N as "updated, not returned for ``listid=N``".
+* **What moves ``last_update_time``**: every change of a contact's fields, status or lists —
+  bulk add/update (every row of the activity, changed or not), remove-from-list and clear
+  (every contact taken off), ``POST``/``PUT``/``DELETE`` (opt-out) here, and a list's
+  deletion (its former members). Nothing is ever deleted outright, so no change escapes it.
+* **Stamp skew**: a change is stamped when its transaction starts (an activity: once it
+  holds the write lock; a request: when it is handled, before it waits for that lock) and
+  committed at most 30 s later on a healthy server (an activity applies 40,000 rows in
+  about a second); a client's next window starts that much before the time it last read.
+* **History horizon**: ``last_update_time`` is never pruned, so ``updatedsince`` shows every
+  change however old ``T`` is; clients still treat 30 days as the horizon they may rely on
+  (a real service keeps less), and read anew beyond it.
 """
 
 from __future__ import annotations
@@ -170,16 +190,15 @@ async def _updated_since(request: Request, account: Account) -> Response:
             400, "updatedsince must be an ISO-8601 UTC time, like 2008-07-23T14:21:06.407Z"
         ) from None
     list_type, list_ref = params.get("listtype"), params.get("listid")
-    if (list_type is None) == (list_ref is None):
-        raise ApiProblem(400, "updatedsince needs exactly one of listtype or listid")
+    if list_type is not None and list_ref is not None:
+        raise ApiProblem(400, "updatedsince takes at most one of listtype or listid")
     status: str | None = None
     list_id: int | None = None
     if list_type is not None:
         status = queries.SYSTEM_LIST_STATUS.get(list_type.strip().lower())
         if status is None:
             raise ApiProblem(400, "listtype must be active, removed or do-not-mail")
-    else:
-        assert list_ref is not None
+    elif list_ref is not None:
         key = list_ref.strip() if "/" not in list_ref else list_id_from_uri(list_ref)
         if key is not None and key in SYSTEM_LISTS:
             status = queries.SYSTEM_LIST_STATUS[key]

@@ -357,26 +357,29 @@ def contacts_updated_since(
 ) -> list[Contact]:
     """Contacts updated at or after ``since`` (ms), oldest update first, in the summary view.
 
-    Exactly one filter applies: ``status`` (a system list) or ``list_id`` (current members of
-    a user list; the handler checks it exists).
+    At most one filter applies: ``status`` (a system list) or ``list_id`` (current members of
+    a user list; the handler checks it exists); with neither, every contact of the account.
 
     Args:
         after: the keyset ``(last_update_time, id)`` of the previous page's last row.
     """
     t, last_id = (since, -1) if after is None else after
     t = max(t, since)
-    arg_value: object
+    where = ""
+    args: tuple[object, ...] = ()
     if status is not None:
-        where, arg_value = "c.status = ?", status
-    else:
-        where = "EXISTS (SELECT 1 FROM membership m WHERE m.list_id = ? AND m.contact_id = c.id)"
-        arg_value = list_id
+        where, args = " AND c.status = ?", (status,)
+    elif list_id is not None:
+        where = (
+            " AND EXISTS (SELECT 1 FROM membership m WHERE m.list_id = ? AND m.contact_id = c.id)"
+        )
+        args = (list_id,)
     rows = db.execute(
         f"SELECT {_SUMMARY_COLUMNS_C} FROM contact c"
         " WHERE c.account_id = ? AND c.last_update_time >= ?"
         " AND (c.last_update_time > ? OR c.id > ?)"
-        f" AND {where} ORDER BY c.last_update_time, c.id LIMIT ?",
-        (account_id, t, t, last_id, arg_value, limit),
+        f"{where} ORDER BY c.last_update_time, c.id LIMIT ?",
+        (account_id, t, t, last_id, *args, limit),
     ).fetchall()
     return [_summary(row) for row in rows]
 
