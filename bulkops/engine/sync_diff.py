@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS base_opted_out (email_key TEXT PRIMARY KEY);
 
 def open_db(path: Path) -> sqlite3.Connection:
     """The sync database of a run (created when missing), with a bounded page cache."""
-    db = sqlite3.connect(path, isolation_level=None)
+    # Used from worker threads (reading, the diff) one at a time, never concurrently.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
@@ -325,13 +326,18 @@ def compare(
     what an empty cell does not give), by ``bulk`` otherwise.
     """
     changed = [
-        name for name, new, old in zip(columns, values, base_values, strict=True) if new != old
+        name
+        for name, new, old in zip(columns, values, base_values, strict=True)
+        if new != old and (new or name != "EmailType")  # an email type cannot be emptied
     ]
     if email != base_email:
         changed.insert(0, "EmailAddress")
     if not changed:
         return "unchanged", "", []
-    clears = any(not new and old for new, old in zip(values, base_values, strict=True))
+    clears = any(
+        not new and old and name != "EmailType"
+        for name, new, old in zip(columns, values, base_values, strict=True)
+    )
     return "updated", "put" if clears else "bulk", changed
 
 
