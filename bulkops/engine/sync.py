@@ -76,6 +76,16 @@ ADD_DIR = "add"
 REMOVE_DIR = "remove"
 
 
+def _crash_point(name: str) -> None:
+    """Test hook: ``BULKOPS_TEST_KILL_SYNC_AT=NAME`` SIGKILLs this process at the point
+    ``NAME`` (``planned``, ``adds-done``, ``puts-done``, ``removes-done``, ``confirmed``).
+    Unset (always, outside tests), it does nothing."""
+    if os.environ.get("BULKOPS_TEST_KILL_SYNC_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def snapshot_dir() -> Path:
     """``$BULKOPS_HOME/snapshots`` (default ``~/.local/share/bulkops/snapshots``)."""
     home = os.environ.get("BULKOPS_HOME")
@@ -225,6 +235,7 @@ async def _send(run: _Sync) -> tuple[str, str]:
         run.save_totals()
         if report is not None and report.state != "complete":
             return report.state, f"{report.message or 'adds not finished'}; {resume}"
+        _crash_point("adds-done")
     if run.stop.is_set():
         return "interrupted", f"interrupted; {resume}"
     if not meta.get("checked_adds"):
@@ -241,11 +252,13 @@ async def _send(run: _Sync) -> tuple[str, str]:
     run.save_totals()
     if run.stop.is_set():
         return "interrupted", f"interrupted; {resume}"
+    _crash_point("puts-done")
     if int(meta.get("remove_rows") or 0):
         report = await _phase(run, REMOVE_DIR, run.run_dir / REMOVE_NAME, "remove")
         run.save_totals()
         if report is not None and report.state != "complete":
             return report.state, f"{report.message or 'removes not finished'}; {resume}"
+        _crash_point("removes-done")
     return "complete", ""
 
 
@@ -405,6 +418,7 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         _failed_add_lines(run)
         _removal_failures(run)
         _confirm_base(run)
+        _crash_point("confirmed")
         if run.base is None and meta.get("base"):
             run.base = BaseInfo(**meta["base"])
         if run.base is not None:
@@ -486,6 +500,7 @@ async def _execute_inner(run: _Sync) -> SyncReport:
             return _finish(run, state="dry-run", message="")
         send_rows, remove_rows = await trio.to_thread.run_sync(_write_send_files, run, columns)
         run.journal.set_meta(phase="sending", send_rows=send_rows, remove_rows=remove_rows)
+        _crash_point("planned")
     state, message = await _send(run)
     return _finish(run, state=state, message=message)
 
