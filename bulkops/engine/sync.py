@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -68,6 +69,8 @@ from bulkops.errors import BulkOpsError, ConfigError, InputError, single_errors
 from bulkops.wire.columns import EMAIL_COLUMN, column_for_field
 
 __all__ = ["SyncOptions", "SyncReport", "resume_sync", "run_sync", "snapshot_dir"]
+
+_BREAK = re.compile(r"\r\n|\r|\n")
 
 DB_NAME = "sync.db"
 SEND_NAME = "send.csv"
@@ -163,6 +166,7 @@ def _write_send_files(run: _Sync, columns: Sequence[str]) -> tuple[int, int]:
     sent = 0
     mapping: list[tuple[str, int, int]] = []
     db.execute("BEGIN")
+    physical = 2  # the line the next row starts on (the header is line 1)
     with _atomic(run.run_dir / SEND_NAME) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
@@ -170,9 +174,12 @@ def _write_send_files(run: _Sync, columns: Sequence[str]) -> tuple[int, int]:
             "SELECT line, email, vals FROM row_outcome WHERE route = 'bulk' ORDER BY line"
         )
         for line, email, vals in rows:
-            writer.writerow([email, *decode_vals(vals)])
+            values = decode_vals(vals)
+            writer.writerow([email, *values])
             sent += 1
-            mapping.append(("add", sent + 1, line))
+            mapping.append(("add", physical, line))
+            # Lines are physical (the pipeline's): a value may hold CR, LF or CRLF.
+            physical += 1 + sum(len(_BREAK.findall(v)) for v in values if "\n" in v or "\r" in v)
             if len(mapping) >= 10_000:
                 db.executemany("INSERT OR REPLACE INTO send_line VALUES (?, ?, ?)", mapping)
                 mapping = []
