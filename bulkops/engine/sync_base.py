@@ -92,6 +92,7 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
         run_dir=work / f"opted-{stamp}",
     )
     db.executescript(_SCHEMA)
+    db.execute("BEGIN")
     db.execute("DELETE FROM base_member")
     db.execute("DELETE FROM base_opted_out")
     headers = ["Email Address", *(column_for_field(f).export_header for f in spec.columns)]
@@ -101,14 +102,16 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
         reader = csv.reader(handle)
         head = next(reader, [])
         at = [head.index(h) for h in headers]
+        batch: list[tuple[str, str, str]] = []
         for row in reader:
             email = row[at[0]]
-            vals = encode([row[i] for i in at[1:]]).decode()
-            db.execute(
-                "INSERT OR REPLACE INTO base_member VALUES (?, ?, NULL, ?)",
-                (email.lower(), email, vals),
-            )
-            count += 1
+            batch.append((email.lower(), email, encode([row[i] for i in at[1:]]).decode()))
+            if len(batch) >= 10_000:
+                db.executemany("INSERT OR REPLACE INTO base_member VALUES (?, ?, NULL, ?)", batch)
+                count += len(batch)
+                batch = []
+        db.executemany("INSERT OR REPLACE INTO base_member VALUES (?, ?, NULL, ?)", batch)
+        count += len(batch)
     opted_count = 0
     with opted.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
@@ -117,7 +120,7 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
         for row in reader:
             db.execute("INSERT OR IGNORE INTO base_opted_out VALUES (?)", (row[at0].lower(),))
             opted_count += 1
-    db.commit()
+    db.execute("COMMIT")
     members.unlink()
     opted.unlink()
     return BaseInfo(

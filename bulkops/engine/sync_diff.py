@@ -165,17 +165,26 @@ class FileRows:
         data = decode_form(chunk.body, chunk.content_type).first("data") or ""
         records = csv.reader(io.StringIO(data, newline=""))
         head = [_field_of(name) for name in next(records)]
-        where = [head.index(f) if f in head else -1 for f in self.fields]
+        email_at = head.index(self.fields[0])
+        # Per column of vals: where it is in this chunk's data (projected: columns no row
+        # fills are left out) and how its values are stored.
+        picks = [
+            (head.index(f), _NORMALISE.get(f, str.strip)) if f in head else (-1, str.strip)
+            for f in self.fields[1:]
+        ]
         rows = []
         for line, record in zip(chunk.lines, records, strict=True):
-            values = [
-                normalise(f, record[i]) if i >= 0 else ""
-                for f, i in zip(self.fields, where, strict=True)
-            ]
-            email = values[0]
-            rows.append((line, email.lower(), email, encode_vals(values[1:])))
+            email = record[email_at].strip()
+            vals = [fn(record[i]) if i >= 0 else "" for i, fn in picks]
+            rows.append((line, email.lower(), email, _encode(vals).decode()))
         self._db.executemany("INSERT OR REPLACE INTO file_row VALUES (?, ?, ?, ?)", rows)
         self.rows += len(rows)
+
+
+_NORMALISE = {
+    "StateCode": lambda v: normalise("StateCode", v),
+    "EmailType": lambda v: normalise("EmailType", v),
+}
 
 
 def _field_of(column_name: str) -> str:
