@@ -171,6 +171,10 @@ def test_sigkill_at_every_phase_then_resume_equals_an_uninterrupted_sync(tmp_pat
             env=env("crash", BULKOPS_TEST_KILL_SYNC_AT="planned"),
         )
         assert first.returncode == -signal.SIGKILL, first.stderr
+        status = bulkops("status", str(run_dir), home=home, env=env("crash"))
+        assert status.returncode == 3
+        assert "interrupted" in status.stdout
+        assert f"bulkops resume {run_dir}" in status.stdout
         for extra in kills:
             killed = bulkops(
                 "resume", str(run_dir), "--quiet", home=home, env=env("crash", **extra)

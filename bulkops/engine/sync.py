@@ -418,6 +418,13 @@ def _bytes_sent(run: _Sync) -> tuple[int, int, int]:
     return total + int(put_bytes), rows, removes
 
 
+def _base_summary(base: dict[str, Any] | None) -> BaseSummary | None:
+    """The report's view of the stored :class:`BaseInfo` (its contract fields only)."""
+    if not base:
+        return None
+    return msgspec.convert(base, BaseSummary)
+
+
 def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
     db = run.db
     meta = run.journal.meta()
@@ -427,7 +434,8 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         _confirm_base(run)
         _crash_point("confirmed")
         if run.base is None and meta.get("base"):
-            run.base = BaseInfo(**meta["base"])
+            names = {f.name for f in attrs.fields(BaseInfo)}
+            run.base = BaseInfo(**{k: v for k, v in meta["base"].items() if k in names})
         if run.base is not None:
             save_snapshot(run.spec(), db, run.base, run.client.account_url)
     files = _write_outcome_files(run, removed=state == "complete")
@@ -463,7 +471,7 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         list=run.target.name,
         counts=counts_now,
         plan=counts(db),
-        base=BaseSummary(**base) if base else None,
+        base=_base_summary(base),
         rows_sent=rows_sent,
         removes_sent=removes_sent,
         puts=int(db.execute("SELECT count(*) FROM row_outcome WHERE done > 0").fetchone()[0]),
