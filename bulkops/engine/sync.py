@@ -581,7 +581,10 @@ async def run_sync(
     journal, lock = open_new_run(directory)
     try:
         journal.set_meta(command="sync", input=str(source.resolve()), state="running")  # noqa: ASYNC240
-        (target,) = await resolve_lists(client, [options.list], create=False)
+        try:
+            (target,) = await resolve_lists(client, [options.list], create=False)
+        except ConfigError as exc:  # a sync never creates its list: say it without the hint
+            raise ConfigError(str(exc).replace(" (`create_lists` creates it)", "")) from None
         size, digest = input_digest(source)
         journal.set_meta(
             command="sync",
