@@ -64,6 +64,7 @@ def test_errors_are_clear_and_a_sync_runs_to_completion(tmp_path: Path) -> None:
         missing = bulkops("sync", str(path), "--list", "Nope", home=home, env=env)
         assert missing.returncode == 64
         assert "no list 'Nope'" in missing.stderr
+        assert "create" not in missing.stderr  # a sync never creates its list
         bad = bulkops(
             "sync", str(path), "--list", "News", "--max-remove", "lots", home=home, env=env
         )
