@@ -162,7 +162,7 @@ class FileRows:
 
     def _chunk(self, chunk: Chunk) -> None:
         assert self.fields is not None
-        data = decode_form(chunk.body, chunk.content_type).first("data") or ""
+        data = _data_of(chunk)
         records = csv.reader(io.StringIO(data, newline=""))
         head = [_field_of(name) for name in next(records)]
         email_at = head.index(self.fields[0])
@@ -179,6 +179,21 @@ class FileRows:
             rows.append((line, email.lower(), email, _encode(vals).decode()))
         self._db.executemany("INSERT OR REPLACE INTO file_row VALUES (?, ?, ?, ?)", rows)
         self.rows += len(rows)
+
+
+_DATA_OPEN = b"Content-Type: text/csv; charset=utf-8\r\n\r\n"
+
+
+def _data_of(chunk: Chunk) -> str:
+    """The ``data`` field of a chunk's body: sliced out of a multipart body (it is
+    ``data_bytes`` long after its part's headers: ``wire.forms``), else the form parsed."""
+    body = chunk.body
+    if chunk.content_type.startswith("multipart/"):
+        start = body.find(_DATA_OPEN)
+        if start >= 0:
+            start += len(_DATA_OPEN)
+            return body[start : start + chunk.data_bytes].decode("utf-8")
+    return decode_form(body, chunk.content_type).first("data") or ""
 
 
 _NORMALISE = {
