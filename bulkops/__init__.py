@@ -45,6 +45,10 @@ _LAZY: dict[str, str] = {
     "resume_run": "bulkops.engine.imports",
     "run_clear": "bulkops.engine.imports",
     "run_import": "bulkops.engine.imports",
+    "SyncOptions": "bulkops.engine.sync",
+    "SyncReport": "bulkops.engine.sync",
+    "resume_sync": "bulkops.engine.sync",
+    "run_sync": "bulkops.engine.sync",
 }
 
 if TYPE_CHECKING:
@@ -59,6 +63,7 @@ if TYPE_CHECKING:
         run_clear,
         run_import,
     )
+    from bulkops.engine.sync import SyncOptions, SyncReport, resume_sync, run_sync
 
 
 def __getattr__(name: str) -> Any:
@@ -95,6 +100,8 @@ __all__ = [
     "OutcomeUnknown",
     "ProtocolError",
     "StateError",
+    "SyncOptions",
+    "SyncReport",
     "Throttled",
     "TransportError",
     "XmlError",
@@ -104,7 +111,9 @@ __all__ = [
     "open_records",
     "resume_export",
     "resume_run",
+    "resume_sync",
     "run_clear",
     "run_export",
     "run_import",
+    "run_sync",
 ]

@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("bulkops.cli.transfer", "import a file of contacts onto lists (add or update)"),
     "remove": ("bulkops.cli.remove", "take a file of contacts off lists"),
     "clear": ("bulkops.cli.clear", "remove every member of lists"),
+    "sync": ("bulkops.cli.sync", "make a list's members equal a file, sending only what changed"),
     "export": ("bulkops.cli.export", "stream a list or any collection to CSV or JSON Lines"),
     "resume": ("bulkops.cli.resume", "finish an interrupted run"),
     "status": ("bulkops.cli.status", "show what a run has done"),
@@ -68,6 +69,7 @@ EPILOG = """\
 examples:
   bulkops import contacts.csv --list Newsletter --create-lists
   bulkops import contacts.csv --list Newsletter --dry-run
+  bulkops sync crm.csv --list Newsletter --remove-missing
   bulkops resume bulkops-runs/contacts-import-20240101-120000
   bulkops status bulkops-runs/contacts-import-20240101-120000
   bulkops export --list Newsletter -o newsletter.csv

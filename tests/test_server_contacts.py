@@ -400,7 +400,8 @@ async def test_updatedsince_pages_through_equal_times_without_loss(
 async def test_put_replaces_given_fields_and_keeps_the_rest(
     client: httpx.AsyncClient, server_state: object
 ) -> None:
-    """Fields given (non-empty) replace; empty or absent ones stay; 204; LastUpdateTime moves."""
+    """Fields given replace (an empty element empties the field); absent ones stay; 204;
+    LastUpdateTime moves."""
     list_id = await create_list(client, "L")
     cid = await create_contact(
         client, "keep@example.com", [list_id], FirstName="Old", LastName="Name", City="Rome"
@@ -413,7 +414,9 @@ async def test_put_replaces_given_fields_and_keeps_the_rest(
     assert response.status_code == 204, response.text
     assert response.content == b""
     after = await get_contact(client, cid)
-    assert after.fields == {**before.fields, "FirstName": "New", "Note": "hello"}
+    expected = {**before.fields, "FirstName": "New", "Note": "hello"}
+    del expected["City"]
+    assert after.fields == expected
     assert after.lists == before.lists
     assert after.status == "Active"
     assert after.last_update_time is not None
@@ -440,6 +443,30 @@ async def test_put_of_the_whole_entry_a_get_returned_round_trips(
     assert after.fields == {**before.fields, "JobTitle": "Owner"}
     assert [r.list_id for r in after.lists] == [r.list_id for r in before.lists]
     assert [r.opt_in_time for r in after.lists] == [r.opt_in_time for r in before.lists]
+
+
+async def test_a_put_of_the_whole_entry_with_an_emptied_element_empties_that_field(
+    client: httpx.AsyncClient,
+) -> None:
+    """GET, empty one element, PUT the whole entry: that field only is emptied; an empty
+    EmailType or EmailAddress is not given (the contact keeps them)."""
+    list_id = await create_list(client, "L")
+    cid = await create_contact(client, "clear@example.com", [list_id], City="Rome", Note="n")
+    with trio.fail_after(10):
+        got = await client.get(f"contacts/{cid}")
+    body = got.content.replace(b"<City>Rome</City>", b"<City> </City>")
+    body = body.replace(b"<EmailType>HTML</EmailType>", b"<EmailType></EmailType>")
+    with trio.fail_after(10):
+        response = await client.put(f"contacts/{cid}", content=body, headers=ATOM_XML)
+    assert response.status_code == 204, response.text
+    after = await get_contact(client, cid)
+    before = parse_entry(got.content)
+    assert isinstance(before, Contact)
+    expected = dict(before.fields)
+    del expected["City"]
+    assert after.fields == expected
+    assert after.fields["EmailType"] == "HTML"
+    assert after.fields["EmailAddress"] == "clear@example.com"
 
 
 async def test_contact_lists_in_a_put_are_authoritative(client: httpx.AsyncClient) -> None:

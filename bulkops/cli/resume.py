@@ -52,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     exported = resume_if_export(args)
     if exported is not None:
         return exported
+    from bulkops.cli.sync import resume_if_sync
+
+    synced = resume_if_sync(args)
+    if synced is not None:
+        return synced
     limits = None
     if args.max_rows is not None or args.max_bytes is not None:
         limits = _stored_limits_with(args)

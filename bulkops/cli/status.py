@@ -48,6 +48,11 @@ def render(info: RunInfo) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the run's state and outcome counts; return the run's own exit code."""
+    from bulkops.cli.sync import status_if_sync
+
+    synced = status_if_sync(args)
+    if synced is not None:
+        return synced
     info = describe_run(args.run_dir)  # read-only: the journal is left as it is
     if info.command == "export":
         from bulkops.cli.export import status_if_export

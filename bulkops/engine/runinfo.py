@@ -95,13 +95,15 @@ def describe_run(run_dir: str | Path) -> RunInfo:
         if state == "running" and not is_running(directory):
             state = "interrupted"
         report: ImportReport | None = None
-        if meta.get("command") != "export":
+        if meta.get("command") not in ("export", "sync"):
             try:
                 report = read_report(directory)
             except (OSError, msgspec.DecodeError, msgspec.ValidationError):
                 report = None
         counts: OutcomeCounts | None
-        if state in (NOT_STARTED, "dry-run", "unknown") or meta.get("command") == "export":
+        # Exports and syncs keep their counts elsewhere (`status` shows them).
+        elsewhere = meta.get("command") in ("export", "sync")
+        if state in (NOT_STARTED, "dry-run", "unknown") or elsewhere:
             counts = None
         elif report is not None and report.state == stored:  # written by the last process
             counts = report.counts

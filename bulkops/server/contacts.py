@@ -20,9 +20,13 @@ Invariants:
 * Request bodies are read as :mod:`bulkops.server.http` reads them (415, 413, 400); values
   are checked with :func:`~bulkops.wire.columns.email_problem` and
   :func:`~bulkops.wire.columns.field_problem` before any SQL runs, and a 400 names the field.
-* What old clients send is accepted: every element present but empty (empty = not given),
-  read-only elements (``Status``, ids, times), and the whole entry a GET returned, with its
-  ``<source>`` and links. List URIs are matched by path, whatever their origin.
+* What old clients send is accepted: every element present but empty (on POST, empty = not
+  given), read-only elements (``Status``, ids, times), and the whole entry a GET returned,
+  with its ``<source>`` and links. List URIs are matched by path, whatever their origin.
+* PUT is "GET, edit, PUT the whole entry" (spec §6.6): a field element present but empty
+  empties the field (a GET shows empty fields as empty elements, so the whole entry a GET
+  returned changes nothing); an absent element keeps its value. ``EmailAddress`` and
+  ``EmailType`` cannot be emptied (an empty one is not given).
 * The status rules are applied in :mod:`bulkops.server.queries`, in one transaction per
   request.
 
@@ -70,9 +74,10 @@ from bulkops.server.http import (
 from bulkops.server.paging import PAGE_SIZE
 from bulkops.server.store import Account, now_ms
 from bulkops.wire.atom.contacts import contact_entry, parse_contact_entry
-from bulkops.wire.atom.syntax import parse_time
+from bulkops.wire.atom.reading import local_name
+from bulkops.wire.atom.syntax import CTCT_NS, parse_time, parse_xml
 from bulkops.wire.atom.writing import document
-from bulkops.wire.columns import OPT_IN_SOURCES, email_problem, field_problem
+from bulkops.wire.columns import CONTACT_FIELDS, OPT_IN_SOURCES, email_problem, field_problem
 from bulkops.wire.model import Contact, ContactInput
 from bulkops.wire.uris import SYSTEM_LISTS, list_id_from_uri
 
@@ -258,10 +263,12 @@ async def _one_contact(request: Request) -> Response:
         meta = source_meta(base, "contacts", _title(account), clock_ms(state))
         return atom_response(document(contact_entry(base, found, view="full", source=meta)))
     if request.method == "PUT":
-        data = await parse_body(request, parse_contact_entry, await atom_body(request))
+        body = await atom_body(request)
+        data = await parse_body(request, parse_contact_entry, body)
         if contact_id is None:
             raise ApiProblem(404, "No such contact")
-        fields = checked_fields(data)
+        emptied = await parse_body(request, _emptied_fields, body)
+        fields = {**dict.fromkeys(emptied, ""), **checked_fields(data)}
         opt_in = checked_source(data)
         update = ContactInput(fields=fields, list_uris=data.list_uris, opt_in_source=opt_in)
         await state.store.update_contact(account.id, contact_id, update, opt_in, now_ms())
@@ -271,6 +278,25 @@ async def _one_contact(request: Request) -> Response:
         raise ApiProblem(404, "No such contact")
     await state.store.opt_out_contact(account.id, contact_id, now_ms())
     return Response(status_code=204)
+
+
+#: Fields a PUT may empty (the address is required; a contact always has an email type).
+_EMPTIABLE = frozenset(CONTACT_FIELDS) - {"EmailAddress", "EmailType"}
+_XML_WS = " \t\r\n"
+
+
+def _emptied_fields(body: bytes, *, max_bytes: int) -> list[str]:
+    """The field elements of a PUT's ``Contact`` that are present and empty (after trimming
+    XML whitespace): the fields the PUT empties. The body was parsed (and checked) already."""
+    payload = next(parse_xml(body, max_bytes=max_bytes).iter(f"{{{CTCT_NS}}}Contact"), None)
+    if payload is None:
+        return []
+    return [
+        name
+        for child in payload
+        if (name := local_name(child)) in _EMPTIABLE
+        and not "".join(child.itertext()).strip(_XML_WS)
+    ]
 
 
 routes: list[BaseRoute] = [

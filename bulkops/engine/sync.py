@@ -1,0 +1,681 @@
+"""``sync``: make a list's members equal a file's valid rows, sending only what changed.
+
+A sync is one run directory (``sync.db`` and a journal whose meta says ``command: sync``)
+and goes through phases, recorded in the journal's meta ``phase``:
+
+1. **plan** — the file is read with the import pipeline into ``sync.db``, the list's base
+   is loaded (:func:`~bulkops.engine.sync_base.load_base`), and the diff
+   (:mod:`bulkops.engine.sync_diff`) gives every row its outcome. The rows to add or
+   update by an add activity are written to ``send.csv`` (``send_line`` maps its lines back
+   to the file's), the members to remove to ``remove.csv``. Nothing is sent in this phase,
+   so a sync killed in it is planned again from the start by ``resume``.
+2. **sending** — ``send.csv`` goes through the import engine as a run of its own in
+   ``add/`` (chunking, limits, exactly-once POSTs, journal, resume: all of it); then the
+   updates that empty a field are PUT one contact at a time (an add cannot empty a field;
+   PUT is idempotent, and each answered PUT is recorded); then ``remove.csv`` goes through
+   the remove engine in ``remove/``. The three sets of emails are disjoint, so their order
+   does not matter. ``resume`` takes each phase up where it stopped.
+3. **done** — failures are mapped back to the file's lines, the base is brought up to date
+   with what the server confirmed and kept as the list's snapshot
+   (:func:`~bulkops.engine.sync_base.save_snapshot`), and ``report.json`` is written.
+
+Removals are checked before anything is sent: more than ``max_remove`` stops the sync
+(state ``refused``) unless ``yes``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import attrs
+import msgspec
+import trio
+
+from bulkops.engine.client import Client, same_account
+from bulkops.engine.imports import resume_run, run_import
+from bulkops.engine.journal import JOURNAL_NAME, Journal
+from bulkops.engine.ledger import ImportReport, write_atomically
+from bulkops.engine.lists import ResolvedList, resolve_lists
+from bulkops.engine.planner import input_digest
+from bulkops.engine.progress import Reporter, peak_rss_bytes
+from bulkops.engine.rundirs import (
+    NOT_STARTED,
+    REPORT_NAME,
+    RunLock,
+    default_run_dir,
+    mark_not_started,
+    open_new_run,
+)
+from bulkops.engine.sync_base import BaseInfo, BaseSpec, load_base, save_snapshot
+from bulkops.engine.sync_diff import DiffCounts, counts, decode_vals, diff, open_db, read_file
+from bulkops.engine.sync_put import apply_puts, find_preexisting
+from bulkops.engine.sync_report import (
+    BaseSummary,
+    SyncCounts,
+    SyncOptions,
+    SyncReport,
+    removal_limit,
+)
+from bulkops.errors import BulkOpsError, ConfigError, InputError, single_errors
+from bulkops.wire.columns import EMAIL_COLUMN, column_for_field
+
+__all__ = ["SyncOptions", "SyncReport", "resume_sync", "run_sync", "snapshot_dir"]
+
+_BREAK = re.compile(r"\r\n|\r|\n")
+
+DB_NAME = "sync.db"
+SEND_NAME = "send.csv"
+REMOVE_NAME = "remove.csv"
+ADD_DIR = "add"
+REMOVE_DIR = "remove"
+
+
+def _crash_point(name: str) -> None:
+    """Test hook: ``BULKOPS_TEST_KILL_SYNC_AT=NAME`` SIGKILLs this process at the point
+    ``NAME`` (``planned``, ``adds-done``, ``puts-done``, ``removes-done``, ``confirmed``).
+    Unset (always, outside tests), it does nothing."""
+    if os.environ.get("BULKOPS_TEST_KILL_SYNC_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def snapshot_dir() -> Path:
+    """``$BULKOPS_HOME/snapshots`` (default ``~/.local/share/bulkops/snapshots``)."""
+    home = os.environ.get("BULKOPS_HOME")
+    root = Path(home) if home else Path.home() / ".local" / "share" / "bulkops"
+    return root / "snapshots"
+
+
+@attrs.define
+class _Sync:
+    client: Client
+    journal: Journal
+    options: SyncOptions
+    target: ResolvedList
+    source: Path
+    db: sqlite3.Connection
+    reporter: Reporter | None
+    stop: trio.Event
+    started: float = attrs.field(factory=time.monotonic)
+    requests_before: int = 0
+    base: BaseInfo | None = None
+    #: The client's request count when this process took the run up (a client may serve
+    #: several runs).
+    client_start: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.journal.run_dir
+
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.journal.meta().get("columns") or ())
+
+    def spec(self) -> BaseSpec:
+        return BaseSpec(
+            list_uri=self.target.uri,
+            columns=self.columns(),
+            full=self.options.full,
+            snapshot_dir=snapshot_dir(),
+        )
+
+    def requests(self) -> int:
+        return self.requests_before + self.client.statistics().requests - self.client_start
+
+    def save_totals(self) -> None:
+        spent = time.monotonic() - self.started
+        wall = float(self.journal.meta().get("wall_before") or 0.0) + spent
+        self.journal.set_meta(requests=self.requests(), wall_seconds=wall)
+
+
+# -- the plan --------------------------------------------------------------------------------
+
+
+async def _plan(run: _Sync) -> DiffCounts:
+    """Read the file and the base, decide every row's outcome, write the files to send."""
+    db = run.db
+    for table in ("file_row", "row_outcome", "remove_row", "send_line"):
+        db.execute(f"DELETE FROM {table}")
+    reader = await trio.to_thread.run_sync(
+        read_file, db, run.source, run.options.send.read, run.target.uri
+    )
+    assert reader.fields is not None
+    columns = reader.fields[1:]
+    run.journal.set_meta(columns=list(columns), rows_read=reader.rows)
+    run.base = await load_base(run.client, run.spec(), db)
+    run.journal.set_meta(base=attrs.asdict(run.base))
+    plan = await trio.to_thread.run_sync(
+        lambda: diff(db, columns, remove_missing=run.options.remove_missing)
+    )
+    return plan
+
+
+def _write_send_files(run: _Sync, columns: Sequence[str]) -> tuple[int, int]:
+    """``send.csv`` (rows to add by activity, with ``send_line``) and ``remove.csv``."""
+    db = run.db
+    header = [EMAIL_COLUMN.name, *(column_for_field(f).name for f in columns)]
+    sent = 0
+    mapping: list[tuple[str, int, int]] = []
+    db.execute("BEGIN")
+    physical = 2  # the line the next row starts on (the header is line 1)
+    with _atomic(run.run_dir / SEND_NAME) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        rows = db.execute(
+            "SELECT line, email, vals FROM row_outcome WHERE route = 'bulk' ORDER BY line"
+        )
+        for line, email, vals in rows:
+            values = decode_vals(vals)
+            writer.writerow([email, *values])
+            sent += 1
+            mapping.append(("add", physical, line))
+            # Lines are physical (the pipeline's): a value may hold CR, LF or CRLF.
+            physical += 1 + sum(len(_BREAK.findall(v)) for v in values if "\n" in v or "\r" in v)
+            if len(mapping) >= 10_000:
+                db.executemany("INSERT OR REPLACE INTO send_line VALUES (?, ?, ?)", mapping)
+                mapping = []
+    db.executemany("INSERT OR REPLACE INTO send_line VALUES (?, ?, ?)", mapping)
+    db.execute("COMMIT")
+    removes = 0
+    with _atomic(run.run_dir / REMOVE_NAME) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow([EMAIL_COLUMN.name])
+        for (email,) in db.execute("SELECT email FROM remove_row ORDER BY email_key"):
+            writer.writerow([email])
+            removes += 1
+    return sent, removes
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Any:
+    temp = path.with_name(f".{path.name}.part")
+    with temp.open("w", newline="", encoding="utf-8") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+# -- sending ---------------------------------------------------------------------------------
+
+
+def _sub_state(directory: Path) -> str | None:
+    """The state of the import run in ``directory``: None when it has none."""
+    if not (directory / JOURNAL_NAME).is_file():
+        return None
+    journal = Journal(directory, create=False, read_only=True)
+    try:
+        return str(journal.meta().get("state") or "")
+    finally:
+        journal.close()
+
+
+async def _phase(
+    run: _Sync, name: str, path: Path, kind: Literal["add", "remove"]
+) -> ImportReport | None:
+    """Run (or resume, or skip when complete) the import engine's run of one phase."""
+    directory = run.run_dir / name
+    state = _sub_state(directory)
+    if state == "complete":
+        return None
+    if state is not None and state != NOT_STARTED:
+        return await resume_run(run.client, directory, stop=run.stop)
+    options = attrs.evolve(run.options.send, kind=kind, lists=(run.target.id,))
+    return await run_import(run.client, path, options=options, run_dir=directory, stop=run.stop)
+
+
+async def _send(run: _Sync) -> tuple[str, str]:
+    """Every phase of sending; ``(state, message)``."""
+    meta = run.journal.meta()
+    resume = f"run `bulkops resume {run.run_dir}` to finish"
+    if int(meta.get("send_rows") or 0):
+        report = await _phase(run, ADD_DIR, run.run_dir / SEND_NAME, "add")
+        run.save_totals()
+        if report is not None and report.state != "complete":
+            return report.state, f"{report.message or 'adds not finished'}; {resume}"
+        _crash_point("adds-done")
+    if run.stop.is_set():
+        return "interrupted", f"interrupted; {resume}"
+    if not meta.get("checked_adds"):
+        await find_preexisting(run.client, run.db, _first_add(run), _failed_add_lines(run))
+        run.journal.set_meta(checked_adds=True)
+    await apply_puts(
+        run.client,
+        run.db,
+        run.columns(),
+        _failed_add_lines(run),
+        concurrency=run.options.put_concurrency,
+        stop=run.stop,
+    )
+    run.save_totals()
+    if run.stop.is_set():
+        return "interrupted", f"interrupted; {resume}"
+    _crash_point("puts-done")
+    if int(meta.get("remove_rows") or 0):
+        report = await _phase(run, REMOVE_DIR, run.run_dir / REMOVE_NAME, "remove")
+        run.save_totals()
+        if report is not None and report.state != "complete":
+            return report.state, f"{report.message or 'removes not finished'}; {resume}"
+        _crash_point("removes-done")
+    return "complete", ""
+
+
+def _first_add(run: _Sync) -> float | None:
+    """When the server created the sync's first add activity (seconds), None without one."""
+    directory = run.run_dir / ADD_DIR
+    if not (directory / JOURNAL_NAME).is_file():
+        return None
+    journal = Journal(directory, create=False, read_only=True)
+    try:
+        times = [c.insert_time for c in journal.chunks() if c.insert_time is not None]
+    finally:
+        journal.close()
+    return min(times) if times else None
+
+
+def _failed_add_lines(run: _Sync) -> set[int]:
+    """Lines of the file whose add activity row failed (read from the ``add/`` journal)."""
+    failed: set[int] = set()
+    directory = run.run_dir / ADD_DIR
+    if not (directory / JOURNAL_NAME).is_file():
+        return failed
+    journal = Journal(directory, create=False, read_only=True)
+    try:
+        lines: list[tuple[int, str]] = []
+        for kind in ("failed", "rejected", "duplicate"):
+            lines.extend((o.line, o.reason) for o in journal.outcomes(kind))
+    finally:
+        journal.close()
+    for line, reason in lines:
+        row = run.db.execute(
+            "SELECT orig FROM send_line WHERE phase = 'add' AND line = ?", (line,)
+        ).fetchone()
+        if row is not None:
+            failed.add(int(row[0]))
+            run.db.execute(
+                "UPDATE row_outcome SET kind = 'failed', reason = ? WHERE line = ?",
+                (reason, int(row[0])),
+            )
+    return failed
+
+
+def _removal_failures(run: _Sync) -> None:
+    directory = run.run_dir / REMOVE_DIR
+    if not (directory / JOURNAL_NAME).is_file():
+        return
+    journal = Journal(directory, create=False, read_only=True)
+    try:
+        failures = [(o.line, o.reason) for o in journal.outcomes("failed")]
+    finally:
+        journal.close()
+    # remove.csv is sorted by email_key: line n+1 is the n-th key.
+    keys = {}
+    if failures:
+        wanted = {line for line, _reason in failures}
+        for n, (key,) in enumerate(
+            run.db.execute("SELECT email_key FROM remove_row ORDER BY email_key"), start=2
+        ):
+            if n in wanted:
+                keys[n] = key
+    run.db.executemany(
+        "UPDATE remove_row SET failed = ? WHERE email_key = ?",
+        [(reason, keys[line]) for line, reason in failures if line in keys],
+    )
+
+
+# -- the end -----------------------------------------------------------------------------------
+
+
+def _confirm_base(run: _Sync) -> None:
+    """Bring ``base_member`` up to what the server confirmed (adds and updates applied,
+    removes done)."""
+    db = run.db
+    db.execute("BEGIN")
+    db.execute(
+        "INSERT INTO base_member (email_key, email, contact_uri, vals)"
+        " SELECT email_key, email, contact_uri, vals FROM row_outcome"
+        " WHERE kind IN ('added', 'updated')"
+        " ON CONFLICT (email_key) DO UPDATE SET email = excluded.email, vals = excluded.vals,"
+        " contact_uri = coalesce(excluded.contact_uri, base_member.contact_uri)"
+    )
+    db.execute(
+        "DELETE FROM base_member WHERE email_key IN"
+        " (SELECT email_key FROM remove_row WHERE failed IS NULL)"
+    )
+    db.execute("COMMIT")
+
+
+def _sync_counts(db: sqlite3.Connection, *, sent: bool) -> SyncCounts:
+    by_kind = dict.fromkeys(
+        ("added", "updated", "unchanged", "opted_out", "rejected", "duplicate", "failed"), 0
+    )
+    for kind, n in db.execute("SELECT kind, count(*) FROM row_outcome GROUP BY kind"):
+        by_kind[kind] = n
+    removes = db.execute("SELECT count(*), count(failed) FROM remove_row").fetchone()
+    return SyncCounts(
+        read=sum(by_kind.values()),
+        removed=int(removes[0] - removes[1]) if sent else 0,
+        remove_failed=int(removes[1]),
+        **by_kind,
+    )
+
+
+def _write_outcome_files(run: _Sync, *, removed: bool) -> dict[str, str]:
+    """One CSV per outcome but ``unchanged`` (``line,email,detail``), and ``removed.csv``."""
+    files: dict[str, str] = {}
+    for kind in ("added", "updated", "opted_out", "rejected", "duplicate", "failed"):
+        path = run.run_dir / f"{kind}.csv"
+        rows = run.db.execute(
+            "SELECT line, coalesce(email, ''), CASE WHEN kind = 'updated' THEN changed"
+            " ELSE reason END FROM row_outcome WHERE kind = ? ORDER BY line",
+            (kind,),
+        )
+        with _atomic(path) as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["line", "email", "changed" if kind == "updated" else "reason"])
+            writer.writerows(rows)
+        files[kind] = str(path)
+    name = "removed.csv" if removed else "to_remove.csv"
+    path = run.run_dir / name
+    with _atomic(path) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["email", "reason"])
+        writer.writerows(
+            run.db.execute("SELECT email, coalesce(failed, '') FROM remove_row ORDER BY email_key")
+        )
+    files[name.removesuffix(".csv")] = str(path)
+    return files
+
+
+def _bytes_sent(run: _Sync) -> tuple[int, int, int]:
+    """``(bytes, rows in add activities, emails in remove activities)`` of the POSTs made."""
+    total = rows = removes = 0
+    for name in (ADD_DIR, REMOVE_DIR):
+        directory = run.run_dir / name
+        if not (directory / JOURNAL_NAME).is_file():
+            continue
+        journal = Journal(directory, create=False, read_only=True)
+        try:
+            for chunk in journal.chunks():
+                total += chunk.body_bytes * chunk.posts
+                if chunk.posts:
+                    if name == ADD_DIR:
+                        rows += chunk.rows
+                    else:
+                        removes += chunk.rows
+        finally:
+            journal.close()
+    put_bytes = run.db.execute("SELECT coalesce(sum(done), 0) FROM row_outcome").fetchone()[0]
+    return total + int(put_bytes), rows, removes
+
+
+def _base_summary(base: dict[str, Any] | None) -> BaseSummary | None:
+    """The report's view of the stored :class:`BaseInfo` (its contract fields only)."""
+    if not base:
+        return None
+    return msgspec.convert(base, BaseSummary)
+
+
+def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
+    db = run.db
+    meta = run.journal.meta()
+    if state == "complete":
+        _failed_add_lines(run)
+        _removal_failures(run)
+        _confirm_base(run)
+        _crash_point("confirmed")
+        if run.base is None and meta.get("base"):
+            names = {f.name for f in attrs.fields(BaseInfo)}
+            run.base = BaseInfo(**{k: v for k, v in meta["base"].items() if k in names})
+        if run.base is not None:
+            save_snapshot(run.spec(), db, run.base, run.client.account_url)
+    files = _write_outcome_files(run, removed=state == "complete")
+    sent = state == "complete"
+    counts_now = _sync_counts(db, sent=sent)
+    if state not in ("complete", "dry-run", "refused"):
+        # Rows still to send are pending, not yet added or updated.
+        pending = db.execute(
+            "SELECT count(*) FROM row_outcome WHERE route != '' AND kind IN ('added', 'updated')"
+        ).fetchone()[0]
+        counts_now = SyncCounts(
+            read=counts_now.read,
+            added=0,
+            updated=0,
+            unchanged=counts_now.unchanged,
+            opted_out=counts_now.opted_out,
+            rejected=counts_now.rejected,
+            duplicate=counts_now.duplicate,
+            failed=counts_now.failed,
+            removed=0,
+            remove_failed=0,
+            pending=int(pending),
+        )
+    run.save_totals()
+    meta = run.journal.meta()
+    bytes_sent, rows_sent, removes_sent = _bytes_sent(run)
+    base = meta.get("base")
+    report = SyncReport(
+        command="sync",
+        state=state,
+        input=str(run.source),
+        run_dir=str(run.run_dir),
+        list=run.target.name,
+        counts=counts_now,
+        plan=counts(db),
+        base=_base_summary(base),
+        rows_sent=rows_sent,
+        removes_sent=removes_sent,
+        puts=int(db.execute("SELECT count(*) FROM row_outcome WHERE done > 0").fetchone()[0]),
+        requests=int(meta.get("requests") or 0),
+        bytes_sent=bytes_sent,
+        wall_seconds=round(float(meta.get("wall_seconds") or 0.0), 3),
+        peak_rss_bytes=peak_rss_bytes(),
+        files=files,
+        message=message,
+    )
+    run.journal.set_meta(state=state, phase="done" if state == "complete" else meta.get("phase"))
+    write_atomically(
+        run.run_dir / REPORT_NAME,
+        [msgspec.json.format(msgspec.json.encode(report), indent=2), b"\n"],
+    )
+    return report
+
+
+async def _execute(run: _Sync) -> SyncReport:
+    with single_errors():
+        return await _execute_inner(run)
+
+
+async def _execute_inner(run: _Sync) -> SyncReport:
+    meta = run.journal.meta()
+    if meta.get("phase") != "sending":
+        plan = await _plan(run)
+        columns = run.columns()
+        if run.options.remove_missing and not run.options.yes:
+            limit = removal_limit(run.options.max_remove, plan.members)
+            if plan.remove > limit:
+                message = (
+                    f"the sync would remove {plan.remove:,} of {plan.members:,} members, more "
+                    f"than `max_remove` ({run.options.max_remove}: {limit:,}); nothing was "
+                    "sent. Check the file, or allow it with `yes`"
+                )
+                report = _finish(run, state="refused", message=message)
+                run.journal.set_meta(state=NOT_STARTED, error=message, exit_code=1)
+                return report
+        if run.options.dry_run:
+            return _finish(run, state="dry-run", message="")
+        send_rows, remove_rows = await trio.to_thread.run_sync(_write_send_files, run, columns)
+        run.journal.set_meta(phase="sending", send_rows=send_rows, remove_rows=remove_rows)
+        _crash_point("planned")
+    state, message = await _send(run)
+    return _finish(run, state=state, message=message)
+
+
+def _open_run(
+    client: Client,
+    journal: Journal,
+    options: SyncOptions,
+    target: ResolvedList,
+    source: Path,
+    reporter: Reporter | None,
+    stop: trio.Event | None,
+    client_start: int,
+) -> _Sync:
+    meta = journal.meta()
+    return _Sync(
+        client=client,
+        journal=journal,
+        options=options,
+        target=target,
+        source=source,
+        db=open_db(journal.run_dir / DB_NAME),
+        reporter=reporter,
+        stop=stop if stop is not None else trio.Event(),
+        requests_before=int(meta.get("requests") or 0),
+        client_start=client_start,
+    )
+
+
+async def run_sync(
+    client: Client,
+    path: str | Path,
+    *,
+    options: SyncOptions,
+    run_dir: str | Path | None = None,
+    reporter: Reporter | None = None,
+    stop: trio.Event | None = None,
+) -> SyncReport:
+    """Make the members of ``options.list`` equal the valid rows of the file at ``path``.
+
+    Args:
+        client: an open client (:func:`bulkops.open_client`).
+        path: a CSV or XML contact file (read as ``import`` reads it).
+        options: the list, removals, and how rows are read and sent.
+        run_dir: where the journal, ``sync.db``, the outcome files and ``report.json`` go (a
+            new directory; default ``./bulkops-runs/{stem}-sync-{time}``).
+        reporter: progress output (default: none).
+        stop: set it to stop at the next safe point (resumable).
+
+    Returns:
+        the report; ``report.exit_code`` is the CLI's exit code.
+
+    Raises:
+        ConfigError: bad options, an unknown list, or a run directory already in use.
+        InputError: the file cannot be read or has no usable header.
+        AuthError, TransportError, ...: the server could not be used.
+    """
+    source = Path(path)
+    if not source.is_file():  # noqa: ASYNC240 - one stat before the run starts
+        raise InputError("no such file", path=str(source))
+    directory = Path(run_dir) if run_dir is not None else default_run_dir(source, "sync")
+    start = client.statistics().requests
+    journal, lock = open_new_run(directory)
+    try:
+        journal.set_meta(command="sync", input=str(source.resolve()), state="running")  # noqa: ASYNC240
+        try:
+            (target,) = await resolve_lists(client, [options.list], create=False)
+        except ConfigError as exc:  # a sync never creates its list: say it without the hint
+            raise ConfigError(str(exc).replace(" (`create_lists` creates it)", "")) from None
+        size, digest = input_digest(source)
+        journal.set_meta(
+            command="sync",
+            input=str(source.resolve()),  # noqa: ASYNC240
+            input_size=size,
+            input_digest=digest,
+            options=options.to_meta(),
+            lists=[attrs.asdict(target)],
+            account=client.account_url,
+            state="running",
+            phase="plan",
+        )
+        run = _open_run(client, journal, options, target, source, reporter, stop, start)
+        try:
+            return await _execute(run)
+        finally:
+            run.db.close()
+    except BulkOpsError as exc:
+        if journal.meta().get("phase") != "sending":
+            mark_not_started(journal, exc)
+        raise
+    finally:
+        journal.close()
+        lock.release()
+
+
+def is_sync_run(run_dir: str | Path) -> bool:
+    """True when ``run_dir`` holds a sync run."""
+    if not (Path(run_dir) / JOURNAL_NAME).is_file():
+        return False
+    journal = Journal(run_dir, create=False, read_only=True)
+    try:
+        return journal.meta().get("command") == "sync"
+    finally:
+        journal.close()
+
+
+async def resume_sync(
+    client: Client,
+    run_dir: str | Path,
+    *,
+    reporter: Reporter | None = None,
+    stop: trio.Event | None = None,
+) -> SyncReport:
+    """Finish a sync that was interrupted: planned again when it stopped before sending,
+    else each phase taken up where it stopped (nothing the server confirmed is sent again).
+
+    Raises:
+        ConfigError: not a sync run, another account, or the input file changed.
+    """
+    start = client.statistics().requests
+    journal = Journal(run_dir, create=False)
+    try:
+        lock = RunLock(journal.run_dir).acquire()
+    except BaseException:
+        journal.close()
+        raise
+    try:
+        meta = journal.meta()
+        if meta.get("command") != "sync":
+            raise ConfigError(f"{journal.run_dir} holds no sync run")
+        if meta.get("state") == NOT_STARTED:
+            raise ConfigError(
+                f"the run in {journal.run_dir} never started ({meta.get('error')}): there is "
+                "nothing to resume; run the corrected command again (it may use the same "
+                "--run-dir)"
+            )
+        if meta.get("account") and not same_account(meta["account"], client.account_url):
+            raise ConfigError(
+                f"this run was made against {meta['account']}, not {client.account_url}"
+            )
+        options = SyncOptions.from_meta(meta["options"])
+        source = Path(meta["input"])
+        if not source.is_file():  # noqa: ASYNC240 - one stat before the run resumes
+            raise InputError("the run's input file is gone", path=str(source))
+        if input_digest(source) != (meta["input_size"], meta["input_digest"]):
+            raise ConfigError(f"{source} changed since the run began; start a new run")
+        target = ResolvedList(**meta["lists"][0])
+        if meta.get("state") in ("complete", "dry-run"):
+            raise ConfigError(f"the sync in {journal.run_dir} is {meta['state']} already")
+        journal.set_meta(state="running", wall_before=meta.get("wall_seconds") or 0.0)
+        run = _open_run(client, journal, options, target, source, reporter, stop, start)
+        try:
+            return await _execute(run)
+        finally:
+            run.db.close()
+    finally:
+        journal.close()
+        lock.release()
+
+
+def urlencoded_emails(emails: Sequence[str]) -> str:
+    """``contacts?email=a&email=b`` for a search (at most 50 addresses)."""
+    return "contacts?" + urlencode([("email", e) for e in emails])
