@@ -25,6 +25,15 @@ from bulkops.stream.records import Header
 __all__ = ["write_outcome_files"]
 
 
+def _plan_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """The planner's ``lists`` and ``kind`` for reading a run's input again, from its journal
+    (the bodies are not sent again: a run without lists gets a stand-in)."""
+    return {
+        "lists": [item["uri"] for item in meta.get("lists") or []] or ["x"],
+        "kind": "remove" if meta.get("command") == "remove" else "add",
+    }
+
+
 def _decoded(data: bytes, encoding: str) -> str:
     """A source record's text for an outcome file, keeping every byte of it.
 
@@ -152,9 +161,7 @@ def _rows_by_line(
                     found[line] = fields
         return found
     # XML: the record as written is not kept by line; the row as it was sent stands for it.
-    lists = [item["uri"] for item in meta.get("lists", [])] or ["x"]
-    kind = "remove" if meta.get("command") == "remove" else "add"
-    for event in replay(source, read, limits, lists=lists, kind=kind):
+    for event in replay(source, read, limits, **_plan_of(meta)):
         if isinstance(event, PlannedChunk) and not wanted.isdisjoint(event.record.lines):
             _sent_header, rows = chunk_rows(event.body, event.content_type)
             for line, row in zip(event.record.lines, rows, strict=True):
@@ -166,9 +173,7 @@ def _rows_by_line(
 def _header_of(
     source: Path, read: ReadOptions, limits: ChunkLimits, meta: dict[str, Any]
 ) -> Header | None:
-    lists = [item["uri"] for item in meta.get("lists", [])] or ["x"]
-    kind = "remove" if meta.get("command") == "remove" else "add"
-    planner = Planner(read, limits, lists=lists, kind=kind, path=str(source))
+    planner = Planner(read, limits, **_plan_of(meta), path=str(source))
     with source.open("rb") as handle:
         while planner.header is None and (block := handle.read(1 << 16)):
             planner.decode(block)
@@ -236,10 +241,8 @@ def _write_sent_rows(
                 else:
                     applied_rows.append(_csv_row([line, *fields]))
     else:
-        lists = [item["uri"] for item in meta.get("lists", [])]
-        kind = "remove" if meta.get("command") == "remove" else "add"
         by_seq = {c.seq: c for c in done}
-        for event in replay(source, read, limits, lists=lists, kind=kind):
+        for event in replay(source, read, limits, **_plan_of(meta)):
             if not isinstance(event, PlannedChunk) or event.record.seq not in by_seq:
                 continue
             complete = by_seq[event.record.seq].status == "COMPLETE"
