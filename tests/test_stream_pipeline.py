@@ -8,6 +8,7 @@ The oracle is a deliberately simple reading of the same file: :class:`CsvDecoder
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +29,7 @@ from bulkops.stream import (
     csvrows,
     map_header,
 )
+from bulkops.stream.csvrows import _record_lines
 from bulkops.stream.validate import row_problem_of
 from tests.stream_strategies import (
     by_kind,
@@ -450,3 +452,21 @@ def test_no_module_of_the_stream_imports_one_that_imports_it() -> None:
 
     assert reaches("pipeline", "csvrows", set())  # the check can see an import chain
     assert [m for m in sorted(graph) if reaches(m, m, set())] == []
+
+
+@given(
+    st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"x")), max_size=30),
+    st.lists(st.integers(min_value=0, max_value=300), max_size=8),
+    st.integers(min_value=1, max_value=10**6),
+)
+def test_record_lines_count_every_line_break_inside_the_records(
+    pieces: list[bytes], breaks: list[int], line0: int
+) -> None:
+    """The line each record starts on (and the line after) equals counting each record's
+    LFs one by one, wherever the records hold them (several in one, at either end)."""
+    joined = bytearray(b"\x00".join(pieces))
+    for at in breaks:  # line breaks at random places of the records
+        joined.insert(min(at, len(joined)), 0x0A)
+    recs = bytes(joined).split(b"\x00") if pieces else []
+    expected = list(accumulate((1 + r.count(b"\n") for r in recs), initial=line0))
+    assert _record_lines(recs, line0) == expected

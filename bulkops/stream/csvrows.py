@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import operator
 import re
-from itertools import accumulate, compress, repeat
+from bisect import bisect_right
+from itertools import accumulate, chain, compress, repeat
 
 from bulkops.errors import InputError
 from bulkops.stream.chunking import Chunker, RowBatch
@@ -530,8 +531,7 @@ class CsvRows:
         run = self._run_of(buf, a, b, recs)
         lines = region.count(b"\n")
         if lines != len(recs):  # some span several lines
-            counts = map(_one_more, map(bytes.count, recs, repeat(b"\n")))
-            run.starts = list(accumulate(counts, initial=run.line0))
+            run.starts = _record_lines(recs, run.line0)
         run.line_after = run.line0 + lines
         emails, blob = self._screen(region, recs, emails)
         run.keys = blob.lower().split(b"\n")
@@ -745,6 +745,30 @@ class CsvRows:
         )
         self._line = self._skip_line + skipper.breaks
         return data[end:]
+
+
+def _record_lines(recs: list[bytes], line0: int) -> list[int]:
+    """The line each record starts on, and the line after the last, for consecutive
+    records (without their final LF) of which some span several lines.
+
+    The records' own line breaks are found in one joined copy (a few per region) and placed
+    by bisecting the records' ends, so the list is built from a few ``range`` pieces in C:
+    counting each record's LFs (``bytes.count`` mapped over them) cost ~2.4x as much.
+    """
+    joined = b"".join(recs)
+    ends = list(accumulate(map(len, recs)))
+    pieces: list[range] = []
+    first = extra = 0  # the next piece's first record; LFs inside records so far
+    p = joined.find(b"\n")
+    while p >= 0:
+        k = bisect_right(ends, p)  # the record holding this LF
+        pieces.append(range(line0 + first + extra, line0 + k + 1 + extra))
+        first = k + 1
+        while p >= 0 and p < ends[k]:  # this record's LFs
+            extra += 1
+            p = joined.find(b"\n", p + 1)
+    pieces.append(range(line0 + first + extra, line0 + len(recs) + 1 + extra))
+    return list(chain.from_iterable(pieces))
 
 
 def _is_utf8(data: bytes) -> bool:
