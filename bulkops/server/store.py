@@ -340,7 +340,7 @@ class Store:
         self._local = threading.local()
         self._limiter = trio.CapacityLimiter(max_threads)
         self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
+        self._all_lock = threading.RLock()
         # Calls in progress per connection: close() must never close a connection another
         # thread is executing on (sqlite3 would crash); that thread closes it when done.
         self._busy: dict[int, int] = {}
@@ -385,7 +385,7 @@ class Store:
         if db is None:
             db = self._open()
             self._local.db = db
-            with self._all_lock:
+            with self._all_lock:  # re-entrant: _call holds it already
                 self._all.append(db)
         return db
 
@@ -394,9 +394,12 @@ class Store:
         return await trio.to_thread.run_sync(self._call, fn, args, limiter=self._limiter)
 
     def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
-        db = self.connection()
-        key = id(db)
+        # Look the connection up and mark it busy in one step under the lock: close() picks
+        # the idle connections under the same lock, so it can never close this one while
+        # this thread runs on it (that crashed sqlite3 with a segfault at shutdown).
         with self._all_lock:
+            db = self.connection()
+            key = id(db)
             self._busy[key] = self._busy.get(key, 0) + 1
         try:
             return fn(db, *args)
@@ -418,10 +421,10 @@ class Store:
             self._closed = True
             connections, self._all = self._all, []
             idle = [db for db in connections if not self._busy.get(id(db))]
+            self._local = threading.local()  # no later call finds a connection closed below
         for db in idle:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
-        self._local = threading.local()
 
 
 def _create_private(path: Path) -> None:
