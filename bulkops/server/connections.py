@@ -27,9 +27,13 @@ can be capped. What each limit is and who enforces it:
   ``exhaustion_log_interval`` as one warning line with a count — never a traceback per
   accept.
 
+* **One sender at a time** — :class:`SerialSendStream` under hypercorn's ``TCPServer``:
+  its ``send_eof`` (closing) never overlaps a ``send_all`` (answering), whichever task
+  calls them.
+
 Invariants: every counter only grows (:meth:`ConnectionTracker.statistics`); open
 connections never exceed the cap; a connection is evicted only while no request is in
-progress on it.
+progress on it; no two tasks ever send on one connection's socket at once.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ import logging
 import math
 import resource
 from collections.abc import Awaitable, Callable, MutableMapping
-from functools import partial
 from typing import Any, Protocol
 
 import attrs
@@ -49,7 +52,7 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
+from hypercorn.typing import AppWrapper, ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from bulkops.errors import ConfigError
@@ -64,7 +67,9 @@ __all__ = [
     "ConnectionLimits",
     "ConnectionStatistics",
     "ConnectionTracker",
+    "SerialSendStream",
     "accept_connections",
+    "connection_handler",
     "default_max_connections",
     "hypercorn_config",
     "serve_hypercorn",
@@ -447,6 +452,74 @@ async def accept_connections(
         handler_nursery.start_soon(tracker.run, handler, stream, key)
 
 
+class SerialSendStream(trio.abc.HalfCloseableStream):
+    """The connection's stream as hypercorn's ``TCPServer`` gets it: ``send_eof`` and
+    ``send_all`` take turns.
+
+    Why: ``TCPServer`` sends the answer's bytes (``send_all``, from the app's task) under
+    its ``send_lock``, but its ``_close`` calls ``send_eof`` without that lock, and runs in
+    the task reading the request when h11 finds the client broke the protocol — e.g. a
+    client that read the answer's head and closed before sending the whole body it
+    announced. trio's ``SocketStream.send_eof`` holds the stream across a checkpoint; a
+    ``send_all`` from the app's task in that moment raised ``BusyResourceError`` into the
+    app (an "unhandled error" on a loaded machine).
+
+    Here a send that meets an EOF under way waits for it, then fails as any send after the
+    EOF fails (``ClosedResourceError``, which hypercorn expects and ignores); an EOF that
+    meets a send under way is refused at once with ``BusyResourceError``, as trio refuses
+    it (hypercorn's ``_close`` ignores that and closes the stream, which ends the send) —
+    never waiting, since a client that stops reading can hold a send forever.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.socket = stream.socket  # TCPServer reads the addresses from it
+        self._turn = trio.Lock()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """``send_all`` of the stream, after any EOF under way."""
+        async with self._turn:
+            await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """As the stream's."""
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        """``send_eof`` of the stream; ``BusyResourceError`` while a send is under way."""
+        try:
+            self._turn.acquire_nowait()
+        except trio.WouldBlock:
+            raise trio.BusyResourceError("a send is under way on this connection") from None
+        try:
+            await self.stream.send_eof()
+        finally:
+            self._turn.release()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """As the stream's."""
+        return await self.stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        """As the stream's (it ends a send under way with ``ClosedResourceError``)."""
+        await self.stream.aclose()
+
+
+def connection_handler(
+    app: AppWrapper, config: HypercornConfig, context: WorkerContext, state: ConnectionState
+) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """What serves one accepted connection: hypercorn's ``TCPServer`` for ``app``, on a
+    :class:`SerialSendStream`."""
+
+    async def serve_connection(stream: trio.SocketStream) -> None:
+        # hypercorn annotates an SSLStream, but takes any stream with a ``socket`` (its own
+        # worker hands it plain SocketStreams).
+        serial = SerialSendStream(stream)
+        await TCPServer(app, config, context, state, serial)  # type: ignore[arg-type]
+
+    return serve_connection
+
+
 def hypercorn_config(
     host: str, port: int, limits: ConnectionLimits, *, fd: int | None = None
 ) -> HypercornConfig:
@@ -499,8 +572,8 @@ async def serve_hypercorn(
                 sock.listen(config.backlog)
                 listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
                 binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
-            handler = partial(
-                TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy())
+            handler = connection_handler(
+                wrapped, config, context, ConnectionState(lifespan_state.copy())
             )
             task_status.started(binds)
             try:
