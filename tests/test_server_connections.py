@@ -4,6 +4,7 @@ and a ``bulkops serve`` subprocess with tiny timeouts closing idle and trickling
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -479,4 +480,47 @@ async def test_closing_a_connection_never_collides_with_the_answer_being_sent() 
             await finished.wait()
             await client.aclose()
     assert failures == []
+    await listeners[0].aclose()
+
+
+async def test_an_answer_before_a_big_body_leaves_no_connection_stuck() -> None:
+    """The app refuses a 4 MB body unread once hypercorn has queued all it may for it (its
+    reading task waits for room): the answer arrives whole, the connection closes and the
+    app returns (hypercorn used to put the disconnect into the full queue, and the app's
+    last send waited on it for ever)."""
+    tracker = ConnectionTracker(ConnectionLimits())
+    config = hypercorn_config("127.0.0.1", 0, tracker.limits)
+    returned = trio.Event()
+
+    async def refuse_unread(scope: Any, receive: Any, send: Any) -> None:
+        await trio.testing.wait_all_tasks_blocked()  # the queue is full, the client blocked
+        body = b"Too big\n"
+        headers = [(b"content-length", b"%d" % len(body)), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        returned.set()
+
+    app = wrap_app(BodyRateGuard(refuse_unread, tracker), 0, "asgi")
+    handler = connection_handler(app, config, WorkerContext(None), ConnectionState({}))
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    head = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\n\r\n"
+
+    async def send_body(client: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await client.send_all(head + b"x" * 4_000_000)
+
+    with trio.fail_after(30):  # a hang guard; the old hang fails here
+        async with trio.open_nursery() as nursery:
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            nursery.start_soon(handler, await listeners[0].accept())
+            nursery.start_soon(send_body, client)
+            received = b""
+            with contextlib.suppress(trio.BrokenResourceError):
+                while chunk := await client.receive_some(65536):
+                    received += chunk
+            await returned.wait()
+            await client.aclose()
+    assert received.startswith(b"HTTP/1.1 413")
+    assert received.endswith(b"\r\n\r\nToo big\n")
     await listeners[0].aclose()

@@ -15,7 +15,9 @@ can be capped. What each limit is and who enforces it:
   n / min_body_rate``). Past it the client gets ``408`` with ``Connection: close`` and the
   app sees a disconnect. Only waits for body bytes are timed, never the app's own work or
   a long response (hypercorn's ``read_timeout`` would time every read, even while a
-  client waits for a long export, so it stays off).
+  client waits for a long export, so it stays off). An answer given before the body was
+  read (413, 408, ...) discards what hypercorn queued for the app while it ends, so that
+  the connection closes (:func:`_send_draining`).
 * **Descriptors** — :class:`ConnectionTracker` and :func:`accept_connections`: at most
   ``max_connections`` connections are open (default: the descriptor limit less
   :data:`RESERVED_DESCRIPTORS` for the database, logs and threads), so ``accept`` never
@@ -339,9 +341,12 @@ class BodyRateGuard:
         body_done = False
         timed_out = False
         responded = False
+        disconnected = False  # the disconnect was discarded by _send_draining
 
         async def timed_receive() -> Message:
             nonlocal received, body_done, timed_out
+            if disconnected:
+                return {"type": "http.disconnect"}
             if body_done:
                 return await receive()  # e.g. waiting for a disconnect: never timed
             if timed_out:
@@ -363,8 +368,16 @@ class BodyRateGuard:
                 trio.current_time() - started,
             )
             if not responded:
-                await _send_408(send)
+                await _send_408(send_answer)
             return {"type": "http.disconnect"}
+
+        async def send_answer(message: Message) -> None:
+            nonlocal disconnected
+            ends = message["type"] == "http.response.body" and not message.get("more_body")
+            if ends and not body_done and (timed_out or _declares_body(scope)):
+                disconnected = await _send_draining(send, message, receive) or disconnected
+            else:
+                await send(message)
 
         async def guarded_send(message: Message) -> None:
             nonlocal responded
@@ -372,9 +385,45 @@ class BodyRateGuard:
                 return  # the 408 went out instead
             if message["type"] == "http.response.start":
                 responded = True
-            await send(message)
+            await send_answer(message)
 
         await self.app(scope, timed_receive, _SendWrapper(guarded_send, send))
+
+
+def _declares_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"transfer-encoding":
+            return True
+        if name.lower() == b"content-length":
+            return bytes(value).strip() not in (b"", b"0")
+    return False
+
+
+async def _send_draining(send: Send, message: Message, receive: Receive) -> bool:
+    """``send`` the answer's last message while discarding what hypercorn queued for the
+    app; True when that included the disconnect.
+
+    Why: hypercorn queues the request's body for the app (``max_app_queue_size`` messages
+    at most: then the task reading the connection waits for room), and when the answer
+    ends it queues ``http.disconnect`` too, inside the app's last ``send``. An app that
+    answers without reading the body (413, 401, 408, ...) can find the queue full: that
+    send waited for room only the app's reading makes, the reading task waited as well,
+    and the connection stayed open, busy, for ever. Discarding takes what is queued (the
+    rest of the body is never read: hypercorn closes the connection).
+    """
+    disconnected = False
+
+    async def discard() -> None:
+        nonlocal disconnected
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnected = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(discard)
+        await send(message)
+        nursery.cancel_scope.cancel()
+    return disconnected
 
 
 class _SendWrapper:
