@@ -4,6 +4,7 @@ and a ``bulkops serve`` subprocess with tiny timeouts closing idle and trickling
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import socket
@@ -14,6 +15,9 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
 
 from bulkops.errors import ConfigError
 from bulkops.server.app import ApiState
@@ -23,7 +27,9 @@ from bulkops.server.connections import (
     ConnectionLimits,
     ConnectionTracker,
     accept_connections,
+    connection_handler,
     default_max_connections,
+    hypercorn_config,
 )
 from bulkops.server.serve import (
     add_arguments,
@@ -345,3 +351,132 @@ def test_serve_options_make_the_limits() -> None:
     defaults = parser.parse_args([])
     assert connection_limits_from_args(defaults) == ConnectionLimits()
     assert login_limits_from_args(defaults) == LoginLimits()
+
+
+# -- one sender at a time on a connection ------------------------------------------------------
+
+
+class EofTakesAWhile(trio.abc.HalfCloseableStream):
+    """A server-side socket stream whose ``send_eof`` lets every other task run before it
+    shuts the socket (as on a loaded machine), and tells when it begins. A ``send_all``
+    meanwhile fails as trio's ``SocketStream`` fails one that meets its own ``send_eof``
+    (which holds the stream across a checkpoint): ``BusyResourceError``."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.socket = stream.socket
+        self.eof_begun = trio.Event()
+        self.eof_under_way = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.eof_under_way:
+            raise trio.BusyResourceError(
+                "another task is currently sending data on this SocketStream"
+            )
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        self.eof_under_way = True
+        self.eof_begun.set()
+        try:
+            await trio.testing.wait_all_tasks_blocked()
+            await self.stream.send_eof()
+        finally:
+            self.eof_under_way = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def test_closing_a_connection_never_collides_with_the_answer_being_sent() -> None:
+    """A client that reads the answer's head, then closes mid-body: hypercorn's reading task
+    shuts the socket (send_eof) while the app sends the rest of its answer. The app's send
+    never fails (it goes nowhere), the connection ends."""
+    tracker = ConnectionTracker(ConnectionLimits())
+    config = hypercorn_config("127.0.0.1", 0, tracker.limits)
+    failures: list[BaseException] = []
+    finished = trio.Event()
+    server_side: list[EofTakesAWhile] = []
+
+    async def answer_late(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await server_side[0].eof_begun.wait()  # the server is closing: the client is gone
+        try:
+            await send({"type": "http.response.body", "body": b"late"})
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+        finally:
+            finished.set()
+
+    app = wrap_app(BodyRateGuard(answer_late, tracker), 0, "asgi")
+    handler = connection_handler(app, config, WorkerContext(None), ConnectionState({}))
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(30):  # a hang guard: nothing here waits on the clock
+        async with trio.open_nursery() as nursery:
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            server_side.append(EofTakesAWhile(await listeners[0].accept()))
+            nursery.start_soon(handler, server_side[0])
+            # A body of 10 bytes, 3 sent: the answer comes before the body is in.
+            await client.send_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += await client.receive_some(1000)
+            assert received.startswith(b"HTTP/1.1 200")
+            await client.send_eof()  # gone mid-body
+            while await client.receive_some(1000):
+                pass
+            await finished.wait()
+            await client.aclose()
+    assert failures == []
+    await listeners[0].aclose()
+
+
+async def test_an_answer_before_a_big_body_leaves_no_connection_stuck() -> None:
+    """The app refuses a 4 MB body unread once hypercorn has queued all it may for it (its
+    reading task waits for room): the answer arrives whole, the connection closes and the
+    app returns (hypercorn used to put the disconnect into the full queue, and the app's
+    last send waited on it for ever)."""
+    tracker = ConnectionTracker(ConnectionLimits())
+    config = hypercorn_config("127.0.0.1", 0, tracker.limits)
+    returned = trio.Event()
+
+    async def refuse_unread(scope: Any, receive: Any, send: Any) -> None:
+        await trio.testing.wait_all_tasks_blocked()  # the queue is full, the client blocked
+        body = b"Too big\n"
+        headers = [(b"content-length", b"%d" % len(body)), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        returned.set()
+
+    app = wrap_app(BodyRateGuard(refuse_unread, tracker), 0, "asgi")
+    handler = connection_handler(app, config, WorkerContext(None), ConnectionState({}))
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    head = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\n\r\n"
+
+    async def send_body(client: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await client.send_all(head + b"x" * 4_000_000)
+
+    with trio.fail_after(30):  # a hang guard; the old hang fails here
+        async with trio.open_nursery() as nursery:
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            nursery.start_soon(handler, await listeners[0].accept())
+            nursery.start_soon(send_body, client)
+            received = b""
+            with contextlib.suppress(trio.BrokenResourceError):
+                while chunk := await client.receive_some(65536):
+                    received += chunk
+            await returned.wait()
+            await client.aclose()
+    assert received.startswith(b"HTTP/1.1 413")
+    assert received.endswith(b"\r\n\r\nToo big\n")
+    await listeners[0].aclose()

@@ -15,7 +15,9 @@ can be capped. What each limit is and who enforces it:
   n / min_body_rate``). Past it the client gets ``408`` with ``Connection: close`` and the
   app sees a disconnect. Only waits for body bytes are timed, never the app's own work or
   a long response (hypercorn's ``read_timeout`` would time every read, even while a
-  client waits for a long export, so it stays off).
+  client waits for a long export, so it stays off). An answer given before the body was
+  read (413, 408, ...) discards what hypercorn queued for the app while it ends, so that
+  the connection closes (:func:`_send_draining`).
 * **Descriptors** — :class:`ConnectionTracker` and :func:`accept_connections`: at most
   ``max_connections`` connections are open (default: the descriptor limit less
   :data:`RESERVED_DESCRIPTORS` for the database, logs and threads), so ``accept`` never
@@ -27,9 +29,13 @@ can be capped. What each limit is and who enforces it:
   ``exhaustion_log_interval`` as one warning line with a count — never a traceback per
   accept.
 
+* **One sender at a time** — :class:`SerialSendStream` under hypercorn's ``TCPServer``:
+  its ``send_eof`` (closing) never overlaps a ``send_all`` (answering), whichever task
+  calls them.
+
 Invariants: every counter only grows (:meth:`ConnectionTracker.statistics`); open
 connections never exceed the cap; a connection is evicted only while no request is in
-progress on it.
+progress on it; no two tasks ever send on one connection's socket at once.
 """
 
 from __future__ import annotations
@@ -39,7 +45,6 @@ import logging
 import math
 import resource
 from collections.abc import Awaitable, Callable, MutableMapping
-from functools import partial
 from typing import Any, Protocol
 
 import attrs
@@ -49,7 +54,7 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
+from hypercorn.typing import AppWrapper, ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from bulkops.errors import ConfigError
@@ -64,7 +69,9 @@ __all__ = [
     "ConnectionLimits",
     "ConnectionStatistics",
     "ConnectionTracker",
+    "SerialSendStream",
     "accept_connections",
+    "connection_handler",
     "default_max_connections",
     "hypercorn_config",
     "serve_hypercorn",
@@ -334,9 +341,12 @@ class BodyRateGuard:
         body_done = False
         timed_out = False
         responded = False
+        disconnected = False  # the disconnect was discarded by _send_draining
 
         async def timed_receive() -> Message:
             nonlocal received, body_done, timed_out
+            if disconnected:
+                return {"type": "http.disconnect"}
             if body_done:
                 return await receive()  # e.g. waiting for a disconnect: never timed
             if timed_out:
@@ -358,8 +368,16 @@ class BodyRateGuard:
                 trio.current_time() - started,
             )
             if not responded:
-                await _send_408(send)
+                await _send_408(send_answer)
             return {"type": "http.disconnect"}
+
+        async def send_answer(message: Message) -> None:
+            nonlocal disconnected
+            ends = message["type"] == "http.response.body" and not message.get("more_body")
+            if ends and not body_done and (timed_out or _declares_body(scope)):
+                disconnected = await _send_draining(send, message, receive) or disconnected
+            else:
+                await send(message)
 
         async def guarded_send(message: Message) -> None:
             nonlocal responded
@@ -367,9 +385,45 @@ class BodyRateGuard:
                 return  # the 408 went out instead
             if message["type"] == "http.response.start":
                 responded = True
-            await send(message)
+            await send_answer(message)
 
         await self.app(scope, timed_receive, _SendWrapper(guarded_send, send))
+
+
+def _declares_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"transfer-encoding":
+            return True
+        if name.lower() == b"content-length":
+            return bytes(value).strip() not in (b"", b"0")
+    return False
+
+
+async def _send_draining(send: Send, message: Message, receive: Receive) -> bool:
+    """``send`` the answer's last message while discarding what hypercorn queued for the
+    app; True when that included the disconnect.
+
+    Why: hypercorn queues the request's body for the app (``max_app_queue_size`` messages
+    at most: then the task reading the connection waits for room), and when the answer
+    ends it queues ``http.disconnect`` too, inside the app's last ``send``. An app that
+    answers without reading the body (413, 401, 408, ...) can find the queue full: that
+    send waited for room only the app's reading makes, the reading task waited as well,
+    and the connection stayed open, busy, for ever. Discarding takes what is queued (the
+    rest of the body is never read: hypercorn closes the connection).
+    """
+    disconnected = False
+
+    async def discard() -> None:
+        nonlocal disconnected
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnected = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(discard)
+        await send(message)
+        nursery.cancel_scope.cancel()
+    return disconnected
 
 
 class _SendWrapper:
@@ -447,6 +501,74 @@ async def accept_connections(
         handler_nursery.start_soon(tracker.run, handler, stream, key)
 
 
+class SerialSendStream(trio.abc.HalfCloseableStream):
+    """The connection's stream as hypercorn's ``TCPServer`` gets it: ``send_eof`` and
+    ``send_all`` take turns.
+
+    Why: ``TCPServer`` sends the answer's bytes (``send_all``, from the app's task) under
+    its ``send_lock``, but its ``_close`` calls ``send_eof`` without that lock, and runs in
+    the task reading the request when h11 finds the client broke the protocol — e.g. a
+    client that read the answer's head and closed before sending the whole body it
+    announced. trio's ``SocketStream.send_eof`` holds the stream across a checkpoint; a
+    ``send_all`` from the app's task in that moment raised ``BusyResourceError`` into the
+    app (an "unhandled error" on a loaded machine).
+
+    Here a send that meets an EOF under way waits for it, then fails as any send after the
+    EOF fails (``ClosedResourceError``, which hypercorn expects and ignores); an EOF that
+    meets a send under way is refused at once with ``BusyResourceError``, as trio refuses
+    it (hypercorn's ``_close`` ignores that and closes the stream, which ends the send) —
+    never waiting, since a client that stops reading can hold a send forever.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.socket = stream.socket  # TCPServer reads the addresses from it
+        self._turn = trio.Lock()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """``send_all`` of the stream, after any EOF under way."""
+        async with self._turn:
+            await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """As the stream's."""
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        """``send_eof`` of the stream; ``BusyResourceError`` while a send is under way."""
+        try:
+            self._turn.acquire_nowait()
+        except trio.WouldBlock:
+            raise trio.BusyResourceError("a send is under way on this connection") from None
+        try:
+            await self.stream.send_eof()
+        finally:
+            self._turn.release()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """As the stream's."""
+        return await self.stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        """As the stream's (it ends a send under way with ``ClosedResourceError``)."""
+        await self.stream.aclose()
+
+
+def connection_handler(
+    app: AppWrapper, config: HypercornConfig, context: WorkerContext, state: ConnectionState
+) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """What serves one accepted connection: hypercorn's ``TCPServer`` for ``app``, on a
+    :class:`SerialSendStream`."""
+
+    async def serve_connection(stream: trio.SocketStream) -> None:
+        # hypercorn annotates an SSLStream, but takes any stream with a ``socket`` (its own
+        # worker hands it plain SocketStreams).
+        serial = SerialSendStream(stream)
+        await TCPServer(app, config, context, state, serial)  # type: ignore[arg-type]
+
+    return serve_connection
+
+
 def hypercorn_config(
     host: str, port: int, limits: ConnectionLimits, *, fd: int | None = None
 ) -> HypercornConfig:
@@ -499,8 +621,8 @@ async def serve_hypercorn(
                 sock.listen(config.backlog)
                 listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
                 binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
-            handler = partial(
-                TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy())
+            handler = connection_handler(
+                wrapped, config, context, ConnectionState(lifespan_state.copy())
             )
             task_status.started(binds)
             try:
