@@ -482,11 +482,13 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         files=files,
         message=message,
     )
-    run.journal.set_meta(state=state, phase="done" if state == "complete" else meta.get("phase"))
+    # The report first: a run marked complete always has its report (a process killed in
+    # between is resumed and writes both again).
     write_atomically(
         run.run_dir / REPORT_NAME,
         [msgspec.json.format(msgspec.json.encode(report), indent=2), b"\n"],
     )
+    run.journal.set_meta(state=state, phase="done" if state == "complete" else meta.get("phase"))
     return report
 
 
