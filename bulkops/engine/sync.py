@@ -145,6 +145,9 @@ async def _plan(run: _Sync) -> DiffCounts:
     db = run.db
     for table in ("file_row", "row_outcome", "remove_row", "send_line"):
         db.execute(f"DELETE FROM {table}")
+    # A plan taken up again (nothing was sent) reads the base again, into a clean database.
+    db.execute("DROP TABLE IF EXISTS base_member")
+    db.execute("DROP TABLE IF EXISTS base_opted_out")
     reader = await trio.to_thread.run_sync(
         read_file, db, run.source, run.options.send.read, run.target.uri
     )
