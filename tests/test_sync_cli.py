@@ -86,6 +86,7 @@ def test_errors_are_clear_and_a_sync_runs_to_completion(tmp_path: Path) -> None:
         )
         assert refused.returncode == 1, refused.stderr
         assert "nothing was sent" in refused.stdout
+        assert "bulkops: plan: add 4, update " in refused.stderr  # where the sync is
         synced = bulkops(
             "sync",
             str(path),
