@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkops.engine.sync_diff import (
+    BASE_SCHEMA,
     compare,
     counts,
     decode_vals,
@@ -55,6 +56,7 @@ def test_the_diff_agrees_with_the_model(
     lines = [(i + 2, email, vals) for i, (email, vals) in enumerate(rows)]
     with tempfile.TemporaryDirectory() as tmp:
         db = open_db(Path(tmp) / "sync.db")
+        db.executescript(BASE_SCHEMA)
         db.executemany(
             "INSERT INTO base_member VALUES (?, ?, NULL, ?)",
             [(k, e, encode_vals(v)) for k, (e, v) in members.items()],
@@ -109,5 +111,6 @@ def test_values_are_compared_as_the_server_stores_them() -> None:
 def test_counts_of_an_empty_database_are_zero(tmp_path: Path) -> None:
     """Nothing read, nothing planned."""
     db = open_db(tmp_path / "s.db")
+    db.executescript(BASE_SCHEMA)
     assert counts(db).read == 0
     db.close()

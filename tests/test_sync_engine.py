@@ -202,3 +202,31 @@ async def test_a_contact_readded_after_leaving_the_list_gets_the_file_values(
     assert got["c1@example.org"]["last"] in ("", None)
     assert got["c1@example.org"]["city"] in ("", None)
     assert report.puts == 1
+
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+async def test_the_samples_sync_onto_a_list_then_a_second_sync_sends_nothing(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """Both sample files (12 columns, other header spellings, a quoted newline, repeats,
+    rejects): the first sync adds every valid row; the next finds every row unchanged."""
+    async with open_client(client_config(server)) as client:
+        with trio.fail_after(120):
+            await seed(client, tmp_path, [["x@example.org", "X", "", "", ""]], "News")
+            for name in ("contacts.csv", "messy.csv"):
+                source = SAMPLES / name
+                first = await _sync(
+                    client, source, tmp_path / f"{name}-1", remove_missing=True, yes=True
+                )
+                assert first.state == "complete", first.message
+                assert first.counts.balanced
+                assert first.counts.failed == 0
+                second = await _sync(client, source, tmp_path / f"{name}-2", remove_missing=True)
+                c = second.counts
+                assert (c.added, c.updated, c.removed, c.failed) == (0, 0, 0, 0), name
+                assert second.rows_sent == second.puts == second.removes_sent == 0
+                valid = c.read - c.rejected - c.duplicate
+                assert c.unchanged == valid
+                assert len(members(server.state)) == valid

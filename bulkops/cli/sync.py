@@ -18,7 +18,7 @@ from bulkops.cli.common import (
 )
 from bulkops.cli.transfer import add_limit_arguments, chunk_limits, warn
 from bulkops.engine.import_options import ImportOptions
-from bulkops.engine.progress import silence_stdout
+from bulkops.engine.progress import NullReporter, Reporter, silence_stdout
 from bulkops.engine.rundirs import default_run_dir
 from bulkops.engine.sync import is_sync_run, resume_sync, run_sync
 from bulkops.engine.sync_report import DEFAULT_MAX_REMOVE, SyncOptions, SyncReport
@@ -178,6 +178,33 @@ def render(report: SyncReport) -> str:
     return "\n".join(lines)
 
 
+class _Phases:
+    """Prints a sync's ``sync`` events on stderr, one line each (nothing else)."""
+
+    interval = 3600.0
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def update(self, counters: object) -> None:
+        """No live counters."""
+
+    def event(self, kind: str, **data: object) -> None:
+        """Say where the sync is."""
+        if kind == "sync":
+            print(f"bulkops: {data.get('message')}", file=sys.stderr, flush=True)
+
+    def stop(self, counters: object) -> None:
+        """Nothing to stop."""
+
+    def on_closed(self, callback: object) -> None:
+        """stderr: never closed."""
+
+
+def _reporter(args: argparse.Namespace) -> Reporter:
+    return NullReporter() if args.quiet or args.json else _Phases()
+
+
 def _print(args: argparse.Namespace, report: SyncReport) -> int:
     try:
         if args.json:
@@ -196,10 +223,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise InputError("no such file", path=str(args.file))
     run_dir = args.run_dir if args.run_dir is not None else default_run_dir(args.file, "sync")
+    reporter = _reporter(args)
 
     async def main(stop: trio.Event) -> SyncReport:
         async with connect(args) as client:
-            return await run_sync(client, args.file, options=options, run_dir=run_dir, stop=stop)
+            return await run_sync(
+                client, args.file, options=options, run_dir=run_dir, reporter=reporter, stop=stop
+            )
 
     try:
         with single_errors():
@@ -217,7 +247,7 @@ def resume_if_sync(args: argparse.Namespace) -> int | None:
 
     async def main(stop: trio.Event) -> SyncReport:
         async with connect(args) as client:
-            return await resume_sync(client, args.run_dir, stop=stop)
+            return await resume_sync(client, args.run_dir, reporter=_reporter(args), stop=stop)
 
     with single_errors():
         report = run_with_signals(main)

@@ -128,6 +128,11 @@ class _Sync:
             snapshot_dir=snapshot_dir(),
         )
 
+    def say(self, message: str, **data: Any) -> None:
+        """A ``sync`` event for the reporter: where the sync is (phases, counts)."""
+        if self.reporter is not None:
+            self.reporter.event("sync", message=message, **data)
+
     def requests(self) -> int:
         return self.requests_before + self.client.statistics().requests - self.client_start
 
@@ -145,16 +150,30 @@ async def _plan(run: _Sync) -> DiffCounts:
     db = run.db
     for table in ("file_row", "row_outcome", "remove_row", "send_line"):
         db.execute(f"DELETE FROM {table}")
+    # A plan taken up again (nothing was sent) reads the base again, into a clean database.
+    db.execute("DROP TABLE IF EXISTS base_member")
+    db.execute("DROP TABLE IF EXISTS base_opted_out")
+    run.say(f"reading {run.source}")
     reader = await trio.to_thread.run_sync(
         read_file, db, run.source, run.options.send.read, run.target.uri
     )
     assert reader.fields is not None
     columns = reader.fields[1:]
     run.journal.set_meta(columns=list(columns), rows_read=reader.rows)
+    run.say(f"{reader.rows:,} rows read; reading the list {run.target.name!r}")
     run.base = await load_base(run.client, run.spec(), db)
     run.journal.set_meta(base=attrs.asdict(run.base))
+    run.say(
+        f"{run.base.members:,} members ({run.base.source} read"
+        + (f": {run.base.reason}" if run.base.reason else "")
+        + f", {run.base.requests:,} requests); comparing"
+    )
     plan = await trio.to_thread.run_sync(
         lambda: diff(db, columns, remove_missing=run.options.remove_missing)
+    )
+    run.say(
+        f"plan: add {plan.added:,}, update {plan.updated:,} ({plan.put:,} by PUT), unchanged"
+        f" {plan.unchanged:,}, opted out {plan.opted_out:,}, remove {plan.remove:,}"
     )
     return plan
 
@@ -238,6 +257,7 @@ async def _send(run: _Sync) -> tuple[str, str]:
     meta = run.journal.meta()
     resume = f"run `bulkops resume {run.run_dir}` to finish"
     if int(meta.get("send_rows") or 0):
+        run.say(f"sending {int(meta['send_rows']):,} rows to add or update")
         report = await _phase(run, ADD_DIR, run.run_dir / SEND_NAME, "add")
         run.save_totals()
         if report is not None and report.state != "complete":
@@ -261,6 +281,7 @@ async def _send(run: _Sync) -> tuple[str, str]:
         return "interrupted", f"interrupted; {resume}"
     _crash_point("puts-done")
     if int(meta.get("remove_rows") or 0):
+        run.say(f"removing {int(meta['remove_rows']):,} members")
         report = await _phase(run, REMOVE_DIR, run.run_dir / REMOVE_NAME, "remove")
         run.save_totals()
         if report is not None and report.state != "complete":
@@ -482,11 +503,13 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         files=files,
         message=message,
     )
-    run.journal.set_meta(state=state, phase="done" if state == "complete" else meta.get("phase"))
+    # The report first: a run marked complete always has its report (a process killed in
+    # between is resumed and writes both again).
     write_atomically(
         run.run_dir / REPORT_NAME,
         [msgspec.json.format(msgspec.json.encode(report), indent=2), b"\n"],
     )
+    run.journal.set_meta(state=state, phase="done" if state == "complete" else meta.get("phase"))
     return report
 
 

@@ -37,6 +37,7 @@ from bulkops.wire.columns import lookup_column
 from bulkops.wire.forms import decode_form
 
 __all__ = [
+    "BASE_SCHEMA",
     "CACHE_KIB",
     "SCHEMA",
     "DiffCounts",
@@ -69,7 +70,7 @@ CREATE TABLE IF NOT EXISTS send_line (
     PRIMARY KEY (phase, line));
 """
 
-_BASE_SCHEMA = """
+BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS base_member (
     email_key TEXT PRIMARY KEY, email TEXT NOT NULL, contact_uri TEXT, vals TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS base_opted_out (email_key TEXT PRIMARY KEY);
@@ -84,7 +85,7 @@ def open_db(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     db.execute("PRAGMA temp_store = FILE")
-    db.executescript(SCHEMA + _BASE_SCHEMA)
+    db.executescript(SCHEMA)  # base_member and base_opted_out are load_base's to create
     return db
 
 
@@ -260,6 +261,7 @@ def diff(db: sqlite3.Connection, columns: Sequence[str], *, remove_missing: bool
         columns: the wire fields of ``vals`` (without EmailAddress), as the base's.
         remove_missing: members whose email no file row has go to ``remove_row``.
     """
+    db.executescript(BASE_SCHEMA)  # made by load_base already; an empty base otherwise
     db.execute("BEGIN")
     try:
         _diff(db, columns, remove_missing=remove_missing)
