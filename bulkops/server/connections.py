@@ -28,7 +28,6 @@ can be capped. What each limit is and who enforces it:
   Should ``accept`` fail for lack of descriptors anyway, that is logged once per
   ``exhaustion_log_interval`` as one warning line with a count — never a traceback per
   accept.
-
 * **One sender at a time** — :class:`SerialSendStream` under hypercorn's ``TCPServer``:
   its ``send_eof`` (closing) never overlaps a ``send_all`` (answering), whichever task
   calls them.
