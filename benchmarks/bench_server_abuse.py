@@ -469,10 +469,10 @@ def _feed_times(http: httpx.Client, samples: int) -> list[float]:
     return [_timed(lambda: http.get("lists").raise_for_status()) for _ in range(samples)]
 
 
-def flood_child(origin: str, stop_file: Path) -> None:
-    """8 threads sending fresh wrong passwords for the victim until ``stop_file`` exists;
-    prints the count of each status as JSON. A process of its own, so that the measuring
-    client does not share a GIL with the flood."""
+def flood_child(origin: str, stop_file: Path, threads_wanted: int = 8) -> None:
+    """``threads_wanted`` threads (8; 2 with ``--check``) sending fresh wrong passwords for
+    the victim until ``stop_file`` exists; prints the count of each status as JSON. A process
+    of its own, so that the measuring client does not share a GIL with the flood."""
     statuses: dict[int, int] = {}
     lock = threading.Lock()
     ready = stop_file.with_suffix(".ready")
@@ -485,7 +485,7 @@ def flood_child(origin: str, stop_file: Path) -> None:
                     statuses[status] = statuses.get(status, 0) + 1
                 ready.touch()  # the flood is under way
 
-    threads = [threading.Thread(target=flood) for _ in range(8)]
+    threads = [threading.Thread(target=flood) for _ in range(threads_wanted)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -511,7 +511,8 @@ def case_auth_flood(args: argparse.Namespace) -> list[Figure]:
         idle_times = _feed_times(http, samples)
         stop_file = Path(tmp) / "stop"
         child = subprocess.Popen(
-            [sys.executable, __file__, "--flood-child", origin, str(stop_file)],
+            [sys.executable, __file__, "--flood-child", origin, str(stop_file)]
+            + (["--check"] if args.check else []),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -561,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--flood-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.flood_child:
-        flood_child(args.flood_child[0], Path(args.flood_child[1]))
+        flood_child(args.flood_child[0], Path(args.flood_child[1]), 2 if args.check else 8)
         return 0
     args.failed = []  # targets that do not depend on the machine's speed
     args.missed = []  # timing targets: reported, never failing --check
