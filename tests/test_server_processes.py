@@ -371,3 +371,36 @@ def test_a_dead_server_process_is_replaced_and_sigterm_stops_all(
                 os.kill(int(pid), 0)
     finally:
         server.kill()
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie nobody reaped yet counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path, db: StoreDb) -> None:
+    """SIGKILL to the parent (it can forward nothing): its children notice and stop, so
+    no orphan keeps serving the port."""
+    server = _serve(tmp_path, db)
+    try:
+        _origin(server)
+        pids = [
+            int(server.wait_for(rf"server process {slot} started \(pid (\d+)\)").group(1))
+            for slot in range(2)
+        ]
+        for pid in pids:
+            server.wait_for(rf"\[{pid}\] serving")
+        server.kill()
+        deadline = time.monotonic() + HANG_GUARD
+        while not all(_gone(pid) for pid in pids):
+            assert time.monotonic() < deadline, "orphaned server processes"
+            time.sleep(0.05)
+    finally:
+        server.kill()
+    assert "supervisor (pid" in server.text()
