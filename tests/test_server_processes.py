@@ -318,6 +318,7 @@ def test_the_rate_limit_holds_across_two_processes(tmp_path: Path, db: StoreDb) 
     finally:
         server.kill()
     passed = sum(1 for status in statuses if status != 429)
+    print(f"--rate 5, 2 processes: {passed} of {len(statuses)} passed in {elapsed:.1f} s")
     assert set(statuses) <= {200, 429}
     # Every request reached the server within [started, started + elapsed] (a span at
     # least as long as the server saw: a slow machine only loosens the bound); one shared
