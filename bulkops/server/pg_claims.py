@@ -8,9 +8,12 @@ single statements, each its own transaction, that take row locks only:
 
 1. ``ENQUEUE``: every PENDING activity becomes QUEUED (one ``UPDATE``; only when there is
    one, found by a read first, so an idle worker's poll writes nothing);
-2. the claim: the oldest claimable row — QUEUED, or RUNNING under a lease that expired at or
-   before ``now`` — is locked with ``FOR UPDATE SKIP LOCKED`` (two workers never wait for,
-   nor take, the same candidate) and set RUNNING under the caller's lease.
+2. the claim: the oldest QUEUED row is locked with ``FOR UPDATE SKIP LOCKED`` (two workers
+   never wait for, nor take, the same candidate) and set RUNNING under the caller's lease.
+   When some RUNNING activity's lease expired at or before ``now`` (its worker died or
+   stalled) the oldest of both kinds is claimed instead, the same way but under the write
+   lock (:data:`RECLAIM`): the stalled owner may yet release or fail it, and checks its
+   ownership under that lock before it writes.
 
 The statuses and the lease come from the same tables as on SQLite: ``QUEUED --START-->
 RUNNING``, an expired ``RUNNING --RECOVER--> QUEUED --START--> RUNNING``
@@ -24,10 +27,10 @@ second finds it COMPLETE (``tests/test_server_leases.py``).
 from __future__ import annotations
 
 from bulkops.server.leases import Claim, Lease, LeaseEvent, LeaseState, next_lease
-from bulkops.server.pg_dialect import PgConnection
+from bulkops.server.pg_dialect import WRITE_LOCK, PgConnection
 from bulkops.wire.activity import ActivityEvent, ActivityStatus, next_status
 
-__all__ = ["CLAIM", "ENQUEUE", "claim_activity"]
+__all__ = ["CLAIM", "ENQUEUE", "RECLAIM", "claim_activity"]
 
 _PENDING = ActivityStatus.PENDING
 _QUEUED = next_status(_PENDING, ActivityEvent.ENQUEUE)
@@ -45,12 +48,13 @@ ENQUEUE = (
     f"WHERE status = '{_PENDING.value}'"
 )
 
-#: The claim of the oldest claimable activity (see the module docstring).
-CLAIM = f"""
+_EXPIRED = f"(status = '{_RUNNING.value}' AND coalesce(lease_expires, 0) <= %(now)s)"
+
+
+def _claim(where: str) -> str:
+    return f"""
 WITH next AS (
-    SELECT seq, status FROM activity
-    WHERE status = '{_QUEUED.value}'
-       OR (status = '{_RUNNING.value}' AND coalesce(lease_expires, 0) <= %(now)s)
+    SELECT seq, status FROM activity WHERE {where}
     ORDER BY seq LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
@@ -61,11 +65,20 @@ FROM next WHERE a.seq = next.seq
 RETURNING a.id, a.account_id, next.status = '{_RUNNING.value}'
 """
 
+
+#: The claim of the oldest QUEUED activity (no write lock: nobody else owns it).
+CLAIM = _claim(f"status = '{_QUEUED.value}'")
+
+#: The claim of the oldest QUEUED or expired RUNNING activity, run under the write lock: the
+#: expired lease's owner may still be running and, releasing or failing the activity, checks
+#: that it owns it before it writes — under the write lock, which this claim then waits for.
+RECLAIM = _claim(f"status = '{_QUEUED.value}' OR {_EXPIRED}")
+
+# (pending?, expired?) of the claimable rows, or no row when there is nothing to do.
 _WAITING = (
-    f"SELECT status = '{_PENDING.value}' FROM activity WHERE status = '{_PENDING.value}' "
-    f"OR status = '{_QUEUED.value}' "
-    f"OR (status = '{_RUNNING.value}' AND coalesce(lease_expires, 0) <= %(now)s) "
-    f"ORDER BY status = '{_PENDING.value}' DESC LIMIT 1"
+    f"SELECT bool_or(status = '{_PENDING.value}'), bool_or({_EXPIRED}) FROM activity "
+    f"WHERE status IN ('{_PENDING.value}', '{_QUEUED.value}') OR {_EXPIRED} "
+    "HAVING count(*) > 0"
 )
 
 
@@ -81,9 +94,15 @@ def claim_activity(db: PgConnection, worker_id: str, now: int, lease_ms: int) ->
     waiting = raw.execute(_WAITING.encode(), params).fetchone()
     if waiting is None:
         return None
-    if waiting[0]:
+    pending, expired = waiting
+    if pending:
         raw.execute(ENQUEUE.encode(), params)
-    row = raw.execute(CLAIM.encode(), params).fetchone()
+    if expired:  # rare: a worker died (or stalled) holding an activity
+        with raw.transaction():
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            row = raw.execute(RECLAIM.encode(), params).fetchone()
+    else:
+        row = raw.execute(CLAIM.encode(), params).fetchone()
     if row is None:
         return None
     return Claim(activity_id=str(row[0]), account_id=int(row[1]), reclaimed=bool(row[2]))
