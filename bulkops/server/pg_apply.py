@@ -25,9 +25,15 @@ from typing import Any
 
 from bulkops.server import apply
 from bulkops.server.datafile import ActivityRequest
-from bulkops.server.pg_dialect import PgConnection, PgCursor
+from bulkops.server.pg_dialect import PgConnection, PgCursor, _params, translate
 
-__all__ = ["MEMBERSHIP_INSERT", "SHARED_MEMBERSHIP_INSERT", "apply_activity", "copy_rows"]
+__all__ = [
+    "MEMBERSHIP_INSERT",
+    "MEMBERSHIP_INSERT_BY_EMAIL",
+    "SHARED_MEMBERSHIP_INSERT",
+    "apply_activity",
+    "copy_rows",
+]
 
 #: The membership insert of :func:`bulkops.server.apply._apply_add`, as it reaches
 #: :meth:`PgConnection.execute`; params ``(list_id, opt_in_source, now, account_id)``.
@@ -37,31 +43,66 @@ SHARED_MEMBERSHIP_INSERT = (
     "ON c.account_id = ? AND c.email_key = t.email_key ORDER BY c.id"
 )
 
-#: What runs instead on PostgreSQL; params ``(list_id, opt_in_source, now, account_id,
-#: list_id)``.
+#: What runs instead on PostgreSQL. ``act_ids`` holds the ids the contact upsert touched
+#: (``fresh`` when it inserted the contact): a contact made by this very transaction is on
+#: no list yet, so only the others need the anti-join, and none a lookup by email.
 MEMBERSHIP_INSERT = (
     "INSERT INTO membership (account_id, list_id, contact_id, opt_in_source, opt_in_time) "
-    "SELECT c.account_id, %s, c.id, %s, %s FROM act_rows t JOIN contact c "
-    "ON c.account_id = %s AND c.email_key = t.email_key "
+    "SELECT %(account)s, %(list)s, i.id, %(source)s, %(now)s FROM act_ids i "
+    "WHERE i.fresh OR NOT EXISTS (SELECT 1 FROM membership m "
+    "WHERE m.account_id = %(account)s AND m.list_id = %(list)s AND m.contact_id = i.id) "
+    "ORDER BY i.id"
+)
+
+#: The same without ``act_ids`` (should the contact upsert not be recognised): members
+#: found by email, existing ones left out by the anti-join.
+MEMBERSHIP_INSERT_BY_EMAIL = (
+    "INSERT INTO membership (account_id, list_id, contact_id, opt_in_source, opt_in_time) "
+    "SELECT c.account_id, %(list)s, c.id, %(source)s, %(now)s FROM act_rows t JOIN contact c "
+    "ON c.account_id = %(account)s AND c.email_key = t.email_key "
     "WHERE NOT EXISTS (SELECT 1 FROM membership m "
-    "WHERE m.account_id = c.account_id AND m.list_id = %s AND m.contact_id = c.id) "
+    "WHERE m.account_id = c.account_id AND m.list_id = %(list)s AND m.contact_id = c.id) "
     "ORDER BY c.id"
 )
 
+# How the shared contact upsert of apply._apply_add starts (its ids go to act_ids).
+_UPSERT_START = "INSERT INTO contact (account_id, email_key, EmailAddress"
+
 
 class _ApplyConnection(PgConnection):
-    """:class:`PgConnection` running :data:`MEMBERSHIP_INSERT` for the shared statement."""
+    """:class:`PgConnection` keeping the contact upsert's ids and running
+    :data:`MEMBERSHIP_INSERT` for the shared membership statement."""
 
     def __init__(self, conn: PgConnection) -> None:
         super().__init__(conn.raw)
         #: How many membership inserts were rewritten (tests check it is not 0).
         self.rewritten = 0
+        self._upserted = False
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> PgCursor:
+        if sql.startswith(_UPSERT_START) and "FROM act_rows" in sql:
+            self.raw.execute(
+                "CREATE TEMP TABLE act_ids (id BIGINT NOT NULL, fresh BOOLEAN NOT NULL)"
+                " ON COMMIT DROP"
+            )
+            # ``xmax = 0``: the row version was inserted by this statement, not updated (an
+            # updated row's xmax holds the updating transaction): PostgreSQL's usual way to
+            # tell them apart in ``INSERT … ON CONFLICT DO UPDATE … RETURNING``.
+            statement = (
+                f"WITH up AS ({translate(sql)} RETURNING id, xmax = 0 AS fresh) "
+                "INSERT INTO act_ids SELECT id, fresh FROM up"
+            )
+            cursor = self.raw.cursor()
+            cursor.execute(statement.encode(), _params(params))
+            self._upserted = True
+            return PgCursor(cursor, self.raw)
         if sql == SHARED_MEMBERSHIP_INSERT and isinstance(params, Sequence):
             list_id, source, now, account_id = params
             cursor = self.raw.cursor()
-            cursor.execute(MEMBERSHIP_INSERT.encode(), (list_id, source, now, account_id, list_id))
+            cursor.execute(
+                (MEMBERSHIP_INSERT if self._upserted else MEMBERSHIP_INSERT_BY_EMAIL).encode(),
+                {"list": list_id, "source": source, "now": now, "account": account_id},
+            )
             self.rewritten += 1
             return PgCursor(cursor, self.raw)
         return super().execute(sql, params)
