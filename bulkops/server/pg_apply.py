@@ -7,15 +7,21 @@ The validation, the statements and the all-or-nothing transaction are those of
 * **The load.** The validated rows go into the temporary table ``act_rows`` through one
   ``COPY … FROM STDIN`` (binary-safe, streamed by psycopg in row batches), not multi-row
   ``INSERT``\\ s.
-* **The memberships** (:data:`MEMBERSHIP_INSERT`). The shared statement leaves
-  ``membership.account_id`` to a per-row trigger and skips existing members with ``ON
-  CONFLICT DO NOTHING`` (a speculative insertion per row). Here the account comes from the
-  joined contact row, and existing members are left out by an anti-join: the apply holds
-  the write lock (:data:`~bulkops.server.pg_dialect.WRITE_LOCK`), so no other writer can
-  add a member between the check and the insert (the primary key would still refuse a
-  duplicate, failing the activity whole rather than applying it twice). With schema
-  version 4 (no per-row foreign keys on membership) a 40,000-row SV_ADD's membership
-  insert went from ~60 µs to ~9 µs a row (benchmarks/README.md, "PostgreSQL").
+* **The memberships** (:data:`MEMBERSHIP_INSERT`). The shared statement finds each row's
+  contact by email again, leaves ``membership.account_id`` to a per-row trigger and skips
+  existing members with ``ON CONFLICT DO NOTHING`` (a speculative insertion per row). Here
+  the contact upsert keeps the ids it touched in ``act_ids`` (``RETURNING id, xmax = 0``:
+  whether it created the contact), the account is given, members of contacts it created
+  go in directly (they can be on no list yet) and the others are left out by an anti-join
+  when already members: the apply holds the write lock
+  (:data:`~bulkops.server.pg_dialect.WRITE_LOCK`), so no other writer can add a member
+  between the check and the insert (the primary key would still refuse a duplicate,
+  failing the activity whole rather than applying it twice).
+
+The two rewrites are recognised by the statements' text (:data:`SHARED_MEMBERSHIP_INSERT`,
+the start of the contact upsert); ``tests/test_server_pg.py`` fails when the shared SQL
+changes under them. With schema version 4 (no per-row foreign keys on membership) a
+40,000-row SV_ADD went from 4.5 s to about 2 s (benchmarks/README.md, "PostgreSQL").
 """
 
 from __future__ import annotations
