@@ -181,6 +181,8 @@ def test_two_processes_and_a_separate_worker_import_correctly(tmp_path: Path, db
             bodies = _wait_complete(http, paths)
         for body in bodies:
             assert f"<TransactionCount>{ROWS}</TransactionCount>".encode() in body
+        for worker in workers:  # one may have had nothing to do and still be starting up
+            worker.wait_for(r"worker \S+ running")
         assert [w.stop() for w in workers] == [0, 0]
         assert server.stop() == 0
     finally:
@@ -267,6 +269,8 @@ def test_workers_killed_mid_apply_are_replaced_and_nothing_is_half_applied(
                 assert _applied(db, batch) == ROWS
                 assert _members(db) == (before[0] + ROWS, before[1] + ROWS)
         assert kills == 10
+        for proc in workers.values():  # the last one spawned may still be starting up:
+            proc.wait_for(r"worker \S+ running")  # a SIGTERM then would kill it outright
         assert [proc.stop() for proc in workers.values()] == [0] * len(workers)
         assert server.stop() == 0
     finally:
