@@ -68,7 +68,6 @@ from bulkops.server.activity_queries import load_request
 from bulkops.server.datafile import ActivityRequest, encode_request
 from bulkops.server.pg_schema import migrate
 from bulkops.server.pg_storage import PgStorage
-from bulkops.server.seed import seed_contacts
 
 __all__ = ["CASES", "main"]
 
@@ -117,22 +116,50 @@ class Cluster:
 
 
 def _seeded(cluster: Cluster, name: str, contacts: int, seed: int, home: Path) -> list[int]:
-    """Database ``name``: the benchmark account with ``contacts`` seeded contacts; its lists."""
+    """Database ``name``: the benchmark account and its lists, with ``contacts`` contacts
+    made by set-based SQL (``generate_series``: ``bulkops seed`` inserts row by row, about
+    150 contacts/s on PostgreSQL on this machine); ~97% on the first list, ~30% on each
+    other, 1% Do Not Mail. Returns the lists' ids."""
     url = cluster.database(name)
     store = PgStorage(url, data_dir=home)
     try:
-        db: Any = store.connection()
-        account_id, list_ids = add_account_and_lists(db)
-        started = time.perf_counter()
-        report = seed_contacts(db, account_id, contacts, lists=list_ids, seed=seed)
-        db.execute("ANALYZE")
-        print(
-            f"seeded {report.contacts:,} contacts, {report.memberships:,} memberships on"
-            f" PostgreSQL in {time.perf_counter() - started:.1f} s",
-            file=sys.stderr,
-        )
+        account_id, list_ids = add_account_and_lists(store.connection())  # type: ignore[arg-type]
     finally:
         store.close()
+    started = time.perf_counter()
+    with _admin(url) as conn, conn.transaction():
+        conn.execute(
+            "INSERT INTO contact (account_id, email_key, emailaddress, firstname, lastname,"
+            " city, statecode, postalcode, status, opt_in_source, opt_in_time, insert_time,"
+            " last_update_time)"
+            " SELECT %(a)s, 'c' || i || '.' || %(s)s || '@bench.example',"
+            " 'c' || i || '.' || %(s)s || '@Bench.example',"
+            " (ARRAY['Ana','Bo','Zoë','José','Li','Mary','Chen','Olu'])[1 + i %% 8],"
+            " 'Last' || (i * 7919 %% 100003),"
+            " (ARRAY['Boston','Québec','Austin','Reno'])[1 + i %% 4],"
+            " (ARRAY['MA','QC','TX','NV'])[1 + i %% 4], lpad((i %% 99999)::text, 5, '0'),"
+            " CASE WHEN i %% 100 = 7 THEN 'Do Not Mail' ELSE 'Active' END,"
+            " 'ACTION_BY_CUSTOMER', 1700000000000 + i, 1700000000000 + i, 1700000000000 + i"
+            " FROM generate_series(1::bigint, %(n)s) AS i",
+            {"a": account_id, "s": seed, "n": contacts},
+        )
+        for k, list_id in enumerate(list_ids):
+            share = "c.id %% 33 <> 0" if k == 0 else f"(c.id * {k + 7}) %% 10 < 3"
+            conn.execute(
+                "INSERT INTO membership (account_id, list_id, contact_id, opt_in_source,"
+                " opt_in_time) SELECT c.account_id, %s, c.id, 'ACTION_BY_CUSTOMER',"
+                f" c.opt_in_time FROM contact c WHERE c.status = 'Active' AND {share}"
+                " ORDER BY c.id",
+                (list_id,),
+            )
+    with _admin(url) as conn:
+        conn.execute("VACUUM ANALYZE")
+        (members,) = conn.execute("SELECT count(*) FROM membership").fetchone() or (0,)
+    print(
+        f"seeded {contacts:,} contacts, {members:,} memberships on PostgreSQL in"
+        f" {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
     return list_ids
 
 

@@ -103,6 +103,7 @@ def test_two_servers_and_a_worker_import_exactly_through_faults_and_kills(
                 code = cli(origins[kill % 2], "resume", str(run_dir), kill_after=2)
                 assert code == -signal.SIGKILL, code
             assert cli(origins[KILLS % 2], "resume", str(run_dir), kill_after=None) == 0
+            worker.wait_for(r"worker \S+ running")
             assert worker.stop() == 0
             assert [s.stop() for s in servers] == [0, 0]
         finally:

@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -19,6 +20,7 @@ from bulkops.server.app import ApiState, ServerConfig
 from bulkops.server.datafile import ActivityRequest, encode_request
 from bulkops.server.leases import (
     TRANSITIONS,
+    Claim,
     Lease,
     LeaseError,
     LeaseEvent,
@@ -142,9 +144,18 @@ def _row_lease(db: sqlite3.Connection) -> Lease:
     return Lease(state=LeaseState.FREE)
 
 
+def _claim(db: Any, worker: str, now: int, lease_ms: int) -> Claim | None:
+    """The store's claim: the shared SQL on SQLite, ``SKIP LOCKED`` on PostgreSQL."""
+    if isinstance(db, sqlite3.Connection):
+        return aq.claim_activity(db, worker, now, lease_ms)
+    from bulkops.server import pg_claims
+
+    return pg_claims.claim_activity(db, worker, now, lease_ms)
+
+
 def _store_step(db: sqlite3.Connection, event: LeaseEvent, worker: str, now: int) -> bool:
     if event is LeaseEvent.CLAIM:
-        return aq.claim_activity(db, worker, now, LEASE_MS) is not None
+        return _claim(db, worker, now, LEASE_MS) is not None
     if event is LeaseEvent.RENEW:
         return aq.renew_lease(db, "a1", worker, now, LEASE_MS)
     if event is LeaseEvent.RELEASE:
@@ -187,11 +198,11 @@ def test_a_live_lease_is_not_claimed_and_an_expired_one_is(
     """A second worker finds nothing while the first's lease runs, and takes it over after."""
     store = _store_with_one_activity(tmp_path, store_db)
     db = store.connection()
-    first = aq.claim_activity(db, "w1", 1_000, LEASE_MS)
+    first = _claim(db, "w1", 1_000, LEASE_MS)
     assert first is not None
     assert not first.reclaimed
-    assert aq.claim_activity(db, "w2", 1_000 + LEASE_MS - 1, LEASE_MS) is None
-    second = aq.claim_activity(db, "w2", 1_000 + LEASE_MS, LEASE_MS)
+    assert _claim(db, "w2", 1_000 + LEASE_MS - 1, LEASE_MS) is None
+    second = _claim(db, "w2", 1_000 + LEASE_MS, LEASE_MS)
     assert second is not None
     assert second.reclaimed
     assert not aq.renew_lease(db, "a1", "w1", 2_500, LEASE_MS)  # the first one lost it
@@ -266,8 +277,8 @@ async def test_two_workers_running_one_activity_apply_it_once(
     )
     row = await state.store.create_activity(1, request, encode_request(request), None)
     now = now_ms()
-    slow = aq.claim_activity(db, "slow", now - 10_000, 1_000)  # its lease ran out at once
-    fresh = aq.claim_activity(db, "fresh", now, 60_000)
+    slow = _claim(db, "slow", now - 10_000, 1_000)  # its lease ran out at once
+    fresh = _claim(db, "fresh", now, 60_000)
     assert slow is not None
     assert fresh is not None
     assert fresh.reclaimed

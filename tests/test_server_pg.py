@@ -175,9 +175,9 @@ def test_worker_takes_what_serve_takes(monkeypatch: pytest.MonkeyPatch, tmp_path
 async def test_the_postgres_apply_inserts_members_its_own_way_and_cascades_hold(
     tmp_path: Path,
 ) -> None:
-    """An SV_ADD on PostgreSQL runs the rewritten membership insert (the shared statement is
-    still recognised), skips existing members, and deleting a contact or a list removes its
-    memberships and keeps the counts (the triggers of schema version 4)."""
+    """An SV_ADD on PostgreSQL runs the rewritten upsert and membership insert (the shared
+    statements are still recognised), skips existing members, and deleting a contact or a
+    list removes its memberships and keeps the counts (the triggers of schema version 4)."""
     from bulkops.server import pg_apply
     from bulkops.server.app import ServerConfig
     from bulkops.server.datafile import ActivityRequest, encode_request
@@ -190,7 +190,7 @@ async def test_the_postgres_apply_inserts_members_its_own_way_and_cascades_hold(
 
     def spy(self, sql, params=()):  # type: ignore[no-untyped-def]
         cursor = original(self, sql, params)
-        seen.append(self.rewritten)
+        seen.append(self.rewritten if self._upserted else -1)
         return cursor
 
     with fresh_database() as url:
@@ -214,7 +214,8 @@ async def test_the_postgres_apply_inserts_members_its_own_way_and_cascades_hold(
                 assert await state.store.apply_activity(row.id, 1, request) == (2, 0)
         finally:
             pg_apply._ApplyConnection.execute = original  # type: ignore[method-assign]
-        assert max(seen) == 2  # both lists' inserts were rewritten, in each activity
+            # Both lists' inserts were rewritten in each activity, after the upsert kept its ids.
+        assert sorted(set(seen)) == [-1, 0, 1, 2]  # -1: before the upsert kept its ids
 
         def members() -> list[tuple[int, int, int]]:
             return [

@@ -181,6 +181,8 @@ def test_two_processes_and_a_separate_worker_import_correctly(tmp_path: Path, db
             bodies = _wait_complete(http, paths)
         for body in bodies:
             assert f"<TransactionCount>{ROWS}</TransactionCount>".encode() in body
+        for worker in workers:  # one may have had nothing to do and still be starting up
+            worker.wait_for(r"worker \S+ running")
         assert [w.stop() for w in workers] == [0, 0]
         assert server.stop() == 0
     finally:
@@ -267,6 +269,8 @@ def test_workers_killed_mid_apply_are_replaced_and_nothing_is_half_applied(
                 assert _applied(db, batch) == ROWS
                 assert _members(db) == (before[0] + ROWS, before[1] + ROWS)
         assert kills == 10
+        for proc in workers.values():  # the last one spawned may still be starting up:
+            proc.wait_for(r"worker \S+ running")  # a SIGTERM then would kill it outright
         assert [proc.stop() for proc in workers.values()] == [0] * len(workers)
         assert server.stop() == 0
     finally:
@@ -318,6 +322,7 @@ def test_the_rate_limit_holds_across_two_processes(tmp_path: Path, db: StoreDb) 
     finally:
         server.kill()
     passed = sum(1 for status in statuses if status != 429)
+    print(f"--rate 5, 2 processes: {passed} of {len(statuses)} passed in {elapsed:.1f} s")
     assert set(statuses) <= {200, 429}
     # Every request reached the server within [started, started + elapsed] (a span at
     # least as long as the server saw: a slow machine only loosens the bound); one shared
@@ -371,3 +376,36 @@ def test_a_dead_server_process_is_replaced_and_sigterm_stops_all(
                 os.kill(int(pid), 0)
     finally:
         server.kill()
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie nobody reaped yet counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path, db: StoreDb) -> None:
+    """SIGKILL to the parent (it can forward nothing): its children notice and stop, so
+    no orphan keeps serving the port."""
+    server = _serve(tmp_path, db)
+    try:
+        _origin(server)
+        pids = [
+            int(server.wait_for(rf"server process {slot} started \(pid (\d+)\)").group(1))
+            for slot in range(2)
+        ]
+        for pid in pids:
+            server.wait_for(rf"\[{pid}\] serving")
+        server.kill()
+        deadline = time.monotonic() + HANG_GUARD
+        while not all(_gone(pid) for pid in pids):
+            assert time.monotonic() < deadline, "orphaned server processes"
+            time.sleep(0.05)
+    finally:
+        server.kill()
+    assert "supervisor (pid" in server.text()

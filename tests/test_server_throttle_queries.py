@@ -7,11 +7,13 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bulkops.server import pg_throttle
 from bulkops.server.app import ServerConfig
 from bulkops.server.auth import Authenticator, Denied, LoginLimits
 from bulkops.server.http import ApiState
@@ -22,6 +24,20 @@ from tests.pgkit import BOTH_STORES, fresh_database
 from tests.serverkit import DEMO, basic
 
 STORES = BOTH_STORES
+
+
+def _take(db: Any, key: str, now: int, rate: float, burst: float) -> bool:
+    """The store's shared rate decision (row-locked on PostgreSQL: pg_throttle)."""
+    if isinstance(db, sqlite3.Connection):
+        return take_token(db, key, now, rate, burst)
+    return pg_throttle.take_token(db, key, now, rate, burst)
+
+
+def _count(db: Any, username: str, day: int, quota: int) -> bool:
+    """The store's shared daily-quota decision."""
+    if isinstance(db, sqlite3.Connection):
+        return count_request(db, username, day, quota)
+    return pg_throttle.count_request(db, username, day, quota)
 
 
 @contextlib.contextmanager
@@ -63,16 +79,16 @@ def test_take_token_in_the_database_equals_the_bucket_in_memory(
             now += dt
             bucket = buckets.setdefault(key, TokenBucket(rate, now / 1000))
             expected = bucket.take(now / 1000)
-            assert take_token(db, key, now, rate, max(1.0, rate)) == expected
+            assert _take(db, key, now, rate, max(1.0, rate)) == expected
 
 
 def test_the_daily_count_is_per_account_and_day(store_db: str | None) -> None:
     """quota requests pass each day; another day starts again; unknown names are not counted."""
     with _state(store_db) as state:
         db = state.store.connection()  # type: ignore[attr-defined]
-        assert [count_request(db, "demo", 10, 2) for _ in range(3)] == [True, True, False]
-        assert count_request(db, "demo", 11, 2)
-        assert all(count_request(db, "nobody", 10, 2) for _ in range(5))
+        assert [_count(db, "demo", 10, 2) for _ in range(3)] == [True, True, False]
+        assert _count(db, "demo", 11, 2)
+        assert all(_count(db, "nobody", 10, 2) for _ in range(5))
         (rows,) = db.execute("SELECT count(*) FROM throttle_day").fetchone()
         assert rows == 1
 
@@ -82,7 +98,7 @@ def test_buckets_full_again_are_forgotten(store_db: str | None) -> None:
     with _state(store_db) as state:
         db = state.store.connection()  # type: ignore[attr-defined]
         for i in range(100):
-            take_token(db, f"k{i}", 1_000 * i, 2.0, 2.0)  # 2 tokens refill in 1 s
+            _take(db, f"k{i}", 1_000 * i, 2.0, 2.0)  # 2 tokens refill in 1 s
         (rows,) = db.execute("SELECT count(*) FROM throttle_bucket").fetchone()
         assert rows <= 3
 

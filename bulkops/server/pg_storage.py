@@ -15,6 +15,44 @@ Invariants:
 * Every write transaction holds the store's write lock
   (:data:`~bulkops.server.pg_dialect.WRITE_LOCK`), as SQLite's single writer would, so
   each activity is applied all or nothing and check-then-write requests see one state.
+  Claims and the shared rate and quota counters are the exceptions
+  (:mod:`~bulkops.server.pg_claims`: ``FOR UPDATE SKIP LOCKED``;
+  :mod:`~bulkops.server.pg_throttle`: one counter row locked): a worker looking for work, or
+  a request under ``--rate``/``--daily-quota``, never waits for another's apply.
+
+What the one write lock costs, and what a lock per account would take
+---------------------------------------------------------------------
+
+The store reuses SQLite's SQL through a string-rewriting adapter
+(:mod:`~bulkops.server.pg_dialect`) and maps ``BEGIN IMMEDIATE`` to one global advisory
+lock. That keeps every check-then-write of the shared query modules correct without
+reading each one for races, at this price with ``--processes 2`` (or more workers):
+
+* **Writes of all accounts are serialized.** A 40,000-row SV_ADD holds the lock for its
+  whole apply (about 2 s on the 2-core test machine, benchmarks/README.md "PostgreSQL"), and
+  meanwhile every other write waits: another account's apply (two workers apply one
+  activity at a time between them), a POST that stores an activity, a list or contact
+  created through the API, a failed login's count (``login_failure``, written by
+  :mod:`~bulkops.server.auth` in a write transaction). (The rate and quota counters took
+  it too, making every throttled request wait for the longest apply, until
+  :mod:`~bulkops.server.pg_throttle`.) So a second HTTP process adds read throughput
+  (members feeds, exports, searches: readers never take the lock) and no write throughput.
+* The adapter costs a regex pass per distinct statement (cached) and a Python-level cursor
+  wrapper per call: small beside the round trip; a query that returns a row per row (there
+  is none on the hot paths) would pay it per row.
+
+A lock per account (``pg_advisory_xact_lock(WRITE_LOCK_SPACE, account_id)``) would take:
+``write_tx`` taking the account (the query modules already receive ``account_id`` on every
+path but the worker's claim, purge and lease renewal, which touch activity rows only and
+can use row locks, as the claim does); the throttle counters keyed by account (today
+``throttle_bucket``/``throttle_day`` are keyed by a name — ``'rate:' + username`` — and the
+failed-login buckets by name or client address, which belong to no account: those would
+stay on row locks, ``INSERT … ON CONFLICT DO UPDATE … RETURNING``, no advisory lock at all);
+campaign ids from a sequence rather than ``max(id) + 1`` (the one check-then-write across
+accounts); and a review of each shared check-then-write for what it reads of other
+accounts (list-name uniqueness and contact upserts are per account already). With it,
+applies of different accounts run side by side, and a throttle decision never waits for an
+apply.
 """
 
 from __future__ import annotations
@@ -30,8 +68,9 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
-from bulkops.server import pg_apply, pg_exports
+from bulkops.server import pg_apply, pg_claims, pg_exports, pg_throttle
 from bulkops.server.datafile import ActivityRequest, ExportRequest
+from bulkops.server.leases import Claim
 from bulkops.server.pg_dialect import PgConnection, configure
 from bulkops.server.pg_schema import migrate
 from bulkops.server.sqlite_storage import SqliteStorage
@@ -134,6 +173,19 @@ class PgStorage(SqliteStorage):
         return await self.run(
             pg_apply.apply_activity, activity_id, account_id, request, before_commit
         )
+
+    async def claim_activity(self, worker_id: str, now: int, lease_seconds: float) -> Claim | None:
+        """Claim with ``FOR UPDATE SKIP LOCKED``, not under the write lock (:mod:`pg_claims`)."""
+        lease_ms = max(1, round(lease_seconds * 1000))
+        return await self.run(pg_claims.claim_activity, worker_id, now, lease_ms)
+
+    async def take_token(self, key: str, now: int, rate: float, burst: float) -> bool:
+        """A shared rate-limit decision under its counter's row lock (:mod:`pg_throttle`)."""
+        return await self.run(pg_throttle.take_token, key, now, rate, burst)
+
+    async def count_request(self, username: str, day: int, quota: int) -> bool:
+        """A shared daily-quota decision under its counter's row lock (:mod:`pg_throttle`)."""
+        return await self.run(pg_throttle.count_request, username, day, quota)
 
     async def write_export(
         self, account_id: int, activity_id: str, export: ExportRequest

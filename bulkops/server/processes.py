@@ -20,6 +20,8 @@ Invariants:
   gracefully: it stops accepting and finishes its requests); the parent exits once all have,
   with 0 when every child exited 0. A child still running :data:`STOP_TIMEOUT` seconds
   later is killed.
+* A child whose supervisor is gone (SIGKILLed: it could forward nothing) stops as if sent
+  SIGTERM within a second (:func:`stop_with_parent`), so no orphan keeps the port.
 * A child that dies while serving is replaced; one that dies within :data:`EARLY_EXIT`
   seconds of its start :data:`MAX_EARLY_EXITS` times in a row stops the whole server (it
   cannot start: a broken configuration or database), exit status 1.
@@ -28,16 +30,25 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
 
 import attrs
 
-__all__ = ["EARLY_EXIT", "MAX_EARLY_EXITS", "STOP_TIMEOUT", "Supervisor", "listen"]
+__all__ = [
+    "EARLY_EXIT",
+    "MAX_EARLY_EXITS",
+    "STOP_TIMEOUT",
+    "Supervisor",
+    "listen",
+    "stop_with_parent",
+]
 
 logger = logging.getLogger("bulkops.server")
 
@@ -63,6 +74,20 @@ def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
     sock = socket.create_server((host.strip("[]"), port), family=family, backlog=backlog)
     sock.set_inheritable(True)
     return sock
+
+
+def stop_with_parent(parent: int, interval: float = 1.0) -> None:
+    """In a child: SIGTERM this process once ``parent`` is no longer its parent (the
+    supervisor died without stopping it). Looks every ``interval`` seconds, in a daemon
+    thread (Linux's ``PR_SET_PDEATHSIG`` would need ctypes)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        logger.warning("the supervisor (pid %d) is gone; stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="bulkops-parent-watch", daemon=True).start()
 
 
 @attrs.define

@@ -555,6 +555,7 @@ def child() -> None:
     spec = pickle.loads(sys.stdin.buffer.read())  # from our own parent, through a pipe
     if not isinstance(spec, _ChildSpec):
         raise SystemExit("bulkops serve: not started by a bulkops serve parent")
+    processes.stop_with_parent(os.getppid())
     configure_logging(spec.log_level)
     for handler in logging.getLogger("bulkops").handlers:
         handler.setFormatter(
