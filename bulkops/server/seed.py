@@ -264,6 +264,7 @@ def _write_batch(
         )
 
 
+# A hot loop (a million contacts in about 25 s) with every value in a local: one piece.
 def seed_contacts(
     db: sqlite3.Connection,
     account_id: int,

@@ -395,6 +395,8 @@ def _write_parts(
     )
 
 
+# One loop drawing from one random stream in a fixed order (a seed always gives the same
+# data); long mostly because of its docstring.
 def seed_campaigns(
     db: sqlite3.Connection,
     account_id: int,

@@ -244,6 +244,7 @@ async def _serve_hypercorn(
 # -- the command ------------------------------------------------------------------------
 
 
+# One flat list of the options, in the order --help shows them.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``bulkops serve``'s arguments."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
