@@ -55,7 +55,7 @@ from bulkops.engine.outcome_files import write_outcome_files
 from bulkops.engine.planner import PlannedChunk, PlannedOutcome, Planner
 from bulkops.engine.posting import ChunkPoster
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
-from bulkops.engine.repeats import find_repeated_emails
+from bulkops.engine.repeats import ChunkEmailLog, find_repeated_emails
 from bulkops.engine.rundirs import command_name, mark_not_started, open_new_run
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import ActivityStalled, BulkOpsError, InputError, single_errors
@@ -102,6 +102,8 @@ class ImportRun:
     poster: ChunkPoster = attrs.field(init=False)
     done: dict[int, trio.Event] = attrs.field(factory=dict)
     planner: Planner | None = None
+    #: Each planned chunk's emails and lines, kept to find repeats across chunks.
+    email_log: ChunkEmailLog | None = None
     rows_read: int = 0
     waiting: int = 0
     submitters: int = 0
@@ -154,12 +156,16 @@ class ImportRun:
 
     async def produce(self, send: trio.MemorySendChannel[PlannedChunk]) -> None:
         assert self.source is not None
+        if self.email_log is not None:
+            self.email_log.close()
+        log = self.email_log = ChunkEmailLog(self.journal.run_dir)
         planner = self.planner = Planner(
             self.options.read,
             self.options.limits,
             lists=[lst.uri for lst in self.lists],
             kind=self.options.kind,
             path=str(self.source),
+            emails=log,
         )
         async with send:
             try:
@@ -178,6 +184,7 @@ class ImportRun:
                     self.rows_read = planner.rows_read
                     if not block:
                         self.journal.set_meta(rows_read=planner.rows_read, read_complete=True)
+                        log.finish_reading()
                         break
 
     async def _handle(
@@ -432,6 +439,7 @@ def finish(run: ImportRun, *, state: str, message: str) -> ImportReport:
     # Rows read by the furthest process: a resume reads the same rows again from the start.
     rows_read = max(int(meta.get("rows_read", 0)), run.rows_read)
     planner = run.planner
+    log, run.email_log = run.email_log, None
     if (
         state == "complete"
         and run.source is not None
@@ -439,16 +447,21 @@ def finish(run: ImportRun, *, state: str, message: str) -> ImportReport:
         and planner.repeats_across_chunks
     ):
         run.counters.phase = "checking repeated emails"
-        marked = find_repeated_emails(
-            journal,
-            run.source,
-            run.options.read,
-            run.options.limits,
-            lists=[lst.uri for lst in run.lists],
-            kind=run.options.kind,
-            chunks=planner.linked_chunks,
-        )
+        if log is not None and log.complete:  # every chunk's emails were kept as planned
+            marked = log.mark_repeats(journal)
+        else:
+            marked = find_repeated_emails(
+                journal,
+                run.source,
+                run.options.read,
+                run.options.limits,
+                lists=[lst.uri for lst in run.lists],
+                kind=run.options.kind,
+                chunks=planner.linked_chunks,
+            )
         run.counters.rows_duplicate += marked
+    if log is not None:
+        log.close()
     counts = count_outcomes(journal, rows_read)
     if state == "complete" and counts.pending:
         state, message = (
