@@ -9,11 +9,11 @@ copied as written (their own bytes, under the input's own header), never with U+
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
-from itertools import accumulate
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,7 +26,9 @@ from bulkops.stream.records import Header
 
 __all__ = ["Span", "write_outcome_files"]
 
-_one_more = (1).__add__
+#: Encodings (codecs names) whose CR and LF are the single ASCII bytes and never part of
+#: another character: a record's lines can be found in the raw bytes.
+_ASCII_BREAKS = frozenset({"utf-8", "ascii", "cp1252", "latin-1", "iso8859-1", "iso8859-15"})
 
 
 class Span(NamedTuple):
@@ -212,30 +214,38 @@ def _records_at(
 ) -> Iterator[tuple[int, list[str]]]:
     """The CSV records starting on ``lines`` (ascending) inside ``span``, with their lines.
 
-    Only those records are parsed: the byte range is read and decoded once, and each
-    record is read from the start of its line (lines end at LF, a CR before it or not;
-    a range with a lone CR, which ends a line too, is read record by record instead).
+    Only those records are parsed: the byte range is read once and split at its LFs (a CR
+    before one stays with its line), and each record is parsed from the start of its line.
+    A range with a lone CR (which ends a line too) is read record by record instead, as is
+    one in an encoding whose line breaks are not the ASCII bytes (UTF-16).
     """
     with source.open("rb") as handle:
         handle.seek(span.start_offset)
         data = handle.read(span.end_offset - span.start_offset)
-    text = data.decode(header.encoding, errors="replace")
-    del data
-    if text.count("\r") != text.count("\r\n"):
+    encoding, delimiter = header.encoding, header.delimiter
+    if codecs.lookup(encoding).name not in _ASCII_BREAKS or data.count(b"\r") != data.count(
+        b"\r\n"
+    ):
         wanted = set(lines)
-        for line, fields in _records_of(text, header.delimiter, span.first_line):
+        text = data.decode(encoding, errors="replace")
+        for line, fields in _records_of(text, delimiter, span.first_line):
             if line in wanted:
                 yield line, fields
         return
-    # starts[k]: where physical line first_line + k starts (one past the k-th LF).
-    starts = list(accumulate(map(_one_more, map(len, text.split("\n"))), initial=0))
-    csv_reader(text, header.delimiter)  # raises the field size limit to what text can hold
-    buffer = io.StringIO(text, newline="")
+    parts = data.split(b"\n")  # parts[k]: physical line first_line + k, without its LF
+    del data
+    size = span.end_offset - span.start_offset
+    if size >= csv.field_size_limit():  # as csv_reader: any field of the range fits
+        csv.field_size_limit(size + 1)
+
+    def text_from(k: int) -> Iterator[str]:
+        for part in map(parts.__getitem__, range(k, len(parts))):
+            yield (part + b"\n").decode(encoding, errors="replace")
+
     for line in lines:
         k = line - span.first_line
-        if 0 <= k < len(starts) - 1:
-            buffer.seek(starts[k])
-            yield line, next(csv.reader(buffer, delimiter=header.delimiter), [])
+        if 0 <= k < len(parts):
+            yield line, next(csv.reader(text_from(k), delimiter=delimiter), [])
 
 
 def _records_in(

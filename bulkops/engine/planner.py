@@ -64,7 +64,7 @@ _NO_STATISTICS = msgspec.convert(
 
 
 #: ``emails(seq, emails, lines, repeated)``: a planned chunk's rows (see :class:`Planner`).
-ChunkEmails = Callable[[int, list[bytes], "array[int]", tuple[bytes, ...]], None]
+ChunkEmails = Callable[[int, bytes, "array[int]", tuple[bytes, ...]], None]
 
 
 @attrs.frozen
@@ -118,9 +118,10 @@ class Planner:
         lists: the list URIs every activity names.
         kind: ``add`` or ``remove``.
         path: the input's name, for error messages.
-        emails: told each chunk's rows (seq, lower-cased emails, lines) and its candidate
-            repeats from earlier chunks, as it is planned (``engine/repeats.py`` keeps them
-            to find the rows replaced across chunks without reading the input again).
+        emails: told each chunk's rows (seq, lower-cased emails joined by LF, lines) and
+            its candidate repeats from earlier chunks, as it is planned
+            (``engine/repeats.py`` keeps them to find the rows replaced across chunks
+            without reading the input again).
 
     Raises:
         ConfigError: unusable options.

@@ -66,19 +66,18 @@ class ChunkEmailLog:
         """Whether every chunk of the input was handed over (:meth:`finish_reading`)."""
 
     def __call__(
-        self, seq: int, emails: list[bytes], lines: array[int], repeated: tuple[bytes, ...]
+        self, seq: int, emails: bytes, lines: array[int], repeated: tuple[bytes, ...]
     ) -> None:
-        """Keep one planned chunk's rows (``Planner``'s ``emails`` callback).
-
-        Emails never hold a line break (the validator refuses whitespace in them), so a
-        chunk's emails are kept joined by ``\\n``; the lines as a 32-bit array.
+        """Keep one planned chunk's rows (``Planner``'s ``emails`` callback): the emails as
+        the stream joined them (by LF, which no valid address holds), the lines as a 32-bit
+        array.
         """
         db = self._connection()
-        if emails:
+        if lines:
             packed = lines if lines.typecode == "I" else array("I", lines)
             db.execute(
                 "INSERT OR REPLACE INTO chunk_rows (seq, emails, lines) VALUES (?, ?, ?)",
-                (seq, b"\n".join(emails), packed.tobytes()),
+                (seq, emails, packed.tobytes()),
             )
         if repeated:
             db.executemany(

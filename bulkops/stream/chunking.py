@@ -423,11 +423,10 @@ class Chunker:
     def _finalize(self, b: _Building) -> Chunk:
         opts = self._options
         rows = b.batch
-        emails: list[bytes] | None = None
-        if opts.keep_emails:  # the live rows' emails, in ``lines`` order
-            emails = (
-                list(compress(rows.emails, rows.outs)) if b.alive < len(rows.outs) else rows.emails
-            )
+        emails: bytes | None = None
+        if opts.keep_emails:  # the live rows' emails, in ``lines`` order, joined (1/3 the RAM)
+            live = compress(rows.emails, rows.outs) if b.alive < len(rows.outs) else rows.emails
+            emails = b"\n".join(live)
         # Registered (or never to be): its emails are not needed any more; let them go
         # before the body is built (a chunk's emails and index are ~4 MB).
         rows.emails = []
