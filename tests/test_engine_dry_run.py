@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -208,3 +210,16 @@ def test_records_read_at_their_lines_equal_those_read_in_order(
     )
     span = Span(first_line, max(in_order), 5, 5 + len(text.encode()))
     assert dict(_records_at(source, header, span, lines)) == {k: in_order[k] for k in lines}
+
+
+def test_the_email_log_is_private_and_gone_when_closed(tmp_path: Path) -> None:
+    """The side table holds emails: 0600 like the journal (umask 022), deleted on close."""
+    old = os.umask(0o022)
+    try:
+        log = ChunkEmailLog(tmp_path)
+    finally:
+        os.umask(old)
+    path = tmp_path / "emails.tmp"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    log.close()
+    assert not path.exists()

@@ -19,6 +19,7 @@ in batches of :data:`_CANDIDATE_BATCH`.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from bulkops.engine.journal import Journal, OutcomeRecord
 from bulkops.engine.planner import PlannedChunk, chunk_data, csv_reader, replay
+from bulkops.engine.rundirs import FILE_MODE
 from bulkops.stream.options import ChunkLimits, ReadOptions
 
 __all__ = ["ChunkEmailLog", "find_repeated_emails"]
@@ -51,8 +53,7 @@ class ChunkEmailLog:
 
     def __init__(self, run_dir: Path) -> None:
         self._path = Path(run_dir) / _FILE
-        self._path.unlink(missing_ok=True)
-        self._db: sqlite3.Connection | None = sqlite3.connect(self._path)
+        self._db: sqlite3.Connection | None = _private_db(self._path)
         # Scratch data, rebuilt by any new run: no rollback journal, no fsync.
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
@@ -138,6 +139,13 @@ class ChunkEmailLog:
         self._path.unlink(missing_ok=True)
 
 
+def _private_db(path: Path) -> sqlite3.Connection:
+    """A new, empty SQLite file at ``path``, private like the journal (it holds emails)."""
+    path.unlink(missing_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    return sqlite3.connect(path)
+
+
 def _mark(journal: Journal, db: sqlite3.Connection) -> int:
     """Mark each occurrence in ``sent`` but the last of its email as replaced by the next."""
     db.execute("CREATE INDEX IF NOT EXISTS sent_email ON sent(email, line)")
@@ -198,8 +206,7 @@ def find_repeated_emails(
         how many rows it marked.
     """
     path = journal.run_dir / _FILE
-    path.unlink(missing_ok=True)
-    db = sqlite3.connect(path)
+    db = _private_db(path)
     try:
         db.execute("CREATE TABLE sent (email TEXT NOT NULL, line INTEGER NOT NULL)")
         with db:
