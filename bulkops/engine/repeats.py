@@ -57,6 +57,7 @@ class ChunkEmailLog:
         # Scratch data, rebuilt by any new run: no rollback journal, no fsync.
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("PRAGMA cache_size=-512")  # KiB: blobs are written once, read once
         self._db.execute(
             "CREATE TABLE chunk_rows (seq INTEGER PRIMARY KEY, emails BLOB NOT NULL,"
             " lines BLOB NOT NULL)"
