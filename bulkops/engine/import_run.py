@@ -427,6 +427,27 @@ async def _execute_inner(run: ImportRun) -> ImportReport:
     return finish(run, state=state, message=message)
 
 
+def _mark_repeats(run: ImportRun) -> int:
+    """Mark the sent rows a row of a later activity replaced (a complete run whose chunks
+    depend on others): from the emails kept as the input was planned, or, when this
+    process did not plan all of it, from a replay of the input. Returns how many."""
+    planner, log = run.planner, run.email_log
+    if run.source is None or planner is None or not planner.repeats_across_chunks:
+        return 0
+    run.counters.phase = "checking repeated emails"
+    if log is not None and log.complete:  # every chunk's emails were kept as planned
+        return log.mark_repeats(run.journal)
+    return find_repeated_emails(
+        run.journal,
+        run.source,
+        run.options.read,
+        run.options.limits,
+        lists=[lst.uri for lst in run.lists],
+        kind=run.options.kind,
+        chunks=planner.linked_chunks,
+    )
+
+
 def finish(run: ImportRun, *, state: str, message: str) -> ImportReport:
     """End a run in ``state``: find the emails repeated across chunks (a complete run),
     count every row's outcome, write the outcome files and ``report.json``.
@@ -439,29 +460,11 @@ def finish(run: ImportRun, *, state: str, message: str) -> ImportReport:
     # Rows read by the furthest process: a resume reads the same rows again from the start.
     rows_read = max(int(meta.get("rows_read", 0)), run.rows_read)
     planner = run.planner
-    log, run.email_log = run.email_log, None
-    if (
-        state == "complete"
-        and run.source is not None
-        and planner is not None
-        and planner.repeats_across_chunks
-    ):
-        run.counters.phase = "checking repeated emails"
-        if log is not None and log.complete:  # every chunk's emails were kept as planned
-            marked = log.mark_repeats(journal)
-        else:
-            marked = find_repeated_emails(
-                journal,
-                run.source,
-                run.options.read,
-                run.options.limits,
-                lists=[lst.uri for lst in run.lists],
-                kind=run.options.kind,
-                chunks=planner.linked_chunks,
-            )
-        run.counters.rows_duplicate += marked
-    if log is not None:
-        log.close()
+    if state == "complete":
+        run.counters.rows_duplicate += _mark_repeats(run)
+    if run.email_log is not None:
+        run.email_log.close()
+        run.email_log = None
     counts = count_outcomes(journal, rows_read)
     if state == "complete" and counts.pending:
         state, message = (
