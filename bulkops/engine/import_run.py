@@ -384,8 +384,13 @@ async def execute(run: ImportRun) -> ImportReport:
     Returns:
         the report.
     """
-    with single_errors():  # callers get our error itself, not a group
-        return await _execute_inner(run)
+    try:
+        with single_errors():  # callers get our error itself, not a group
+            return await _execute_inner(run)
+    finally:  # a run that ended in an error leaves no emails behind in the side table
+        if run.email_log is not None:
+            run.email_log.close()
+            run.email_log = None
 
 
 async def _execute_inner(run: ImportRun) -> ImportReport:
