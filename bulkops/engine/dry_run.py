@@ -13,9 +13,9 @@ from pathlib import Path
 import msgspec
 
 from bulkops.engine.journal import Journal, OutcomeRecord
-from bulkops.engine.outcome_files import write_outcome_files
+from bulkops.engine.outcome_files import Span, write_outcome_files
 from bulkops.engine.planner import PlannedOutcome, Planner
-from bulkops.engine.repeats import find_repeated_emails
+from bulkops.engine.repeats import ChunkEmailLog
 from bulkops.engine.rundirs import command_name, default_run_dir
 from bulkops.errors import InputError
 from bulkops.stream.options import ChunkLimits, ReadOptions
@@ -91,6 +91,7 @@ def dry_run(
         raise InputError("no such file", path=str(source))
     directory = Path(run_dir) if run_dir is not None else default_run_dir(source, "dry-run")
     journal = Journal(directory, create=True)
+    log: ChunkEmailLog | None = None
     try:
         uris = [
             f"http://api.constantcontact.com/ws/customers/dry-run/lists/{name}" for name in lists
@@ -101,14 +102,17 @@ def dry_run(
             lists=[{"uri": u} for u in uris],
             state="dry-run",
         )
-        planner = Planner(read, limits, lists=uris, kind=kind, path=str(source))
-        plan = _plan_chunks(planner, source, journal)
+        # Each chunk's (email, line) pairs go to a side table as the file is read, once:
+        # the rows replaced across chunks are found there, as the real run finds them.
+        log = ChunkEmailLog(directory)
+        planner = Planner(read, limits, lists=uris, kind=kind, path=str(source), emails=log)
+        plan, spans = _plan_chunks(planner, source, journal)
+        log.finish_reading()
         if planner.repeats_across_chunks:  # the same duplicates as the real run finds
-            find_repeated_emails(
-                journal, source, read, limits, lists=uris, kind=kind, chunks=planner.linked_chunks
-            )
+            log.mark_repeats(journal)
+        log.close()
         files = write_outcome_files(
-            journal, source, read, limits, write_applied=False, header=planner.header
+            journal, source, read, limits, write_applied=False, header=planner.header, spans=spans
         )
         counts = journal.outcome_counts()
         # lists lookup + one POST per chunk + about one poll per four activities + final poll
@@ -131,13 +135,19 @@ def dry_run(
             chunk_plan=plan,
         )
     finally:
+        if log is not None:
+            log.close()
         journal.close()
 
 
-def _plan_chunks(planner: Planner, source: Path, journal: Journal) -> list[dict[str, int]]:
-    """Read the whole input through ``planner``: each chunk's place and size; the local
-    outcomes go to the journal (10,000 at a time: memory stays bounded)."""
+def _plan_chunks(
+    planner: Planner, source: Path, journal: Journal
+) -> tuple[list[dict[str, int]], list[Span]]:
+    """Read the whole input through ``planner``: each chunk's place and size, and its span
+    of the source; the local outcomes go to the journal (10,000 at a time: memory stays
+    bounded)."""
     plan: list[dict[str, int]] = []
+    spans: list[Span] = []
     outcomes: list[OutcomeRecord] = []
     with source.open("rb") as handle:
         while True:
@@ -156,8 +166,13 @@ def _plan_chunks(planner: Planner, source: Path, journal: Journal) -> list[dict[
                         "bytes": len(event.body),
                     }
                 )
+                spans.append(
+                    Span(
+                        record.first_line, record.last_line, record.start_offset, record.end_offset
+                    )
+                )
             if len(outcomes) > 10_000 or not block:
                 journal.add_outcomes(outcomes)
                 outcomes = []
             if not block:
-                return plan
+                return plan, spans

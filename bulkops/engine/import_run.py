@@ -55,7 +55,7 @@ from bulkops.engine.outcome_files import write_outcome_files
 from bulkops.engine.planner import PlannedChunk, PlannedOutcome, Planner
 from bulkops.engine.posting import ChunkPoster
 from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
-from bulkops.engine.repeats import find_repeated_emails
+from bulkops.engine.repeats import ChunkEmailLog, find_repeated_emails
 from bulkops.engine.rundirs import command_name, mark_not_started, open_new_run
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import ActivityStalled, BulkOpsError, InputError, single_errors
@@ -102,6 +102,8 @@ class ImportRun:
     poster: ChunkPoster = attrs.field(init=False)
     done: dict[int, trio.Event] = attrs.field(factory=dict)
     planner: Planner | None = None
+    #: Each planned chunk's emails and lines, kept to find repeats across chunks.
+    email_log: ChunkEmailLog | None = None
     rows_read: int = 0
     waiting: int = 0
     submitters: int = 0
@@ -154,12 +156,16 @@ class ImportRun:
 
     async def produce(self, send: trio.MemorySendChannel[PlannedChunk]) -> None:
         assert self.source is not None
+        if self.email_log is not None:
+            self.email_log.close()
+        log = self.email_log = ChunkEmailLog(self.journal.run_dir)
         planner = self.planner = Planner(
             self.options.read,
             self.options.limits,
             lists=[lst.uri for lst in self.lists],
             kind=self.options.kind,
             path=str(self.source),
+            emails=log,
         )
         async with send:
             try:
@@ -178,6 +184,7 @@ class ImportRun:
                     self.rows_read = planner.rows_read
                     if not block:
                         self.journal.set_meta(rows_read=planner.rows_read, read_complete=True)
+                        log.finish_reading()
                         break
 
     async def _handle(
@@ -377,8 +384,13 @@ async def execute(run: ImportRun) -> ImportReport:
     Returns:
         the report.
     """
-    with single_errors():  # callers get our error itself, not a group
-        return await _execute_inner(run)
+    try:
+        with single_errors():  # callers get our error itself, not a group
+            return await _execute_inner(run)
+    finally:  # a run that ended in an error leaves no emails behind in the side table
+        if run.email_log is not None:
+            run.email_log.close()
+            run.email_log = None
 
 
 async def _execute_inner(run: ImportRun) -> ImportReport:
@@ -420,6 +432,27 @@ async def _execute_inner(run: ImportRun) -> ImportReport:
     return finish(run, state=state, message=message)
 
 
+def _mark_repeats(run: ImportRun) -> int:
+    """Mark the sent rows a row of a later activity replaced (a complete run whose chunks
+    depend on others): from the emails kept as the input was planned, or, when this
+    process did not plan all of it, from a replay of the input. Returns how many."""
+    planner, log = run.planner, run.email_log
+    if run.source is None or planner is None or not planner.repeats_across_chunks:
+        return 0
+    run.counters.phase = "checking repeated emails"
+    if log is not None and log.complete:  # every chunk's emails were kept as planned
+        return log.mark_repeats(run.journal)
+    return find_repeated_emails(
+        run.journal,
+        run.source,
+        run.options.read,
+        run.options.limits,
+        lists=[lst.uri for lst in run.lists],
+        kind=run.options.kind,
+        chunks=planner.linked_chunks,
+    )
+
+
 def finish(run: ImportRun, *, state: str, message: str) -> ImportReport:
     """End a run in ``state``: find the emails repeated across chunks (a complete run),
     count every row's outcome, write the outcome files and ``report.json``.
@@ -432,23 +465,11 @@ def finish(run: ImportRun, *, state: str, message: str) -> ImportReport:
     # Rows read by the furthest process: a resume reads the same rows again from the start.
     rows_read = max(int(meta.get("rows_read", 0)), run.rows_read)
     planner = run.planner
-    if (
-        state == "complete"
-        and run.source is not None
-        and planner is not None
-        and planner.repeats_across_chunks
-    ):
-        run.counters.phase = "checking repeated emails"
-        marked = find_repeated_emails(
-            journal,
-            run.source,
-            run.options.read,
-            run.options.limits,
-            lists=[lst.uri for lst in run.lists],
-            kind=run.options.kind,
-            chunks=planner.linked_chunks,
-        )
-        run.counters.rows_duplicate += marked
+    if state == "complete":
+        run.counters.rows_duplicate += _mark_repeats(run)
+    if run.email_log is not None:
+        run.email_log.close()
+        run.email_log = None
     counts = count_outcomes(journal, rows_read)
     if state == "complete" and counts.pending:
         state, message = (

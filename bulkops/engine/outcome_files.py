@@ -9,11 +9,13 @@ copied as written (their own bytes, under the input's own header), never with U+
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bulkops.engine.chunks import ChunkState
 from bulkops.engine.journal import Journal, OutcomeRecord
@@ -22,7 +24,21 @@ from bulkops.engine.planner import PlannedChunk, Planner, chunk_rows, csv_reader
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.stream.records import Header
 
-__all__ = ["write_outcome_files"]
+__all__ = ["Span", "write_outcome_files"]
+
+#: Encodings (codecs names) whose CR and LF are the single ASCII bytes and never part of
+#: another character: a record's lines can be found in the raw bytes.
+_ASCII_BREAKS = frozenset({"utf-8", "ascii", "cp1252", "latin-1", "iso8859-1", "iso8859-15"})
+
+
+class Span(NamedTuple):
+    """Where a chunk's rows are in the source: its first and last row's lines, and the
+    byte range from its first row's first byte to one past its last row's last."""
+
+    first_line: int
+    last_line: int
+    start_offset: int
+    end_offset: int
 
 
 def _plan_of(meta: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +93,7 @@ def write_outcome_files(
     *,
     write_applied: bool,
     header: Header | None = None,
+    spans: Sequence[Span] | None = None,
 ) -> dict[str, str]:
     """Write ``rejected.csv``, ``duplicates.csv``, ``failed.csv`` (and ``applied.csv``).
 
@@ -84,6 +101,9 @@ def write_outcome_files(
     input's own header. Failed and applied rows are written as they were sent (the
     canonical columns), taken from a replay of the input, since the journal keeps only
     their lines. Files are written only when they have rows (``applied.csv`` on request).
+    A sent row replaced by a row of a later activity is found in its chunk's span of the
+    source: ``spans`` (in line order) when given (a dry run keeps no chunks in the
+    journal), else the journal's chunks.
 
     Returns:
         name -> path of each file written.
@@ -106,7 +126,7 @@ def write_outcome_files(
         # Rows replaced by a row of a later activity were found after the run, by line:
         # their original rows are read from their chunks' byte ranges.
         later = (
-            _rows_by_line(journal, source, read, limits, meta, header)
+            _rows_by_line(journal, source, read, limits, meta, header, spans)
             if kind == "duplicate"
             else {}
         )
@@ -143,29 +163,36 @@ def _rows_by_line(
     limits: ChunkLimits,
     meta: dict[str, Any],
     header: Header | None,
+    spans: Sequence[Span] | None = None,
 ) -> dict[int, list[str]]:
     """The original fields of each duplicate that has no byte range (sent, then replaced by
     a row of a later activity), by line. Only those rows are kept: O(such rows)."""
-    wanted = {o.line for o in journal.outcomes("duplicate") if o.start_offset is None}
+    wanted = sorted({o.line for o in journal.outcomes("duplicate") if o.start_offset is None})
     found: dict[int, list[str]] = {}
     if not wanted or header is None:
         return found
     if header.delimiter:
-        for chunk in journal.chunks():
-            if chunk.kind == "clear" or wanted.isdisjoint(chunk.lines):
-                continue
-            for line, fields in _records_in(
-                source, header, chunk.start_offset, chunk.end_offset, chunk.first_line
-            ):
-                if line in wanted:
-                    found[line] = fields
+        if spans is None:
+            spans = [
+                Span(c.first_line, c.last_line, c.start_offset, c.end_offset)
+                for c in journal.chunks()
+                if c.kind != "clear"
+            ]
+        for span in spans:
+            # Chunks cover disjoint runs of lines: the wanted lines inside this one.
+            lines = wanted[
+                bisect_left(wanted, span.first_line) : bisect_right(wanted, span.last_line)
+            ]
+            if lines:
+                found.update(_records_at(source, header, span, lines))
         return found
     # XML: the record as written is not kept by line; the row as it was sent stands for it.
+    wanted_set = set(wanted)
     for event in replay(source, read, limits, **_plan_of(meta)):
-        if isinstance(event, PlannedChunk) and not wanted.isdisjoint(event.record.lines):
+        if isinstance(event, PlannedChunk) and not wanted_set.isdisjoint(event.record.lines):
             _sent_header, rows = chunk_rows(event.body, event.content_type)
             for line, row in zip(event.record.lines, rows, strict=True):
-                if line in wanted:
+                if line in wanted_set:
                     found[line] = row
     return found
 
@@ -182,6 +209,45 @@ def _header_of(
     return planner.header
 
 
+def _records_at(
+    source: Path, header: Header, span: Span, lines: Sequence[int]
+) -> Iterator[tuple[int, list[str]]]:
+    """The CSV records starting on ``lines`` (ascending) inside ``span``, with their lines.
+
+    Only those records are parsed: the byte range is read once and split at its LFs (a CR
+    before one stays with its line), and each record is parsed from the start of its line.
+    A range with a lone CR (which ends a line too) is read record by record instead, as is
+    one in an encoding whose line breaks are not the ASCII bytes (UTF-16).
+    """
+    with source.open("rb") as handle:
+        handle.seek(span.start_offset)
+        data = handle.read(span.end_offset - span.start_offset)
+    encoding, delimiter = header.encoding, header.delimiter
+    if codecs.lookup(encoding).name not in _ASCII_BREAKS or data.count(b"\r") != data.count(
+        b"\r\n"
+    ):
+        wanted = set(lines)
+        text = data.decode(encoding, errors="replace")
+        for line, fields in _records_of(text, delimiter, span.first_line):
+            if line in wanted:
+                yield line, fields
+        return
+    parts = data.split(b"\n")  # parts[k]: physical line first_line + k, without its LF
+    del data
+    size = span.end_offset - span.start_offset
+    if size >= csv.field_size_limit():  # as csv_reader: any field of the range fits
+        csv.field_size_limit(size + 1)
+
+    def text_from(k: int) -> Iterator[str]:
+        for part in map(parts.__getitem__, range(k, len(parts))):
+            yield (part + b"\n").decode(encoding, errors="replace")
+
+    for line in lines:
+        k = line - span.first_line
+        if 0 <= k < len(parts):
+            yield line, next(csv.reader(text_from(k), delimiter=delimiter), [])
+
+
 def _records_in(
     source: Path, header: Header, start: int, end: int, first_line: int
 ) -> Iterator[tuple[int, list[str]]]:
@@ -193,7 +259,12 @@ def _records_in(
     with source.open("rb") as handle:
         handle.seek(start)
         text = handle.read(end - start).decode(header.encoding, errors="replace")
-    reader = csv_reader(text, header.delimiter)
+    yield from _records_of(text, header.delimiter, first_line)
+
+
+def _records_of(text: str, delimiter: str, first_line: int) -> Iterator[tuple[int, list[str]]]:
+    """The CSV records of ``text``, each with the physical line it starts on."""
+    reader = csv_reader(text, delimiter)
     consumed = 0
     for fields in reader:
         yield first_line + consumed, fields

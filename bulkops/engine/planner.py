@@ -19,7 +19,7 @@ import functools
 import hashlib
 import io
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from bulkops.wire.activity import Field
 from bulkops.wire.forms import decode_form
 
 __all__ = [
+    "ChunkEmails",
     "PlannedChunk",
     "PlannedOutcome",
     "Planner",
@@ -60,6 +61,10 @@ _BLOCK = 1 << 20
 _NO_STATISTICS = msgspec.convert(
     dict.fromkeys(PipelineStatistics.__struct_fields__, 0), PipelineStatistics
 )
+
+
+#: ``emails(seq, emails, lines, repeated)``: a planned chunk's rows (see :class:`Planner`).
+ChunkEmails = Callable[[int, bytes, "array[int]", tuple[bytes, ...]], None]
 
 
 @attrs.frozen
@@ -113,6 +118,10 @@ class Planner:
         lists: the list URIs every activity names.
         kind: ``add`` or ``remove``.
         path: the input's name, for error messages.
+        emails: told each chunk's rows (seq, lower-cased emails joined by LF, lines) and
+            its candidate repeats from earlier chunks, as it is planned
+            (``engine/repeats.py`` keeps them to find the rows replaced across chunks
+            without reading the input again).
 
     Raises:
         ConfigError: unusable options.
@@ -126,8 +135,10 @@ class Planner:
         lists: Sequence[str],
         kind: str,
         path: str,
+        emails: ChunkEmails | None = None,
     ) -> None:
         self.path = path
+        self._emails = emails
         self.kind = kind
         self._read = read
         self._options = functools.partial(  # size_hint: the email table is sized once
@@ -136,6 +147,7 @@ class Planner:
             kind=ChunkKind.REMOVE if kind == "remove" else ChunkKind.ADD,
             limits=limits,
             size_hint=_file_size(path),
+            keep_emails=emails is not None,
         )
         # Without a named encoding, the first MiB decides it (stream/encoding.py): the
         # pipeline starts once that much has come, or the input ended.
@@ -246,6 +258,8 @@ class Planner:
         return out
 
     def _chunk(self, chunk: Chunk) -> PlannedChunk:
+        if self._emails is not None and chunk.emails is not None:
+            self._emails(chunk.seq, chunk.emails, chunk.lines, chunk.repeated)
         if chunk.waits_for:
             self.linked_chunks.add(chunk.seq)
             self.linked_chunks.update(chunk.waits_for)

@@ -78,6 +78,9 @@ class PipelineOptions:
         size_hint: the input's size in bytes, when known (the engine knows the file's): after
             the first MiB the email table is sized for the rows the whole input should hold,
             once, instead of growing in steps. A hint only: it never changes the output.
+        keep_emails: chunks carry their rows' emails and the candidate repeats across
+            chunks (see :class:`~bulkops.stream.chunking.ChunkOptions`); the chunks and
+            other events are the same either way.
     """
 
     lists: tuple[str, ...]
@@ -86,6 +89,7 @@ class PipelineOptions:
     limits: ChunkLimits
     capacity: int
     size_hint: int | None
+    keep_emails: bool
 
     def __init__(
         self,
@@ -96,6 +100,7 @@ class PipelineOptions:
         limits: ChunkLimits | None = None,
         capacity: int = 0,
         size_hint: int | None = None,
+        keep_emails: bool = False,
         **fields: Any,
     ) -> None:
         unknown = set(fields) - _READ_FIELDS - _LIMIT_FIELDS
@@ -112,6 +117,7 @@ class PipelineOptions:
             limits=limits if limits is not None else ChunkLimits(**limit_fields),
             capacity=capacity,
             size_hint=size_hint,
+            keep_emails=keep_emails,
         )
 
     def __attrs_post_init__(self) -> None:
@@ -119,7 +125,9 @@ class PipelineOptions:
 
     def chunk_options(self) -> ChunkOptions:
         """The chunker's part of the options (the same limits object)."""
-        return ChunkOptions(kind=self.kind, lists=self.lists, limits=self.limits)
+        return ChunkOptions(
+            kind=self.kind, lists=self.lists, limits=self.limits, keep_emails=self.keep_emails
+        )
 
 
 class Pipeline:

@@ -129,6 +129,12 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True):
         after: the latest of ``waits_for`` (None when it is empty). Waiting for ``after``
             alone is enough only if chunks are also applied in ``seq`` order; otherwise
             wait for every chunk in ``waits_for``.
+        emails: the lower-cased email (UTF-8) of each row, in ``lines`` order, joined by
+            LF (no valid address holds one); only when the options ask for them
+            (``keep_emails``), else None.
+        repeated: emails of this chunk's rows that the email table had seen in an earlier
+            chunk (candidates: a fingerprint clash adds one too many, a repeat is never
+            missed); only with ``keep_emails``.
     """
 
     seq: int
@@ -146,6 +152,8 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True):
     digest: str
     waits_for: tuple[int, ...]
     after: int | None
+    emails: bytes | None = None
+    repeated: tuple[bytes, ...] = ()
 
 
 #: What ``Pipeline.decode`` and ``Pipeline.flush`` return, in input order.
