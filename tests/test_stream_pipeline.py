@@ -470,3 +470,28 @@ def test_record_lines_count_every_line_break_inside_the_records(
     recs = bytes(joined).split(b"\x00") if pieces else []
     expected = list(accumulate((1 + r.count(b"\n") for r in recs), initial=line0))
     assert _record_lines(recs, line0) == expected
+
+
+@pytest.mark.parametrize("quoted", [False, True], ids=["lines", "records"])
+def test_emails_that_differ_in_the_case_of_non_ascii_letters_are_one_address(
+    quoted: bool,
+) -> None:
+    """The key of an email is its whole lower-cased text, as the server's: ``ÉMILE@…`` and
+    ``émile@…`` are one address (the later row replaces the earlier), on the fast path of
+    plain lines and of quoted records alike."""
+    city = b'"Lyon, France"' if quoted else b"Lyon"
+    rows = [
+        f"{e},{n}".encode() + b"," + city for e, n in (("ÉMILE@x.fr", "A"), ("émile@x.fr", "B"))
+    ]
+    filler = [b"u%d@example.org,N%d," % (i, i) + city for i in range(200)]
+    raw = b"\n".join([b"Email,First Name,City", rows[0], *filler, rows[1]]) + b"\n"
+    options = PipelineOptions(lists=LISTS)
+    events = run(raw, options)
+    check_against_reference(raw, options, events)
+    duplicates = [e for e in events if isinstance(e, Duplicate)]
+    assert [(d.line, d.replaced_by) for d in duplicates] == [(2, 203)]
+    # In chunks of 50 rows the two are in different chunks: the later one waits for the first.
+    chunks = [
+        e for e in run(raw, PipelineOptions(lists=LISTS, max_rows=50)) if isinstance(e, Chunk)
+    ]
+    assert chunks[0].seq in chunks[-1].waits_for
