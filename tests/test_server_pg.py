@@ -132,7 +132,7 @@ def test_migrations_upgrade_version_by_version_and_refuse_a_newer_schema() -> No
         conn.execute("DROP TABLE throttle_bucket, login_failure, throttle_day")
         conn.execute("DELETE FROM bulkops_schema WHERE version > 1")
         assert schema_version(conn) == 1
-        assert migrate(conn) == len(PG_MIGRATIONS) == 4
+        assert migrate(conn) == len(PG_MIGRATIONS) == 5
         assert conn.execute("SELECT to_regclass('activity_request')").fetchone() == (
             "activity_request",
         )
