@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -193,6 +194,7 @@ async def test_a_second_sync_with_nothing_changed_is_incremental_and_cheap(
         assert first.base.snapshot_as_of_reason is not None
         assert "own" in first.base.snapshot_as_of_reason
         assert first.base.snapshot_as_of != first.base.as_of
+        assert own_writes(tmp_path / "s1") == 2  # the add activity and the PUT
         second = await run_sync(client, path, options=sync_options(), run_dir=tmp_path / "s2")
     assert second.state == "complete", second.message
     assert second.base is not None
@@ -200,6 +202,40 @@ async def test_a_second_sync_with_nothing_changed_is_incremental_and_cheap(
     assert second.rows_sent == second.puts == second.removes_sent == 0
     assert second.requests <= 5, second.requests
     assert "only the sync's own 0 writes" in (second.base.snapshot_as_of_reason or "")
+
+
+def own_writes(run_dir: Path) -> int | None:
+    """What :func:`bulkops.engine.sync._own_writes` counts for the sync in ``run_dir``."""
+    db = sqlite3.connect(run_dir / "sync.db")
+    try:
+        return sync_module._own_writes(SimpleNamespace(run_dir=run_dir, db=db))  # type: ignore[arg-type]
+    finally:
+        db.close()
+
+
+async def test_a_chunk_that_may_have_been_applied_twice_makes_the_count_unknown(
+    client: Client, server: RunningServer, tmp_path: Path
+) -> None:
+    """A lost POST flagged ``maybe_twice`` (or a suspected chunk): the sync's own writes are
+    not known, so its snapshot keeps the base's ``as_of``."""
+    with trio.fail_after(120):
+        await seed(client, tmp_path, base_rows(10))
+        rows = base_rows(10)
+        rows[1][1] = "Changed"
+        path = write_csv(tmp_path / "crm.csv", rows)
+        first = await run_sync(client, path, options=sync_options(), run_dir=tmp_path / "s1")
+    assert first.state == "complete", first.message
+    assert own_writes(tmp_path / "s1") == 1
+    for flag in ("maybe_twice", "suspected"):
+        journal = sqlite3.connect(tmp_path / "s1" / "add" / "journal.sqlite")
+        try:
+            journal.execute(f"UPDATE chunk SET {flag} = 1")
+            journal.commit()
+            assert own_writes(tmp_path / "s1") is None
+            journal.execute(f"UPDATE chunk SET {flag} = 0")
+            journal.commit()
+        finally:
+            journal.close()
 
 
 async def test_an_out_of_band_put_during_a_sync_keeps_the_old_as_of(
