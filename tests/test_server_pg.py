@@ -118,6 +118,7 @@ def test_migrations_upgrade_version_by_version_and_refuse_a_newer_schema() -> No
 
     with fresh_database() as url, psycopg.connect(url, autocommit=True) as conn:
         assert schema_version(conn) == len(PG_MIGRATIONS)  # the template is migrated
+        conn.execute("ALTER TABLE account DROP COLUMN write_seq")  # back to version 4
         conn.execute("DROP TRIGGER list_drop_members ON list")  # back to version 3
         conn.execute("DROP TRIGGER contact_drop_members ON contact")
         conn.execute("DROP FUNCTION list_drop_members(), contact_drop_members()")
@@ -132,13 +133,14 @@ def test_migrations_upgrade_version_by_version_and_refuse_a_newer_schema() -> No
         conn.execute("DROP TABLE throttle_bucket, login_failure, throttle_day")
         conn.execute("DELETE FROM bulkops_schema WHERE version > 1")
         assert schema_version(conn) == 1
-        assert migrate(conn) == len(PG_MIGRATIONS) == 4
+        assert migrate(conn) == len(PG_MIGRATIONS) == 5
         assert conn.execute("SELECT to_regclass('activity_request')").fetchone() == (
             "activity_request",
         )
-        assert migrate(conn) == 4
-        assert conn.execute("SELECT count(*) FROM bulkops_schema").fetchone() == (4,)
-        conn.execute("INSERT INTO bulkops_schema (version) VALUES (5)")
+        conn.execute("SELECT write_seq FROM account LIMIT 0")  # the column is back
+        assert migrate(conn) == 5
+        assert conn.execute("SELECT count(*) FROM bulkops_schema").fetchone() == (5,)
+        conn.execute("INSERT INTO bulkops_schema (version) VALUES (6)")
         with pytest.raises(RuntimeError, match="newer"):
             migrate(conn)
 

@@ -697,6 +697,21 @@ class Client:
         entry = from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
         return entry, _date_of(response)
 
+    async def get_entry_sequenced(
+        self, href: str, from_entry: Callable[[etree._Element], _T]
+    ) -> tuple[_T, dt.datetime | None, tuple[int, int] | None]:
+        """As :meth:`get_entry_dated`, with the account's write sequence: ``(seq, server ms)``
+        from ``X-Bulkops-Write-Seq`` / ``X-Bulkops-Write-Time`` (our server's extension on
+        ``GET lists/{id}``, :mod:`bulkops.server.lists`); None when either is absent or not a
+        plain non-negative integer (an era server sends neither).
+
+        Raises:
+            as :meth:`get_entry`.
+        """
+        response = await self.request("GET", href)
+        entry = from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
+        return entry, _date_of(response), _write_seq_of(response)
+
     async def _pieces_of(self, response: httpx.Response, read_size: int) -> AsyncIterator[bytes]:
         try:
             async for piece in response.aiter_bytes(read_size):
@@ -714,6 +729,17 @@ def _date_of(response: httpx.Response) -> dt.datetime | None:
     except (TypeError, ValueError):
         return None
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+
+
+def _write_seq_of(response: httpx.Response) -> tuple[int, int] | None:
+    """``(write sequence, server ms)`` of the response's extension headers, or None."""
+    seq = response.headers.get("x-bulkops-write-seq", "")
+    stamp = response.headers.get("x-bulkops-write-time", "")
+    if not (0 < len(seq) <= 19 and seq.isascii() and seq.isdigit()):
+        return None
+    if not (0 < len(stamp) <= 16 and stamp.isascii() and stamp.isdigit()):
+        return None
+    return int(seq), int(stamp)
 
 
 def _connect_failure(exc: BaseException) -> str:

@@ -15,7 +15,11 @@ and goes through phases, recorded in the journal's meta ``phase``:
    PUT is idempotent, and each answered PUT is recorded); then ``remove.csv`` goes through
    the remove engine in ``remove/``. The three sets of emails are disjoint, so their order
    does not matter. ``resume`` takes each phase up where it stopped.
-3. **done** — failures are mapped back to the file's lines, the base is brought up to date
+3. **done** — one more ``GET lists/{id}`` reads the account's write sequence
+   (:func:`~bulkops.engine.sync_base.snapshot_as_of`: when it moved by exactly the sync's
+   own committed writes — completed activities of ``add/`` and ``remove/``, answered PUTs —
+   the snapshot is saved as of that reading, so the next sync's window holds none of this
+   one's sends); failures are mapped back to the file's lines, the base is brought up to date
    with what the server confirmed and kept as the list's snapshot
    (:func:`~bulkops.engine.sync_base.save_snapshot`), and ``report.json`` is written.
 
@@ -40,6 +44,7 @@ import attrs
 import msgspec
 import trio
 
+from bulkops.engine.chunks import ChunkState
 from bulkops.engine.client import Client, same_account
 from bulkops.engine.imports import resume_run, run_import
 from bulkops.engine.journal import JOURNAL_NAME, Journal
@@ -55,7 +60,14 @@ from bulkops.engine.rundirs import (
     mark_not_started,
     open_new_run,
 )
-from bulkops.engine.sync_base import BaseInfo, BaseSpec, load_base, save_snapshot
+from bulkops.engine.sync_base import (
+    SEQ_MARGIN,
+    BaseInfo,
+    BaseSpec,
+    load_base,
+    save_snapshot,
+    snapshot_as_of,
+)
 from bulkops.engine.sync_diff import DiffCounts, counts, decode_vals, diff, open_db, read_file
 from bulkops.engine.sync_put import apply_puts, find_preexisting
 from bulkops.engine.sync_report import (
@@ -66,7 +78,10 @@ from bulkops.engine.sync_report import (
     removal_limit,
 )
 from bulkops.errors import BulkOpsError, ConfigError, InputError, single_errors
+from bulkops.wire.activity import ActivityStatus
+from bulkops.wire.atom.lists import list_from_entry
 from bulkops.wire.columns import EMAIL_COLUMN, column_for_field
+from bulkops.wire.uris import resource_id_from_uri
 
 __all__ = ["SyncOptions", "SyncReport", "resume_sync", "run_sync", "snapshot_dir"]
 
@@ -356,6 +371,56 @@ def _removal_failures(run: _Sync) -> None:
 # -- the end -----------------------------------------------------------------------------------
 
 
+def _own_writes(run: _Sync) -> int | None:
+    """The write transactions this sync committed on the server, in all its processes:
+    completed activities of ``add/`` and ``remove/`` and answered PUTs. None when that is
+    not known exactly (a chunk that may have been applied twice, or whose fate is open)."""
+    total = 0
+    for name in (ADD_DIR, REMOVE_DIR):
+        directory = run.run_dir / name
+        if not (directory / JOURNAL_NAME).is_file():
+            continue
+        journal = Journal(directory, create=False, read_only=True)
+        try:
+            for chunk in journal.chunks():
+                if chunk.maybe_twice or chunk.suspected:
+                    return None
+                if chunk.state is ChunkState.DONE:
+                    total += chunk.status == ActivityStatus.COMPLETE
+                elif chunk.state is not ChunkState.PLANNED or chunk.posts:
+                    return None
+        finally:
+            journal.close()
+    (puts,) = run.db.execute(
+        "SELECT count(*) FROM row_outcome WHERE done > 0 AND kind != 'failed'"
+    ).fetchone()
+    return total + int(puts)
+
+
+async def _prove_snapshot(run: _Sync, sent_by: float) -> None:
+    """Read the write sequence once more and decide the snapshot's ``as_of``
+    (:func:`~bulkops.engine.sync_base.snapshot_as_of`); kept in the journal's ``base``.
+
+    ``sent_by`` (``time.monotonic()``) is when the last write was confirmed: the reading is
+    taken at least :data:`SEQ_MARGIN` later, so the sync's own writes precede the window.
+    """
+    meta = run.journal.meta()
+    if run.base is None and meta.get("base"):
+        names = {f.name for f in attrs.fields(BaseInfo)}
+        run.base = BaseInfo(**{k: v for k, v in meta["base"].items() if k in names})
+    if run.base is None:
+        return
+    end: tuple[int, int] | None = None
+    own = _own_writes(run)
+    list_id = resource_id_from_uri(run.target.uri, "lists")
+    if run.base.write_seq is not None and own is not None and list_id is not None:
+        if own:
+            await trio.sleep(max(0.0, SEQ_MARGIN.total_seconds() - (time.monotonic() - sent_by)))
+        _, _, end = await run.client.get_entry_sequenced(f"lists/{list_id}", list_from_entry)
+    run.base = snapshot_as_of(run.base, end, own)
+    run.journal.set_meta(base=attrs.asdict(run.base))
+
+
 def _confirm_base(run: _Sync) -> None:
     """Bring ``base_member`` up to what the server confirmed (adds and updates applied,
     removes done)."""
@@ -540,6 +605,8 @@ async def _execute_inner(run: _Sync) -> SyncReport:
         run.journal.set_meta(phase="sending", send_rows=send_rows, remove_rows=remove_rows)
         _crash_point("planned")
     state, message = await _send(run)
+    if state == "complete":
+        await _prove_snapshot(run, time.monotonic())
     return _finish(run, state=state, message=message)
 
 

@@ -49,6 +49,14 @@ Invariants:
   transaction), so every change not in the base — made during the read, or later, the
   sync's own sends included — has a stamp at or after ``as_of`` and falls in the next
   window. The server's ``updatedsince`` is inclusive.
+* **The write sequence** (our server's extension, ``X-Bulkops-Write-Seq``): the first
+  ``lists/{id}`` answer also gives the account's write sequence and the server's clock,
+  read under its write lock (:attr:`BaseInfo.write_seq`, :attr:`BaseInfo.write_time`).
+  At the end of a sync, :func:`snapshot_as_of` compares them with a second reading: when
+  the sequence moved by exactly the writes the sync itself committed, nothing else wrote in
+  between, so the base plus the confirmed changes is the list exactly at the second
+  reading's time, and the snapshot is saved as of that time less :data:`SEQ_MARGIN`
+  (instead of :attr:`BaseInfo.as_of`, which the sync's own sends would fall after).
 * **Constant memory.** Rows go from the socket to SQLite in batches of :data:`_BATCH`; the
   set of changed contacts lives in temporary tables; snapshots are copied SQLite to SQLite.
   Nothing held in Python grows with the list.
@@ -65,7 +73,7 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -100,18 +108,25 @@ __all__ = [
     "FULL_READ_REQUESTS",
     "HISTORY_HORIZON",
     "ROWS_PER_REQUEST",
+    "SEQ_MARGIN",
     "STAMP_SKEW",
     "BaseInfo",
     "BaseSpec",
     "full_read_cost",
     "load_base",
     "save_snapshot",
+    "snapshot_as_of",
     "snapshot_path",
 ]
 
 #: How long before its commit a change may be stamped (the server's promise, see
 #: ``bulkops/server/contacts.py``); the window of the next read starts this much earlier.
 STAMP_SKEW = timedelta(seconds=30)
+#: How much earlier than a proven write-sequence reading a snapshot is saved as of. On one
+#: server host none is needed (the reading's time is taken under the write lock, and every
+#: later write stamps its contacts at or after it); this second covers the clocks of
+#: several server hosts sharing one database, which may differ by that much.
+SEQ_MARGIN = timedelta(seconds=1)
 #: How far back ``updatedsince`` is trusted to show every change (the server's documented
 #: history horizon); an older snapshot is not used.
 HISTORY_HORIZON = timedelta(days=30)
@@ -166,6 +181,11 @@ class BaseInfo:
         requests: HTTP requests the base cost.
         as_of: the server time (Atom format) the base is valid at: every change stamped
             earlier is in it.
+        write_seq: the account's write sequence before the read (None: the server has none).
+        write_time: the server's clock (ms) read with ``write_seq``.
+        snapshot_as_of: the time the snapshot was saved as of (set at the end of a sync,
+            :func:`snapshot_as_of`); None until then (``as_of`` is used).
+        snapshot_as_of_reason: why ``snapshot_as_of`` is what it is (for the user).
     """
 
     members: int
@@ -174,6 +194,46 @@ class BaseInfo:
     reason: str | None
     requests: int
     as_of: str
+    write_seq: int | None = None
+    write_time: int | None = None
+    snapshot_as_of: str | None = None
+    snapshot_as_of_reason: str | None = None
+
+
+def snapshot_as_of(info: BaseInfo, end: tuple[int, int] | None, own_writes: int | None) -> BaseInfo:
+    """``info`` with the time its snapshot (base plus the sync's confirmed changes) is
+    exact at, and why.
+
+    Args:
+        end: ``(write_seq, server ms)`` read after the sync's last write (None: not sent).
+        own_writes: the write transactions the sync itself committed (None: not known
+            exactly, e.g. a chunk flagged ``maybe_twice``).
+
+    Only when both readings exist and the sequence moved by exactly ``own_writes`` is the
+    later reading's time (less :data:`SEQ_MARGIN`) used; otherwise ``info.as_of`` stays.
+    """
+    if info.write_seq is None or info.write_time is None:
+        why = "the server gives no write sequence: the base's time, less the stamp skew"
+        return attrs.evolve(info, snapshot_as_of=info.as_of, snapshot_as_of_reason=why)
+    if own_writes is None or end is None:
+        why = "the sync's own writes are not known exactly: the base's time, less the skew"
+        return attrs.evolve(info, snapshot_as_of=info.as_of, snapshot_as_of_reason=why)
+    seq, stamp = end
+    moved = seq - info.write_seq
+    if moved != own_writes:
+        why = (
+            f"{moved} writes to the account during the sync, {own_writes} of them its own:"
+            " the base's time, less the stamp skew"
+        )
+        return attrs.evolve(info, snapshot_as_of=info.as_of, snapshot_as_of_reason=why)
+    proven = from_epoch_ms(stamp) - SEQ_MARGIN
+    why = f"only the sync's own {own_writes} writes during it: the end of the sync"
+    return attrs.evolve(info, snapshot_as_of=format_time(proven), snapshot_as_of_reason=why)
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """An aware UTC datetime of integer milliseconds since the epoch."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
 
 
 def full_read_cost(members: int) -> int:
@@ -212,7 +272,9 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
     list_id = resource_id_from_uri(spec.list_uri, "lists")
     if list_id is None:
         raise ConfigError(f"{spec.list_uri!r} is not a list URI")
-    found, server_now = await client.get_entry_dated(f"lists/{list_id}", list_from_entry)
+    found, server_now, sequence = await client.get_entry_sequenced(
+        f"lists/{list_id}", list_from_entry
+    )
     if server_now is None:
         raise ProtocolError("the server's answer has no Date header: its clock is unknown")
     as_of = server_now - STAMP_SKEW
@@ -227,9 +289,16 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
             except _FallBack as exc:
                 reason = str(exc)
             else:
-                return _info(client, db, "incremental", None, started, as_of)
+                info = _info(client, db, "incremental", None, started, as_of)
+                return _with_sequence(info, sequence)
     await _full_read(client, spec, db, found.contact_count or 0)
-    return _info(client, db, "full", reason, started, as_of)
+    return _with_sequence(_info(client, db, "full", reason, started, as_of), sequence)
+
+
+def _with_sequence(info: BaseInfo, sequence: tuple[int, int] | None) -> BaseInfo:
+    if sequence is None:
+        return info
+    return attrs.evolve(info, write_seq=sequence[0], write_time=sequence[1])
 
 
 def _info(
@@ -607,7 +676,8 @@ _SNAPSHOT_SCHEMA = (
 
 def save_snapshot(spec: BaseSpec, db: sqlite3.Connection, info: BaseInfo, account: str) -> None:
     """Store ``base_member`` and ``base_opted_out`` of ``db`` as the snapshot of (account,
-    list, columns), valid at ``info.as_of``; nothing when ``spec.snapshot_dir`` is None.
+    list, columns), valid at ``info.snapshot_as_of`` (``info.as_of`` when unset); nothing
+    when ``spec.snapshot_dir`` is None.
 
     Call it after a sync completed, once ``base_member`` holds what the server confirmed.
     Pending changes of ``db`` are committed first. The file (mode 0600) is written under a
@@ -629,7 +699,7 @@ def save_snapshot(spec: BaseSpec, db: sqlite3.Connection, info: BaseInfo, accoun
             meta = {
                 "version": str(SNAPSHOT_VERSION),
                 "columns": _VALS.encode(list(spec.columns)).decode(),
-                "as_of": info.as_of,
+                "as_of": info.snapshot_as_of or info.as_of,
                 "list_uri": spec.list_uri,
             }
             out.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())

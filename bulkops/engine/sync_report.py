@@ -139,6 +139,8 @@ class BaseSummary(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None
     requests: int
     as_of: str
+    snapshot_as_of: str | None = None
+    snapshot_as_of_reason: str | None = None
 
 
 class SyncReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -43,6 +43,7 @@ from bulkops.server.store import (
     STATUS_DO_NOT_MAIL,
     STATUS_REMOVED,
     STATUS_UNCONFIRMED,
+    bump_write_seq,
     now_ms,
     without_autocheckpoint,
     write_tx,
@@ -448,6 +449,7 @@ def apply_activity(
         else:
             raise ActivityCannotRun(f"{activity_type} is not applied with rows")
         errors.sort(key=lambda e: e.line)
+        bump_write_seq(db, account_id)  # one per applied activity, whatever it changed
         if before_commit is not None:
             before_commit(activity_id)
         finish_activity(db, activity_id, count, errors)

@@ -12,6 +12,11 @@ Invariants:
   body is read) and within ``max_xml_bytes`` (413); a ``Content-Type`` on a GET or DELETE is
   ignored. Bad XML or values answer 400 with a short reason, never 500.
 * Credentials are checked before anything else looks at the request.
+* Our extension (an era server sends neither): ``GET lists/{id}`` of a user list answers
+  with ``X-Bulkops-Write-Seq`` (the account's write sequence, :mod:`bulkops.server.store`)
+  and ``X-Bulkops-Write-Time`` (the server clock in ms since the epoch), both read under the
+  write lock: every write not counted in that sequence commits after it and stamps its
+  contacts at or after that time. ``bulkops sync`` uses it to prove its snapshot exact.
 """
 
 from __future__ import annotations
@@ -41,7 +46,11 @@ from bulkops.wire.atom.writing import document
 from bulkops.wire.model import ContactList
 from bulkops.wire.uris import SYSTEM_LISTS
 
-__all__ = ["MAX_LIST_NAME", "routes"]
+__all__ = ["MAX_LIST_NAME", "WRITE_SEQ_HEADER", "WRITE_TIME_HEADER", "routes"]
+
+#: The write sequence's response headers on ``GET lists/{id}`` (our extension).
+WRITE_SEQ_HEADER = "X-Bulkops-Write-Seq"
+WRITE_TIME_HEADER = "X-Bulkops-Write-Time"
 
 #: Longest list name accepted (characters); the spec gives none, names are shown in feeds.
 MAX_LIST_NAME = 100
@@ -137,17 +146,20 @@ async def _one_list(request: Request) -> Response:
 async def _get_list(request: Request, account: Account, key: str) -> Response:
     base = base_for(request, account)
     found: ContactList | None
+    headers: dict[str, str] | None = None
     if key in SYSTEM_LISTS:
         found = _system_list(key, from_ms(clock_ms(state_of(request))))
     else:
         list_id = path_id(request, "list_id")
-        found = (
-            None if list_id is None else await state_of(request).store.get_list(account.id, list_id)
-        )
+        store = state_of(request).store
+        found = None if list_id is None else await store.get_list(account.id, list_id)
+        if found is not None:
+            seq, stamp = await store.write_seq(account.id)
+            headers = {WRITE_SEQ_HEADER: str(seq), WRITE_TIME_HEADER: str(stamp)}
     if found is None:
         raise ApiProblem(404, "No such contact list")
     source = source_meta(base, "lists", _lists_title(account), clock_ms(state_of(request)))
-    return atom_response(document(list_entry(base, found, source=source)))
+    return atom_response(document(list_entry(base, found, source=source)), headers=headers)
 
 
 # -- /lists/{id}/members ------------------------------------------------------------------

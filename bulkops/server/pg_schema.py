@@ -327,8 +327,13 @@ CREATE TRIGGER contact_drop_members AFTER DELETE ON contact
     FOR EACH STATEMENT EXECUTE FUNCTION contact_drop_members();
 """
 
+# Version 5 (SQLite's version 4): the account's write sequence (bulkops.server.store).
+_SCHEMA_V5 = """
+ALTER TABLE account ADD COLUMN write_seq BIGINT NOT NULL DEFAULT 0;
+"""
+
 #: One script per schema version; index i upgrades version i to i + 1.
-PG_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+PG_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:

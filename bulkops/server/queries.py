@@ -19,7 +19,10 @@ Invariants:
   with ``OptInSource`` ``ACTION_BY_CONTACT`` and at least one list; every change to a
   contact's fields, status or lists sets its ``last_update_time``.
 * Every write is one ``write_tx`` transaction: checks (existence, conflicts, list ids) and
-  changes see the same state.
+  changes see the same state. Each one that changes contacts, memberships or lists bumps
+  the account's write sequence once (:func:`~bulkops.server.store.bump_write_seq`), and
+  those that stamp contacts take the later of the caller's ``now`` and the clock read once
+  the write lock is held (the sequence's rule, store docstring).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from bulkops.server.store import (
     STATUS_ACTIVE,
     STATUS_DO_NOT_MAIL,
     STATUS_REMOVED,
+    bump_write_seq,
     from_ms,
+    now_ms,
     to_ms,
     write_tx,
 )
@@ -166,6 +171,7 @@ def create_list(db: sqlite3.Connection, account_id: int, spec: ListInput, now: i
             ),
         )
         list_id = cursor.lastrowid
+        bump_write_seq(db, account_id)
     assert list_id is not None
     created = get_list(db, account_id, list_id)
     assert created is not None
@@ -204,6 +210,7 @@ def update_list(
                 "id": list_id,
             },
         )
+        bump_write_seq(db, account_id)
 
 
 def delete_list(db: sqlite3.Connection, account_id: int, list_id: int, now: int) -> None:
@@ -217,6 +224,7 @@ def delete_list(db: sqlite3.Connection, account_id: int, list_id: int, now: int)
     with write_tx(db):
         if get_list(db, account_id, list_id) is None:
             raise NotFound("No such contact list")
+        now = max(now, now_ms())
         db.execute(
             "UPDATE contact SET last_update_time = :now, status = CASE"
             "  WHEN status != :dnm AND NOT EXISTS (SELECT 1 FROM membership o"
@@ -227,6 +235,7 @@ def delete_list(db: sqlite3.Connection, account_id: int, list_id: int, now: int)
         )
         db.execute("DELETE FROM membership WHERE list_id = ?", (list_id,))
         db.execute("DELETE FROM list WHERE id = ?", (list_id,))
+        bump_write_seq(db, account_id)
 
 
 # -- members ----------------------------------------------------------------------------
@@ -520,8 +529,9 @@ def create_contact(
     columns = ["account_id", "email_key", *fields]
     values: list[object] = [account_id, email.lower(), *fields.values()]
     columns += ["status", "opt_in_source", "opt_in_time", "insert_time", "last_update_time"]
-    values += [STATUS_ACTIVE, source, now, now, now]
     with write_tx(db):
+        now = max(now, now_ms())
+        values += [STATUS_ACTIVE, source, now, now, now]
         list_ids = _resolve_lists(db, account_id, list_uris)
         if _email_owner(db, account_id, email) is not None:
             raise Conflict(f'A contact with email address "{email}" already exists')
@@ -532,6 +542,7 @@ def create_contact(
         contact_id = cursor.lastrowid
         assert contact_id is not None
         _add_memberships(db, contact_id, list_ids, source, now)
+        bump_write_seq(db, account_id)
     created = get_contact(db, account_id, contact_id)
     assert created is not None
     return created
@@ -586,6 +597,7 @@ def update_contact(
         ).fetchone()
         if row is None:
             raise NotFound("No such contact")
+        now = max(now, now_ms())
         status: str = row[0]
         email = fields.get("EmailAddress")
         if email is not None:
@@ -623,6 +635,7 @@ def update_contact(
             f"UPDATE contact SET {', '.join(sets)} WHERE id = ?",
             (*args, contact_id),
         )
+        bump_write_seq(db, account_id)
 
 
 def opt_out_contact(db: sqlite3.Connection, account_id: int, contact_id: int, now: int) -> None:
@@ -640,9 +653,11 @@ def opt_out_contact(db: sqlite3.Connection, account_id: int, contact_id: int, no
             raise NotFound("No such contact")
         if row[0] == STATUS_DO_NOT_MAIL:
             return
+        now = max(now, now_ms())
         db.execute("DELETE FROM membership WHERE contact_id = ?", (contact_id,))
         db.execute(
             "UPDATE contact SET status = ?, opt_out_source = ?, opt_out_time = ?,"
             " last_update_time = ? WHERE id = ?",
             (STATUS_DO_NOT_MAIL, ACTION_BY_CUSTOMER, now, now, contact_id),
         )
+        bump_write_seq(db, account_id)

@@ -31,7 +31,7 @@ from bulkops.server.datafile import ActivityRequest, ExportRequest
 from bulkops.server.leases import Claim
 from bulkops.server.records import ActivityRow, RowError
 from bulkops.server.storage import EventKeyset
-from bulkops.server.store import Account, Store, checkpoint_wal
+from bulkops.server.store import Account, Store, checkpoint_wal, read_write_seq
 from bulkops.wire.model import (
     AccountEmail,
     Campaign,
@@ -80,6 +80,9 @@ class SqliteStorage(Store):
 
     async def get_list(self, account_id: int, list_id: int) -> ContactList | None:
         return await self.run(queries.get_list, account_id, list_id)
+
+    async def write_seq(self, account_id: int) -> tuple[int, int]:
+        return await self.run(read_write_seq, account_id)
 
     async def create_list(self, account_id: int, spec: ListInput, now: int) -> ContactList:
         return await self.run(queries.create_list, account_id, spec, now)

@@ -96,6 +96,10 @@ class Storage(Protocol):
         """One user list, or None."""
         ...
 
+    async def write_seq(self, account_id: int) -> tuple[int, int]:
+        """The account's write sequence and the clock (ms), read under the write lock."""
+        ...
+
     async def create_list(self, account_id: int, spec: ListInput, now: int) -> ContactList:
         """A new user list named ``spec.name`` (``Conflict`` when the name is taken)."""
         ...

@@ -28,6 +28,15 @@ Contact status rules (spec §6, §7.2), the same for single-contact requests and
 * DELETE of a contact opts it out: removed from every list, ``Do Not Mail``, ``opt_out_*``
   set. There is no hard delete.
 * ``last_update_time`` changes on every change to the contact's fields, status or lists.
+
+The write sequence (our extension; an era server has none): ``account.write_seq`` counts the
+committed write transactions that changed the account's contacts, memberships or lists —
+exactly one per applied add/remove/clear activity (whatever it changed), per contact
+POST/PUT/DELETE that changed something and per list POST/PUT/DELETE (the seeders write
+without counting). Each of those transactions bumps it (:func:`bump_write_seq`) under the
+write lock and stamps its ``last_update_time`` with a clock read after taking the lock;
+:func:`read_write_seq` reads the counter and the clock under the same lock. So a write not
+counted in a reading commits after it, with a ``last_update_time`` at or after its time.
 """
 
 from __future__ import annotations
@@ -56,9 +65,11 @@ __all__ = [
     "WAL_AUTOCHECKPOINT",
     "Account",
     "Store",
+    "bump_write_seq",
     "checkpoint_wal",
     "from_ms",
     "now_ms",
+    "read_write_seq",
     "to_ms",
     "without_autocheckpoint",
     "write_tx",
@@ -260,8 +271,13 @@ CREATE TABLE throttle_day (
 ) WITHOUT ROWID;
 """
 
+# Version 4: the account's write sequence (our extension, see :func:`bump_write_seq`).
+_SCHEMA_V4 = """
+ALTER TABLE account ADD COLUMN write_seq INTEGER NOT NULL DEFAULT 0;
+"""
+
 #: One script per schema version; index i upgrades version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 
 
 def now_ms() -> int:
@@ -324,6 +340,19 @@ def write_tx(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def bump_write_seq(db: sqlite3.Connection, account_id: int) -> None:
+    """Count one write to the account's contact data (inside its ``write_tx``)."""
+    db.execute("UPDATE account SET write_seq = write_seq + 1 WHERE id = ?", (account_id,))
+
+
+def read_write_seq(db: sqlite3.Connection, account_id: int) -> tuple[int, int]:
+    """``(write_seq, now_ms())`` of the account, both read under the write lock."""
+    with write_tx(db):
+        row = db.execute("SELECT write_seq FROM account WHERE id = ?", (account_id,)).fetchone()
+        stamp = now_ms()
+    return (0 if row is None else int(row[0])), stamp
 
 
 class Store:
