@@ -270,3 +270,16 @@ async def test_an_out_of_band_put_during_a_sync_keeps_the_old_as_of(
     assert second.state == "complete", second.message
     assert second.counts.updated == 1  # c7 back to the file's value
     assert members(state)["c7@example.org"]["first"] == "F7"
+
+
+async def test_only_a_get_that_asks_reads_the_sequence(client: Client) -> None:
+    """A plain ``GET lists/{id}`` (every era client's) answers without the extension headers
+    and never waits for the write lock; asked with ``X-Bulkops-Write-Seq: ?`` it has both."""
+    list_uri = await make_list(client, "asked")
+    list_id = list_uri.rstrip("/").rsplit("/", 1)[-1]
+    plain = await client.request("GET", f"lists/{list_id}")
+    assert "X-Bulkops-Write-Seq" not in plain.headers
+    assert "X-Bulkops-Write-Time" not in plain.headers
+    asked = await client.request("GET", f"lists/{list_id}", headers={"X-Bulkops-Write-Seq": "?"})
+    assert asked.headers["X-Bulkops-Write-Seq"].isdigit()
+    assert asked.headers["X-Bulkops-Write-Time"].isdigit()

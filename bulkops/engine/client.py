@@ -702,13 +702,14 @@ class Client:
     ) -> tuple[_T, dt.datetime | None, tuple[int, int] | None]:
         """As :meth:`get_entry_dated`, with the account's write sequence: ``(seq, server ms)``
         from ``X-Bulkops-Write-Seq`` / ``X-Bulkops-Write-Time`` (our server's extension on
-        ``GET lists/{id}``, :mod:`bulkops.server.lists`); None when either is absent or not a
+        ``GET lists/{id}``, asked for with ``X-Bulkops-Write-Seq: ?``,
+        :mod:`bulkops.server.lists`); None when either is absent or not a
         plain non-negative integer (an era server sends neither).
 
         Raises:
             as :meth:`get_entry`.
         """
-        response = await self.request("GET", href)
+        response = await self.request("GET", href, headers={"X-Bulkops-Write-Seq": "?"})
         entry = from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
         return entry, _date_of(response), _write_seq_of(response)
 

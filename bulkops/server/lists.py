@@ -12,11 +12,13 @@ Invariants:
   body is read) and within ``max_xml_bytes`` (413); a ``Content-Type`` on a GET or DELETE is
   ignored. Bad XML or values answer 400 with a short reason, never 500.
 * Credentials are checked before anything else looks at the request.
-* Our extension (an era server sends neither): ``GET lists/{id}`` of a user list answers
-  with ``X-Bulkops-Write-Seq`` (the account's write sequence, :mod:`bulkops.server.store`)
-  and ``X-Bulkops-Write-Time`` (the server clock in ms since the epoch), both read under the
-  write lock: every write not counted in that sequence commits after it and stamps its
-  contacts at or after that time. ``bulkops sync`` uses it to prove its snapshot exact.
+* Our extension (an era server sends neither): ``GET lists/{id}`` of a user list asked with
+  the request header ``X-Bulkops-Write-Seq: ?`` answers with ``X-Bulkops-Write-Seq`` (the
+  account's write sequence, :mod:`bulkops.server.store`) and ``X-Bulkops-Write-Time`` (the
+  server clock in ms since the epoch), both read under the write lock: every write not
+  counted in that sequence commits after it and stamps its contacts at or after that time.
+  ``bulkops sync`` uses it to prove its snapshot exact. Only a request that asks waits for
+  the write lock (behind a running apply); every other GET of a list reads without it.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ async def _get_list(request: Request, account: Account, key: str) -> Response:
         list_id = path_id(request, "list_id")
         store = state_of(request).store
         found = None if list_id is None else await store.get_list(account.id, list_id)
-        if found is not None:
+        if found is not None and request.headers.get(WRITE_SEQ_HEADER) == "?":
             seq, stamp = await store.write_seq(account.id)
             headers = {WRITE_SEQ_HEADER: str(seq), WRITE_TIME_HEADER: str(stamp)}
     if found is None:
