@@ -22,7 +22,8 @@ import pytest
 #: The store parameters of the suites that run on both stores.
 BOTH_STORES = ["sqlite", "postgres"]
 
-_TEMPLATE = "bulkops_test_template"
+# One template per pytest-xdist worker: a worker (re)creates its own, never another's.
+_TEMPLATE = "bulkops_test_template_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
 _made_template = False
 
 
