@@ -50,6 +50,15 @@ def test_every_option_of_every_command_has_help() -> None:
     assert missing == []
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_commands_help_prints(command: str) -> None:
+    """``bulkops COMMAND --help`` formats (a bare ``%`` in a help text made argparse raise)."""
+    parser = main_parser()
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = commands.choices[command].format_help()
+    assert text.startswith("usage:")
+
+
 def test_seed_without_db_fills_the_embedded_database(tmp_path: Path) -> None:
     """`bulkops seed` (no --db, no --account) fills $BULKOPS_HOME/server.db's demo account,
     and the embedded server (as the demo account) then sees the seeded lists."""

@@ -16,7 +16,12 @@ from bulkops.cli.common import (
     connect,
     run_with_signals,
 )
-from bulkops.cli.transfer import add_limit_arguments, chunk_limits, warn
+from bulkops.cli.transfer import (
+    add_reading_arguments,
+    add_sending_arguments,
+    chunk_limits,
+    warn,
+)
 from bulkops.engine.import_options import ImportOptions
 from bulkops.engine.progress import NullReporter, Reporter, silence_stdout
 from bulkops.engine.rundirs import default_run_dir
@@ -42,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_REMOVE,
         metavar="N|P%",
         help="stop before sending anything when more members would be removed"
-        f" (default {DEFAULT_MAX_REMOVE} of the list)",
+        f" (default {DEFAULT_MAX_REMOVE.replace('%', '%%')} of the list)",  # argparse: %%
     )
     parser.add_argument(
         "-y", "--yes", action="store_true", help="remove more than --max-remove anyway"
@@ -58,33 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, help="directory for the journal and outcome files")
     tuning = parser.add_argument_group("tuning")
     tuning.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
-    tuning.add_argument(
-        "--stall-timeout",
-        type=float,
-        default=600.0,
-        help="seconds without progress before an activity counts as stalled (default 600)",
-    )
-    add_limit_arguments(tuning)
-    tuning.add_argument(
-        "--form",
-        choices=["multipart", "urlencoded"],
-        default="multipart",
-        help="request body encoding (default multipart)",
-    )
-    reading = parser.add_argument_group("reading the input (as import)")
-    reading.add_argument("--format", choices=["csv", "xml"], help="default: from the file")
-    reading.add_argument("--encoding", help="utf-8 (default, BOM-aware), utf-16, cp1252, latin-1")
-    reading.add_argument("--delimiter", help="field delimiter (default: detected)")
-    reading.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="SOURCE=TARGET",
-        help="map a header to a column, e.g. 'Mail=EMAIL ADDRESS'",
-    )
-    reading.add_argument(
-        "--ignore-unknown-columns", action="store_true", help="drop columns that map to nothing"
-    )
+    add_sending_arguments(tuning)
+    add_reading_arguments(parser.add_argument_group("reading the input (as import)"))
     add_connection_arguments(parser)
     add_output_arguments(parser)
 

@@ -162,6 +162,15 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
     tuning.add_argument(
         "--max-queued", type=int, default=50, help="unfinished activities at most (default 50)"
     )
+    add_sending_arguments(tuning)
+    add_reading_arguments(parser.add_argument_group("reading the input"))
+    add_connection_arguments(parser)
+    add_output_arguments(parser)
+    add_verbose_argument(parser)
+
+
+def add_sending_arguments(tuning: argparse._ArgumentGroup) -> None:
+    """``--stall-timeout``, the activity limits and ``--form`` (import and sync)."""
     tuning.add_argument(
         "--stall-timeout",
         type=float,
@@ -175,7 +184,10 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
         default="multipart",
         help="request body encoding (default multipart)",
     )
-    reading = parser.add_argument_group("reading the input")
+
+
+def add_reading_arguments(reading: argparse._ArgumentGroup) -> None:
+    """How an input file is read (import and sync)."""
     reading.add_argument("--format", choices=["csv", "xml"], help="default: from the file name")
     reading.add_argument("--encoding", help="utf-8 (default, BOM-aware), utf-16, cp1252, latin-1")
     reading.add_argument("--delimiter", help="field delimiter (default: detected)")
@@ -189,9 +201,6 @@ def _add_common(parser: argparse.ArgumentParser, *, remove: bool) -> None:
     reading.add_argument(
         "--ignore-unknown-columns", action="store_true", help="drop columns that map to nothing"
     )
-    add_connection_arguments(parser)
-    add_output_arguments(parser)
-    add_verbose_argument(parser)
 
 
 def add_limit_arguments(
