@@ -28,8 +28,9 @@ from __future__ import annotations
 import csv
 import os
 import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bulkops.server.datafile import ActivityCannotRun, ExportRequest
 from bulkops.server.store import STATUS_ACTIVE, STATUS_DO_NOT_MAIL, STATUS_REMOVED
@@ -146,6 +147,51 @@ def _open_reader(db: sqlite3.Connection) -> sqlite3.Connection:
     return reader
 
 
+class _Rows(Protocol):
+    def fetchmany(self, size: int) -> list[Any]: ...
+
+
+def export_lists(
+    execute: Callable[[str, tuple[Any, ...]], Iterable[Sequence[Any]]],
+    export: ExportRequest,
+    account_id: int,
+    mark: str = "?",
+) -> list[tuple[int, str]]:
+    """Check that the list to export still exists, and return ``(id, short name)`` of the
+    account's lists when the export names them (else ``[]``), through ``execute(sql, args)``
+    inside the export's read snapshot; ``mark`` is the driver's parameter placeholder.
+
+    Raises:
+        ActivityCannotRun: the list to export no longer exists.
+    """
+    if export.list_id.isdigit():
+        check = f"SELECT 1 FROM list WHERE id = {mark} AND account_id = {mark}"
+        if not list(execute(check, (int(export.list_id), account_id))):
+            raise ActivityCannotRun(f"list {export.list_id} no longer exists")
+    if not export.list_names:
+        return []
+    names = f"SELECT id, short_name FROM list WHERE account_id = {mark} ORDER BY id"
+    return [(int(r[0]), str(r[1])) for r in execute(names, (account_id,))]
+
+
+def write_rows(
+    partial: Path, export: ExportRequest, lists: Sequence[tuple[int, str]], rows: _Rows
+) -> int:
+    """Write the export file (header, then ``rows`` batch by batch) to ``partial``, synced
+    to disk; return the number of rows."""
+    count = 0
+    delimiter = "\t" if export.file_type == "TXT" else ","
+    with partial.open("w", encoding="utf-8", newline="", buffering=1 << 16) as out:
+        writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+        writer.writerow(export_header(export, [name for _id, name in lists]))
+        while batch := rows.fetchmany(FETCH_ROWS):
+            writer.writerows(batch)
+            count += len(batch)
+        out.flush()
+        os.fsync(out.fileno())
+    return count
+
+
 def write_export(
     db: sqlite3.Connection,
     data_dir: Path,
@@ -174,33 +220,9 @@ def write_export(
     count = 0
     try:
         reader.execute("BEGIN")  # one snapshot for the list check and every row
-        if export.list_id.isdigit():
-            found = reader.execute(
-                "SELECT 1 FROM list WHERE id = ? AND account_id = ?",
-                (int(export.list_id), account_id),
-            ).fetchone()
-            if found is None:
-                raise ActivityCannotRun(f"list {export.list_id} no longer exists")
-        lists: list[tuple[int, str]] = []
-        if export.list_names:
-            lists = [
-                (int(r[0]), str(r[1]))
-                for r in reader.execute(
-                    "SELECT id, short_name FROM list WHERE account_id = ? ORDER BY id",
-                    (account_id,),
-                )
-            ]
+        lists = export_lists(lambda sql, args: reader.execute(sql, args), export, account_id)
         sql, params = _query(export, account_id, [list_id for list_id, _name in lists])
-        delimiter = "\t" if export.file_type == "TXT" else ","
-        with partial.open("w", encoding="utf-8", newline="", buffering=1 << 16) as out:
-            writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
-            writer.writerow(export_header(export, [name for _id, name in lists]))
-            cursor = reader.execute(sql, params)
-            while batch := cursor.fetchmany(FETCH_ROWS):
-                writer.writerows(batch)
-                count += len(batch)
-            out.flush()
-            os.fsync(out.fileno())
+        count = write_rows(partial, export, lists, reader.execute(sql, params))
         reader.execute("COMMIT")
         os.replace(partial, final)
     finally:

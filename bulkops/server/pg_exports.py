@@ -4,12 +4,11 @@ PostgreSQL's date formatting, read through a server-side cursor (constant memory
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 from bulkops.server import exports
-from bulkops.server.datafile import ActivityCannotRun, ExportRequest
+from bulkops.server.datafile import ExportRequest
 from bulkops.server.pg_dialect import PgConnection, translate
 
 __all__ = ["write_export"]
@@ -54,34 +53,16 @@ def write_export(
     try:
         with raw.transaction():
             raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            if export.list_id.isdigit():
-                found = raw.execute(
-                    "SELECT 1 FROM list WHERE id = %s AND account_id = %s",
-                    (int(export.list_id), account_id),
-                ).fetchone()
-                if found is None:
-                    raise ActivityCannotRun(f"list {export.list_id} no longer exists")
-            lists: list[tuple[int, str]] = []
-            if export.list_names:
-                lists = [
-                    (int(r[0]), str(r[1]))
-                    for r in raw.execute(
-                        "SELECT id, short_name FROM list WHERE account_id = %s ORDER BY id",
-                        (account_id,),
-                    )
-                ]
+            lists = exports.export_lists(
+                lambda sql, args: raw.execute(sql, args).fetchall(),
+                export,
+                account_id,
+                mark="%s",
+            )
             sql, params = exports._query(export, account_id, [i for i, _name in lists])
-            delimiter = "\t" if export.file_type == "TXT" else ","
-            with partial.open("w", encoding="utf-8", newline="", buffering=1 << 16) as out:
-                writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
-                writer.writerow(exports.export_header(export, [name for _i, name in lists]))
-                with raw.cursor(name="bulkops_export") as cursor:
-                    cursor.execute(_pg_query(sql).encode(), params)
-                    while batch := cursor.fetchmany(exports.FETCH_ROWS):
-                        writer.writerows(batch)
-                        count += len(batch)
-                out.flush()
-                os.fsync(out.fileno())
+            with raw.cursor(name="bulkops_export") as cursor:
+                cursor.execute(_pg_query(sql).encode(), params)
+                count = exports.write_rows(partial, export, lists, cursor)
         os.replace(partial, final)
     finally:
         partial.unlink(missing_ok=True)
