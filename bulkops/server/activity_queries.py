@@ -293,15 +293,7 @@ def take_next(db: sqlite3.Connection) -> tuple[str, int] | None:
     """
     now = now_ms()
     with write_tx(db):
-        pending = [
-            r[0]
-            for r in db.execute(
-                "SELECT id FROM activity WHERE status = ? ORDER BY seq",
-                (ActivityStatus.PENDING.value,),
-            )
-        ]
-        for activity_id in pending:
-            _transition(db, activity_id, ActivityEvent.ENQUEUE, now)
+        _enqueue_pending(db, now)
         row = db.execute(
             "SELECT id, account_id FROM activity WHERE status = ? ORDER BY seq LIMIT 1",
             (ActivityStatus.QUEUED.value,),
