@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from bulkops.errors import ConfigError
 from bulkops.stream.chunking import Chunker, ChunkOptions, RowBatch
 from bulkops.stream.records import Chunk, ChunkKind, Duplicate, Event, Rejected
+from bulkops.wire.forms import BOUNDARY
 from tests.stream_strategies import data_rows, form_fields
 
 LISTS = ("http://api.constantcontact.com/ws/customers/joe/lists/1",)
@@ -213,3 +215,41 @@ def test_impossible_options_are_config_errors(options: dict[str, object]) -> Non
     """No list, no room, a minimum above the maximum, an unknown form."""
     with pytest.raises(ConfigError):
         ChunkOptions(**options)  # type: ignore[arg-type]
+
+
+def _without_bodies(options: ChunkOptions) -> ChunkOptions:
+    return ChunkOptions(lists=options.lists, kind=options.kind, limits=options.limits, bodies=False)
+
+
+def _sized(chunk: Chunk) -> Chunk:
+    """The chunk as a sizes-only chunker gives it (no body, no digest)."""
+    return msgspec.structs.replace(chunk, body=b"", digest="")
+
+
+@settings(max_examples=100)
+@given(rows=rows_strategy, options=options_strategy, sizes=st.lists(st.integers(1, 60)))
+def test_sizes_only_gives_the_same_chunks_and_body_lengths(
+    rows: list[tuple[str, str]], options: ChunkOptions, sizes: list[int]
+) -> None:
+    """``bodies=False`` (a dry run): the same events, each chunk without its body and digest
+    but with the length its body has (urlencoded chunks keep their bodies)."""
+    built = run(rows, options)
+    sized = run(rows, _without_bodies(options), sizes)
+    assert [e.body_bytes for e in chunks_of(built)] == [len(e.body) for e in chunks_of(built)]
+    if options.limits.form == "urlencoded":
+        assert sized == built
+    else:
+        assert sized == [_sized(e) if isinstance(e, Chunk) else e for e in built]
+
+
+def test_sizes_only_builds_the_body_once_a_row_holds_the_boundary() -> None:
+    """A row holding the multipart boundary needs another one: that body is built."""
+    rows = [(f"n{i}@x.org", "note") for i in range(60)]
+    rows[55] = ("n55@x.org", "a " + BOUNDARY.decode() + " b")
+    options = ChunkOptions(lists=LISTS, max_rows=40, min_rows=10)
+    built = chunks_of(run(rows, options))
+    sized = chunks_of(run(rows, _without_bodies(options), [50, 10]))  # chunk 0 out first
+    assert [c.body for c in sized] == [b"", built[1].body]
+    assert [c.body_bytes for c in sized] == [len(c.body) for c in built]
+    assert [c.content_type for c in sized] == [c.content_type for c in built]
+    assert built[1].content_type.endswith(BOUNDARY.decode() + "-1")  # another boundary

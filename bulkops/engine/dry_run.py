@@ -105,7 +105,10 @@ def dry_run(
         # Each chunk's (email, line) pairs go to a side table as the file is read, once:
         # the rows replaced across chunks are found there, as the real run finds them.
         log = ChunkEmailLog(directory)
-        planner = Planner(read, limits, lists=uris, kind=kind, path=str(source), emails=log)
+        # Nothing is sent: the chunks' sizes are counted, their bodies not built.
+        planner = Planner(
+            read, limits, lists=uris, kind=kind, path=str(source), emails=log, bodies=False
+        )
         plan, spans = _plan_chunks(planner, source, journal)
         log.finish_reading()
         if planner.repeats_across_chunks:  # the same duplicates as the real run finds
@@ -163,7 +166,7 @@ def _plan_chunks(
                         "first_line": record.first_line,
                         "last_line": record.last_line,
                         "rows": record.rows,
-                        "bytes": len(event.body),
+                        "bytes": record.body_bytes,
                     }
                 )
                 spans.append(

@@ -122,6 +122,9 @@ class Planner:
             its candidate repeats from earlier chunks, as it is planned
             (``engine/repeats.py`` keeps them to find the rows replaced across chunks
             without reading the input again).
+        bodies: build the chunks' bodies and digests (a dry run, which sends nothing,
+            asks for their sizes only: ``PlannedChunk.body`` is then empty and the
+            record's ``digest`` too; its ``body_bytes`` is the same).
 
     Raises:
         ConfigError: unusable options.
@@ -136,6 +139,7 @@ class Planner:
         kind: str,
         path: str,
         emails: ChunkEmails | None = None,
+        bodies: bool = True,
     ) -> None:
         self.path = path
         self._emails = emails
@@ -148,6 +152,7 @@ class Planner:
             limits=limits,
             size_hint=_file_size(path),
             keep_emails=emails is not None,
+            bodies=bodies,
         )
         # Without a named encoding, the first MiB decides it (stream/encoding.py): the
         # pipeline starts once that much has come, or the input ended.
@@ -272,7 +277,7 @@ class Planner:
             start_offset=chunk.start_offset,
             end_offset=chunk.end_offset,
             digest=chunk.digest,
-            body_bytes=len(chunk.body),
+            body_bytes=chunk.body_bytes,
             lines=array("Q", chunk.lines),
             after=chunk.after,
             state=ChunkState.PLANNED,

@@ -55,7 +55,9 @@ from bulkops.wire.activity import (
     ActivityType,
 )
 from bulkops.wire.forms import (
+    BOUNDARY,
     multipart_body_of_lines,
+    multipart_size,
     percent_encoded_size,
     urlencoded_body,
 )
@@ -84,12 +86,17 @@ class ChunkOptions:
         keep_emails: each chunk also carries its rows' emails and the candidates repeated
             from earlier chunks (:attr:`Chunk.emails`, :attr:`Chunk.repeated`): the engine
             finds the rows replaced across chunks from them. Never changes the chunks.
+        bodies: build each chunk's body and its digest (the default). Without, a
+            multipart chunk comes with its ``body_bytes`` only (``body`` empty, no
+            digest): a dry run, which sends nothing, counts the same bytes without
+            copying the input into bodies and hashing them. Never changes the chunks.
     """
 
     kind: ChunkKind
     lists: tuple[str, ...]
     limits: ChunkLimits
     keep_emails: bool
+    bodies: bool
 
     def __init__(
         self,
@@ -98,6 +105,7 @@ class ChunkOptions:
         kind: ChunkKind | str = ChunkKind.ADD,
         limits: ChunkLimits | None = None,
         keep_emails: bool = False,
+        bodies: bool = True,
         **limit_fields: Any,
     ) -> None:
         if limits is not None and limit_fields:
@@ -107,6 +115,7 @@ class ChunkOptions:
             lists=_uris(lists),
             limits=limits if limits is not None else ChunkLimits(**limit_fields),
             keep_emails=keep_emails,
+            bodies=bodies,
         )
 
     def __attrs_post_init__(self) -> None:
@@ -215,6 +224,9 @@ class Chunker:
         self._header = header
         self._columns = columns
         self._urlencoded = options.limits.form == "urlencoded"
+        # Sizes only (no bodies): multipart, whole rows, and no row holding the boundary
+        # (checked batch by batch; once one does, bodies are built from then on).
+        self._sizes_only = not options.bodies and not self._urlencoded and not nul_separated
         self._header_bytes = self._size(header)
         if self._header_bytes >= options.limits.max_bytes:
             # Every row would be "too big" and the cutting loop could not make progress.
@@ -259,6 +271,8 @@ class Chunker:
         n = len(batch)
         if n == 0:
             return
+        if self._sizes_only and BOUNDARY in b"\n".join(batch.outs):
+            self._sizes_only = False
         opts = self._options.limits
         outs = batch.outs
         prefix: list[int] | None = None
@@ -431,13 +445,54 @@ class Chunker:
         # before the body is built (a chunk's emails and index are ~4 MB).
         rows.emails = []
         b.index = {}
-        outs = list(filter(None, rows.outs)) if b.alive < len(rows.outs) else rows.outs
-        header, columns = self._header, self._columns
-        if self._nul:
-            header, columns, outs = self._project(outs)
         lines = (
             array("I", compress(rows.lines, rows.outs)) if b.alive < len(rows.outs) else rows.lines
         )
+        body, content_type, data_bytes, columns, size = self._body(b)
+        assert data_bytes <= opts.limits.max_bytes, "byte limit broken"
+        assert len(lines) <= opts.limits.max_rows, "row limit broken"
+        assert b.seq == self._emitted, "chunks out of order"
+        self._emitted += 1
+        waits = tuple(sorted(w for w in b.waits if w < b.seq))
+        if opts.kind is ChunkKind.REMOVE:
+            waits = ()  # removing an email twice is idempotent: order does not matter
+        return Chunk(
+            seq=b.seq,
+            kind=opts.kind,
+            rows=len(lines),
+            lines=lines,
+            first_line=lines[0],
+            last_line=lines[-1],
+            start_offset=self._locate(rows.lines[0])[0],
+            end_offset=self._locate(rows.lines[-1])[1],
+            columns=columns,
+            body=body,
+            content_type=content_type,
+            data_bytes=data_bytes,
+            digest=hashlib.sha256(body).hexdigest() if body else "",
+            waits_for=waits,
+            after=waits[-1] if waits else None,
+            emails=emails,
+            repeated=tuple(b.repeated),
+            body_bytes=size,
+        )
+
+    def _body(self, b: _Building) -> tuple[bytes, str, int, tuple[str, ...], int]:
+        """The chunk's body (``b""`` when only its size is asked for), content type,
+        ``data`` bytes, columns and body length."""
+        opts = self._options
+        outs = b.batch.outs
+        header, columns = self._header, self._columns
+        if self._sizes_only:
+            # data = header LF, then each live row and LF (dropped rows are b"": length 0)
+            data_bytes = len(header) + 1 + sum(map(len, outs)) + b.alive
+            sized = multipart_size(opts.activity_type.value, data_bytes, opts.lists)
+            if sized is not None:
+                return b"", sized[1], data_bytes, columns, sized[0]
+        if b.alive < len(outs):
+            outs = list(filter(None, outs))
+        if self._nul:
+            header, columns, outs = self._project(outs)
         if self._urlencoded:
             data = b"".join((header, b"\n", b"\n".join(outs), b"\n"))
             body, content_type, data_bytes = urlencoded_body(
@@ -448,32 +503,7 @@ class Chunker:
             body, content_type, data_bytes = multipart_body_of_lines(
                 opts.activity_type.value, header, outs, opts.lists
             )
-        assert data_bytes <= opts.limits.max_bytes, "byte limit broken"
-        assert len(outs) <= opts.limits.max_rows, "row limit broken"
-        assert b.seq == self._emitted, "chunks out of order"
-        self._emitted += 1
-        waits = tuple(sorted(w for w in b.waits if w < b.seq))
-        if opts.kind is ChunkKind.REMOVE:
-            waits = ()  # removing an email twice is idempotent: order does not matter
-        return Chunk(
-            seq=b.seq,
-            kind=opts.kind,
-            rows=len(outs),
-            lines=lines,
-            first_line=lines[0],
-            last_line=lines[-1],
-            start_offset=self._locate(rows.lines[0])[0],
-            end_offset=self._locate(rows.lines[-1])[1],
-            columns=columns,
-            body=body,
-            content_type=content_type,
-            data_bytes=data_bytes,
-            digest=hashlib.sha256(body).hexdigest(),
-            waits_for=waits,
-            after=waits[-1] if waits else None,
-            emails=emails,
-            repeated=tuple(b.repeated),
-        )
+        return body, content_type, data_bytes, columns, len(body)
 
     def _project(self, outs: list[bytes]) -> tuple[bytes, tuple[str, ...], list[bytes]]:
         """Keep the columns some row fills (and the first, the email). Rows are split one

@@ -81,6 +81,9 @@ class PipelineOptions:
         keep_emails: chunks carry their rows' emails and the candidate repeats across
             chunks (see :class:`~bulkops.stream.chunking.ChunkOptions`); the chunks and
             other events are the same either way.
+        bodies: build the chunks' bodies and digests (the default); without, multipart
+            chunks carry their ``body_bytes`` only (see
+            :class:`~bulkops.stream.chunking.ChunkOptions`). The chunks are the same.
     """
 
     lists: tuple[str, ...]
@@ -90,6 +93,7 @@ class PipelineOptions:
     capacity: int
     size_hint: int | None
     keep_emails: bool
+    bodies: bool
 
     def __init__(
         self,
@@ -101,6 +105,7 @@ class PipelineOptions:
         capacity: int = 0,
         size_hint: int | None = None,
         keep_emails: bool = False,
+        bodies: bool = True,
         **fields: Any,
     ) -> None:
         unknown = set(fields) - _READ_FIELDS - _LIMIT_FIELDS
@@ -118,6 +123,7 @@ class PipelineOptions:
             capacity=capacity,
             size_hint=size_hint,
             keep_emails=keep_emails,
+            bodies=bodies,
         )
 
     def __attrs_post_init__(self) -> None:
@@ -126,7 +132,11 @@ class PipelineOptions:
     def chunk_options(self) -> ChunkOptions:
         """The chunker's part of the options (the same limits object)."""
         return ChunkOptions(
-            kind=self.kind, lists=self.lists, limits=self.limits, keep_emails=self.keep_emails
+            kind=self.kind,
+            lists=self.lists,
+            limits=self.limits,
+            keep_emails=self.keep_emails,
+            bodies=self.bodies,
         )
 
 

@@ -118,11 +118,12 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True):
             ``start_offset`` and ``end_offset`` that are not in ``lines`` were rejected, are
             duplicates, or are blank.
         columns: the canonical columns of ``data``'s header line.
-        body: the request body.
+        body: the request body; ``b""`` when the options asked for sizes only
+            (``bodies=False``: a dry run), then ``body_bytes`` still says how long it is.
         content_type: the request's ``Content-Type`` header value.
         data_bytes: the length of the ``data`` field as it appears in ``body`` (percent-
             encoded for urlencoded bodies); never more than the configured byte limit.
-        digest: SHA-256 of ``body``, hex.
+        digest: SHA-256 of ``body``, hex (``""`` when the body was not built).
         waits_for: every earlier chunk that shares an email with this one, ascending. The
             final state equals applying the rows in input order when this chunk is applied
             only after all of these were (each of them waits for its own in turn).
@@ -135,6 +136,8 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True):
         repeated: emails of this chunk's rows that the email table had seen in an earlier
             chunk (candidates: a fingerprint clash adds one too many, a repeat is never
             missed); only with ``keep_emails``.
+        body_bytes: the length of the body, built or not (given as ``len(body)`` when
+            left out).
     """
 
     seq: int
@@ -154,6 +157,11 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True):
     after: int | None
     emails: bytes | None = None
     repeated: tuple[bytes, ...] = ()
+    body_bytes: int = -1
+
+    def __post_init__(self) -> None:
+        if self.body_bytes < 0:
+            msgspec.structs.force_setattr(self, "body_bytes", len(self.body))
 
 
 #: What ``Pipeline.decode`` and ``Pipeline.flush`` return, in input order.

@@ -42,6 +42,7 @@ __all__ = [
     "decode_form",
     "multipart_body",
     "multipart_body_of_lines",
+    "multipart_size",
     "percent_encode",
     "percent_encoded_size",
     "urlencoded_body",
@@ -154,6 +155,22 @@ def multipart_body_of_lines(
         return multipart_body(activity_type, header + b"\n" + b"\n".join(rows) + b"\n", lists)
     content_type = f"{MULTIPART}; boundary={BOUNDARY.decode('ascii')}"
     return body, content_type, data_bytes
+
+
+def multipart_size(
+    activity_type: str, data_bytes: int, lists: Sequence[str]
+) -> tuple[int, str] | None:
+    """The length and content type of the body :func:`multipart_body_of_lines` builds for
+    a ``data`` field of ``data_bytes`` bytes (at least one row) that does not hold
+    :data:`BOUNDARY`, without building it; None when a list URI holds the boundary (the
+    body would need another one). A dry run counts its requests' bytes this way.
+    """
+    uris = [uri.encode("utf-8") for uri in lists]
+    if any(BOUNDARY in uri for uri in uris):
+        return None
+    around = sum(map(len, _multipart_head(activity_type, BOUNDARY)))
+    around += sum(map(len, _multipart_tail(BOUNDARY, uris)))
+    return around + data_bytes, f"{MULTIPART}; boundary={BOUNDARY.decode('ascii')}"
 
 
 def urlencoded_body(
