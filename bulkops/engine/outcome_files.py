@@ -12,8 +12,10 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
+from itertools import accumulate, repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,6 +31,10 @@ __all__ = ["Span", "write_outcome_files"]
 #: Encodings (codecs names) whose CR and LF are the single ASCII bytes and never part of
 #: another character: a record's lines can be found in the raw bytes.
 _ASCII_BREAKS = frozenset({"utf-8", "ascii", "cp1252", "latin-1", "iso8859-1", "iso8859-15"})
+#: A CR that does not start a CRLF (a line break of its own).
+_BARE_CR = re.compile(rb"\r(?!\n)")
+#: Line breaks are counted per this many bytes to find a record's line.
+_COUNT_BLOCK = 4096
 
 
 class Span(NamedTuple):
@@ -210,42 +216,53 @@ def _header_of(
 
 
 def _records_at(
-    source: Path, header: Header, span: Span, lines: Sequence[int]
+    source: Path, header: Header, span: Span, lines: Sequence[int], *, block: int = _COUNT_BLOCK
 ) -> Iterator[tuple[int, list[str]]]:
     """The CSV records starting on ``lines`` (ascending) inside ``span``, with their lines.
 
-    Only those records are parsed: the byte range is read once and split at its LFs (a CR
-    before one stays with its line), and each record is parsed from the start of its line.
-    A range with a lone CR (which ends a line too) is read record by record instead, as is
-    one in an encoding whose line breaks are not the ASCII bytes (UTF-16).
+    Only those records are parsed: the byte range is read once, its LFs counted per
+    ``block`` bytes (in C), and each wanted line found from its block's count (a CR before
+    a LF stays with its line); each record is parsed from the start of its line. A range
+    with a lone CR (which ends a line too) is read record by record instead, as is one in
+    an encoding whose line breaks are not the ASCII bytes (UTF-16).
     """
     with source.open("rb") as handle:
         handle.seek(span.start_offset)
         data = handle.read(span.end_offset - span.start_offset)
     encoding, delimiter = header.encoding, header.delimiter
-    if codecs.lookup(encoding).name not in _ASCII_BREAKS or data.count(b"\r") != data.count(
-        b"\r\n"
-    ):
+    if codecs.lookup(encoding).name not in _ASCII_BREAKS or _BARE_CR.search(data):
         wanted = set(lines)
         text = data.decode(encoding, errors="replace")
         for line, fields in _records_of(text, delimiter, span.first_line):
             if line in wanted:
                 yield line, fields
         return
-    parts = data.split(b"\n")  # parts[k]: physical line first_line + k, without its LF
-    del data
-    size = span.end_offset - span.start_offset
-    if size >= csv.field_size_limit():  # as csv_reader: any field of the range fits
-        csv.field_size_limit(size + 1)
+    n = len(data)
+    if n >= csv.field_size_limit():  # as csv_reader: any field of the range fits
+        csv.field_size_limit(n + 1)
+    # before[j]: LFs in data[: j * block]
+    before = list(
+        accumulate(
+            map(data.count, repeat(b"\n"), range(0, n, block), range(block, n + block, block)),
+            initial=0,
+        )
+    )
 
-    def text_from(k: int) -> Iterator[str]:
-        for part in map(parts.__getitem__, range(k, len(parts))):
-            yield (part + b"\n").decode(encoding, errors="replace")
+    def text_from(pos: int) -> Iterator[str]:
+        while pos < n:  # each line with its LF (the last one given one, as split lines)
+            end = data.find(b"\n", pos) + 1
+            yield (data[pos:end] if end else data[pos:] + b"\n").decode(encoding, "replace")
+            pos = end or n
 
     for line in lines:
-        k = line - span.first_line
-        if 0 <= k < len(parts):
-            yield line, next(csv.reader(text_from(k), delimiter=delimiter), [])
+        k = line - span.first_line  # LFs before the line
+        if k < 0 or k > before[-1]:
+            continue
+        j = bisect_left(before, k) - 1 if k else 0  # the k-th LF is in block j
+        pos = j * block - 1
+        for _ in range(k - before[j] if k else 0):
+            pos = data.find(b"\n", pos + 1)
+        yield line, next(csv.reader(text_from(pos + 1), delimiter=delimiter), [])
 
 
 def _records_in(
