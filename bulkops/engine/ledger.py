@@ -194,12 +194,6 @@ def write_atomically(path: Path, chunks: Iterable[bytes]) -> None:
         raise
 
 
-def _csv_line(values: Sequence[Any]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(values)
-    return buffer.getvalue().encode("utf-8")
-
-
 def write_outcome_file(
     path: Path,
     outcomes: Iterable[OutcomeRecord],
@@ -224,10 +218,14 @@ def write_outcome_file(
 
     def rows() -> Iterator[bytes]:
         nonlocal written
-        yield _csv_line(["line", "reason", "field", "replaced_by_line", *header])
+        # One writer for the file, its text handed on every ~64 KiB (a writer per row
+        # cost more than the row).
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["line", "reason", "field", "replaced_by_line", *header])
         for outcome in outcomes:
             fields = record_fields(outcome) if record_fields is not None else []
-            yield _csv_line(
+            writer.writerow(
                 [
                     outcome.line,
                     outcome.reason,
@@ -237,6 +235,11 @@ def write_outcome_file(
                 ]
             )
             written += 1
+            if buffer.tell() >= 1 << 16:
+                yield buffer.getvalue().encode("utf-8")
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue().encode("utf-8")
 
     write_atomically(path, rows())
     return written
