@@ -7,8 +7,6 @@ files, so a dry run counts what the real run will.
 
 from __future__ import annotations
 
-import ctypes
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import msgspec
 from bulkops.engine.journal import Journal, OutcomeRecord
 from bulkops.engine.outcome_files import Span, write_outcome_files
 from bulkops.engine.planner import PlannedOutcome, Planner
+from bulkops.engine.progress import keep_freed_memory
 from bulkops.engine.repeats import ChunkEmailLog
 from bulkops.engine.rundirs import command_name, default_run_dir
 from bulkops.errors import InputError
@@ -25,9 +24,6 @@ from bulkops.stream.options import ChunkLimits, ReadOptions
 __all__ = ["DryRunPlan", "dry_run"]
 
 _BLOCK = 1 << 20
-#: glibc's ``mallopt`` parameter ``M_TOP_PAD`` (malloc.h), and the pad a dry run asks for.
-_M_TOP_PAD = -2
-_TOP_PAD = 16 << 20
 
 
 class DryRunPlan(msgspec.Struct, kw_only=True):
@@ -94,7 +90,7 @@ def dry_run(
     source = Path(path)
     if not source.is_file():
         raise InputError("no such file", path=str(source))
-    _keep_freed_memory()
+    keep_freed_memory()
     directory = Path(run_dir) if run_dir is not None else default_run_dir(source, "dry-run")
     journal = Journal(directory, create=True)
     log: ChunkEmailLog | None = None
@@ -185,25 +181,3 @@ def _plan_chunks(
                 outcomes = []
             if not block:
                 return plan, spans
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc's malloc keep a pad of freed memory at the top of its heap (Linux only).
-
-    A dry run frees a few MiB at every chunk (its rows, emails and index) and allocates
-    them again for the next; by default glibc returns the heap's free top to the system
-    each time, and every page touched again costs a page fault: at 2 M rows of an export
-    ~430,000 faults, 1.1-1.3 s of system time, ~12% of the command. With a 16 MiB pad
-    (``M_TOP_PAD``, as ``MALLOC_TOP_PAD_`` would set it) ~20,000 faults remain; the peak
-    RSS moves by about 2 MiB (benchmarks/README.md). Elsewhere (or when the call fails)
-    nothing changes but the speed.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc's (or any) mallopt: leave malloc alone
-        return
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    mallopt(_M_TOP_PAD, _TOP_PAD)

@@ -54,7 +54,13 @@ from bulkops.engine.lists import ResolvedList, resolve_lists
 from bulkops.engine.outcome_files import write_outcome_files
 from bulkops.engine.planner import PlannedChunk, PlannedOutcome, Planner
 from bulkops.engine.posting import ChunkPoster
-from bulkops.engine.progress import Counters, NullReporter, Reporter, peak_rss_bytes
+from bulkops.engine.progress import (
+    Counters,
+    NullReporter,
+    Reporter,
+    keep_freed_memory,
+    peak_rss_bytes,
+)
 from bulkops.engine.repeats import ChunkEmailLog, find_repeated_emails
 from bulkops.engine.rundirs import command_name, mark_not_started, open_new_run
 from bulkops.engine.tracker import ActivityTracker
@@ -159,6 +165,7 @@ class ImportRun:
         if self.email_log is not None:
             self.email_log.close()
         log = self.email_log = ChunkEmailLog(self.journal.run_dir)
+        keep_freed_memory()  # the reader frees and refills its heap at every chunk
         planner = self.planner = Planner(
             self.options.read,
             self.options.limits,
