@@ -339,7 +339,7 @@ async def _attack(
 def case_slow_clients(args: argparse.Namespace) -> list[Figure]:
     """Idle and trickling sockets against a 1,024-descriptor server."""
     if args.check:
-        nofile, idle, trickling, gap, duration = 128, 60, 10, 0.5, 3.0
+        nofile, idle, trickling, gap, duration = 128, 60, 10, 0.5, 2.0
         options = ["--keep-alive-timeout", "1", "--body-timeout", "1", "--min-body-rate", "100"]
         keep_alive, body_deadline = 1.0, 1.0 + gap
     else:
