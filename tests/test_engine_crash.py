@@ -2,11 +2,11 @@
 
 A 40,000-row import in 40 chunks is killed at least ten times — ten times through the
 engine's test hook, exactly between a POST's answer and its journal write (so the count does
-not depend on how fast the machine is), then at random moments — and resumed each time. The final server
-state must equal an uninterrupted import of the same file into another account, the final
-report must account for every row, and no two chunks may name the same activity. A failing
-run's directories (journal, server database and log) stay in
-pytest's temporary directory (``--basetemp DIR`` puts them where you want).
+not depend on how fast the machine is), then at random moments — and resumed each time. The
+final server state must equal an uninterrupted import of the same file into another account,
+the final report must account for every row, and no two chunks may name the same activity. A
+failing run's directories (journal, server database and log) stay in pytest's temporary
+directory (``--basetemp DIR`` puts them where you want).
 """
 
 from __future__ import annotations
