@@ -283,9 +283,11 @@ async def _trickle(
 
 
 async def _normal_requests(origin: str, every: float, until: float, seconds: list[float]) -> None:
+    """GETs every ``every`` seconds until ``until``: at least one, however busy the machine
+    (making the client alone may take longer than the whole span)."""
     limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-        while trio.current_time() < until:
+        while not seconds or trio.current_time() < until:
             started = time.perf_counter()
             got = await http.get(
                 f"{origin}/ws/customers/{USER}/",
