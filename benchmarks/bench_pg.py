@@ -48,6 +48,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -397,7 +398,8 @@ def _import_seconds(db: str, home: Path, source: Path) -> tuple[float, dict[str,
 
 
 def case_import(cluster: Cluster, args: argparse.Namespace, work: Path) -> list[Figure]:
-    source = input_file(args.import_rows, args.seed)
+    # --check: a file of its own (another run at once may be writing the shared cache's)
+    source = input_file(args.import_rows, args.seed, **({"cache": work} if args.check else {}))
     pg_url = cluster.database("bench_import")
     sqlite_seconds, sqlite_counts = _import_seconds(
         str(work / "import-sqlite" / "server.db"), work / "import-sqlite", source
@@ -424,6 +426,13 @@ CASES: dict[str, CaseFn] = {
     "members-feed": case_members_feed,
     "import": case_import,
 }
+
+
+def _case_in(name: str, cluster: Cluster, args: argparse.Namespace, scratch: Path) -> list[Figure]:
+    """Case ``name`` in a directory of its own under ``scratch``."""
+    work = scratch / name
+    work.mkdir()
+    return CASES[name](cluster, args, work)
 
 
 # -- the cluster -----------------------------------------------------------------------------
@@ -472,10 +481,19 @@ def main(argv: list[str] | None = None) -> int:
         args.contacts, args.pages, args.walkers, args.import_rows = 300, 3, 2, 2_000
     cluster = Cluster(os.environ["BULKOPS_TEST_POSTGRES"])
     figures: list[Figure] = []
+    names = args.case or list(CASES)
     with tempfile.TemporaryDirectory(prefix="bulkops-bench-pg-") as scratch:
         try:
-            for name in args.case or list(CASES):
-                figures += CASES[name](cluster, args, Path(scratch))
+            if args.check:  # the cases at once (own databases, servers, dirs): a short run
+                with ThreadPoolExecutor(len(names)) as pool:
+                    runs = [
+                        pool.submit(_case_in, name, cluster, args, Path(scratch)) for name in names
+                    ]
+                    for run in runs:
+                        figures += run.result()
+            else:
+                for name in names:
+                    figures += _case_in(name, cluster, args, Path(scratch))
         finally:
             cluster.drop_all()
     if args.check:

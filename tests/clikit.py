@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.serverkit import HANG_GUARD
+
 #: The demo account ``bulkops serve`` creates on a new database.
 DEMO_ENV = {
     "BULKOPS_USERNAME": "demo",
@@ -71,4 +73,8 @@ def served(db: Path, home: Path, *extra: str) -> Iterator[str]:
             time.sleep(0.05)  # waiting for another process to start, not timing a result
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=HANG_GUARD)  # a hang guard: a busy machine stops it slowly
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

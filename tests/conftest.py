@@ -24,6 +24,40 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+# -- scrypt, once per input ----------------------------------------------------------------
+#
+# Every server state hashes the demo account's password and API key (scrypt, ~50 ms of CPU
+# each, on purpose) and its first request verifies both: about 0.2 s of CPU per test, which
+# was a good part of the suite. In this process scrypt is memoized (a pure function: the same
+# inputs give the same digest) and so is hash_secret per secret (a valid salted hash, its salt
+# drawn once). Every check still runs: a wrong secret gives another input, hence a real
+# scrypt and a mismatch; tests that count scrypt runs patch hashlib.scrypt over this and see
+# every call. Servers in child processes are untouched.
+
+import functools  # noqa: E402
+import hashlib  # noqa: E402
+
+from bulkops.server import auth as _auth  # noqa: E402
+
+_real_scrypt = hashlib.scrypt
+
+
+@functools.lru_cache(maxsize=4096)
+def _memo_scrypt(password: bytes, **kwargs: object) -> bytes:
+    return _real_scrypt(password, **kwargs)  # type: ignore[arg-type]
+
+
+def _scrypt(password: bytes, **kwargs: object) -> bytes:
+    try:
+        return _memo_scrypt(bytes(password), **kwargs)
+    except TypeError:  # an argument that cannot be a cache key
+        return _real_scrypt(password, **kwargs)  # type: ignore[arg-type]
+
+
+hashlib.scrypt = _scrypt  # type: ignore[assignment]
+_auth.hash_secret = functools.lru_cache(maxsize=1024)(_auth.hash_secret)  # type: ignore[assignment]
+
+
 # -- the API server -------------------------------------------------------------------------
 
 from collections.abc import Iterator  # noqa: E402

@@ -3,7 +3,10 @@
 Each ``benchmarks/bench_*.py`` has a ``--check`` mode (``harness.add_check``): every case at
 small sizes, in seconds, printing the same table as a real run. The scripts are found by
 glob and run as subprocesses, all at once (they mostly wait on their own servers and child
-processes), so the suite covers them in well under a minute.
+processes), so the suite covers them in well under a minute. They run once per test run:
+under pytest-xdist the first worker to need them runs them and leaves their outputs for the
+other (a lock file in the workers' shared temporary directory), instead of each worker
+running every benchmark again.
 
 A README table is tied to its script by the line before it that names the command which
 produced it (``Command: `python benchmarks/bench_x.py ...```). Each of its rows must be one
@@ -13,7 +16,8 @@ the script's ``--check`` run prints, compared by ``harness.row_key`` (every numb
 
 from __future__ import annotations
 
-import functools
+import fcntl
+import json
 import os
 import re
 import subprocess
@@ -29,12 +33,14 @@ _COMMAND = re.compile(r"Command: `python benchmarks/(bench_\w+\.py)\b")
 sys.path.insert(0, str(BENCHMARKS))
 from harness import row_key, table_rows  # noqa: E402
 
+Outputs = dict[str, subprocess.CompletedProcess[str]]
 
-@functools.cache
-def check_outputs() -> dict[str, subprocess.CompletedProcess[str]]:
+
+def run_checks() -> Outputs:
     """``--check`` of every script, run concurrently; their finished processes by name."""
-    # Only what says where PostgreSQL is and whether its absence may skip bench_pg.py.
-    kept = ("BULKOPS_PG_BINDIR", "BULKOPS_REQUIRE_POSTGRES")
+    # Only what says where PostgreSQL is and whether its absence may skip bench_pg.py; the
+    # suite's cluster, when there is one, saves bench_pg.py starting its own.
+    kept = ("BULKOPS_PG_BINDIR", "BULKOPS_REQUIRE_POSTGRES", "BULKOPS_TEST_POSTGRES")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKOPS_") or k in kept}
     running = {
         name: subprocess.Popen(
@@ -56,6 +62,38 @@ def check_outputs() -> dict[str, subprocess.CompletedProcess[str]]:
             stdout, stderr = proc.communicate()
         done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     return done
+
+
+def _shared(outputs: Outputs) -> str:
+    return json.dumps(
+        {name: [p.args, p.returncode, p.stdout, p.stderr] for name, p in outputs.items()}
+    )
+
+
+def _unshared(text: str) -> Outputs:
+    return {
+        name: subprocess.CompletedProcess(args, code, out, err)
+        for name, (args, code, out, err) in json.loads(text).items()
+    }
+
+
+@pytest.fixture(scope="session")
+def check_outputs(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Outputs:
+    """:func:`run_checks`, once per test run: under pytest-xdist, whichever worker gets here
+    first runs them (holding a lock) and writes the outputs where the other reads them."""
+    if not hasattr(request.config, "workerinput"):  # one process: no one to share with
+        return run_checks()
+    shared = tmp_path_factory.getbasetemp().parent  # the same for every worker of the run
+    results = shared / "benchmark-checks.json"
+    with (shared / "benchmark-checks.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not results.exists():
+            partial = results.with_suffix(".tmp")
+            partial.write_text(_shared(run_checks()), encoding="utf-8")
+            partial.replace(results)
+        return _unshared(results.read_text(encoding="utf-8"))
 
 
 def readme_tables(text: str) -> dict[str, list[tuple[str, str]]]:
@@ -95,17 +133,17 @@ def test_benchmarks_are_found() -> None:
 SKIPPED = 77
 
 
-def _ran(script: str) -> subprocess.CompletedProcess[str]:
-    done = check_outputs()[script]
+def _ran(outputs: Outputs, script: str) -> subprocess.CompletedProcess[str]:
+    done = outputs[script]
     if done.returncode == SKIPPED:
         pytest.skip(done.stderr.strip()[-500:])
     return done
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_each_benchmark_runs_its_check(script: str) -> None:
+def test_each_benchmark_runs_its_check(check_outputs: Outputs, script: str) -> None:
     """``bench_*.py --check`` exits 0 and prints a table."""
-    done = _ran(script)
+    done = _ran(check_outputs, script)
     assert done.returncode == 0, done.stderr[-4000:]
     assert table_rows(done.stdout), done.stdout[-2000:]
 
@@ -114,10 +152,10 @@ README_TABLES = readme_tables((BENCHMARKS / "README.md").read_text(encoding="utf
 
 
 @pytest.mark.parametrize("script", sorted(README_TABLES))
-def test_the_readme_rows_are_still_printed(script: str) -> None:
+def test_the_readme_rows_are_still_printed(check_outputs: Outputs, script: str) -> None:
     """Every row of a README table produced by a script is one its --check prints."""
     assert script in SCRIPTS, f"README quotes {script}, which is gone"
-    done = _ran(script)
+    done = _ran(check_outputs, script)
     assert done.returncode == 0, done.stderr[-4000:]
     assert missing_rows(README_TABLES[script], table_rows(done.stdout)) == []
 

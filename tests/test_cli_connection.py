@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.clikit import DEMO_ENV, bulkops, served
+from tests.serverkit import HANG_GUARD
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_an_unreachable_server_is_reported_in_seconds_with_a_line_per_wait(
         port = sock.getsockname()[1]
         result = bulkops(
             "export", "lists", "-o", "x.jsonl", "--server", f"127.0.0.1:{port}",
-            home=home, env=DEMO_ENV, cwd=tmp_path, timeout=60,
+            home=home, env=DEMO_ENV, cwd=tmp_path, timeout=HANG_GUARD,
         )  # fmt: skip
     assert result.returncode == 4
     waits = [line for line in result.stderr.splitlines() if "retrying in" in line]
@@ -150,7 +151,7 @@ def test_a_503_storm_is_retried_with_a_line_per_wait_until_the_stall_timeout(
     with served(tmp_path / "s.db", tmp_path / "home", "--faults", "503=1,seed=1") as url:
         result = bulkops(
             "export", "lists", "-o", "x.jsonl", "--server", url, "--stall-timeout", "5",
-            home=tmp_path / "home", env=DEMO_ENV, cwd=tmp_path, timeout=60,
+            home=tmp_path / "home", env=DEMO_ENV, cwd=tmp_path, timeout=HANG_GUARD,
         )  # fmt: skip
     assert result.returncode == 4
     waits = [line for line in result.stderr.splitlines() if "retrying in" in line]

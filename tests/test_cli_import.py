@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.serverkit import HANG_GUARD
+
 SAMPLES = Path(__file__).parent.parent / "samples"
 
 
@@ -146,7 +148,7 @@ def test_errors_have_clear_messages_and_exit_codes(
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD,
         env={**os.environ, "BULKOPS_HOME": str(tmp_path / "h")},
         check=False,
     )

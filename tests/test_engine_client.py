@@ -20,7 +20,15 @@ from bulkops.engine.client import (
 )
 from bulkops.errors import ApiError, AuthError, ConfigError, NotFound, TransportError
 from bulkops.server.app import ServerConfig
-from tests.serverkit import API_KEY, PASSWORD, USER, RunningServer, make_state, start_server
+from tests.serverkit import (
+    API_KEY,
+    HANG_GUARD,
+    PASSWORD,
+    USER,
+    RunningServer,
+    make_state,
+    start_server,
+)
 
 
 def demo(server: RunningServer, **kwargs: object) -> ClientConfig:
@@ -31,7 +39,7 @@ def demo(server: RunningServer, **kwargs: object) -> ClientConfig:
 async def test_basic_credentials_open_the_account(server: RunningServer) -> None:
     """APIKEY%user Basic auth reaches the service document."""
     async with open_client(demo(server)) as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             response = await client.get("")
     assert response.status_code == 200
     assert client.account_url == f"{server.origin}/ws/customers/demo/"
@@ -42,7 +50,7 @@ async def test_wrong_password_is_an_auth_error_and_not_retried(server: RunningSe
     creds = Credentials(username=USER, api_key=API_KEY, password="wrong")
     config = ClientConfig(server=server.origin, credentials=creds)
     async with open_client(config) as client:
-        with trio.fail_after(10), pytest.raises(AuthError) as caught:
+        with trio.fail_after(HANG_GUARD), pytest.raises(AuthError) as caught:
             await client.get("")
         assert caught.value.status == 401
         assert client.statistics().requests == 1
@@ -52,7 +60,7 @@ async def test_wrong_password_is_an_auth_error_and_not_retried(server: RunningSe
 async def test_unknown_resources_are_not_found(server: RunningServer) -> None:
     """404 maps to NotFound with the method and a credential-free URL."""
     async with open_client(demo(server)) as client:
-        with trio.fail_after(10), pytest.raises(NotFound) as caught:
+        with trio.fail_after(HANG_GUARD), pytest.raises(NotFound) as caught:
             await client.get("no-such-thing?access_token=secret")
     assert caught.value.method == "GET"
     assert caught.value.url is not None
@@ -62,7 +70,7 @@ async def test_unknown_resources_are_not_found(server: RunningServer) -> None:
 async def test_the_request_budget_is_enforced(server: RunningServer) -> None:
     """--daily-quota: the request after the budget raises QuotaExhausted."""
     async with open_client(demo(server, daily_quota=2)) as client:
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             await client.get("")
             await client.get("")
             with pytest.raises(QuotaExhausted):

@@ -35,7 +35,7 @@ from bulkops.server.seed import seed_contacts
 from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.model import Activity, ContactListMember, ListInput
 from tests.enginekit import HEADER, client_config, contact_rows
-from tests.serverkit import USER, RunningServer, make_state, start_server
+from tests.serverkit import HANG_GUARD, USER, RunningServer, make_state, start_server
 
 FAST: dict[str, float] = {"poll_min": 0.05, "poll_max": 0.5}
 COLUMNS = tuple(HEADER[1:])
@@ -117,7 +117,7 @@ def read_output(path: Path, fmt: str) -> list[dict[str, str]]:
 async def export(
     client: Client, out: Path, run_dir: Path, stop: trio.Event | None = None, **options: object
 ) -> ExportReport:
-    with trio.fail_after(60):
+    with trio.fail_after(HANG_GUARD):
         return await run_export(
             client,
             out,
@@ -146,7 +146,7 @@ async def test_imported_rows_come_back_exactly(
     list_id = make_list(server.state, "Round trip")
     rows = contact_rows(120, seed=3)
     async with open_client(client_config(server)) as client:
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             await post_activity(
                 client,
                 [
@@ -227,7 +227,7 @@ async def test_an_interrupted_export_resumes_to_the_same_file(
         (partial,) = [p for p in tmp_path.iterdir() if p.suffix == ".part"]  # noqa: ASYNC240
         with partial.open("ab") as handle:
             handle.write(b"garbage past the checkpoint")  # as a crash could leave it
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             second = await resume_export(client, tmp_path / "r2")
     assert second.state == "complete"
     assert second.resumes == 1
@@ -271,7 +271,7 @@ async def test_a_list_that_changes_during_the_export_is_a_reported_mismatch(
             " (SELECT contact_id FROM membership WHERE list_id = ? ORDER BY contact_id LIMIT 7)",
             (int(list_id), int(list_id)),
         )
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             report = await resume_export(client, tmp_path / "run")
     assert (report.rows, report.expected_rows, report.count_check) == (143, 150, "mismatch")
     got = read_output(tmp_path / "s.csv", "csv")
@@ -410,7 +410,7 @@ async def test_a_body_cut_while_it_streams_is_an_error_of_the_tree(
                 received += len(piece)
 
     async with open_client(client_config(flaky)) as client:
-        with trio.fail_after(60), pytest.raises(BodyBrokenOff, match="broke off"):
+        with trio.fail_after(HANG_GUARD), pytest.raises(BodyBrokenOff, match="broke off"):
             await read_all(client)
         assert client.statistics().transport_errors == 1
     assert proxy.times == 0
@@ -427,7 +427,7 @@ async def test_the_next_page_is_requested_before_this_one_is_read(
     list_id = make_list(server.state, "Prefetch")
     seed(server.state, 500, list_id)
     async with open_client(client_config(server)) as client:
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             async with open_pages(
                 client, f"lists/{list_id}/members", prefetch=2, read_size=2048
             ) as walk:
@@ -447,7 +447,7 @@ async def test_prefetch_is_bounded(server: RunningServer, prefetch: int) -> None
     list_id = make_list(server.state, "Bounded")
     seed(server.state, 500, list_id)
     async with open_client(client_config(server)) as client:
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             async with open_pages(client, f"lists/{list_id}/members", prefetch=prefetch) as walk:
                 received = 0
                 async for _page in walk:
@@ -464,7 +464,7 @@ async def test_records_can_be_iterated_one_by_one(server: RunningServer) -> None
     list_id = make_list(server.state, "Records")
     seed(server.state, 123, list_id)
     async with open_client(client_config(server)) as client:
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             async with open_records(client, f"lists/{list_id}/members") as records:
                 got = [record async for record in records]
     assert all(isinstance(r, ContactListMember) for r in got)
@@ -683,8 +683,8 @@ async def test_a_stalled_export_resumes_with_a_longer_stall_timeout(
             await export(
                 client, tmp_path / "s.csv", tmp_path / "run", list=list_id, stall_timeout=0.3
             )
-        with trio.fail_after(60):
-            report = await resume_export(client, tmp_path / "run", stall_timeout=30)
+        with trio.fail_after(HANG_GUARD):
+            report = await resume_export(client, tmp_path / "run", stall_timeout=HANG_GUARD)
     assert report.state == "complete"
     assert report.rows == 30
     assert len(read_output(tmp_path / "s.csv", "csv")) == 30

@@ -25,7 +25,7 @@ from bulkops.server.app import ServerConfig
 from bulkops.stream.options import ChunkLimits, ReadOptions
 from bulkops.wire.model import Activity
 from tests.enginekit import client_config, contact_rows, server_contacts, write_csv
-from tests.serverkit import RunningServer, make_state, start_server
+from tests.serverkit import HANG_GUARD, RunningServer, make_state, start_server
 
 FAST = {"poll_min": 0.05, "poll_max": 0.5}
 
@@ -91,13 +91,13 @@ async def test_a_stalled_activity_stops_the_run_resumably(
         **FAST,  # type: ignore[arg-type]
     )
     async with open_client(client_config(server)) as client:
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             report = await run_import(client, path, options=options, run_dir=tmp_path / "run")
         assert report.state == "stalled"
         assert report.exit_code == 3
         assert "no progress" in report.message
-        with trio.fail_after(60):
-            finished = await resume_run(client, tmp_path / "run", stall_timeout=30)
+        with trio.fail_after(HANG_GUARD):
+            finished = await resume_run(client, tmp_path / "run", stall_timeout=HANG_GUARD)
     assert finished.state == "complete"
     assert finished.counts.applied == 60
     assert len(server_contacts(state)) == 60
@@ -183,7 +183,7 @@ async def test_a_post_answered_while_the_feed_is_read_is_not_adopted(
             return await read_feed(poster, since)
 
         monkeypatch.setattr(ChunkPoster, "_recent_activities", another_post_lands_meanwhile)
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             mine = await rig.poster.ensure_posted(rig.chunks[0])
         other = rig.journal.chunk(1)
         assert other is not None
@@ -207,7 +207,7 @@ async def test_an_activity_a_lost_post_creates_late_is_not_adopted_by_another_ch
     async with _rig(server, tmp_path, nursery, 2) as rig:
         _crashed_while_posting(rig, 0, 1)  # neither POST has reached the server yet
         rig.poster.lose_unanswered()
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             resent = await rig.poster.ensure_posted(rig.chunks[1])  # nothing found: ABSENT
             # Now chunk 1's first POST reaches the server after all.
             late = await rig.client.post_activity(rig.chunks[1].body, rig.chunks[1].content_type)

@@ -15,7 +15,7 @@ from bulkops.engine.progress import NullReporter
 from bulkops.errors import ConfigError
 from bulkops.stream.options import ChunkLimits
 from tests.enginekit import client_config, contact_rows, server_contacts, write_csv
-from tests.serverkit import RunningServer
+from tests.serverkit import HANG_GUARD, RunningServer
 
 FAST = {"poll_min": 0.05, "poll_max": 0.5}
 
@@ -36,7 +36,7 @@ async def test_valid_invalid_and_duplicate_rows_each_get_their_outcome(
     path = write_csv(tmp_path / "in.csv", rows)
     options = ImportOptions(lists=("Newsletter",), create_lists=True, **FAST)  # type: ignore[arg-type]
     async with open_client(client_config(server)) as client:
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             report = await run_import(client, path, options=options, run_dir=tmp_path / "run")
     counts = report.counts
     assert (counts.read, counts.applied, counts.rejected, counts.duplicate, counts.failed) == (
@@ -92,17 +92,17 @@ async def test_server_row_errors_become_failed_rows_with_their_source_line(
     async with open_client(client_config(server)) as client:
         first = write_csv(tmp_path / "first.csv", contact_rows(30))
         options = ImportOptions(lists=("A",), create_lists=True, **FAST)  # type: ignore[arg-type]
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             await run_import(client, first, options=options, run_dir=tmp_path / "r1")
         contact_id = (
             server.state.store.connection()
             .execute("SELECT id FROM contact WHERE email_key = 'c7@example.org'")
             .fetchone()[0]
         )
-        with trio.fail_after(10):
+        with trio.fail_after(HANG_GUARD):
             await client.request("DELETE", f"contacts/{contact_id}")  # opt out
         second = write_csv(tmp_path / "second.csv", contact_rows(30))
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             report = await run_import(client, second, options=options, run_dir=tmp_path / "r2")
     assert (report.counts.applied, report.counts.failed) == (29, 1)
     failed = read_csv(Path(report.files["failed"]))
@@ -142,7 +142,7 @@ async def test_remove_and_clear_take_contacts_off_lists(
     async with open_client(client_config(server)) as client:
         path = write_csv(tmp_path / "in.csv", contact_rows(40))
         add = ImportOptions(lists=("L1", "L2"), create_lists=True, **FAST)  # type: ignore[arg-type]
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             await run_import(client, path, options=add, run_dir=tmp_path / "add")
         gone = write_csv(
             tmp_path / "gone.csv",
@@ -150,13 +150,13 @@ async def test_remove_and_clear_take_contacts_off_lists(
             header=["Email"],
         )
         remove = ImportOptions(kind="remove", lists=("L1",), **FAST)  # type: ignore[arg-type]
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             removed = await run_import(client, gone, options=remove, run_dir=tmp_path / "rm")
         assert (removed.counts.applied, removed.counts.failed) == (30, 1)
         state = server_contacts(server.state)
         assert state["c0@example.org"]["lists"] == ["L2"]
         assert state["c35@example.org"]["lists"] == ["L1", "L2"]
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD):
             cleared = await run_clear(client, lists=["L2"], run_dir=tmp_path / "clear")
         assert cleared.state == "complete"
         state = server_contacts(server.state)
@@ -174,7 +174,10 @@ async def test_unknown_lists_are_an_error_unless_created(
     """Naming a list that does not exist fails before anything is sent."""
     path = write_csv(tmp_path / "in.csv", contact_rows(30))
     async with open_client(client_config(server)) as client:
-        with trio.fail_after(30), pytest.raises(ConfigError, match="`create_lists` creates it"):
+        with (
+            trio.fail_after(HANG_GUARD),
+            pytest.raises(ConfigError, match="`create_lists` creates it"),
+        ):
             await run_import(client, path, options=ImportOptions(lists=("Nope",)))
     assert server_contacts(server.state) == {}
 

@@ -19,7 +19,15 @@ from lxml import etree
 
 from bulkops.server.auth import Secret, TokenSpec, ensure_token, hash_secret, verify_secret
 from tests.pgkit import BOTH_STORES
-from tests.serverkit import API_KEY, PASSWORD, add_account, asgi_client, basic, start_server
+from tests.serverkit import (
+    API_KEY,
+    HANG_GUARD,
+    PASSWORD,
+    add_account,
+    asgi_client,
+    basic,
+    start_server,
+)
 
 STORES = BOTH_STORES
 
@@ -50,7 +58,7 @@ async def client(
 
 async def test_service_document_lists_the_collections(client: httpx.AsyncClient) -> None:
     """GET on the account base answers the AtomPub service document."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get("")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/atom+xml")
@@ -65,7 +73,7 @@ async def test_service_document_lists_the_collections(client: httpx.AsyncClient)
 
 async def test_missing_credentials_get_a_basic_challenge(client: httpx.AsyncClient) -> None:
     """No Authorization header: 401 with WWW-Authenticate: Basic realm=..."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get("", headers={"Authorization": ""})
     assert response.status_code == 401
     assert re.fullmatch(r'Basic realm="[^"]+"', response.headers["www-authenticate"])
@@ -86,7 +94,7 @@ async def test_missing_credentials_get_a_basic_challenge(client: httpx.AsyncClie
 )
 async def test_wrong_credentials_are_unauthorized(client: httpx.AsyncClient, header: str) -> None:
     """Bad, malformed or unknown credentials answer 401, never 500."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get("", headers={"Authorization": header})
     assert response.status_code == 401
     assert "www-authenticate" in response.headers
@@ -97,12 +105,12 @@ async def test_another_accounts_credentials_are_forbidden(
 ) -> None:  # type: ignore[no-untyped-def]
     """Valid credentials of account B on account A's URL: 403."""
     add_account(server_state, "other", "other-password", "other-key")
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(
             "", headers={"Authorization": basic("other", "other-password", "other-key")}
         )
     assert response.status_code == 403
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         own = await client.get(
             at(client, "/ws/customers/other/"),
             headers={"Authorization": basic("other", "other-password", "other-key")},
@@ -118,7 +126,7 @@ async def test_bearer_tokens_work_for_their_account_only(
     ensure_token(
         server_state.store.connection(), TokenSpec(username="demo", token=Secret("tok-123"))
     )
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         ok = await client.get("", headers={"Authorization": "Bearer tok-123"})
         foreign = await client.get(
             at(client, "/ws/customers/other/"), headers={"Authorization": "Bearer tok-123"}
@@ -129,14 +137,14 @@ async def test_bearer_tokens_work_for_their_account_only(
 
 async def test_usernames_in_urls_are_case_insensitive(client: httpx.AsyncClient) -> None:
     """The account path is matched in lower case (spec §1.1)."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(at(client, "/ws/customers/Demo/"))
     assert response.status_code == 200
 
 
 async def test_base_uri_without_trailing_slash_is_forbidden(client: httpx.AsyncClient) -> None:
     """The real service answered the base URI without its slash with a 403 HTML page."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get(at(client, "/ws/customers/demo"))
     assert response.status_code == 403
     assert response.headers["content-type"].startswith("text/html")
@@ -145,7 +153,7 @@ async def test_base_uri_without_trailing_slash_is_forbidden(client: httpx.AsyncC
 
 async def test_unknown_uris_are_404_and_unsupported_methods_415(client: httpx.AsyncClient) -> None:
     """Unknown resources answer 404; a method a resource lacks answers 415 (spec §11)."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         missing = await client.get("nothing-here")
         wrong_method = await client.post("", content=b"x", headers={"Content-Type": "text/plain"})
     assert missing.status_code == 404
@@ -155,7 +163,7 @@ async def test_unknown_uris_are_404_and_unsupported_methods_415(client: httpx.As
 
 async def test_content_type_on_a_get_is_ignored(client: httpx.AsyncClient) -> None:
     """Clients of the era sent Content-Type: text/xml on GET; it does no harm."""
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         response = await client.get("", headers={"Content-Type": "text/xml"})
     assert response.status_code == 200
 
@@ -166,7 +174,7 @@ async def test_log_lines_carry_no_credentials_or_queries(
     """One line per request: method, path, status, ms; no secrets, no query string."""
     caplog.set_level(logging.INFO, logger="bulkops.server")
     token_header = "Bearer secret-token-xyz"
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD):
         await client.get("?access_token=secret-query-token")
         await client.get("", headers={"Authorization": token_header})
     lines = [r.getMessage() for r in caplog.records if r.name == "bulkops.server"]
@@ -257,11 +265,11 @@ def test_bulkops_serve_starts_with_the_demo_account_and_stops_cleanly(
         origin, lines = _wait_for_url(proc)
         assert any("demo account" in line for line in lines)
         response = httpx.get(
-            f"{origin}/ws/customers/demo/", headers={"Authorization": basic()}, timeout=10
+            f"{origin}/ws/customers/demo/", headers={"Authorization": basic()}, timeout=HANG_GUARD
         )
         assert response.status_code == 200
         proc.send_signal(signum)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=HANG_GUARD) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -300,17 +308,19 @@ def test_bulkops_serve_reads_accounts_from_a_file_not_argv(tmp_path: Path) -> No
         ok = httpx.get(
             f"{origin}/ws/customers/acme/",
             headers={"Authorization": basic("acme", "s3cret-pw", "key-123")},
-            timeout=10,
+            timeout=HANG_GUARD,
         )
         bearer = httpx.get(
-            f"{origin}/ws/customers/acme/", headers={"Authorization": "Bearer tok-acme"}, timeout=10
+            f"{origin}/ws/customers/acme/",
+            headers={"Authorization": "Bearer tok-acme"},
+            timeout=HANG_GUARD,
         )
         assert (ok.status_code, bearer.status_code) == (200, 200)
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         assert b"s3cret-pw" not in cmdline
         assert b"tok-acme" not in cmdline
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=HANG_GUARD) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -332,7 +342,7 @@ def test_bad_account_spec_is_a_usage_error_that_hides_the_secret(tmp_path: Path)
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD,
     )
     assert proc.returncode == 64
     assert "NAME:PASSWORD:APIKEY" in proc.stderr

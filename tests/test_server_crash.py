@@ -25,7 +25,7 @@ from bulkops.server.app import ApiState, ServerConfig
 from bulkops.server.serve import open_state
 from bulkops.server.store import write_tx
 from tests.pgkit import BOTH_STORES, StoreDb
-from tests.serverkit import DEMO, asgi_client, basic
+from tests.serverkit import DEMO, HANG_GUARD, asgi_client, basic
 
 STORES = BOTH_STORES
 
@@ -68,7 +68,7 @@ def _start(
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
-    proc.wait(timeout=30)
+    proc.wait(timeout=HANG_GUARD)
 
 
 def _data(batch: int) -> str:
@@ -141,7 +141,9 @@ def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(
 
     proc, origin = _start(db, tmp_path / "server.log", hold_file)
     try:
-        with httpx.Client(base_url=origin, headers={"Authorization": basic()}, timeout=30) as http:
+        with httpx.Client(
+            base_url=origin, headers={"Authorization": basic()}, timeout=HANG_GUARD
+        ) as http:
             # Let the activities before KILLED commit, then kill while KILLED holds.
             for seq in range(1, KILLED + 1):
                 held = _held(hold_file, proc)
@@ -173,7 +175,7 @@ def test_sigkill_mid_activity_applies_it_exactly_once_or_not_at_all(
     # Restart: RUNNING goes back to QUEUED and every activity completes, once.
     proc, origin = _start(db, tmp_path / "server.log")
     try:
-        with httpx.Client(headers={"Authorization": basic()}, timeout=30) as http:
+        with httpx.Client(headers={"Authorization": basic()}, timeout=HANG_GUARD) as http:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 bodies = [http.get(origin + loc).content for loc in locations]

@@ -26,7 +26,7 @@ from bulkops.server.store import now_ms, write_tx
 from bulkops.wire.atom.feeds import parse_entry
 from bulkops.wire.model import Activity
 from tests.pgkit import BOTH_STORES, StoreDb
-from tests.serverkit import USER, RunningServer, basic, serve_subprocess, start_server
+from tests.serverkit import HANG_GUARD, USER, RunningServer, basic, serve_subprocess, start_server
 
 STORES = BOTH_STORES
 
@@ -110,7 +110,7 @@ def _make_list(state: ApiState, name: str) -> int:
 
 
 async def _run_activity(client: httpx.AsyncClient, **fields: str) -> Activity:
-    with trio.fail_after(60):
+    with trio.fail_after(HANG_GUARD):
         response = await client.post("activities", data=fields)
         assert response.status_code == 201, response.text
         while True:

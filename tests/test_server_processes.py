@@ -147,7 +147,9 @@ def _members(db: StoreDb) -> tuple[int, int]:
 
 def _client(origin: str) -> httpx.Client:
     return httpx.Client(
-        base_url=f"{origin}/ws/customers/demo/", headers={"Authorization": basic()}, timeout=60
+        base_url=f"{origin}/ws/customers/demo/",
+        headers={"Authorization": basic()},
+        timeout=HANG_GUARD,
     )
 
 
