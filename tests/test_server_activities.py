@@ -548,6 +548,29 @@ async def test_the_last_row_of_an_email_wins(
     assert contacts(server_state)["ana@example.org"][0] == "Second"
 
 
+async def test_a_control_character_in_a_value_is_a_row_error_on_every_store(
+    client: httpx.AsyncClient, server_state: ApiState
+) -> None:
+    """A NUL (or another control character XML cannot carry) in a field: the row is an error
+    naming the field, the same on every store (PostgreSQL cannot store a NUL as text), and
+    the other rows are applied."""
+    list_id = make_list(server_state, "Nul")
+    data = "Email,First Name,City\nann@example.org,A\x00nn,Oslo\nbo@example.org,Bo,Ri\x01ga"
+    data += "\ncy@example.org,Cy,Bergen"
+    activity = await run_activity(client, activityType="SV_ADD", data=data, lists=list_uri(list_id))
+    assert activity.status == "COMPLETE"
+    assert activity.transaction_count == 1
+    assert [(e.line, e.email) for e in activity.errors] == [
+        (2, "ann@example.org"),
+        (3, "bo@example.org"),
+    ]
+    assert [e.message for e in activity.errors] == [
+        "FIRST NAME contains the control character U+0000, which XML cannot carry",
+        "CITY contains the control character U+0001, which XML cannot carry",
+    ]
+    assert members(server_state, list_id) == {"cy@example.org"}
+
+
 async def test_adds_update_given_fields_only_and_keep_memberships(
     client: httpx.AsyncClient, server_state: ApiState
 ) -> None:

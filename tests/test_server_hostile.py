@@ -14,6 +14,7 @@ sending, so a normal client would see a broken pipe instead of the answer).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -394,6 +395,35 @@ def test_no_body_gives_a_500(sync_client: TestClient, body: bytes, target: str) 
     method = "POST" if target in ("lists", "contacts") else "PUT"
     response = sync_client.request(method, target, content=body, headers={"Content-Type": ATOM_XML})
     assert response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "contacts?email=%00",
+        "contacts?email=a%00@example.org",
+        "contacts?updatedsince=%00",
+        "lists?next=%00",
+        "lists/1/members?next=a%00",
+        "lists/%00",
+        "activities/%00",
+        "/ws/customers/%00/lists",
+        "/ws/customers/de%00mo/contacts",
+    ],
+)
+def test_a_nul_in_the_uri_is_a_400_on_every_store(sync_client: TestClient, target: str) -> None:
+    """PostgreSQL cannot hold a NUL in text: a NUL anywhere in the path or the query is
+    refused up front (400), the same on every store, instead of reaching a query."""
+    response = sync_client.get(target)
+    assert response.status_code == 400, response.text
+    assert "NUL" in response.text
+
+
+def test_a_nul_in_the_basic_username_is_a_401(sync_client: TestClient) -> None:
+    """No account name holds a NUL: unknown user (401), not a query PostgreSQL refuses."""
+    credentials = base64.b64encode(b"key%de\x00mo:secret").decode("ascii")
+    response = sync_client.get("lists", headers={"Authorization": f"Basic {credentials}"})
+    assert response.status_code == 401, response.text
 
 
 @settings(

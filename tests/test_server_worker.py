@@ -39,6 +39,7 @@ from bulkops.wire.columns import (
     FIELD_LIMITS,
     STATE_CODES,
     column_for_field,
+    control_problem,
     email_problem,
     field_problem,
     is_valid_email,
@@ -91,6 +92,10 @@ def reference_prepare(
         else:
             for i, field in kept:
                 value = values[i]
+                control = control_problem(value)
+                if control is not None:
+                    message = f"{column_for_field(field).name} {control}"
+                    break
                 refused = value and (
                     len(value) > FIELD_LIMITS[field]
                     or (field == "StateCode" and value.upper() not in STATE_CODES)
@@ -121,7 +126,7 @@ email_cells = st.one_of(
 ).flatmap(lambda e: st.sampled_from([e, f" {e} ", f"{e}\t", e.upper()]))
 value_cells = st.one_of(
     st.sampled_from(["", " ", "ma", "MA", " on ", "ZZ", "html", "TEXT", "Html ", "xml", "x" * 51]),
-    st.text(alphabet="aé€ ,-.x'\u00a0", max_size=60),
+    st.text(alphabet="aé€ ,-.x'\u00a0\x00\x07\x7f", max_size=60),
 )
 FIELDS = ("EmailAddress", "FirstName", "StateCode", "EmailType", "PostalCode", "Note")
 

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from bulkops.stream.header import map_header
 from bulkops.stream.validate import (
     _email_pattern,
-    control_problem,
     encode_row,
     fast_email_ok,
     plain_row_pattern,
@@ -21,7 +20,7 @@ from bulkops.stream.validate import (
     record_pattern,
     row_problem_of,
 )
-from bulkops.wire.columns import is_valid_email
+from bulkops.wire.columns import control_problem, is_valid_email
 from tests.stream_strategies import EXPORT_VALUES, quote_field
 
 EMAIL_ALPHABET = "ab.-_@+'é1Z!%&#$*/=?^`{|}~ \"(),:;<>[]\\"

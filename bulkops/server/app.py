@@ -155,6 +155,30 @@ class AccessLog:
             log_line()
 
 
+class RefuseNul:
+    """ASGI middleware: a NUL character anywhere in the path or the query string is a 400.
+
+    No resource name, id, email or token holds one, and PostgreSQL cannot take one as text:
+    refusing it here gives the same answer on every store, before any query.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"]
+            or b"%00" in scope["query_string"]
+            or b"\x00" in scope["query_string"]
+        ):
+            response = PlainTextResponse(
+                "A NUL character (%00) is not allowed in the URI\n", status_code=400
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(state: ApiState, *, extra_routes: Iterable[BaseRoute] = ()) -> ASGIApp:
     """The API as an ASGI app, serving ``state``.
 
@@ -189,4 +213,6 @@ def create_app(state: ApiState, *, extra_routes: Iterable[BaseRoute] = ()) -> AS
         store=state.store,  # counters shared by every process on the database
     )
     # Outermost first: fault plan (needs hypercorn's own send), access log, throttles.
-    return faults.wrap(AccessLog(throttled), state.faults, retry_after=config.retry_after)
+    return faults.wrap(
+        AccessLog(RefuseNul(throttled)), state.faults, retry_after=config.retry_after
+    )

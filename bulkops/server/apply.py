@@ -50,10 +50,13 @@ from bulkops.server.store import (
 )
 from bulkops.wire.activity import ADD_TYPES, ActivityType
 from bulkops.wire.columns import (
+    CONTROL_RE,
     EMAIL_COLUMN,
     EMAIL_MAX_LENGTH,
     FIELD_LIMITS,
     STATE_CODES,
+    column_for_field,
+    control_problem,
     email_problem,
     field_problem,
     is_valid_email,
@@ -162,6 +165,8 @@ def _prepare(request: ActivityRequest, *, check_fields: bool) -> _Prepared:
             column = list(map(normal.__getitem__, column))
         elif count and max(map(len, column)) > limit:
             flagged.update(at for at, value in enumerate(column) if len(value) > limit)
+        if count and CONTROL_RE.search("\n".join(column)):  # LF is no control character
+            flagged.update(at for at, value in enumerate(column) if CONTROL_RE.search(value))
         values.append(column)
     errors: list[RowError] = []
     keep: list[bool] | None = None
@@ -214,9 +219,20 @@ def _row_message(
         return email_problem(email)
     for i, field, limit, checked in kept:
         value = values[i]
+        control = control_problem(value)
+        if control is not None:
+            return f"{_label(field)} {control}"
         if value and (len(value) > limit or (checked and _value_refused(field, limit, value))):
             return field_problem(field, value)
     return None
+
+
+def _label(field: str) -> str:
+    """The column name of an activity field, as messages name it."""
+    try:
+        return column_for_field(field).name
+    except KeyError:
+        return field
 
 
 def _normalise(field: str, value: str) -> str:

@@ -185,7 +185,8 @@ def _claimed_username(header: str, url_username: str) -> str:
             return url_username
         claimed = user.partition(":")[0].partition("%")[2]
         if claimed:
-            return claimed.lower()
+            # A bucket's key; PostgreSQL cannot take a NUL in text (no account has one).
+            return claimed.lower().replace("\x00", "\\0")
     return url_username
 
 
@@ -524,7 +525,8 @@ class Authenticator:
         api_key, pct, username = user.partition("%")
         if not sep or not pct or not api_key or not username:
             raise Denied(401, "Basic user must be APIKEY%username")
-        account = _account_row(db, username.lower())
+        # A NUL cannot be in a stored name (nor in a PostgreSQL query): no such account.
+        account = None if "\x00" in username else _account_row(db, username.lower())
         if account is None:
             # The same two scrypt runs as a known user's: the 401 does not say who exists.
             verify_secret(api_key, _DUMMY_HASH)

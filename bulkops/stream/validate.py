@@ -22,16 +22,16 @@ from collections.abc import Sequence
 
 from bulkops.stream.header import ColumnMap
 from bulkops.wire.columns import (
+    CONTROL_BYTES,
     EMAIL_MAX_LENGTH,
     STATE_CODES,
     Column,
+    control_problem,
     email_problem,
     field_problem,
 )
 
 __all__ = [
-    "CONTROL_BYTES",
-    "control_problem",
     "encode_row",
     "fast_email_ok",
     "plain_row_pattern",
@@ -40,12 +40,9 @@ __all__ = [
     "row_problem_of",
 ]
 
-#: C0 control bytes XML 1.0 cannot carry (tab, LF and CR are fine), and DEL.
-CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 #: Every byte except the control bytes: ``data.translate(None, NOT_CONTROL)`` keeps only
 #: the control bytes of ``data`` (empty when there is none) at C speed.
 NOT_CONTROL = bytes(b for b in range(256) if b not in CONTROL_BYTES)
-_CONTROL_RE = re.compile("[" + re.escape(CONTROL_BYTES.decode("latin-1")) + "]")
 
 # -- the fast email pattern -------------------------------------------------------------------
 # Local part: dot-separated atoms of the RFC 5322 "atext" characters (the delimiter removed
@@ -207,14 +204,6 @@ def record_pattern(columns: ColumnMap, delimiter: bytes) -> re.Pattern[bytes]:
     body = body.replace(b'("?+)(', b'(?P<q>"?+)(', 1).replace(rb")\1", b")(?P=q)", 1)
     skeleton = rb'(?:[^"\n]++|"[^"]*+")*+'
     return re.compile(b"(" + body + rb"\r?|" + skeleton + rb"|[^\n]*+)\n")
-
-
-def control_problem(value: str) -> str | None:
-    """Why a value is unacceptable for its control characters, or None."""
-    found = _CONTROL_RE.search(value)
-    if found is None:
-        return None
-    return f"contains the control character U+{ord(found.group()):04X}, which XML cannot carry"
 
 
 def row_problem_of(columns: ColumnMap, values: Sequence[str]) -> tuple[str, str] | None:

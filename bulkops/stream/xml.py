@@ -49,13 +49,15 @@ from bulkops.stream.chunking import Chunker, RowBatch
 from bulkops.stream.records import ChunkKind, Event, Header, PipelineStatistics, Rejected
 from bulkops.stream.sources import SourceOptions, Tally
 from bulkops.stream.text import Transcoder
-from bulkops.stream.validate import CONTROL_BYTES, control_problem, encode_row
+from bulkops.stream.validate import encode_row
 from bulkops.wire.atom.reading import LOCAL_NAMES, local_name_of
 from bulkops.wire.atom.syntax import HARDENED_PARSER_OPTIONS
 from bulkops.wire.columns import (
     COLUMNS,
+    CONTROL_BYTES,
     EMAIL_COLUMN,
     STATE_CODES,
+    control_problem,
     email_problem,
     field_problem,
     is_valid_email,

@@ -26,6 +26,8 @@ __all__ = [
     "COLUMNS",
     "CONTACT_FIELDS",
     "CONTACT_STATUSES",
+    "CONTROL_BYTES",
+    "CONTROL_RE",
     "CUSTOM_FIELD_COUNT",
     "EMAIL_COLUMN",
     "EMAIL_MAX_LENGTH",
@@ -35,6 +37,7 @@ __all__ = [
     "STATE_CODES",
     "Column",
     "column_for_field",
+    "control_problem",
     "email_problem",
     "field_problem",
     "header_key",
@@ -422,6 +425,24 @@ def email_problem(address: str) -> str | None:
     if not is_valid_email(address):
         return f'Invalid email address "{address}"'
     return None
+
+
+#: C0 control bytes XML 1.0 cannot carry (tab, LF and CR are fine), and DEL.
+CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+CONTROL_RE = re.compile("[" + re.escape(CONTROL_BYTES.decode("latin-1")) + "]")
+
+
+def control_problem(value: str) -> str | None:
+    """Why a value is unacceptable for its control characters, or None.
+
+    The same rule on both sides: the engine rejects such a row before sending it, and the
+    server refuses it in an activity (a feed could not carry it as XML, and PostgreSQL
+    cannot store a NUL as text).
+    """
+    found = CONTROL_RE.search(value)
+    if found is None:
+        return None
+    return f"contains the control character U+{ord(found.group()):04X}, which XML cannot carry"
 
 
 def field_problem(field: str, value: str) -> str | None:
