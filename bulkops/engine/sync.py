@@ -115,6 +115,8 @@ __all__ = ["SyncOptions", "SyncReport", "resume_sync", "run_sync", "snapshot_dir
 _BREAK = re.compile(r"\r\n|\r|\n")
 
 DB_NAME = "sync.db"
+#: Seconds between two saves of the request count and wall time in the journal.
+TOTALS_EVERY = 1.0
 
 
 def _crash_point(name: str) -> None:
@@ -524,7 +526,19 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
 
 async def _execute(run: _Sync) -> SyncReport:
     with single_errors():
-        return await _execute_inner(run)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_keep_totals, run)
+            try:
+                return await _execute_inner(run)
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _keep_totals(run: _Sync) -> None:
+    """The request count and wall time saved every second (``status`` of a killed sync)."""
+    while True:
+        await trio.sleep(TOTALS_EVERY)
+        run.save_totals()
 
 
 async def _execute_inner(run: _Sync) -> SyncReport:
@@ -549,6 +563,7 @@ async def _execute_inner(run: _Sync) -> SyncReport:
             write_send_files, run.db, run.run_dir, columns
         )
         run.journal.set_meta(phase="sending", send_rows=send_rows, remove_rows=remove_rows)
+        run.save_totals()
         _crash_point("planned")
     state, message = await _send(run)
     if state == "complete":
