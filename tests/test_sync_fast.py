@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule, run_state_machine_as_test
 from msgspec.structs import replace
 
+from bulkops.engine import sync_records
 from bulkops.engine.client import Client
 from bulkops.engine.import_options import ImportOptions
 from bulkops.engine.journal import Journal
 from bulkops.engine.sync import run_sync
-from bulkops.engine.sync_records import NotSimple, OldSet, digest, iter_units, scan
+from bulkops.engine.sync_records import NotSimple, OldSet, digest, iter_units, scan, units_at
 from bulkops.engine.sync_report import SyncOptions
 from tests.test_sync_stateful import FAST, SyncMachine, names, spellings
 
@@ -182,3 +183,33 @@ def test_the_fast_plan_equals_the_full_plan() -> None:
         ),
     )
     assert TAKEN["fast"] >= TAKEN["all"] // 4, TAKEN
+
+
+@given(
+    rows=rows_of,
+    block=st.integers(1, 40),
+    picks=st.lists(st.integers(0, 20), max_size=6),
+)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_units_are_found_again_from_the_restarts(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    rows: list[list[str]],
+    block: int,
+    picks: list[int],
+) -> None:
+    """Units fetched by index (cutting only from the nearest clean block start) are the
+    units of a whole cut, whatever the block size."""
+    monkeypatch.setattr(sync_records, "BLOCK", block)
+    path = _write(tmp_path, rows, "\n")
+    try:
+        every = list(iter_units(path, ","))[1:]
+        found = scan(path, OldSet(), ",")
+    except NotSimple:
+        return
+    assert [u.content for u in found.fresh] == [u.content for u in every]
+    assert found.fresh_at == list(range(len(every)))
+    indexes = sorted({p for p in picks if p < len(every)})
+    assert units_at(path, ",", found.restarts, indexes) == [every[i] for i in indexes]

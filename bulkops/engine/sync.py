@@ -5,23 +5,27 @@ and goes through phases, recorded in the journal's meta ``phase``:
 
 1. **plan** — the file is read with the import pipeline into ``sync.db``, the list's base
    is loaded (:func:`~bulkops.engine.sync_base.load_base`), and the diff
-   (:mod:`bulkops.engine.sync_diff`) gives every row its outcome. The rows to add or
+   (:mod:`bulkops.engine.sync_diff`) gives every row its outcome. When the list's snapshot
+   holds a record set of this file's header, the **fast plan** (:mod:`~bulkops.engine.
+   sync_fast`) reads only the changed records, with the snapshot as the base in place
+   (journal meta ``fast``: the rows it did not read are ``unchanged``). The rows to add or
    update by an add activity are written to ``send.csv`` (``send_line`` maps its lines back
    to the file's), the members to remove to ``remove.csv``. Nothing is sent in this phase,
    so a sync killed in it is planned again from the start by ``resume``.
 2. **sending** — ``send.csv`` goes through the import engine as a run of its own in
    ``add/`` (chunking, limits, exactly-once POSTs, journal, resume: all of it); then the
    updates that empty a field are PUT one contact at a time (an add cannot empty a field;
-   PUT is idempotent, and each answered PUT is recorded); then ``remove.csv`` goes through
-   the remove engine in ``remove/``. The three sets of emails are disjoint, so their order
-   does not matter. ``resume`` takes each phase up where it stopped.
+   PUT is idempotent, and each answered PUT is recorded); meanwhile ``remove.csv`` goes
+   through the remove engine in ``remove/``. The three sets of emails are disjoint, so their
+   order does not matter. ``resume`` takes each phase up where it stopped.
 3. **done** — one more ``GET lists/{id}`` reads the account's write sequence
    (:func:`~bulkops.engine.sync_base.snapshot_as_of`: when it moved by exactly the sync's
    own committed writes — completed activities of ``add/`` and ``remove/``, answered PUTs —
    the snapshot is saved as of that reading, so the next sync's window holds none of this
    one's sends); failures are mapped back to the file's lines, the base is brought up to date
    with what the server confirmed and kept as the list's snapshot
-   (:func:`~bulkops.engine.sync_base.save_snapshot`), and ``report.json`` is written.
+   (:func:`~bulkops.engine.sync_base.save_snapshot`, or in place with the new record set:
+   :func:`~bulkops.engine.sync_snap.commit_in_place`), and ``report.json`` is written.
 
 Removals are checked before anything is sent: more than ``max_remove`` stops the sync
 (state ``refused``) unless ``yes``.
@@ -115,6 +119,9 @@ __all__ = ["SyncOptions", "SyncReport", "resume_sync", "run_sync", "snapshot_dir
 _BREAK = re.compile(r"\r\n|\r|\n")
 
 DB_NAME = "sync.db"
+#: The shortest interval between polls of the sync's activities (its sends are usually small:
+#: an activity done in a fraction of a second is seen done then, not after the import's 0.5s).
+SEND_POLL_MIN = 0.05
 #: Seconds between two saves of the request count and wall time in the journal.
 TOTALS_EVERY = 1.0
 
@@ -312,14 +319,34 @@ async def _phase(
         return None
     if state is not None and state != NOT_STARTED:
         return await resume_run(run.client, directory, stop=run.stop)
-    options = attrs.evolve(run.options.send, kind=kind, lists=(run.target.id,))
+    send = run.options.send
+    poll_min = min(send.poll_min, SEND_POLL_MIN)
+    options = attrs.evolve(send, kind=kind, lists=(run.target.id,), poll_min=poll_min)
     return await run_import(run.client, path, options=options, run_dir=directory, stop=run.stop)
 
 
 async def _send(run: _Sync) -> tuple[str, str]:
-    """Every phase of sending; ``(state, message)``."""
+    """Every phase of sending; ``(state, message)``. The removes run alongside the adds and
+    the PUTs (their emails are disjoint): their activities queue on the server together,
+    and one wait covers both."""
     meta = run.journal.meta()
     resume = f"run `bulkops resume {run.run_dir}` to finish"
+    results: dict[str, tuple[str, str]] = {}
+
+    async def removes() -> None:
+        results["remove"] = await _removes(run, meta, resume)
+
+    async with trio.open_nursery() as nursery:
+        if int(meta.get("remove_rows") or 0):
+            nursery.start_soon(removes)
+        results["add"] = await _adds_and_puts(run, meta, resume)
+    for name in ("add", "remove"):
+        if name in results and results[name][0] != "complete":
+            return results[name]
+    return "complete", ""
+
+
+async def _adds_and_puts(run: _Sync, meta: dict[str, Any], resume: str) -> tuple[str, str]:
     if int(meta.get("send_rows") or 0):
         run.say(f"sending {int(meta['send_rows']):,} rows to add or update")
         report = await _phase(run, ADD_DIR, run.run_dir / SEND_NAME, "add")
@@ -330,9 +357,8 @@ async def _send(run: _Sync) -> tuple[str, str]:
     if run.stop.is_set():
         return "interrupted", f"interrupted; {resume}"
     if not meta.get("checked_adds"):
-        await find_preexisting(
-            run.client, run.db, first_add(run.run_dir), failed_add_lines(run.db, run.run_dir)
-        )
+        failed = failed_add_lines(run.db, run.run_dir)
+        await find_preexisting(run.client, run.db, first_add(run.run_dir), failed)
         run.journal.set_meta(checked_adds=True)
     await apply_puts(
         run.client,
@@ -346,13 +372,16 @@ async def _send(run: _Sync) -> tuple[str, str]:
     if run.stop.is_set():
         return "interrupted", f"interrupted; {resume}"
     _crash_point("puts-done")
-    if int(meta.get("remove_rows") or 0):
-        run.say(f"removing {int(meta['remove_rows']):,} members")
-        report = await _phase(run, REMOVE_DIR, run.run_dir / REMOVE_NAME, "remove")
-        run.save_totals()
-        if report is not None and report.state != "complete":
-            return report.state, f"{report.message or 'removes not finished'}; {resume}"
-        _crash_point("removes-done")
+    return "complete", ""
+
+
+async def _removes(run: _Sync, meta: dict[str, Any], resume: str) -> tuple[str, str]:
+    run.say(f"removing {int(meta['remove_rows']):,} members")
+    report = await _phase(run, REMOVE_DIR, run.run_dir / REMOVE_NAME, "remove")
+    run.save_totals()
+    if report is not None and report.state != "complete":
+        return report.state, f"{report.message or 'removes not finished'}; {resume}"
+    _crash_point("removes-done")
     return "complete", ""
 
 

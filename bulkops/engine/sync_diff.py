@@ -360,11 +360,14 @@ def _diff(
     _write_compared(write, batch)
     db.execute("DELETE FROM remove_row")
     if remove_missing:
-        among = " AND b.email_key IN (SELECT email_key FROM temp.sb_cand)" if candidates else ""
+        # From the candidates when there are (CROSS JOIN: SQLite keeps that order), so the
+        # base is looked up, never scanned.
+        among = "temp.sb_cand c CROSS JOIN base_member b ON b.email_key = c.email_key"
+        source = among if candidates else "base_member b"
         db.execute(
             "INSERT INTO remove_row (email_key, email, contact_uri)"
-            " SELECT b.email_key, b.email, b.contact_uri FROM base_member b"
-            " WHERE NOT EXISTS (SELECT 1 FROM winner w WHERE w.email_key = b.email_key)" + among
+            f" SELECT b.email_key, b.email, b.contact_uri FROM {source}"
+            " WHERE NOT EXISTS (SELECT 1 FROM winner w WHERE w.email_key = b.email_key)"
         )
     db.execute("DROP TABLE temp.winner")
 

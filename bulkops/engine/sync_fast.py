@@ -30,6 +30,7 @@ from __future__ import annotations
 import sqlite3
 from array import array
 from collections.abc import Iterable, Iterator
+from itertools import compress
 from pathlib import Path
 
 import attrs
@@ -46,6 +47,7 @@ from bulkops.engine.sync_records import (
     record_key,
     scan,
     tag,
+    units_at,
 )
 from bulkops.engine.sync_snap import (
     SNAP,
@@ -193,8 +195,8 @@ def read_part(
     """Read the units that must be read (fresh, or of a dirty tag) into ``file_row`` and
     ``row_outcome``; fill ``temp.sb_cand`` and ``fast_dirty``. Returns the rows read."""
     db.executescript(FAST_SCHEMA)
-    sc, old = state.scan, state.old
-    dirty = {old.tags[k] for k in sc.disappeared()}
+    old = state.old
+    dirty = {old.tags[k] for k in state.scan.disappeared()}
     changed = [row[0] for row in db.execute("SELECT email_key FROM temp.sb_dirty")]
     dirty.update(map(tag, changed))
     while True:
@@ -206,7 +208,7 @@ def read_part(
         )
         more = {tag(k) for (k,) in keys if k is not None} - dirty
         dirty |= more
-        if not more or not any(k >= 0 and old.tags[k] in more for k in sc.match):
+        if not _units_of_tags(state, more):
             break
     state.dirty = dirty
     db.execute("DELETE FROM fast_dirty")
@@ -225,21 +227,24 @@ def _read_set(state: FastState, dirty: set[int], path: Path) -> list[Unit]:
     """The units to read (in file order); sets ``state.read_at``."""
     sc, old = state.scan, state.old
     match = sc.match
-    fresh_at = [i for i, k in enumerate(match) if k < 0]
-    matched_at = [i for i, k in enumerate(match) if k >= 0 and old.tags[k] in dirty]
-    matched = _units_at(path, matched_at, state.header) if matched_at else []
-    at = [(i, u.line, digest(u.content)) for i, u in zip(fresh_at, sc.fresh, strict=True)]
+    matched_at = _units_of_tags(state, dirty)
+    matched = units_at(path, state.header.delimiter, sc.restarts, matched_at)
+    at = [(i, u.line, digest(u.content)) for i, u in zip(sc.fresh_at, sc.fresh, strict=True)]
     at += [(i, u.line, old.digests[match[i]]) for i, u in zip(matched_at, matched, strict=True)]
     state.read_at = sorted(at)
     return sorted([*sc.fresh, *matched], key=lambda u: u.line)
 
 
-def _units_at(path: Path, indexes: list[int], header: Header) -> list[Unit]:
-    """The data units at ``indexes`` (0-based, the header not counted), in order."""
-    wanted = set(indexes)
-    units = iter_units(path, header.delimiter)
-    next(units)
-    return [unit for i, unit in enumerate(units) if i in wanted]
+def _units_of_tags(state: FastState, tags: set[int]) -> list[int]:
+    """The matched units whose old entry has one of ``tags`` (ascending): two passes in C."""
+    if not tags:
+        return []
+    old = state.old
+    entries = set(compress(range(len(old.tags)), map(tags.__contains__, old.tags)))
+    if not entries:
+        return []
+    match = state.scan.match
+    return list(compress(range(len(match)), map(entries.__contains__, match)))
 
 
 def _read(

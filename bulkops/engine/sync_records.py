@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import re
 from array import array
+from bisect import bisect_right
 from collections.abc import Iterator
 from functools import partial
 from itertools import compress
@@ -53,6 +54,7 @@ __all__ = [
     "scan",
     "strict_pattern",
     "tag",
+    "units_at",
 ]
 
 #: Bytes read at a time.
@@ -146,10 +148,16 @@ class _Cutter:
         return contents, lines
 
 
-def _blocks(path: Path, cutter: _Cutter) -> Iterator[tuple[list[bytes], list[int] | None, int]]:
-    """``(contents, lines or None, first line)`` of each block of whole lines."""
+def _blocks(
+    path: Path, cutter: _Cutter, start: int = 0
+) -> Iterator[tuple[list[bytes], list[int] | None, int, int]]:
+    """``(contents, lines or None, first line, offset)`` of each block of whole lines from
+    byte ``start`` on; ``offset`` is where the block's first unit begins in the file (-1
+    when it began in an earlier block)."""
     rest = b""
+    offset = start
     with path.open("rb") as handle:
+        handle.seek(start)
         while True:
             block = handle.read(BLOCK)
             data = rest + block
@@ -163,9 +171,12 @@ def _blocks(path: Path, cutter: _Cutter) -> Iterator[tuple[list[bytes], list[int
             if _CR in data and data.count(_CR) != data.count(b"\r\n"):
                 raise NotSimple("a line ends with a bare carriage return")
             first = cutter.line
+            # A block that begins inside a quoted record cannot be cut again from its start.
+            at = -1 if cutter.pending else offset
+            offset += len(data)
             contents, lines = cutter.cut(pieces, _QUOTE in data)
             if contents:
-                yield contents, lines, first
+                yield contents, lines, first, at
             if not block:
                 break
     if cutter.pending:
@@ -180,11 +191,38 @@ def iter_units(path: Path, delimiter: str | None = None) -> Iterator[Unit]:
         OSError: it cannot be read.
     """
     cutter = _Cutter(delimiter)
-    for contents, lines, first in _blocks(path, cutter):
+    for contents, lines, first, _at in _blocks(path, cutter):
         starts = lines if lines is not None else range(first, first + len(contents))
         ends = [*starts[1:], cutter.line]
         for content, start, end in zip(contents, starts, ends, strict=True):
             yield Unit(content, start, end - start)
+
+
+def units_at(
+    path: Path, delimiter: str, restarts: list[tuple[int, int, int]], indexes: list[int]
+) -> list[Unit]:
+    """The data units at ``indexes`` (0-based, the header not counted; ascending), cutting
+    only the blocks that hold them, from the scan's ``restarts``."""
+    found: list[Unit] = []
+    wanted = iter(indexes)
+    want = next(wanted, None)
+    while want is not None:
+        index, offset, line = restarts[bisect_right(restarts, (want, 1 << 62, 0)) - 1]
+        cutter = _Cutter(delimiter)
+        cutter.line = line
+        for contents, lines, first, at in _blocks(path, cutter, offset):
+            starts = lines if lines is not None else range(first, first + len(contents))
+            skip = 1 if at == 0 else 0  # the header
+            count = len(contents) - skip
+            while want is not None and want < index + count:
+                j = want - index + skip
+                end = starts[j + 1] if j + 1 < len(starts) else cutter.line
+                found.append(Unit(contents[j], starts[j], end - starts[j]))
+                want = next(wanted, None)
+            index += count
+            if want is None or restarts[bisect_right(restarts, (want, 1 << 62, 0)) - 1][0] > index:
+                break  # the next one wanted is further: restart nearer to it
+    return found
 
 
 @attrs.define
@@ -209,6 +247,9 @@ class Scan:
         fresh: the fresh units (blank ones included).
         seen: per old entry, 1 when a unit matched it.
         lines: physical lines in the file.
+        fresh_at: the index of each fresh unit.
+        restarts: ``(data unit index, byte offset, line)`` where a block of whole records
+            begins (:func:`units_at` cuts from there).
     """
 
     header: bytes
@@ -217,6 +258,8 @@ class Scan:
     fresh: list[Unit]
     seen: bytearray
     lines: int
+    fresh_at: list[int] = attrs.field(factory=list)
+    restarts: list[tuple[int, int, int]] = attrs.field(factory=list)
 
     def disappeared(self) -> Iterator[int]:
         """Old entries no unit matched."""
@@ -243,11 +286,15 @@ def scan(path: Path, old: OldSet, delimiter: str) -> Scan:
     to_digest = methodcaller("digest")
     j = 0
     header: Unit | None = None
+    fresh_at: list[int] = []
+    restarts: list[tuple[int, int, int]] = []
     cutter = _Cutter(delimiter)
     # The hot loop (one pass over a million units): kept inline on purpose; the digests
     # of a block are made in C (map), the loop only compares.
-    for contents, lines, first in _blocks(path, cutter):
+    for contents, lines, first, at in _blocks(path, cutter):
         starts = lines if lines is not None else range(first, first + len(contents))
+        if at >= 0:
+            restarts.append((len(match), at, first))
         if header is None:
             end = starts[1] if len(starts) > 1 else cutter.line
             header = Unit(contents[0], first, end - first)
@@ -273,11 +320,13 @@ def scan(path: Path, old: OldSet, delimiter: str) -> Scan:
                     j = k + 1
                 else:
                     match.append(-1)
+                    fresh_at.append(len(match) - 1)
                     end = starts[i + 1] if i + 1 < len(starts) else cutter.line
                     fresh.append(Unit(contents[i], starts[i], end - starts[i]))
     if header is None:
         raise NotSimple("no header on the first line")
-    return Scan(header.content, header.lines, match, fresh, seen, cutter.line - 1)
+    total_lines = cutter.line - 1
+    return Scan(header.content, header.lines, match, fresh, seen, total_lines, fresh_at, restarts)
 
 
 def _check_header(header: Unit) -> None:

@@ -66,6 +66,7 @@ SNAPSHOT_VERSION = 2
 SNAP = "snap"
 
 _ENCODE = msgspec.json.Encoder()
+_PIECE = 1 << 20  # bytes of a record set blob read or written at a time
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -166,22 +167,51 @@ def detach(db: sqlite3.Connection, schema: str = SNAP) -> None:
 
 def read_old_set(db: sqlite3.Connection, schema: str = SNAP) -> tuple[OldSet, int]:
     """The record set of the attached snapshot (empty when it has none), and its row id."""
-    row = db.execute(f"SELECT id, digests, tags FROM {schema}.record_set").fetchone()
+    row = db.execute(f"SELECT id FROM {schema}.record_set").fetchone()
     if row is None:
         return OldSet(), 0
-    digests, tags = array("Q"), array("I")
-    digests.frombytes(row[1])
-    tags.frombytes(row[2])
-    return OldSet(digests, tags), int(row[0])
+    set_id = int(row[0])
+    digests = _read_blob(db, schema, "digests", set_id, "Q")
+    tags = _read_blob(db, schema, "tags", set_id, "I")
+    return OldSet(digests, tags), set_id
 
 
 def read_rowids(db: sqlite3.Connection, set_id: int, schema: str = SNAP) -> array[int]:
     """The member rowids of the record set ``set_id``."""
-    row = db.execute(f"SELECT rowids FROM {schema}.record_set WHERE id = ?", (set_id,)).fetchone()
-    rowids = array("I")
-    if row is not None:
-        rowids.frombytes(row[0])
-    return rowids
+    return _read_blob(db, schema, "rowids", set_id, "I")
+
+
+def _read_blob(
+    db: sqlite3.Connection, schema: str, column: str, set_id: int, code: str
+) -> array[int]:
+    """A packed array, read a piece at a time (never the blob and the array both whole)."""
+    out = array(code)
+    try:
+        blob = db.blobopen("record_set", column, set_id, readonly=True, name=schema)
+    except sqlite3.OperationalError:
+        return out
+    with blob:
+        while piece := blob.read(_PIECE):
+            out.frombytes(piece)
+    return out
+
+
+def _write_blobs(db: sqlite3.Connection, schema: str, records: RecordSet) -> None:
+    """The three arrays into a new ``record_set`` row, a piece at a time (no copy whole)."""
+    arrays = {"digests": records.digests, "tags": records.tags, "rowids": records.rowids}
+    sizes = [len(a) * a.itemsize for a in arrays.values()]
+    cursor = db.execute(
+        f"INSERT INTO {schema}.record_set (digests, tags, rowids)"
+        " VALUES (zeroblob(?), zeroblob(?), zeroblob(?))",
+        sizes,
+    )
+    set_id = cursor.lastrowid
+    assert set_id is not None
+    for column, values in arrays.items():
+        view = memoryview(values).cast("B")
+        with db.blobopen("record_set", column, set_id, name=schema) as blob:
+            for start in range(0, len(view), _PIECE):
+                blob.write(view[start : start + _PIECE])
 
 
 def _store_set(db: sqlite3.Connection, schema: str, records: RecordSet | None) -> None:
@@ -189,10 +219,7 @@ def _store_set(db: sqlite3.Connection, schema: str, records: RecordSet | None) -
     if records is None:
         meta = {"record_key": "", "uncovered": "0"}
     else:
-        db.execute(
-            f"INSERT INTO {schema}.record_set (digests, tags, rowids) VALUES (?, ?, ?)",
-            (records.digests.tobytes(), records.tags.tobytes(), records.rowids.tobytes()),
-        )
+        _write_blobs(db, schema, records)
         meta = {"record_key": records.key, "uncovered": str(records.uncovered)}
     meta["generation"] = secrets.token_hex(8)
     db.executemany(f"INSERT OR REPLACE INTO {schema}.meta VALUES (?, ?)", meta.items())
