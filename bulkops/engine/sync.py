@@ -15,9 +15,9 @@ and goes through phases, recorded in the journal's meta ``phase``:
 2. **sending** — ``send.csv`` goes through the import engine as a run of its own in
    ``add/`` (chunking, limits, exactly-once POSTs, journal, resume: all of it); then the
    updates that empty a field are PUT one contact at a time (an add cannot empty a field;
-   PUT is idempotent, and each answered PUT is recorded); meanwhile ``remove.csv`` goes
-   through the remove engine in ``remove/``. The three sets of emails are disjoint, so their
-   order does not matter. ``resume`` takes each phase up where it stopped.
+   PUT is idempotent, and each answered PUT is recorded); then ``remove.csv`` goes through
+   the remove engine in ``remove/``. The three sets of emails are disjoint, so their order
+   does not matter. ``resume`` takes each phase up where it stopped.
 3. **done** — one more ``GET lists/{id}`` reads the account's write sequence
    (:func:`~bulkops.engine.sync_base.snapshot_as_of`: when it moved by exactly the sync's
    own committed writes — completed activities of ``add/`` and ``remove/``, answered PUTs —
@@ -326,24 +326,13 @@ async def _phase(
 
 
 async def _send(run: _Sync) -> tuple[str, str]:
-    """Every phase of sending; ``(state, message)``. The removes run alongside the adds and
-    the PUTs (their emails are disjoint): their activities queue on the server together,
-    and one wait covers both."""
+    """Every phase of sending, one after the other; ``(state, message)``."""
     meta = run.journal.meta()
     resume = f"run `bulkops resume {run.run_dir}` to finish"
-    results: dict[str, tuple[str, str]] = {}
-
-    async def removes() -> None:
-        results["remove"] = await _removes(run, meta, resume)
-
-    async with trio.open_nursery() as nursery:
-        if int(meta.get("remove_rows") or 0):
-            nursery.start_soon(removes)
-        results["add"] = await _adds_and_puts(run, meta, resume)
-    for name in ("add", "remove"):
-        if name in results and results[name][0] != "complete":
-            return results[name]
-    return "complete", ""
+    state, message = await _adds_and_puts(run, meta, resume)
+    if state != "complete" or not int(meta.get("remove_rows") or 0):
+        return state, message
+    return await _removes(run, meta, resume)
 
 
 async def _adds_and_puts(run: _Sync, meta: dict[str, Any], resume: str) -> tuple[str, str]:
