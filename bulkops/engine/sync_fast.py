@@ -199,21 +199,38 @@ def read_part(
     dirty = {old.tags[k] for k in state.scan.disappeared()}
     changed = [row[0] for row in db.execute("SELECT email_key FROM temp.sb_dirty")]
     dirty.update(map(tag, changed))
+    for table in ("file_row", "row_outcome"):
+        db.execute(f"DELETE FROM {table}")
+    rows = _read(db, state, _read_set(state, dirty, path), read, list_uri)
     while True:
-        units = _read_set(state, dirty, path)
-        rows = _read(db, state, units, read, list_uri)
+        # The emails just read make their tags dirty: the units of those tags not read yet
+        # are read too (a pass of their own: the diff dedupes across passes, and names
+        # every duplicate's last row, so the outcomes are those of one pass).
         keys = db.execute(
             "SELECT email_key FROM file_row UNION SELECT email_key FROM row_outcome"
             " WHERE kind = 'duplicate'"
         )
         more = {tag(k) for (k,) in keys if k is not None} - dirty
         dirty |= more
-        if not _units_of_tags(state, more):
+        extra = _units_of_tags(state, more)
+        if not extra:
             break
+        units = units_at(path, state.header.delimiter, state.scan.restarts, extra)
+        digests = state.old.digests
+        match = state.scan.match
+        added = [(i, u.line, digests[match[i]]) for i, u in zip(extra, units, strict=True)]
+        state.read_at = sorted([*state.read_at, *added])
+        rows += _read(db, state, units, read, list_uri)
     state.dirty = dirty
-    db.execute("DELETE FROM fast_dirty")
-    db.executemany("INSERT INTO fast_dirty VALUES (?)", [(t,) for t in dirty])
-    _candidates(db, state, changed)
+    db.execute("BEGIN")
+    try:
+        db.execute("DELETE FROM fast_dirty")
+        db.executemany("INSERT INTO fast_dirty VALUES (?)", [(t,) for t in dirty])
+        _candidates(db, state, changed)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
     return rows
 
 
@@ -250,9 +267,8 @@ def _units_of_tags(state: FastState, tags: set[int]) -> list[int]:
 def _read(
     db: sqlite3.Connection, state: FastState, units: list[Unit], read: ReadOptions, uri: str
 ) -> int:
-    """The header and ``units`` through the pipeline, with the file's line numbers."""
-    for table in ("file_row", "row_outcome"):
-        db.execute(f"DELETE FROM {table}")
+    """The header and ``units`` through the pipeline, with the file's line numbers (added to
+    what ``file_row`` and ``row_outcome`` hold)."""
     line_map = [0, *range(1, state.scan.header_lines + 1)]
     for unit in units:
         line_map.extend(range(unit.line, unit.line + unit.lines))
