@@ -481,6 +481,7 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         if run.base is None and meta.get("base"):
             names = {f.name for f in attrs.fields(BaseInfo)}
             run.base = BaseInfo(**{k: v for k, v in meta["base"].items() if k in names})
+        run.say("saving the list's snapshot")
         if meta.get("fast"):
             _commit_fast(run, meta["fast"])
         else:
@@ -585,6 +586,7 @@ async def _execute_inner(run: _Sync) -> SyncReport:
         _crash_point("planned")
     state, message = await _send(run)
     if state == "complete":
+        run.say("reading the account's write sequence")
         await _prove_snapshot(run, time.monotonic())
     return _finish(run, state=state, message=message)
 

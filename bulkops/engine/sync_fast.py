@@ -51,6 +51,7 @@ from bulkops.engine.sync_records import (
 )
 from bulkops.engine.sync_snap import (
     SNAP,
+    Piece,
     RecordSet,
     SnapshotUnusable,
     attach,
@@ -75,6 +76,7 @@ __all__ = [
 #: What a row that is ``eligible`` for the record set ended as.
 ELIGIBLE = ("unchanged", "added", "updated")
 _FEED = 1 << 20
+_PIECE_ENTRIES = 1 << 16  # record set entries written at a time
 
 FAST_SCHEMA = """
 CREATE TABLE IF NOT EXISTS fast_dirty (tag INTEGER PRIMARY KEY);
@@ -316,32 +318,39 @@ def _candidates(db: sqlite3.Connection, state: FastState, changed: Iterable[str]
 
 def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | None:
     """The record set after a fast plan's changes were confirmed (in ``snap``): the units
-    not read keep their entries, the units read that ended eligible get new ones."""
+    not read keep their entries, the units read that ended eligible get new ones. Built a
+    piece at a time as it is written."""
     eligible: dict[int, tuple[int, int]] = {}
     rows = db.execute(
         f"SELECT o.line, o.email_key, m.rowid FROM row_outcome o JOIN {SNAP}.base_member m"
         " ON m.email_key = o.email_key WHERE o.kind IN ('unchanged', 'added', 'updated')"
     )
+    read_lines = {line for _i, line, _d in state.read_at}
     for line, key, rowid in rows:
-        eligible[line] = (tag(key), rowid)
+        if line in read_lines:
+            eligible[line] = (tag(key), rowid)
+    (members, top) = db.execute(f"SELECT count(*), max(rowid) FROM {SNAP}.base_member").fetchone()
+    if top is not None and top >= 1 << 32:
+        return None  # a rowid past 2**32: no set (the next sync reads the file)
     sc, old, rowids = state.scan, state.old, state.rowids
-    digests, tags, rids = array("Q"), array("I"), array("I")
-    start = 0
-    try:
+    count = len(sc.match) - len(state.read_at) + len(eligible)
+
+    def pieces() -> Iterator[Piece]:
+        start = 0
         for i, line, unit_digest in [*state.read_at, (len(sc.match), 0, 0)]:
-            ks = sc.match[start:i]
-            digests.extend(map(old.digests.__getitem__, ks))
-            tags.extend(map(old.tags.__getitem__, ks))
-            rids.extend(map(rowids.__getitem__, ks))
+            for a in range(start, i, _PIECE_ENTRIES):
+                ks = sc.match[a : min(i, a + _PIECE_ENTRIES)]
+                yield (
+                    array("Q", map(old.digests.__getitem__, ks)),
+                    array("I", map(old.tags.__getitem__, ks)),
+                    array("I", map(rowids.__getitem__, ks)),
+                )
             start = i + 1
             if line in eligible:
-                digests.append(unit_digest)
-                tags.append(eligible[line][0])
-                rids.append(eligible[line][1])
-    except OverflowError:  # a rowid past 2**32: no set (the next sync reads the file)
-        return None
-    (members,) = db.execute(f"SELECT count(*) FROM {SNAP}.base_member").fetchone()
-    return RecordSet(state.key, digests, tags, rids, int(members) - len(digests))
+                t, r = eligible[line]
+                yield array("Q", (unit_digest,)), array("I", (t,)), array("I", (r,))
+
+    return RecordSet(state.key, count, pieces, int(members) - count)
 
 
 def full_record_set(
@@ -375,4 +384,4 @@ def full_record_set(
     except (NotSimple, OSError, OverflowError):
         return None
     (members,) = db.execute(f"SELECT count(*) FROM {schema}.base_member").fetchone()
-    return RecordSet(key, digests, tags, rids, int(members) - len(digests))
+    return RecordSet.of_arrays(key, digests, tags, rids, int(members) - len(digests))

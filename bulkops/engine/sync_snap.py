@@ -36,9 +36,10 @@ import secrets
 import sqlite3
 import tempfile
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 import attrs
@@ -51,6 +52,7 @@ from bulkops.wire.uris import resource_id_from_uri
 
 __all__ = [
     "SNAPSHOT_VERSION",
+    "Piece",
     "RecordSet",
     "SnapshotUnusable",
     "attach",
@@ -82,15 +84,27 @@ class SnapshotUnusable(Exception):
     """The snapshot cannot be used (the message says why)."""
 
 
+#: One piece of a record set: digests, tags and rowids of consecutive entries.
+Piece: TypeAlias = "tuple[array[int], array[int], array[int]]"
+
+
 @attrs.define
 class RecordSet:
-    """A record set to store: bound to ``key``; ``uncovered`` members no entry covers."""
+    """A record set to store: bound to ``key``; ``count`` entries, given in order by
+    ``pieces()`` (so the set is never whole in memory twice); ``uncovered`` members no entry
+    covers."""
 
     key: str
-    digests: array[int]
-    tags: array[int]
-    rowids: array[int]
+    count: int
+    pieces: Callable[[], Iterable[Piece]]
     uncovered: int
+
+    @classmethod
+    def of_arrays(
+        cls, key: str, digests: array[int], tags: array[int], rowids: array[int], uncovered: int
+    ) -> RecordSet:
+        """A set held in three arrays."""
+        return cls(key, len(digests), lambda: [(digests, tags, rowids)], uncovered)
 
 
 def snapshot_file(snapshot_dir: Path, account: str, list_uri: str) -> Path:
@@ -197,9 +211,8 @@ def _read_blob(
 
 
 def _write_blobs(db: sqlite3.Connection, schema: str, records: RecordSet) -> None:
-    """The three arrays into a new ``record_set`` row, a piece at a time (no copy whole)."""
-    arrays = {"digests": records.digests, "tags": records.tags, "rowids": records.rowids}
-    sizes = [len(a) * a.itemsize for a in arrays.values()]
+    """The set into a new ``record_set`` row, a piece at a time."""
+    sizes = (records.count * 8, records.count * 4, records.count * 4)
     cursor = db.execute(
         f"INSERT INTO {schema}.record_set (digests, tags, rowids)"
         " VALUES (zeroblob(?), zeroblob(?), zeroblob(?))",
@@ -207,11 +220,19 @@ def _write_blobs(db: sqlite3.Connection, schema: str, records: RecordSet) -> Non
     )
     set_id = cursor.lastrowid
     assert set_id is not None
-    for column, values in arrays.items():
-        view = memoryview(values).cast("B")
-        with db.blobopen("record_set", column, set_id, name=schema) as blob:
-            for start in range(0, len(view), _PIECE):
-                blob.write(view[start : start + _PIECE])
+    columns = ("digests", "tags", "rowids")
+    with contextlib.ExitStack() as stack:
+        blobs = [
+            stack.enter_context(db.blobopen("record_set", column, set_id, name=schema))
+            for column in columns
+        ]
+        written = 0
+        for piece in records.pieces():
+            for blob, values in zip(blobs, piece, strict=True):
+                blob.write(memoryview(values).cast("B"))
+            written += len(piece[0])
+    if written != records.count:
+        raise ValueError(f"a record set of {records.count} entries gave {written}")
 
 
 def _store_set(db: sqlite3.Connection, schema: str, records: RecordSet | None) -> None:
