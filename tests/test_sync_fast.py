@@ -149,6 +149,9 @@ class FastMachine(SyncMachine):
         meta = Journal(self.tmp / f"run{self.runs}", create=False, read_only=True).meta()
         TAKEN["fast"] += bool(meta.get("fast"))
         TAKEN["all"] += 1
+        assert self.reference.rows_parsed == self.reference.counts.read
+        skipped = int((meta.get("fast") or {}).get("skipped") or 0)
+        assert report.rows_parsed == report.counts.read - skipped
         # ``members`` of a complete sync's plan is counted after its changes: left out.
         assert replace(report.plan, members=0) == replace(self.reference.plan, members=0)
         got = _outcomes(self.tmp / f"run{self.runs}", "removed")

@@ -109,6 +109,7 @@ from bulkops.engine.sync_snap import (
     attach,
     commit_in_place,
     detach,
+    set_as_of,
 )
 from bulkops.errors import BulkOpsError, ConfigError, InputError, single_errors
 from bulkops.wire.atom.lists import list_from_entry
@@ -161,6 +162,8 @@ class _Sync:
     client_start: int = 0
     #: The fast plan (the snapshot in place, only changed records read), when taken.
     fast: FastState | None = None
+    #: The snapshot's generation once this process committed the sync's changes to it.
+    committed: str | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -377,12 +380,13 @@ async def _removes(run: _Sync, meta: dict[str, Any], resume: str) -> tuple[str, 
 # -- the end -----------------------------------------------------------------------------------
 
 
-async def _prove_snapshot(run: _Sync, sent_by: float) -> None:
+async def _prove_snapshot(run: _Sync, sent_by: float, own: int | None) -> None:
     """Read the write sequence once more and decide the snapshot's ``as_of``
     (:func:`~bulkops.engine.sync_base.snapshot_as_of`); kept in the journal's ``base``.
 
     ``sent_by`` (``time.monotonic()``) is when the last write was confirmed: the reading is
     taken at least :data:`SEQ_MARGIN` later, so the sync's own writes precede the window.
+    ``own``: the sync's own writes (:func:`~bulkops.engine.sync_files.own_writes`).
     """
     meta = run.journal.meta()
     if run.base is None and meta.get("base"):
@@ -391,7 +395,6 @@ async def _prove_snapshot(run: _Sync, sent_by: float) -> None:
     if run.base is None:
         return
     end: tuple[int, int] | None = None
-    own = own_writes(run.db, run.run_dir)
     list_id = resource_id_from_uri(run.target.uri, "lists")
     if run.base.write_seq is not None and own is not None and list_id is not None:
         if own:
@@ -438,8 +441,12 @@ def _full_set(run: _Sync) -> Callable[[sqlite3.Connection, str], RecordSet | Non
 
 
 def _commit_fast(run: _Sync, fast: dict[str, Any]) -> None:
-    """The confirmed changes, the new record set and ``as_of`` into the snapshot in place."""
+    """The failures mapped, then the confirmed changes and the new record set into the
+    snapshot in place (``run.committed``: its new generation); ``as_of`` is moved later
+    (:func:`~bulkops.engine.sync_snap.set_as_of`). Runs while the write sequence is read."""
     db = run.db
+    failed_add_lines(db, run.run_dir)
+    removal_failures(db, run.run_dir)
     if run.fast is None:  # resumed in a new process: match the file again
         state, _why = prepare(
             db,
@@ -453,15 +460,13 @@ def _commit_fast(run: _Sync, fast: dict[str, Any]) -> None:
             return  # the snapshot moved on: it is left as it is (still valid)
         resume_part(db, state, run.source)
         run.fast = state
-    assert run.base is not None
     state = run.fast
 
     def apply(db: sqlite3.Connection) -> RecordSet | None:
         _confirm_rows(db)
         return build_record_set(db, state)
 
-    as_of = run.base.snapshot_as_of or run.base.as_of
-    commit_in_place(db, generation=fast["generation"], as_of=as_of, apply=apply)
+    run.committed = commit_in_place(db, generation=fast["generation"], apply=apply)
     _crash_point("confirmed")
 
 
@@ -481,10 +486,13 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         if run.base is None and meta.get("base"):
             names = {f.name for f in attrs.fields(BaseInfo)}
             run.base = BaseInfo(**{k: v for k, v in meta["base"].items() if k in names})
-        run.say("saving the list's snapshot")
         if meta.get("fast"):
-            _commit_fast(run, meta["fast"])
+            if run.committed is not None:
+                as_of = run.base.snapshot_as_of or run.base.as_of if run.base else None
+                if as_of is not None:
+                    set_as_of(run.db, generation=run.committed, as_of=as_of)
         else:
+            run.say("saving the list's snapshot")
             _confirm_base(run)
             _crash_point("confirmed")
             if run.base is not None:
@@ -532,6 +540,7 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         peak_rss_bytes=peak_rss_bytes(),
         files=files,
         message=message,
+        rows_parsed=int(meta.get("rows_read") or 0) - run.skipped(),
     )
     # The report first: a run marked complete always has its report (a process killed in
     # between is resumed and writes both again).
@@ -587,7 +596,14 @@ async def _execute_inner(run: _Sync) -> SyncReport:
     state, message = await _send(run)
     if state == "complete":
         run.say("reading the account's write sequence")
-        await _prove_snapshot(run, time.monotonic())
+        sent_by = time.monotonic()
+        own = own_writes(run.db, run.run_dir)
+        fast = run.journal.meta().get("fast")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_prove_snapshot, run, sent_by, own)
+            if fast:  # meanwhile (it waits SEQ_MARGIN): the snapshot's changes
+                run.say("saving the list's snapshot")
+                await trio.to_thread.run_sync(_commit_fast, run, fast)
     return _finish(run, state=state, message=message)
 
 

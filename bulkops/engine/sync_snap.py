@@ -59,6 +59,7 @@ __all__ = [
     "check_meta",
     "commit_in_place",
     "read_old_set",
+    "set_as_of",
     "snapshot_file",
     "write_snapshot",
 ]
@@ -235,7 +236,8 @@ def _write_blobs(db: sqlite3.Connection, schema: str, records: RecordSet) -> Non
         raise ValueError(f"a record set of {records.count} entries gave {written}")
 
 
-def _store_set(db: sqlite3.Connection, schema: str, records: RecordSet | None) -> None:
+def _store_set(db: sqlite3.Connection, schema: str, records: RecordSet | None) -> str:
+    """Replace the record set (and its meta); returns the new generation."""
     db.execute(f"DELETE FROM {schema}.record_set")
     if records is None:
         meta = {"record_key": "", "uncovered": "0"}
@@ -244,6 +246,7 @@ def _store_set(db: sqlite3.Connection, schema: str, records: RecordSet | None) -
         meta = {"record_key": records.key, "uncovered": str(records.uncovered)}
     meta["generation"] = secrets.token_hex(8)
     db.executemany(f"INSERT OR REPLACE INTO {schema}.meta VALUES (?, ?)", meta.items())
+    return meta["generation"]
 
 
 def write_snapshot(
@@ -306,30 +309,52 @@ def commit_in_place(
     db: sqlite3.Connection,
     *,
     generation: str,
-    as_of: str,
     apply: Callable[[sqlite3.Connection], RecordSet | None],
-) -> bool:
+) -> str | None:
     """Apply a sync's confirmed changes to the snapshot attached as ``snap``, in one
-    transaction: ``apply(db)`` changes ``snap.base_member`` and returns the new record set;
-    then the set, ``as_of`` and a new generation are stored. Nothing is written (False)
-    when the snapshot's generation is no longer ``generation`` (another sync committed
-    since this one read it)."""
+    transaction: ``apply(db)`` changes ``snap.base_member`` and returns the new record set,
+    which is stored with a new generation; ``as_of`` stays (:func:`set_as_of` moves it once
+    the sync's end is proven: a snapshot newer than its ``as_of`` is valid meanwhile, its
+    next read only sees the sync's own writes again). Returns the new generation; nothing is
+    written (None) when the snapshot's generation is no longer ``generation`` (another sync
+    committed since this one read it)."""
     if db.in_transaction:
         db.commit()
     db.execute("BEGIN IMMEDIATE")
     try:
-        row = db.execute(f"SELECT value FROM {SNAP}.meta WHERE key = 'generation'").fetchone()
-        if row is None or row[0] != generation:
+        if _generation(db) != generation:
+            db.rollback()
+            return None
+        records = apply(db)
+        new = _store_set(db, SNAP, records)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return new
+
+
+def set_as_of(db: sqlite3.Connection, *, generation: str, as_of: str) -> bool:
+    """Move the ``as_of`` of the snapshot attached as ``snap`` when its generation is still
+    ``generation``; whether it was."""
+    if db.in_transaction:
+        db.commit()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if _generation(db) != generation:
             db.rollback()
             return False
-        records = apply(db)
-        _store_set(db, SNAP, records)
         db.execute(f"INSERT OR REPLACE INTO {SNAP}.meta VALUES ('as_of', ?)", (as_of,))
         db.commit()
     except BaseException:
         db.rollback()
         raise
     return True
+
+
+def _generation(db: sqlite3.Connection) -> str | None:
+    row = db.execute(f"SELECT value FROM {SNAP}.meta WHERE key = 'generation'").fetchone()
+    return None if row is None else str(row[0])
 
 
 def _fsync(path: Path) -> None:
