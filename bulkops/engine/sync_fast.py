@@ -53,11 +53,11 @@ from bulkops.engine.sync_snap import (
     SNAP,
     Piece,
     RecordSet,
+    Rowids,
     SnapshotUnusable,
     attach,
     detach,
     read_old_set,
-    read_rowids,
 )
 from bulkops.errors import InputError
 from bulkops.stream.options import ReadOptions
@@ -103,7 +103,7 @@ class FastState:
     key: str
     scan: Scan
     old: OldSet
-    rowids: array[int]
+    rowids: Rowids
     generation: str
     dirty: set[int] = attrs.field(factory=set)
     read_at: list[tuple[int, int, int]] = attrs.field(factory=list)
@@ -171,7 +171,7 @@ def prepare(
         if remove_missing and meta.get("uncovered") != "0":
             raise SnapshotUnusable("the list has members the last file did not hold")
         old, set_id = read_old_set(db)
-        rowids = read_rowids(db, set_id)
+        rowids = Rowids(db, set_id)
         matched = scan(path, old, header.delimiter)
         fields = _fields(header)
     except (SnapshotUnusable, NotSimple, sqlite3.Error, OSError) as exc:
@@ -306,10 +306,11 @@ def _candidates(db: sqlite3.Connection, state: FastState, changed: Iterable[str]
     db.execute("CREATE TEMP TABLE IF NOT EXISTS sb_cand (email_key TEXT PRIMARY KEY)")
     db.execute("DELETE FROM temp.sb_cand")
     db.executemany("INSERT OR IGNORE INTO temp.sb_cand VALUES (?)", [(k,) for k in changed])
-    old, rowids = state.old, state.rowids
-    for k in state.scan.disappeared():
+    old = state.old
+    gone = array("i", state.scan.disappeared())
+    for k, rowid in zip(gone, state.rowids.take(gone), strict=True):
         row = db.execute(
-            f"SELECT email_key FROM {SNAP}.base_member WHERE rowid = ?", (rowids[k],)
+            f"SELECT email_key FROM {SNAP}.base_member WHERE rowid = ?", (rowid,)
         ).fetchone()
         # A member rowid that moved: its contact changed on the server (already a candidate).
         if row is not None and tag(row[0]) == old.tags[k]:
@@ -343,7 +344,7 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
                 yield (
                     array("Q", map(old.digests.__getitem__, ks)),
                     array("I", map(old.tags.__getitem__, ks)),
-                    array("I", map(rowids.__getitem__, ks)),
+                    rowids.take(ks),
                 )
             start = i + 1
             if line in eligible:

@@ -54,6 +54,7 @@ __all__ = [
     "SNAPSHOT_VERSION",
     "Piece",
     "RecordSet",
+    "Rowids",
     "SnapshotUnusable",
     "attach",
     "check_meta",
@@ -191,9 +192,30 @@ def read_old_set(db: sqlite3.Connection, schema: str = SNAP) -> tuple[OldSet, in
     return OldSet(digests, tags), set_id
 
 
-def read_rowids(db: sqlite3.Connection, set_id: int, schema: str = SNAP) -> array[int]:
-    """The member rowids of the record set ``set_id``."""
-    return _read_blob(db, schema, "rowids", set_id, "I")
+class Rowids:
+    """The member rowids of a record set, read from its blob when asked (4 bytes an entry
+    stay on disk, not in memory)."""
+
+    def __init__(self, db: sqlite3.Connection, set_id: int, schema: str = SNAP) -> None:
+        self._db, self._id, self._schema = db, set_id, schema
+
+    def take(self, entries: array[int]) -> array[int]:
+        """The rowids of ``entries`` (old entry indexes): one read per run of consecutive
+        entries."""
+        out = array("I")
+        if not entries:
+            return out
+        blob = self._db.blobopen("record_set", "rowids", self._id, readonly=True, name=self._schema)
+        with blob:
+            start = prev = entries[0]
+            for k in [*entries[1:], -2]:
+                if k == prev + 1:
+                    prev = k
+                    continue
+                blob.seek(start * 4)
+                out.frombytes(blob.read((prev - start + 1) * 4))
+                start = prev = k
+        return out
 
 
 def _read_blob(
@@ -211,8 +233,8 @@ def _read_blob(
     return out
 
 
-def _write_blobs(db: sqlite3.Connection, schema: str, records: RecordSet) -> None:
-    """The set into a new ``record_set`` row, a piece at a time."""
+def _write_blobs(db: sqlite3.Connection, schema: str, records: RecordSet) -> int:
+    """The set into a new ``record_set`` row, a piece at a time; its id."""
     sizes = (records.count * 8, records.count * 4, records.count * 4)
     cursor = db.execute(
         f"INSERT INTO {schema}.record_set (digests, tags, rowids)"
@@ -234,15 +256,18 @@ def _write_blobs(db: sqlite3.Connection, schema: str, records: RecordSet) -> Non
             written += len(piece[0])
     if written != records.count:
         raise ValueError(f"a record set of {records.count} entries gave {written}")
+    return set_id
 
 
 def _store_set(db: sqlite3.Connection, schema: str, records: RecordSet | None) -> str:
-    """Replace the record set (and its meta); returns the new generation."""
-    db.execute(f"DELETE FROM {schema}.record_set")
+    """Replace the record set (and its meta); returns the new generation. The new row is
+    written before the old one goes (its pieces may be read from the old one)."""
     if records is None:
+        db.execute(f"DELETE FROM {schema}.record_set")
         meta = {"record_key": "", "uncovered": "0"}
     else:
-        _write_blobs(db, schema, records)
+        new = _write_blobs(db, schema, records)
+        db.execute(f"DELETE FROM {schema}.record_set WHERE id != ?", (new,))
         meta = {"record_key": records.key, "uncovered": str(records.uncovered)}
     meta["generation"] = secrets.token_hex(8)
     db.executemany(f"INSERT OR REPLACE INTO {schema}.meta VALUES (?, ?)", meta.items())
