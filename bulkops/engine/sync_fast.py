@@ -315,6 +315,7 @@ def _candidates(db: sqlite3.Connection, state: FastState, changed: Iterable[str]
         # A member rowid that moved: its contact changed on the server (already a candidate).
         if row is not None and tag(row[0]) == old.tags[k]:
             db.execute("INSERT OR IGNORE INTO temp.sb_cand VALUES (?)", (row[0],))
+    state.rowids.close()
 
 
 def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | None:
@@ -337,19 +338,29 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
     count = len(sc.match) - len(state.read_at) + len(eligible)
 
     def pieces() -> Iterator[Piece]:
+        # Whole pieces of about _PIECE_ENTRIES entries: the runs of units not read, with
+        # the entries of the read ones that ended eligible between them.
+        digests, tags, rids = array("Q"), array("I"), array("I")
         start = 0
-        for i, line, unit_digest in [*state.read_at, (len(sc.match), 0, 0)]:
-            for a in range(start, i, _PIECE_ENTRIES):
-                ks = sc.match[a : min(i, a + _PIECE_ENTRIES)]
-                yield (
-                    array("Q", map(old.digests.__getitem__, ks)),
-                    array("I", map(old.tags.__getitem__, ks)),
-                    rowids.take(ks),
-                )
-            start = i + 1
-            if line in eligible:
-                t, r = eligible[line]
-                yield array("Q", (unit_digest,)), array("I", (t,)), array("I", (r,))
+        try:
+            for i, line, unit_digest in [*state.read_at, (len(sc.match), 0, 0)]:
+                for a in range(start, i, _PIECE_ENTRIES):
+                    ks = sc.match[a : min(i, a + _PIECE_ENTRIES)]
+                    digests.extend(map(old.digests.__getitem__, ks))
+                    tags.extend(map(old.tags.__getitem__, ks))
+                    rids.extend(rowids.take(ks))
+                    if len(digests) >= _PIECE_ENTRIES:
+                        yield digests, tags, rids
+                        digests, tags, rids = array("Q"), array("I"), array("I")
+                start = i + 1
+                if line in eligible:
+                    t, r = eligible[line]
+                    digests.append(unit_digest)
+                    tags.append(t)
+                    rids.append(r)
+            yield digests, tags, rids
+        finally:
+            rowids.close()
 
     return RecordSet(state.key, count, pieces, int(members) - count)
 

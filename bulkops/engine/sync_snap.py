@@ -194,10 +194,12 @@ def read_old_set(db: sqlite3.Connection, schema: str = SNAP) -> tuple[OldSet, in
 
 class Rowids:
     """The member rowids of a record set, read from its blob when asked (4 bytes an entry
-    stay on disk, not in memory)."""
+    stay on disk, not in memory). One blob handle serves every :meth:`take` until
+    :meth:`close` (a new handle would walk the blob's pages from its start each time)."""
 
     def __init__(self, db: sqlite3.Connection, set_id: int, schema: str = SNAP) -> None:
         self._db, self._id, self._schema = db, set_id, schema
+        self._blob: sqlite3.Blob | None = None
 
     def take(self, entries: array[int]) -> array[int]:
         """The rowids of ``entries`` (old entry indexes): one read per run of consecutive
@@ -205,17 +207,26 @@ class Rowids:
         out = array("I")
         if not entries:
             return out
-        blob = self._db.blobopen("record_set", "rowids", self._id, readonly=True, name=self._schema)
-        with blob:
-            start = prev = entries[0]
-            for k in [*entries[1:], -2]:
-                if k == prev + 1:
-                    prev = k
-                    continue
-                blob.seek(start * 4)
-                out.frombytes(blob.read((prev - start + 1) * 4))
-                start = prev = k
+        if self._blob is None:
+            self._blob = self._db.blobopen(
+                "record_set", "rowids", self._id, readonly=True, name=self._schema
+            )
+        blob = self._blob
+        start = prev = entries[0]
+        for k in [*entries[1:], -2]:
+            if k == prev + 1:
+                prev = k
+                continue
+            blob.seek(start * 4)
+            out.frombytes(blob.read((prev - start + 1) * 4))
+            start = prev = k
         return out
+
+    def close(self) -> None:
+        """Close the blob handle (the next :meth:`take` opens another)."""
+        if self._blob is not None:
+            self._blob.close()
+            self._blob = None
 
 
 def _read_blob(
