@@ -58,11 +58,12 @@ Invariants:
   reading's time, and the snapshot is saved as of that time less :data:`SEQ_MARGIN`
   (instead of :attr:`BaseInfo.as_of`, which the sync's own sends would fall after).
 * **Constant memory.** Rows go from the socket to SQLite in batches of :data:`_BATCH`; the
-  set of changed contacts lives in temporary tables; snapshots are copied SQLite to SQLite.
-  Nothing held in Python grows with the list.
-* **Snapshots** (:func:`save_snapshot`) are one SQLite file per (account, list) under
-  ``snapshot_dir``, mode 0600, written to a temporary file and renamed into place; they
-  record the columns, so a snapshot of other columns is never used.
+  set of changed contacts lives in temporary tables; snapshots are copied SQLite to SQLite,
+  or read where they are (``in_place``). Nothing held in Python grows with the list.
+* **Snapshots** (:func:`save_snapshot`, :mod:`bulkops.engine.sync_snap`) are one SQLite
+  file per (account, list) under ``snapshot_dir``, mode 0600, written to a temporary file
+  and renamed into place, or changed in place in transactions that each leave a valid
+  snapshot; they record the columns, so a snapshot of other columns is never used.
 """
 
 from __future__ import annotations
