@@ -196,7 +196,16 @@ def _setup(origin: str, work: Path, base: Path) -> tuple[float, dict[str, Any]]:
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    keep = ("counts", "plan", "base", "rows_sent", "puts", "removes_sent", "requests")
+    keep = (
+        "counts",
+        "plan",
+        "base",
+        "rows_parsed",
+        "rows_sent",
+        "puts",
+        "removes_sent",
+        "requests",
+    )
     return {k: report.get(k) for k in (*keep, "bytes_sent", "wall_seconds", "peak_rss_bytes")}
 
 

@@ -108,6 +108,22 @@ def test_errors_are_clear_and_a_sync_runs_to_completion(tmp_path: Path) -> None:
         status = bulkops("status", str(run_dir), home=home, env=env)
         assert status.returncode == 0
         assert "added 4" in status.stdout
+        # `runs` shows a sync's rows: applied = added + updated + unchanged.
+        listed = bulkops("runs", "--root", str(tmp_path), "--json", home=home, env=env)
+        assert listed.returncode == 0, listed.stderr
+        (info,) = [i for i in json.loads(listed.stdout) if i["run_dir"] == str(run_dir)]
+        c = report["counts"]
+        assert info["counts"] == {
+            "read": c["read"],
+            "applied": c["added"] + c["updated"] + c["unchanged"],
+            "failed": c["failed"] + c["opted_out"],
+            "rejected": c["rejected"],
+            "duplicate": c["duplicate"],
+            "pending": 0,
+        }
+        table = bulkops("runs", "--root", str(tmp_path), home=home, env=env).stdout
+        (line,) = [t for t in table.splitlines() if t.endswith(str(run_dir))]
+        assert line.split()[:3] == ["complete", "sync", str(c["read"])]
         again = bulkops("resume", str(run_dir), home=home, env=env)
         assert again.returncode == 64
         assert "complete already" in again.stderr
@@ -177,6 +193,9 @@ def test_sigkill_at_every_phase_then_resume_equals_an_uninterrupted_sync(tmp_pat
         assert status.returncode == 3
         assert "interrupted" in status.stdout
         assert f"bulkops resume {run_dir}" in status.stdout
+        # The requests the plan made (the list read) are saved before a kill can lose them.
+        shown = bulkops("status", str(run_dir), "--json", home=home, env=env("crash"))
+        assert json.loads(shown.stdout)["requests"] >= 2
         for extra in kills:
             killed = bulkops(
                 "resume", str(run_dir), "--quiet", home=home, env=env("crash", **extra)

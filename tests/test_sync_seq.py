@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -21,6 +20,7 @@ import pytest
 import trio
 
 from bulkops.engine import sync as sync_module
+from bulkops.engine import sync_files
 from bulkops.engine.client import Client, open_client
 from bulkops.engine.sync import run_sync
 from bulkops.engine.sync_base import BaseInfo, snapshot_as_of
@@ -205,10 +205,10 @@ async def test_a_second_sync_with_nothing_changed_is_incremental_and_cheap(
 
 
 def own_writes(run_dir: Path) -> int | None:
-    """What :func:`bulkops.engine.sync._own_writes` counts for the sync in ``run_dir``."""
+    """What :func:`bulkops.engine.sync_files.own_writes` counts for the sync in ``run_dir``."""
     db = sqlite3.connect(run_dir / "sync.db")
     try:
-        return sync_module._own_writes(SimpleNamespace(run_dir=run_dir, db=db))  # type: ignore[arg-type]
+        return sync_files.own_writes(db, run_dir)
     finally:
         db.close()
 

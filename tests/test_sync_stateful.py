@@ -10,6 +10,7 @@ plus one PUT per added row with empty cells whose contact existed off the list.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -68,12 +69,19 @@ class SyncMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="bulkops-sync-stateful-"))
+        # Snapshots of this example's server only (not the user's, not another example's).
+        self.home_before = os.environ.get("BULKOPS_HOME")
+        os.environ["BULKOPS_HOME"] = str(self.tmp / "home")
         self.state = make_state(self.tmp)
         self.rows: list[list[str]] = []
         self.runs = 0
         self._on_server(self._create_list)
 
     def teardown(self) -> None:
+        if self.home_before is None:
+            os.environ.pop("BULKOPS_HOME", None)
+        else:
+            os.environ["BULKOPS_HOME"] = self.home_before
         self.state.store.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -178,7 +186,11 @@ class SyncMachine(RuleBasedStateMachine):
                 last[row[0].lower()] = row
         return last
 
-    def sync_and_check(self) -> None:
+    def before_sync(self, path: Path) -> None:
+        """Called with the file just before it is synced (a hook for subclasses)."""
+
+    def sync_and_check(self) -> Any:
+        """Sync the file; check the list and the rows sent; return the report."""
         self.runs += 1
         before = server_view(self.state)
         winners = self._winners()
@@ -198,6 +210,7 @@ class SyncMachine(RuleBasedStateMachine):
             elif [now["email"], *now["vals"]] != [row[0], *vals]:
                 received += 1
         path = write_csv(self.tmp / f"file{self.runs}.csv", self.rows, HEADER)
+        self.before_sync(path)
         options = SyncOptions(
             list="News",
             remove_missing=True,
@@ -217,6 +230,7 @@ class SyncMachine(RuleBasedStateMachine):
         got = {k: [c["email"], *c["vals"]] for k, c in after.items() if c["member"]}
         assert got == expected
         assert report.rows_sent + report.puts == received
+        return report
 
 
 @pytest.mark.slow

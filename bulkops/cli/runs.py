@@ -16,6 +16,9 @@ from pathlib import Path
 
 import msgspec
 
+from bulkops.engine.journal import Journal
+from bulkops.engine.ledger import OutcomeCounts
+from bulkops.engine.rundirs import REPORT_NAME
 from bulkops.engine.runinfo import RunInfo, describe_run, find_runs
 from bulkops.errors import BulkOpsError, ConfigError
 
@@ -84,11 +87,42 @@ def _age_text(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+def _sync_counts(directory: Path) -> OutcomeCounts | None:
+    """A sync run's rows as ``runs`` shows them: applied = added + updated + unchanged (the
+    list holds them), failed = failed + opted out (not applied); from its ``report.json``,
+    or, before it has one, every row read pending."""
+    try:
+        report = msgspec.json.decode((directory / REPORT_NAME).read_bytes())
+        c = report["counts"]
+        return OutcomeCounts(
+            read=int(c["read"]),
+            applied=int(c["added"]) + int(c["updated"]) + int(c["unchanged"]),
+            failed=int(c["failed"]) + int(c["opted_out"]),
+            rejected=int(c["rejected"]),
+            duplicate=int(c["duplicate"]),
+            pending=int(c.get("pending") or 0),
+        )
+    except (OSError, msgspec.DecodeError, KeyError, TypeError, ValueError):
+        pass
+    journal = Journal(directory, create=False, read_only=True)
+    try:
+        read = journal.meta().get("rows_read")
+    finally:
+        journal.close()
+    if read is None:
+        return None
+    rows = int(read)
+    return OutcomeCounts(read=rows, applied=0, failed=0, rejected=0, duplicate=0, pending=rows)
+
+
 def _describe_all(root: Path) -> list[RunInfo]:
     infos: list[RunInfo] = []
     for directory in find_runs(root):
         try:
-            infos.append(describe_run(directory))
+            info = describe_run(directory)
+            if info.command == "sync" and info.counts is None:
+                info = msgspec.structs.replace(info, counts=_sync_counts(directory))
+            infos.append(info)
         except (BulkOpsError, OSError) as exc:
             infos.append(
                 RunInfo(

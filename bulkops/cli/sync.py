@@ -268,12 +268,23 @@ def status_if_sync(args: argparse.Namespace) -> int | None:
         else 0
     )
     if args.json:
-        out = {"command": "sync", "state": state, "phase": meta.get("phase"), "report": report}
+        out = {
+            "command": "sync",
+            "state": state,
+            "phase": meta.get("phase"),
+            "requests": int(meta.get("requests") or 0),
+            "report": report,
+        }
         print(msgspec.json.encode(out).decode(), flush=True)
     elif report is not None:
         print(render(report), flush=True)
     else:
-        print(f"sync of {meta.get('input')}: {state} (phase {meta.get('phase')})", flush=True)
+        requests = int(meta.get("requests") or 0)
+        print(
+            f"sync of {meta.get('input')}: {state} (phase {meta.get('phase')},"
+            f" {requests:,} requests so far)",
+            flush=True,
+        )
         if state == "interrupted":
             print(f"run `bulkops resume {directory}` to finish it", flush=True)
     return code

@@ -5,7 +5,10 @@ and goes through phases, recorded in the journal's meta ``phase``:
 
 1. **plan** — the file is read with the import pipeline into ``sync.db``, the list's base
    is loaded (:func:`~bulkops.engine.sync_base.load_base`), and the diff
-   (:mod:`bulkops.engine.sync_diff`) gives every row its outcome. The rows to add or
+   (:mod:`bulkops.engine.sync_diff`) gives every row its outcome. When the list's snapshot
+   holds a record set of this file's header, the **fast plan** (:mod:`~bulkops.engine.
+   sync_fast`) reads only the changed records, with the snapshot as the base in place
+   (journal meta ``fast``: the rows it did not read are ``unchanged``). The rows to add or
    update by an add activity are written to ``send.csv`` (``send_line`` maps its lines back
    to the file's), the members to remove to ``remove.csv``. Nothing is sent in this phase,
    so a sync killed in it is planned again from the start by ``resume``.
@@ -21,7 +24,8 @@ and goes through phases, recorded in the journal's meta ``phase``:
    the snapshot is saved as of that reading, so the next sync's window holds none of this
    one's sends); failures are mapped back to the file's lines, the base is brought up to date
    with what the server confirmed and kept as the list's snapshot
-   (:func:`~bulkops.engine.sync_base.save_snapshot`), and ``report.json`` is written.
+   (:func:`~bulkops.engine.sync_base.save_snapshot`, or in place with the new record set:
+   :func:`~bulkops.engine.sync_snap.commit_in_place`), and ``report.json`` is written.
 
 Removals are checked before anything is sent: more than ``max_remove`` stops the sync
 (state ``refused``) unless ``yes``.
@@ -29,13 +33,11 @@ Removals are checked before anything is sent: more than ``max_remove`` stops the
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import os
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -44,7 +46,6 @@ import attrs
 import msgspec
 import trio
 
-from bulkops.engine.chunks import ChunkState
 from bulkops.engine.client import Client, same_account
 from bulkops.engine.imports import resume_run, run_import
 from bulkops.engine.journal import JOURNAL_NAME, Journal
@@ -67,8 +68,33 @@ from bulkops.engine.sync_base import (
     load_base,
     save_snapshot,
     snapshot_as_of,
+    snapshot_path,
 )
-from bulkops.engine.sync_diff import DiffCounts, counts, decode_vals, diff, open_db, read_file
+from bulkops.engine.sync_diff import DiffCounts, counts, diff, open_db, read_file
+from bulkops.engine.sync_fast import (
+    FastState,
+    build_record_set,
+    full_record_set,
+    prepare,
+    read_header,
+    read_part,
+    resume_part,
+)
+from bulkops.engine.sync_files import (
+    ADD_DIR,
+    REMOVE_DIR,
+    REMOVE_NAME,
+    SEND_NAME,
+    bytes_sent,
+    failed_add_lines,
+    first_add,
+    own_writes,
+    removal_failures,
+    sub_state,
+    sync_counts,
+    write_outcome_files,
+    write_send_files,
+)
 from bulkops.engine.sync_put import apply_puts, find_preexisting
 from bulkops.engine.sync_report import (
     BaseSummary,
@@ -77,10 +103,16 @@ from bulkops.engine.sync_report import (
     SyncReport,
     removal_limit,
 )
+from bulkops.engine.sync_snap import (
+    RecordSet,
+    SnapshotUnusable,
+    attach,
+    commit_in_place,
+    detach,
+    set_as_of,
+)
 from bulkops.errors import BulkOpsError, ConfigError, InputError, single_errors
-from bulkops.wire.activity import ActivityStatus
 from bulkops.wire.atom.lists import list_from_entry
-from bulkops.wire.columns import EMAIL_COLUMN, column_for_field
 from bulkops.wire.uris import resource_id_from_uri
 
 __all__ = ["SyncOptions", "SyncReport", "resume_sync", "run_sync", "snapshot_dir"]
@@ -88,10 +120,11 @@ __all__ = ["SyncOptions", "SyncReport", "resume_sync", "run_sync", "snapshot_dir
 _BREAK = re.compile(r"\r\n|\r|\n")
 
 DB_NAME = "sync.db"
-SEND_NAME = "send.csv"
-REMOVE_NAME = "remove.csv"
-ADD_DIR = "add"
-REMOVE_DIR = "remove"
+#: The shortest interval between polls of the sync's activities (its sends are usually small:
+#: an activity done in a fraction of a second is seen done then, not after the import's 0.5s).
+SEND_POLL_MIN = 0.05
+#: Seconds between two saves of the request count and wall time in the journal.
+TOTALS_EVERY = 1.0
 
 
 def _crash_point(name: str) -> None:
@@ -127,6 +160,10 @@ class _Sync:
     #: The client's request count when this process took the run up (a client may serve
     #: several runs).
     client_start: int = 0
+    #: The fast plan (the snapshot in place, only changed records read), when taken.
+    fast: FastState | None = None
+    #: The snapshot's generation once this process committed the sync's changes to it.
+    committed: str | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -148,6 +185,14 @@ class _Sync:
         if self.reporter is not None:
             self.reporter.event("sync", message=message, **data)
 
+    def snapshot(self) -> Path:
+        """The list's snapshot file."""
+        return snapshot_path(snapshot_dir(), self.client, BaseSpec(self.target.uri, ()))
+
+    def skipped(self) -> int:
+        """Rows the fast plan did not read (each ``unchanged``)."""
+        return int((self.journal.meta().get("fast") or {}).get("skipped") or 0)
+
     def requests(self) -> int:
         return self.requests_before + self.client.statistics().requests - self.client_start
 
@@ -166,8 +211,16 @@ async def _plan(run: _Sync) -> DiffCounts:
     for table in ("file_row", "row_outcome", "remove_row", "send_line"):
         db.execute(f"DELETE FROM {table}")
     # A plan taken up again (nothing was sent) reads the base again, into a clean database.
+    detach(db)
     db.execute("DROP TABLE IF EXISTS base_member")
     db.execute("DROP TABLE IF EXISTS base_opted_out")
+    run.journal.set_meta(fast=None)
+    loaded = False
+    if not run.options.full:
+        plan = await _plan_fast(run)
+        if plan is not None:
+            return plan
+        loaded = run.base is not None  # the fast plan's base read fell back to a full read
     run.say(f"reading {run.source}")
     reader = await trio.to_thread.run_sync(
         read_file, db, run.source, run.options.send.read, run.target.uri
@@ -176,81 +229,87 @@ async def _plan(run: _Sync) -> DiffCounts:
     columns = reader.fields[1:]
     run.journal.set_meta(columns=list(columns), rows_read=reader.rows)
     run.say(f"{reader.rows:,} rows read; reading the list {run.target.name!r}")
-    run.base = await load_base(run.client, run.spec(), db)
+    if not loaded:
+        run.base = await load_base(run.client, run.spec(), db)
+    assert run.base is not None
     run.journal.set_meta(base=attrs.asdict(run.base))
+    _say_base(run)
+    plan = await trio.to_thread.run_sync(
+        lambda: diff(db, columns, remove_missing=run.options.remove_missing)
+    )
+    _say_plan(run, plan)
+    return plan
+
+
+def _say_base(run: _Sync) -> None:
+    assert run.base is not None
     run.say(
         f"{run.base.members:,} members ({run.base.source} read"
         + (f": {run.base.reason}" if run.base.reason else "")
         + f", {run.base.requests:,} requests); comparing"
     )
-    plan = await trio.to_thread.run_sync(
-        lambda: diff(db, columns, remove_missing=run.options.remove_missing)
-    )
+
+
+def _say_plan(run: _Sync, plan: DiffCounts) -> None:
     run.say(
         f"plan: add {plan.added:,}, update {plan.updated:,} ({plan.put:,} by PUT), unchanged"
         f" {plan.unchanged:,}, opted out {plan.opted_out:,}, remove {plan.remove:,}"
     )
+
+
+async def _plan_fast(run: _Sync) -> DiffCounts | None:
+    """The fast plan (:mod:`bulkops.engine.sync_fast`), or None when it cannot be taken
+    (then ``run.base`` is set when the base was read in full already)."""
+    snapshot = run.snapshot()
+    if not snapshot.exists():
+        return None
+    read = run.options.send.read
+    state, why = await trio.to_thread.run_sync(
+        lambda: prepare(
+            run.db,
+            run.source,
+            snapshot,
+            read,
+            run.target.uri,
+            remove_missing=run.options.remove_missing,
+        )
+    )
+    if state is None:
+        run.say(f"reading the whole file: {why}")
+        return None
+    columns = state.fields[1:]
+    run.journal.set_meta(columns=list(columns))
+    run.say(f"reading the list {run.target.name!r} (snapshot in place)")
+    run.base = await load_base(run.client, run.spec(), run.db, in_place=True)
+    if run.base.source != "incremental":
+        return None
+    rows = await trio.to_thread.run_sync(
+        lambda: read_part(run.db, state, run.source, read, run.target.uri)
+    )
+    fast = {"generation": state.generation, "skipped": state.skipped, "snapshot": str(snapshot)}
+    run.journal.set_meta(rows_read=rows + state.skipped, base=attrs.asdict(run.base), fast=fast)
+    run.fast = state
+    run.say(f"{state.skipped:,} rows unchanged since the last sync; {rows:,} rows read")
+    _say_base(run)
+    plan = await trio.to_thread.run_sync(
+        lambda: diff(run.db, columns, remove_missing=run.options.remove_missing, candidates=True)
+    )
+    plan = _plan_counts(run, plan)
+    _say_plan(run, plan)
     return plan
 
 
-def _write_send_files(run: _Sync, columns: Sequence[str]) -> tuple[int, int]:
-    """``send.csv`` (rows to add by activity, with ``send_line``) and ``remove.csv``."""
-    db = run.db
-    header = [EMAIL_COLUMN.name, *(column_for_field(f).name for f in columns)]
-    sent = 0
-    mapping: list[tuple[str, int, int]] = []
-    db.execute("BEGIN")
-    physical = 2  # the line the next row starts on (the header is line 1)
-    with _atomic(run.run_dir / SEND_NAME) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        rows = db.execute(
-            "SELECT line, email, vals FROM row_outcome WHERE route = 'bulk' ORDER BY line"
-        )
-        for line, email, vals in rows:
-            values = decode_vals(vals)
-            writer.writerow([email, *values])
-            sent += 1
-            mapping.append(("add", physical, line))
-            # Lines are physical (the pipeline's): a value may hold CR, LF or CRLF.
-            physical += 1 + sum(len(_BREAK.findall(v)) for v in values if "\n" in v or "\r" in v)
-            if len(mapping) >= 10_000:
-                db.executemany("INSERT OR REPLACE INTO send_line VALUES (?, ?, ?)", mapping)
-                mapping = []
-    db.executemany("INSERT OR REPLACE INTO send_line VALUES (?, ?, ?)", mapping)
-    db.execute("COMMIT")
-    removes = 0
-    with _atomic(run.run_dir / REMOVE_NAME) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow([EMAIL_COLUMN.name])
-        for (email,) in db.execute("SELECT email FROM remove_row ORDER BY email_key"):
-            writer.writerow([email])
-            removes += 1
-    return sent, removes
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Any:
-    temp = path.with_name(f".{path.name}.part")
-    with temp.open("w", newline="", encoding="utf-8") as handle:
-        yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+def _plan_counts(run: _Sync, plan: DiffCounts) -> DiffCounts:
+    """``plan`` with the rows the fast plan did not read (``unchanged``)."""
+    skipped = run.skipped()
+    if not skipped:
+        return plan
+    return msgspec.structs.replace(
+        plan, read=plan.read + skipped, unchanged=plan.unchanged + skipped
+    )
 
 
 # -- sending ---------------------------------------------------------------------------------
-
-
-def _sub_state(directory: Path) -> str | None:
-    """The state of the import run in ``directory``: None when it has none."""
-    if not (directory / JOURNAL_NAME).is_file():
-        return None
-    journal = Journal(directory, create=False, read_only=True)
-    try:
-        return str(journal.meta().get("state") or "")
-    finally:
-        journal.close()
 
 
 async def _phase(
@@ -258,19 +317,28 @@ async def _phase(
 ) -> ImportReport | None:
     """Run (or resume, or skip when complete) the import engine's run of one phase."""
     directory = run.run_dir / name
-    state = _sub_state(directory)
+    state = sub_state(directory)
     if state == "complete":
         return None
     if state is not None and state != NOT_STARTED:
         return await resume_run(run.client, directory, stop=run.stop)
-    options = attrs.evolve(run.options.send, kind=kind, lists=(run.target.id,))
+    send = run.options.send
+    poll_min = min(send.poll_min, SEND_POLL_MIN)
+    options = attrs.evolve(send, kind=kind, lists=(run.target.id,), poll_min=poll_min)
     return await run_import(run.client, path, options=options, run_dir=directory, stop=run.stop)
 
 
 async def _send(run: _Sync) -> tuple[str, str]:
-    """Every phase of sending; ``(state, message)``."""
+    """Every phase of sending, one after the other; ``(state, message)``."""
     meta = run.journal.meta()
     resume = f"run `bulkops resume {run.run_dir}` to finish"
+    state, message = await _adds_and_puts(run, meta, resume)
+    if state != "complete" or not int(meta.get("remove_rows") or 0):
+        return state, message
+    return await _removes(run, meta, resume)
+
+
+async def _adds_and_puts(run: _Sync, meta: dict[str, Any], resume: str) -> tuple[str, str]:
     if int(meta.get("send_rows") or 0):
         run.say(f"sending {int(meta['send_rows']):,} rows to add or update")
         report = await _phase(run, ADD_DIR, run.run_dir / SEND_NAME, "add")
@@ -281,13 +349,14 @@ async def _send(run: _Sync) -> tuple[str, str]:
     if run.stop.is_set():
         return "interrupted", f"interrupted; {resume}"
     if not meta.get("checked_adds"):
-        await find_preexisting(run.client, run.db, _first_add(run), _failed_add_lines(run))
+        failed = failed_add_lines(run.db, run.run_dir)
+        await find_preexisting(run.client, run.db, first_add(run.run_dir), failed)
         run.journal.set_meta(checked_adds=True)
     await apply_puts(
         run.client,
         run.db,
         run.columns(),
-        _failed_add_lines(run),
+        failed_add_lines(run.db, run.run_dir),
         concurrency=run.options.put_concurrency,
         stop=run.stop,
     )
@@ -295,114 +364,29 @@ async def _send(run: _Sync) -> tuple[str, str]:
     if run.stop.is_set():
         return "interrupted", f"interrupted; {resume}"
     _crash_point("puts-done")
-    if int(meta.get("remove_rows") or 0):
-        run.say(f"removing {int(meta['remove_rows']):,} members")
-        report = await _phase(run, REMOVE_DIR, run.run_dir / REMOVE_NAME, "remove")
-        run.save_totals()
-        if report is not None and report.state != "complete":
-            return report.state, f"{report.message or 'removes not finished'}; {resume}"
-        _crash_point("removes-done")
     return "complete", ""
 
 
-def _first_add(run: _Sync) -> float | None:
-    """When the server created the sync's first add activity (seconds), None without one."""
-    directory = run.run_dir / ADD_DIR
-    if not (directory / JOURNAL_NAME).is_file():
-        return None
-    journal = Journal(directory, create=False, read_only=True)
-    try:
-        times = [c.insert_time for c in journal.chunks() if c.insert_time is not None]
-    finally:
-        journal.close()
-    return min(times) if times else None
-
-
-def _failed_add_lines(run: _Sync) -> set[int]:
-    """Lines of the file whose add activity row failed (read from the ``add/`` journal)."""
-    failed: set[int] = set()
-    directory = run.run_dir / ADD_DIR
-    if not (directory / JOURNAL_NAME).is_file():
-        return failed
-    journal = Journal(directory, create=False, read_only=True)
-    try:
-        lines: list[tuple[int, str]] = []
-        for kind in ("failed", "rejected", "duplicate"):
-            lines.extend((o.line, o.reason) for o in journal.outcomes(kind))
-    finally:
-        journal.close()
-    for line, reason in lines:
-        row = run.db.execute(
-            "SELECT orig FROM send_line WHERE phase = 'add' AND line = ?", (line,)
-        ).fetchone()
-        if row is not None:
-            failed.add(int(row[0]))
-            run.db.execute(
-                "UPDATE row_outcome SET kind = 'failed', reason = ? WHERE line = ?",
-                (reason, int(row[0])),
-            )
-    return failed
-
-
-def _removal_failures(run: _Sync) -> None:
-    directory = run.run_dir / REMOVE_DIR
-    if not (directory / JOURNAL_NAME).is_file():
-        return
-    journal = Journal(directory, create=False, read_only=True)
-    try:
-        failures = [(o.line, o.reason) for o in journal.outcomes("failed")]
-    finally:
-        journal.close()
-    # remove.csv is sorted by email_key: line n+1 is the n-th key.
-    keys = {}
-    if failures:
-        wanted = {line for line, _reason in failures}
-        for n, (key,) in enumerate(
-            run.db.execute("SELECT email_key FROM remove_row ORDER BY email_key"), start=2
-        ):
-            if n in wanted:
-                keys[n] = key
-    run.db.executemany(
-        "UPDATE remove_row SET failed = ? WHERE email_key = ?",
-        [(reason, keys[line]) for line, reason in failures if line in keys],
-    )
+async def _removes(run: _Sync, meta: dict[str, Any], resume: str) -> tuple[str, str]:
+    run.say(f"removing {int(meta['remove_rows']):,} members")
+    report = await _phase(run, REMOVE_DIR, run.run_dir / REMOVE_NAME, "remove")
+    run.save_totals()
+    if report is not None and report.state != "complete":
+        return report.state, f"{report.message or 'removes not finished'}; {resume}"
+    _crash_point("removes-done")
+    return "complete", ""
 
 
 # -- the end -----------------------------------------------------------------------------------
 
 
-def _own_writes(run: _Sync) -> int | None:
-    """The write transactions this sync committed on the server, in all its processes:
-    completed activities of ``add/`` and ``remove/`` and answered PUTs. None when that is
-    not known exactly (a chunk that may have been applied twice, or whose fate is open)."""
-    total = 0
-    for name in (ADD_DIR, REMOVE_DIR):
-        directory = run.run_dir / name
-        if not (directory / JOURNAL_NAME).is_file():
-            continue
-        journal = Journal(directory, create=False, read_only=True)
-        try:
-            for chunk in journal.chunks():
-                if chunk.maybe_twice or chunk.suspected:
-                    return None
-                if chunk.state is ChunkState.DONE:
-                    total += chunk.status == ActivityStatus.COMPLETE
-                elif chunk.state is not ChunkState.PLANNED or chunk.posts:
-                    return None
-        finally:
-            journal.close()
-    (puts,) = run.db.execute(
-        "SELECT count(*) FROM row_outcome WHERE done > 0 AND kind != 'failed'"
-    ).fetchone()
-    return total + int(puts)
-
-
-async def _prove_snapshot(run: _Sync, sent_by: float) -> None:
+async def _prove_snapshot(run: _Sync, sent_by: float, own: int | None) -> None:
     """Read the write sequence once more and decide the snapshot's ``as_of``
     (:func:`~bulkops.engine.sync_base.snapshot_as_of`); kept in the journal's ``base``.
 
     ``sent_by`` (``time.monotonic()``) is when the last write was confirmed: the reading is
     taken at least :data:`SEQ_MARGIN` later, so the sync's own writes precede the window.
+    ``own``: the sync's own writes (:func:`~bulkops.engine.sync_files.own_writes`).
     """
     meta = run.journal.meta()
     if run.base is None and meta.get("base"):
@@ -411,7 +395,6 @@ async def _prove_snapshot(run: _Sync, sent_by: float) -> None:
     if run.base is None:
         return
     end: tuple[int, int] | None = None
-    own = _own_writes(run)
     list_id = resource_id_from_uri(run.target.uri, "lists")
     if run.base.write_seq is not None and own is not None and list_id is not None:
         if own:
@@ -426,6 +409,12 @@ def _confirm_base(run: _Sync) -> None:
     removes done)."""
     db = run.db
     db.execute("BEGIN")
+    _confirm_rows(db)
+    db.execute("COMMIT")
+
+
+def _confirm_rows(db: sqlite3.Connection) -> None:
+    """The statements of :func:`_confirm_base` (in the caller's transaction)."""
     db.execute(
         "INSERT INTO base_member (email_key, email, contact_uri, vals)"
         " SELECT email_key, email, contact_uri, vals FROM row_outcome"
@@ -437,71 +426,48 @@ def _confirm_base(run: _Sync) -> None:
         "DELETE FROM base_member WHERE email_key IN"
         " (SELECT email_key FROM remove_row WHERE failed IS NULL)"
     )
-    db.execute("COMMIT")
 
 
-def _sync_counts(db: sqlite3.Connection, *, sent: bool) -> SyncCounts:
-    by_kind = dict.fromkeys(
-        ("added", "updated", "unchanged", "opted_out", "rejected", "duplicate", "failed"), 0
-    )
-    for kind, n in db.execute("SELECT kind, count(*) FROM row_outcome GROUP BY kind"):
-        by_kind[kind] = n
-    removes = db.execute("SELECT count(*), count(failed) FROM remove_row").fetchone()
-    return SyncCounts(
-        read=sum(by_kind.values()),
-        removed=int(removes[0] - removes[1]) if sent else 0,
-        remove_failed=int(removes[1]),
-        **by_kind,
-    )
+def _full_set(run: _Sync) -> Callable[[sqlite3.Connection, str], RecordSet | None]:
+    """Builds the record set of a sync that read its whole file (for the next one)."""
+    read = run.options.send.read
+
+    def build(db: sqlite3.Connection, schema: str) -> RecordSet | None:
+        found = read_header(run.source, read, run.target.uri)
+        header = None if found is None else found[0]
+        return full_record_set(db, schema, run.source, read, header)
+
+    return build
 
 
-def _write_outcome_files(run: _Sync, *, removed: bool) -> dict[str, str]:
-    """One CSV per outcome but ``unchanged`` (``line,email,detail``), and ``removed.csv``."""
-    files: dict[str, str] = {}
-    for kind in ("added", "updated", "opted_out", "rejected", "duplicate", "failed"):
-        path = run.run_dir / f"{kind}.csv"
-        rows = run.db.execute(
-            "SELECT line, coalesce(email, ''), CASE WHEN kind = 'updated' THEN changed"
-            " ELSE reason END FROM row_outcome WHERE kind = ? ORDER BY line",
-            (kind,),
+def _commit_fast(run: _Sync, fast: dict[str, Any]) -> None:
+    """The failures mapped, then the confirmed changes and the new record set into the
+    snapshot in place (``run.committed``: its new generation); ``as_of`` is moved later
+    (:func:`~bulkops.engine.sync_snap.set_as_of`). Runs while the write sequence is read."""
+    db = run.db
+    failed_add_lines(db, run.run_dir)
+    removal_failures(db, run.run_dir)
+    if run.fast is None:  # resumed in a new process: match the file again
+        state, _why = prepare(
+            db,
+            run.source,
+            Path(fast["snapshot"]),
+            run.options.send.read,
+            run.target.uri,
+            remove_missing=run.options.remove_missing,
         )
-        with _atomic(path) as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["line", "email", "changed" if kind == "updated" else "reason"])
-            writer.writerows(rows)
-        files[kind] = str(path)
-    name = "removed.csv" if removed else "to_remove.csv"
-    path = run.run_dir / name
-    with _atomic(path) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["email", "reason"])
-        writer.writerows(
-            run.db.execute("SELECT email, coalesce(failed, '') FROM remove_row ORDER BY email_key")
-        )
-    files[name.removesuffix(".csv")] = str(path)
-    return files
+        if state is None or state.generation != fast["generation"]:
+            return  # the snapshot moved on: it is left as it is (still valid)
+        resume_part(db, state, run.source)
+        run.fast = state
+    state = run.fast
 
+    def apply(db: sqlite3.Connection) -> RecordSet | None:
+        _confirm_rows(db)
+        return build_record_set(db, state)
 
-def _bytes_sent(run: _Sync) -> tuple[int, int, int]:
-    """``(bytes, rows in add activities, emails in remove activities)`` of the POSTs made."""
-    total = rows = removes = 0
-    for name in (ADD_DIR, REMOVE_DIR):
-        directory = run.run_dir / name
-        if not (directory / JOURNAL_NAME).is_file():
-            continue
-        journal = Journal(directory, create=False, read_only=True)
-        try:
-            for chunk in journal.chunks():
-                total += chunk.body_bytes * chunk.posts
-                if chunk.posts:
-                    if name == ADD_DIR:
-                        rows += chunk.rows
-                    else:
-                        removes += chunk.rows
-        finally:
-            journal.close()
-    put_bytes = run.db.execute("SELECT coalesce(sum(done), 0) FROM row_outcome").fetchone()[0]
-    return total + int(put_bytes), rows, removes
+    run.committed = commit_in_place(db, generation=fast["generation"], apply=apply)
+    _crash_point("confirmed")
 
 
 def _base_summary(base: dict[str, Any] | None) -> BaseSummary | None:
@@ -515,18 +481,25 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
     db = run.db
     meta = run.journal.meta()
     if state == "complete":
-        _failed_add_lines(run)
-        _removal_failures(run)
-        _confirm_base(run)
-        _crash_point("confirmed")
+        failed_add_lines(run.db, run.run_dir)
+        removal_failures(run.db, run.run_dir)
         if run.base is None and meta.get("base"):
             names = {f.name for f in attrs.fields(BaseInfo)}
             run.base = BaseInfo(**{k: v for k, v in meta["base"].items() if k in names})
-        if run.base is not None:
-            save_snapshot(run.spec(), db, run.base, run.client.account_url)
-    files = _write_outcome_files(run, removed=state == "complete")
+        if meta.get("fast"):
+            if run.committed is not None:
+                as_of = run.base.snapshot_as_of or run.base.as_of if run.base else None
+                if as_of is not None:
+                    set_as_of(run.db, generation=run.committed, as_of=as_of)
+        else:
+            run.say("saving the list's snapshot")
+            _confirm_base(run)
+            _crash_point("confirmed")
+            if run.base is not None:
+                save_snapshot(run.spec(), db, run.base, run.client.account_url, _full_set(run))
+    files = write_outcome_files(run.db, run.run_dir, removed=state == "complete")
     sent = state == "complete"
-    counts_now = _sync_counts(db, sent=sent)
+    counts_now = sync_counts(db, sent=sent, skipped=run.skipped())
     if state not in ("complete", "dry-run", "refused"):
         # Rows still to send are pending, not yet added or updated.
         pending = db.execute(
@@ -547,7 +520,7 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         )
     run.save_totals()
     meta = run.journal.meta()
-    bytes_sent, rows_sent, removes_sent = _bytes_sent(run)
+    sent_bytes, rows_sent, removes_sent = bytes_sent(run.db, run.run_dir)
     base = meta.get("base")
     report = SyncReport(
         command="sync",
@@ -556,17 +529,18 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         run_dir=str(run.run_dir),
         list=run.target.name,
         counts=counts_now,
-        plan=counts(db),
+        plan=_plan_counts(run, counts(db)),
         base=_base_summary(base),
         rows_sent=rows_sent,
         removes_sent=removes_sent,
         puts=int(db.execute("SELECT count(*) FROM row_outcome WHERE done > 0").fetchone()[0]),
         requests=int(meta.get("requests") or 0),
-        bytes_sent=bytes_sent,
+        bytes_sent=sent_bytes,
         wall_seconds=round(float(meta.get("wall_seconds") or 0.0), 3),
         peak_rss_bytes=peak_rss_bytes(),
         files=files,
         message=message,
+        rows_parsed=int(meta.get("rows_read") or 0) - run.skipped(),
     )
     # The report first: a run marked complete always has its report (a process killed in
     # between is resumed and writes both again).
@@ -580,7 +554,19 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
 
 async def _execute(run: _Sync) -> SyncReport:
     with single_errors():
-        return await _execute_inner(run)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_keep_totals, run)
+            try:
+                return await _execute_inner(run)
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _keep_totals(run: _Sync) -> None:
+    """The request count and wall time saved every second (``status`` of a killed sync)."""
+    while True:
+        await trio.sleep(TOTALS_EVERY)
+        run.save_totals()
 
 
 async def _execute_inner(run: _Sync) -> SyncReport:
@@ -601,12 +587,23 @@ async def _execute_inner(run: _Sync) -> SyncReport:
                 return report
         if run.options.dry_run:
             return _finish(run, state="dry-run", message="")
-        send_rows, remove_rows = await trio.to_thread.run_sync(_write_send_files, run, columns)
+        send_rows, remove_rows = await trio.to_thread.run_sync(
+            write_send_files, run.db, run.run_dir, columns
+        )
         run.journal.set_meta(phase="sending", send_rows=send_rows, remove_rows=remove_rows)
+        run.save_totals()
         _crash_point("planned")
     state, message = await _send(run)
     if state == "complete":
-        await _prove_snapshot(run, time.monotonic())
+        run.say("reading the account's write sequence")
+        sent_by = time.monotonic()
+        own = own_writes(run.db, run.run_dir)
+        fast = run.journal.meta().get("fast")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_prove_snapshot, run, sent_by, own)
+            if fast:  # meanwhile (it waits SEQ_MARGIN): the snapshot's changes
+                run.say("saving the list's snapshot")
+                await trio.to_thread.run_sync(_commit_fast, run, fast)
     return _finish(run, state=state, message=message)
 
 
@@ -701,6 +698,18 @@ async def run_sync(
         lock.release()
 
 
+def _attach_snapshot(run: _Sync, path: Path) -> None:
+    """The snapshot a fast plan used as its base, attached again (a resumed run).
+
+    Raises:
+        ConfigError: it is gone or unreadable.
+    """
+    try:
+        attach(run.db, path)
+    except SnapshotUnusable as exc:
+        raise ConfigError(f"the list's snapshot this sync planned with is gone ({exc})") from None
+
+
 def is_sync_run(run_dir: str | Path) -> bool:
     """True when ``run_dir`` holds a sync run."""
     if not (Path(run_dir) / JOURNAL_NAME).is_file():
@@ -758,6 +767,8 @@ async def resume_sync(
         journal.set_meta(state="running", wall_before=meta.get("wall_seconds") or 0.0)
         run = _open_run(client, journal, options, target, source, reporter, stop, start)
         try:
+            if meta.get("fast") and meta.get("phase") == "sending":
+                _attach_snapshot(run, Path(meta["fast"]["snapshot"]))
             return await _execute(run)
         finally:
             run.db.close()

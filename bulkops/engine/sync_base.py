@@ -58,24 +58,22 @@ Invariants:
   reading's time, and the snapshot is saved as of that time less :data:`SEQ_MARGIN`
   (instead of :attr:`BaseInfo.as_of`, which the sync's own sends would fall after).
 * **Constant memory.** Rows go from the socket to SQLite in batches of :data:`_BATCH`; the
-  set of changed contacts lives in temporary tables; snapshots are copied SQLite to SQLite.
-  Nothing held in Python grows with the list.
-* **Snapshots** (:func:`save_snapshot`) are one SQLite file per (account, list) under
-  ``snapshot_dir``, mode 0600, written to a temporary file and renamed into place; they
-  record the columns, so a snapshot of other columns is never used.
+  set of changed contacts lives in temporary tables; snapshots are copied SQLite to SQLite,
+  or read where they are (``in_place``). Nothing held in Python grows with the list.
+* **Snapshots** (:func:`save_snapshot`, :mod:`bulkops.engine.sync_snap`) are one SQLite
+  file per (account, list) under ``snapshot_dir``, mode 0600, written to a temporary file
+  and renamed into place, or changed in place in transactions that each leave a valid
+  snapshot; they record the columns, so a snapshot of other columns is never used.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 import sqlite3
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import attrs
 import msgspec
@@ -83,7 +81,16 @@ import trio
 
 from bulkops.engine.client import Client
 from bulkops.engine.exports import post_export
-from bulkops.engine.server_urls import LOOPBACK
+from bulkops.engine.sync_snap import (
+    SNAP,
+    RecordSet,
+    SnapshotUnusable,
+    attach,
+    check_meta,
+    detach,
+    snapshot_file,
+    write_snapshot,
+)
 from bulkops.engine.tracker import ActivityTracker
 from bulkops.errors import (
     ActivityFailed,
@@ -135,7 +142,6 @@ FULL_READ_REQUESTS = 10
 #: Export rows that cost about as much as one request (server and client time).
 ROWS_PER_REQUEST = 5_000
 
-SNAPSHOT_VERSION = 1
 DO_NOT_MAIL = "Do Not Mail"
 
 _BATCH = 5_000  # rows per executemany
@@ -243,8 +249,8 @@ def full_read_cost(members: int) -> int:
     return FULL_READ_REQUESTS + members // ROWS_PER_REQUEST
 
 
-class _FallBack(Exception):
-    """Internal: the snapshot cannot be proven current; the message says why."""
+#: Internal: the snapshot cannot be proven current; the message says why.
+_FallBack = SnapshotUnusable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,9 +258,16 @@ class _FallBack(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
-async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> BaseInfo:
+async def load_base(
+    client: Client, spec: BaseSpec, db: sqlite3.Connection, *, in_place: bool = False
+) -> BaseInfo:
     """Fill ``base_member`` and ``base_opted_out`` in ``db`` (created if absent, contents
     replaced, committed) with the list's members and the account's Do Not Mail contacts.
+
+    With ``in_place``, the caller attached the list's snapshot to ``db`` as ``snap`` (and
+    ``db`` has no base tables of its own): an incremental read brings that snapshot up to
+    date where it is; the keys the server showed changed are left in ``temp.sb_dirty``. When
+    it falls back to a full read, ``snap`` is detached and the tables are made in ``db``.
 
     Returns:
         what was read, how, at what cost, and the server time it is valid at.
@@ -267,8 +280,9 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
         ApiError, TransportError: the server could not be used.
     """
     started = client.statistics().requests
-    for statement in _TABLES:
-        db.execute(statement)
+    if not in_place:
+        for statement in _TABLES:
+            db.execute(statement)
     list_id = resource_id_from_uri(spec.list_uri, "lists")
     if list_id is None:
         raise ConfigError(f"{spec.list_uri!r} is not a list URI")
@@ -280,17 +294,23 @@ async def load_base(client: Client, spec: BaseSpec, db: sqlite3.Connection) -> B
     as_of = server_now - STAMP_SKEW
     reason: str | None = None
     path = None if spec.snapshot_dir is None else snapshot_path(spec.snapshot_dir, client, spec)
-    if path is not None and path.exists():
+    if path is not None and (in_place or path.exists()):
         if spec.full:
             reason = "--full was given"
         else:
             try:
-                await _incremental(client, spec, db, path, list_id, found.contact_count, as_of)
+                await _incremental(
+                    client, spec, db, path, list_id, found.contact_count, as_of, in_place
+                )
             except _FallBack as exc:
                 reason = str(exc)
             else:
                 info = _info(client, db, "incremental", None, started, as_of)
                 return _with_sequence(info, sequence)
+    if in_place:
+        detach(db, SNAP)
+        for statement in _TABLES:
+            db.execute(statement)
     await _full_read(client, spec, db, found.contact_count or 0)
     return _with_sequence(_info(client, db, "full", reason, started, as_of), sequence)
 
@@ -439,13 +459,20 @@ async def _incremental(
     list_id: str,
     contact_count: int | None,
     now: datetime,
+    in_place: bool = False,
 ) -> None:
-    """Bring the snapshot at ``path`` up to date in ``db``.
+    """Bring the snapshot at ``path`` up to date in ``db`` (copied in, or where it is
+    attached as ``snap`` with ``in_place``).
 
     Raises:
         _FallBack: it cannot be proven current (the message says why).
     """
-    since = _copy_snapshot_in(db, path, spec, now)
+    if in_place:
+        since = parse_time(check_meta(db, SNAP, spec.columns, now, HISTORY_HORIZON)["as_of"])
+    else:
+        since = _copy_snapshot_in(db, path, spec, now)
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS sb_dirty (email_key TEXT PRIMARY KEY)")
+    db.execute("DELETE FROM temp.sb_dirty")
     budget = full_read_cost(contact_count or 0)
     db.execute("DROP TABLE IF EXISTS temp.sb_changed")
     db.execute("DROP TABLE IF EXISTS temp.sb_on_list")
@@ -466,6 +493,7 @@ async def _incremental(
                 f"(HTTP 400: {exc.message})"
             ) from None
         (changed,) = db.execute("SELECT count(*) FROM sb_changed").fetchone()
+        db.execute("INSERT OR IGNORE INTO temp.sb_dirty SELECT email_key FROM sb_changed")
         if changed:
             query = urlencode({"updatedsince": format_time(since), "listid": list_id})
             pages += await _walk(client, f"contacts?{query}", db, budget - pages, _note_on_list)
@@ -601,24 +629,15 @@ async def _fetch_contacts(
 
 
 def snapshot_path(snapshot_dir: Path, client_or_account: Client | str, spec: BaseSpec) -> Path:
-    """The snapshot file of (account, list) under ``snapshot_dir``.
-
-    The account is its URL (``client.account_url``); on loopback hosts the port does not
-    count (the embedded server binds a new one every run), as in
-    :func:`~bulkops.engine.client.same_account`.
-    """
+    """The snapshot file of (account, list) under ``snapshot_dir``
+    (:func:`~bulkops.engine.sync_snap.snapshot_file`); the account is its URL
+    (``client.account_url``)."""
     account = (
         client_or_account.account_url
         if isinstance(client_or_account, Client)
         else client_or_account
     )
-    parts = urlsplit(account)
-    host = parts.hostname or ""
-    where = host if host in LOOPBACK else parts.netloc.rsplit("@", 1)[-1].lower()
-    list_id = resource_id_from_uri(spec.list_uri, "lists") or spec.list_uri
-    key = f"{parts.scheme}://{where}{parts.path.lower()}\n{list_id}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return Path(snapshot_dir) / f"{digest}.sqlite"
+    return snapshot_file(snapshot_dir, account, spec.list_uri)
 
 
 def _copy_snapshot_in(
@@ -629,107 +648,55 @@ def _copy_snapshot_in(
     Raises:
         _FallBack: unreadable, another version, other columns, or older than the horizon.
     """
-    db.commit()  # ATTACH needs no transaction open
+    attach(db, path, "sb_snap")
     try:
-        db.execute("ATTACH DATABASE ? AS sb_snap", (str(path),))
-    except sqlite3.Error as exc:
-        raise _FallBack(f"the snapshot cannot be read ({exc})") from None
-    try:
-        meta = dict(db.execute("SELECT key, value FROM sb_snap.meta").fetchall())
-        if meta.get("version") != str(SNAPSHOT_VERSION):
-            raise _FallBack(f"the snapshot has version {meta.get('version')!r}")
-        kept = tuple(msgspec.json.decode(meta["columns"], type=list[str]))
-        if kept != spec.columns:
-            raise _FallBack(
-                f"the file maps other columns ({', '.join(spec.columns) or 'none'}) than the "
-                f"snapshot ({', '.join(kept) or 'none'})"
-            )
-        as_of = parse_time(meta["as_of"])
-        if now - as_of > HISTORY_HORIZON:
-            raise _FallBack(
-                f"the snapshot ({meta['as_of']}) is older than the {HISTORY_HORIZON.days} days "
-                "of history the server keeps"
-            )
+        meta = check_meta(db, "sb_snap", spec.columns, now, HISTORY_HORIZON)
         db.execute("DELETE FROM base_member")
         db.execute("DELETE FROM base_opted_out")
         db.execute(
             "INSERT INTO base_member (email_key, email, contact_uri, vals)"
-            " SELECT email_key, email, contact_uri, vals FROM sb_snap.member"
+            " SELECT email_key, email, contact_uri, vals FROM sb_snap.base_member"
         )
-        db.execute("INSERT INTO base_opted_out (email_key) SELECT email_key FROM sb_snap.opted_out")
+        db.execute(
+            "INSERT INTO base_opted_out (email_key) SELECT email_key FROM sb_snap.base_opted_out"
+        )
         db.commit()
-        return as_of
-    except (sqlite3.Error, KeyError, ValueError, msgspec.DecodeError) as exc:
+        return parse_time(meta["as_of"])
+    except sqlite3.Error as exc:
         db.rollback()
         raise _FallBack(f"the snapshot cannot be read ({exc})") from None
     finally:
-        db.execute("DETACH DATABASE sb_snap")
+        detach(db, "sb_snap")
 
 
-_SNAPSHOT_SCHEMA = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE member (email_key TEXT PRIMARY KEY, email TEXT NOT NULL, contact_uri TEXT,"
-    " vals TEXT NOT NULL)",
-    "CREATE TABLE opted_out (email_key TEXT PRIMARY KEY)",
-)
-
-
-def save_snapshot(spec: BaseSpec, db: sqlite3.Connection, info: BaseInfo, account: str) -> None:
+def save_snapshot(
+    spec: BaseSpec,
+    db: sqlite3.Connection,
+    info: BaseInfo,
+    account: str,
+    records: Callable[[sqlite3.Connection, str], RecordSet | None] | None = None,
+) -> None:
     """Store ``base_member`` and ``base_opted_out`` of ``db`` as the snapshot of (account,
     list, columns), valid at ``info.snapshot_as_of`` (``info.as_of`` when unset); nothing
     when ``spec.snapshot_dir`` is None.
 
     Call it after a sync completed, once ``base_member`` holds what the server confirmed.
     Pending changes of ``db`` are committed first. The file (mode 0600) is written under a
-    temporary name, made durable, and renamed over the previous snapshot.
+    temporary name, made durable, and renamed over the previous snapshot
+    (:func:`~bulkops.engine.sync_snap.write_snapshot`).
 
     Args:
         account: the account's URL (``client.account_url``).
+        records: builds the record set of the sync's file (none: the next sync reads its
+            whole file).
     """
     if spec.snapshot_dir is None:
         return
-    target = snapshot_path(spec.snapshot_dir, account, spec)
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)  # mkstemp made it 0600
-    try:
-        with contextlib.closing(sqlite3.connect(temp)) as out:
-            for statement in _SNAPSHOT_SCHEMA:
-                out.execute(statement)
-            meta = {
-                "version": str(SNAPSHOT_VERSION),
-                "columns": _VALS.encode(list(spec.columns)).decode(),
-                "as_of": info.snapshot_as_of or info.as_of,
-                "list_uri": spec.list_uri,
-            }
-            out.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-            out.commit()
-        db.commit()
-        db.execute("ATTACH DATABASE ? AS sb_out", (temp,))
-        try:
-            db.execute(
-                "INSERT INTO sb_out.member SELECT email_key, email, contact_uri, vals"
-                " FROM main.base_member ORDER BY email_key"
-            )
-            db.execute(
-                "INSERT INTO sb_out.opted_out SELECT email_key FROM main.base_opted_out"
-                " ORDER BY email_key"
-            )
-            db.commit()
-        finally:
-            db.execute("DETACH DATABASE sb_out")
-        _fsync(Path(temp))
-        os.replace(temp, target)
-        _fsync(target.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_snapshot(
+        db,
+        snapshot_path(spec.snapshot_dir, account, spec),
+        columns=spec.columns,
+        list_uri=spec.list_uri,
+        as_of=info.snapshot_as_of or info.as_of,
+        records=records,
+    )

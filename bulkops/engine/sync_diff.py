@@ -130,34 +130,54 @@ class FileRows:
         list_uri: the list (the pipeline's activities name one; never sent).
     """
 
-    def __init__(self, db: sqlite3.Connection, read: ReadOptions, list_uri: str) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        read: ReadOptions,
+        list_uri: str,
+        line_map: Sequence[int] | None = None,
+    ) -> None:
         self._db = db
+        #: The file's line of each line fed (a part of the file read alone), or None.
+        self._map = line_map
         self._pipeline = Pipeline(
             PipelineOptions(lists=[list_uri], read=read, limits=ChunkLimits())
         )
         #: The wire fields the file maps, EmailAddress first.
         self.fields: tuple[str, ...] | None = None
+        #: The header as the pipeline read it (delimiter, encoding).
+        self.header: Header | None = None
         self.rows = 0
+
+    def _line(self, line: int) -> int:
+        return line if self._map is None else self._map[line]
 
     def feed(self, block: bytes) -> None:
         """Read the next block of the file (``b""`` at the end)."""
         events = self._pipeline.decode(block) if block else self._pipeline.flush()
-        outcomes: list[tuple[int, str, str]] = []
+        outcomes: list[tuple[int, str, str, str | None]] = []
+        line = self._line
         for event in events:
             if isinstance(event, Header):
                 self.fields = tuple(_field_of(name) for name in event.sent)
+                self.header = event
             elif isinstance(event, Rejected):
                 where = f"{event.field}: " if event.field else ""
-                outcomes.append((event.line, "rejected", where + event.reason))
+                outcomes.append((line(event.line), "rejected", where + event.reason, None))
                 self.rows += 1
             elif isinstance(event, Duplicate):
-                outcomes.append((event.line, "duplicate", f"replaced by line {event.replaced_by}"))
+                # The reason names the email's last row once the diff knows it (_diff).
+                by = line(event.replaced_by)
+                outcomes.append(
+                    (line(event.line), "duplicate", f"replaced by line {by}", event.email.lower())
+                )
                 self.rows += 1
             elif isinstance(event, Chunk):
                 self._chunk(event)
         if outcomes:
             self._db.executemany(
-                "INSERT OR REPLACE INTO row_outcome (line, kind, reason) VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO row_outcome (line, kind, reason, email_key)"
+                " VALUES (?, ?, ?, ?)",
                 outcomes,
             )
 
@@ -174,7 +194,8 @@ class FileRows:
             for f in self.fields[1:]
         ]
         rows = []
-        for line, record in zip(chunk.lines, records, strict=True):
+        lines = chunk.lines if self._map is None else [self._map[n] for n in chunk.lines]
+        for line, record in zip(lines, records, strict=True):
             email = record[email_at].strip()
             vals = [fn(record[i]) if i >= 0 else "" for i, fn in picks]
             rows.append((line, email.lower(), email, _encode(vals).decode()))
@@ -253,18 +274,28 @@ class DiffCounts(msgspec.Struct, frozen=True, kw_only=True):
     members: int
 
 
-def diff(db: sqlite3.Connection, columns: Sequence[str], *, remove_missing: bool) -> DiffCounts:
+def diff(
+    db: sqlite3.Connection,
+    columns: Sequence[str],
+    *,
+    remove_missing: bool,
+    candidates: bool = False,
+) -> DiffCounts:
     """Decide every row's outcome (``row_outcome``) and the members to remove
     (``remove_row``) from ``file_row``, ``base_member`` and ``base_opted_out``.
 
     Args:
         columns: the wire fields of ``vals`` (without EmailAddress), as the base's.
         remove_missing: members whose email no file row has go to ``remove_row``.
+        candidates: only the members whose key is in ``temp.sb_cand`` may be removed (a
+            part of the file was read: the others are known to be in it), and the base is
+            the snapshot attached as ``snap`` (the tables are not made in ``db``).
     """
-    db.executescript(BASE_SCHEMA)  # made by load_base already; an empty base otherwise
+    if not candidates:
+        db.executescript(BASE_SCHEMA)  # made by load_base already; an empty base otherwise
     db.execute("BEGIN")
     try:
-        _diff(db, columns, remove_missing=remove_missing)
+        _diff(db, columns, remove_missing=remove_missing, candidates=candidates)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -272,14 +303,22 @@ def diff(db: sqlite3.Connection, columns: Sequence[str], *, remove_missing: bool
     return counts(db)
 
 
-def _diff(db: sqlite3.Connection, columns: Sequence[str], *, remove_missing: bool) -> None:
+def _diff(
+    db: sqlite3.Connection, columns: Sequence[str], *, remove_missing: bool, candidates: bool
+) -> None:
     db.execute("DROP TABLE IF EXISTS temp.winner")
     db.execute("CREATE TEMP TABLE winner (email_key TEXT PRIMARY KEY, line INTEGER NOT NULL)")
     db.execute("INSERT INTO winner SELECT email_key, max(line) FROM file_row GROUP BY email_key")
     db.execute(
-        "INSERT OR REPLACE INTO row_outcome (line, kind, reason)"
-        " SELECT f.line, 'duplicate', 'replaced by line ' || w.line"
+        "INSERT OR REPLACE INTO row_outcome (line, kind, reason, email_key)"
+        " SELECT f.line, 'duplicate', 'replaced by line ' || w.line, f.email_key"
         " FROM file_row f JOIN winner w ON w.email_key = f.email_key WHERE f.line < w.line"
+    )
+    # A duplicate the reading found names the email's last row too, whatever rows the
+    # reading held at once (the same reason whether the file was read whole or in part).
+    db.execute(
+        "UPDATE row_outcome SET reason = 'replaced by line ' || w.line FROM winner w"
+        " WHERE row_outcome.kind = 'duplicate' AND w.email_key = row_outcome.email_key"
     )
     db.execute(
         "INSERT OR REPLACE INTO row_outcome (line, kind, reason, email_key, email, vals)"
@@ -302,7 +341,7 @@ def _diff(db: sqlite3.Connection, columns: Sequence[str], *, remove_missing: boo
         " WHERE f.email = b.email AND f.vals = b.vals"
         " AND NOT EXISTS (SELECT 1 FROM base_opted_out o WHERE o.email_key = w.email_key)"
     )
-    candidates = db.execute(
+    differing = db.execute(
         "SELECT f.line, f.email_key, f.email, f.vals, b.email, b.vals, b.contact_uri"
         " FROM winner w JOIN file_row f ON f.line = w.line"
         " JOIN base_member b ON b.email_key = w.email_key"
@@ -311,7 +350,7 @@ def _diff(db: sqlite3.Connection, columns: Sequence[str], *, remove_missing: boo
     )
     write = db.cursor()
     batch: list[tuple[object, ...]] = []
-    for line, key, email, vals, base_email, base_vals, uri in candidates:
+    for line, key, email, vals, base_email, base_vals, uri in differing:
         outcome = compare(columns, email, decode_vals(vals), base_email, decode_vals(base_vals))
         kind, route, changed = outcome
         batch.append((line, kind, route, key, email, vals, ",".join(changed), uri))
@@ -321,9 +360,13 @@ def _diff(db: sqlite3.Connection, columns: Sequence[str], *, remove_missing: boo
     _write_compared(write, batch)
     db.execute("DELETE FROM remove_row")
     if remove_missing:
+        # From the candidates when there are (CROSS JOIN: SQLite keeps that order), so the
+        # base is looked up, never scanned.
+        among = "temp.sb_cand c CROSS JOIN base_member b ON b.email_key = c.email_key"
+        source = among if candidates else "base_member b"
         db.execute(
             "INSERT INTO remove_row (email_key, email, contact_uri)"
-            " SELECT b.email_key, b.email, b.contact_uri FROM base_member b"
+            f" SELECT b.email_key, b.email, b.contact_uri FROM {source}"
             " WHERE NOT EXISTS (SELECT 1 FROM winner w WHERE w.email_key = b.email_key)"
         )
     db.execute("DROP TABLE temp.winner")

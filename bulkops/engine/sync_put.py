@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlencode
 
+import msgspec
 import trio
 from lxml import etree
 
@@ -31,6 +32,8 @@ from bulkops.wire.atom.syntax import ATOM_NS, CTCT_NS
 from bulkops.wire.model import Contact
 
 __all__ = ["apply_puts", "contact_body", "find_preexisting"]
+
+_decode_vals = msgspec.json.Decoder(list[str]).decode
 
 #: Most addresses one ``?email=`` search may name (spec §6.3).
 SEARCH_BATCH = 50
@@ -84,10 +87,16 @@ async def find_preexisting(
     be PUT after their add; return how many."""
     if cutoff is None:
         return 0
-    rows = db.execute(
-        "SELECT line, email_key FROM row_outcome WHERE kind = 'added' AND route = 'bulk'"
-        " AND vals LIKE '%\"\"%' ORDER BY line"
-    ).fetchall()
+    # LIKE finds the rows whose JSON holds "" (an empty value, or a value ending in a
+    # quote: the JSON of `"q"` ends in `\""`); the decoded values tell which.
+    rows = [
+        (line, key)
+        for line, key, vals in db.execute(
+            "SELECT line, email_key, vals FROM row_outcome WHERE kind = 'added'"
+            " AND route = 'bulk' AND vals LIKE '%\"\"%' ORDER BY line"
+        )
+        if "" in _decode_vals(vals)
+    ]
     marked = 0
     for batch in _batches(((line, key) for line, key in rows if line not in failed), 5_000):
         contacts = await search(client, [key for _line, key in batch])

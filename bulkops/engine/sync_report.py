@@ -168,6 +168,9 @@ class SyncReport(msgspec.Struct, frozen=True, kw_only=True):
     peak_rss_bytes: int
     files: dict[str, str]
     message: str = ""
+    #: rows read through the import pipeline: all of them, or with the fast plan only those
+    #: whose bytes changed or whose email was dirty (the others are ``unchanged``)
+    rows_parsed: int = 0
 
     @property
     def exit_code(self) -> int:

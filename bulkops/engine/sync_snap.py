@@ -1,0 +1,401 @@
+"""The snapshot of a list: one SQLite file per (account, list) under ``$BULKOPS_HOME``.
+
+Schema (version 2)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)   -- version, columns, as_of, list_uri,
+                                             -- generation, record_key, uncovered
+    base_member(email_key TEXT PRIMARY KEY, email TEXT NOT NULL, contact_uri TEXT,
+                vals TEXT NOT NULL)
+    base_opted_out(email_key TEXT PRIMARY KEY)
+    record_set(id INTEGER PRIMARY KEY, digests BLOB, tags BLOB, rowids BLOB)
+
+``record_set`` holds one row: the record set of the file of the sync that saved the
+snapshot (:mod:`bulkops.engine.sync_records`), three packed arrays in file order (8-byte
+digests, 4-byte tags, 4-byte ``base_member`` rowids); ``record_key`` binds it to that file's
+header and reading options, ``uncovered`` counts the members no entry covers.
+
+Two ways to write one, both crash-safe (a process killed at any point leaves the old
+snapshot or the new one, never a mix):
+
+* :func:`write_snapshot` (after a full read, or a sync that read its base in full): a new
+  file written under a temporary name, made durable and renamed over the old one.
+* **In place** (a sync whose base was the snapshot itself, attached to its database as
+  ``snap``): changes the server showed are applied as they are read (a snapshot whose
+  members are newer than its ``as_of`` is still valid: the next window shows those changes
+  again), and :func:`commit_in_place` applies the sync's confirmed changes, the new record
+  set and the new ``as_of`` in one transaction. ``generation`` changes with every commit, so
+  a sync resumed after another one committed does not write its older view.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import sqlite3
+import tempfile
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TypeAlias
+from urllib.parse import urlsplit
+
+import attrs
+import msgspec
+
+from bulkops.engine.server_urls import LOOPBACK
+from bulkops.engine.sync_records import OldSet
+from bulkops.wire.atom.syntax import parse_time
+from bulkops.wire.uris import resource_id_from_uri
+
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "Piece",
+    "RecordSet",
+    "Rowids",
+    "SnapshotUnusable",
+    "attach",
+    "check_meta",
+    "commit_in_place",
+    "read_old_set",
+    "set_as_of",
+    "snapshot_file",
+    "write_snapshot",
+]
+
+SNAPSHOT_VERSION = 2
+#: The name the snapshot is attached under when a sync uses it in place.
+SNAP = "snap"
+
+_ENCODE = msgspec.json.Encoder()
+_PIECE = 1 << 20  # bytes of a record set blob read or written at a time
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS base_member (email_key TEXT PRIMARY KEY, email TEXT NOT NULL,"
+    " contact_uri TEXT, vals TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS base_opted_out (email_key TEXT PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS record_set (id INTEGER PRIMARY KEY, digests BLOB NOT NULL,"
+    " tags BLOB NOT NULL, rowids BLOB NOT NULL)",
+)
+
+
+class SnapshotUnusable(Exception):
+    """The snapshot cannot be used (the message says why)."""
+
+
+#: One piece of a record set: digests, tags and rowids of consecutive entries.
+Piece: TypeAlias = "tuple[array[int], array[int], array[int]]"
+
+
+@attrs.define
+class RecordSet:
+    """A record set to store: bound to ``key``; ``count`` entries, given in order by
+    ``pieces()`` (so the set is never whole in memory twice); ``uncovered`` members no entry
+    covers."""
+
+    key: str
+    count: int
+    pieces: Callable[[], Iterable[Piece]]
+    uncovered: int
+
+    @classmethod
+    def of_arrays(
+        cls, key: str, digests: array[int], tags: array[int], rowids: array[int], uncovered: int
+    ) -> RecordSet:
+        """A set held in three arrays."""
+        return cls(key, len(digests), lambda: [(digests, tags, rowids)], uncovered)
+
+
+def snapshot_file(snapshot_dir: Path, account: str, list_uri: str) -> Path:
+    """The snapshot file of (account, list) under ``snapshot_dir``.
+
+    On loopback hosts the port does not count (the embedded server binds a new one every
+    run), as in :func:`~bulkops.engine.client.same_account`.
+    """
+    parts = urlsplit(account)
+    host = parts.hostname or ""
+    where = host if host in LOOPBACK else parts.netloc.rsplit("@", 1)[-1].lower()
+    list_id = resource_id_from_uri(list_uri, "lists") or list_uri
+    key = f"{parts.scheme}://{where}{parts.path.lower()}\n{list_id}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return Path(snapshot_dir) / f"{digest}.sqlite"
+
+
+def check_meta(
+    db: sqlite3.Connection, schema: str, columns: Sequence[str], now: datetime, horizon: timedelta
+) -> dict[str, str]:
+    """The meta of the snapshot attached as ``schema``, checked.
+
+    Raises:
+        SnapshotUnusable: unreadable, another version, other columns, or older than
+            ``horizon``.
+    """
+    try:
+        meta = dict(db.execute(f"SELECT key, value FROM {schema}.meta").fetchall())
+        if meta.get("version") != str(SNAPSHOT_VERSION):
+            raise SnapshotUnusable(f"the snapshot has version {meta.get('version')!r}")
+        kept = tuple(msgspec.json.decode(meta["columns"], type=list[str]))
+        if kept != tuple(columns):
+            raise SnapshotUnusable(
+                f"the file maps other columns ({', '.join(columns) or 'none'}) than the "
+                f"snapshot ({', '.join(kept) or 'none'})"
+            )
+        as_of = parse_time(meta["as_of"])
+    except (sqlite3.Error, KeyError, ValueError, msgspec.DecodeError) as exc:
+        raise SnapshotUnusable(f"the snapshot cannot be read ({exc})") from None
+    if now - as_of > horizon:
+        raise SnapshotUnusable(
+            f"the snapshot ({meta['as_of']}) is older than the {horizon.days} days "
+            "of history the server keeps"
+        )
+    return meta
+
+
+def attach(db: sqlite3.Connection, path: Path, schema: str = SNAP) -> None:
+    """Attach the snapshot at ``path`` as ``schema`` (durable commits: ``synchronous=FULL``).
+
+    Raises:
+        SnapshotUnusable: it cannot be opened.
+    """
+    if db.in_transaction:
+        db.commit()  # ATTACH needs no transaction open
+    try:
+        db.execute("ATTACH DATABASE ? AS " + schema, (str(path),))
+        db.execute(f"PRAGMA {schema}.synchronous = FULL")
+        db.execute(f"PRAGMA {schema}.journal_mode = DELETE")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("DETACH DATABASE " + schema)
+        raise SnapshotUnusable(f"the snapshot cannot be read ({exc})") from None
+
+
+def detach(db: sqlite3.Connection, schema: str = SNAP) -> None:
+    """Detach ``schema`` when it is attached."""
+    names = {row[1] for row in db.execute("PRAGMA database_list")}
+    if schema in names:
+        if db.in_transaction:
+            db.commit()
+        db.execute("DETACH DATABASE " + schema)
+
+
+def read_old_set(db: sqlite3.Connection, schema: str = SNAP) -> tuple[OldSet, int]:
+    """The record set of the attached snapshot (empty when it has none), and its row id."""
+    row = db.execute(f"SELECT id FROM {schema}.record_set").fetchone()
+    if row is None:
+        return OldSet(), 0
+    set_id = int(row[0])
+    digests = _read_blob(db, schema, "digests", set_id, "Q")
+    tags = _read_blob(db, schema, "tags", set_id, "I")
+    return OldSet(digests, tags), set_id
+
+
+class Rowids:
+    """The member rowids of a record set, read from its blob when asked (4 bytes an entry
+    stay on disk, not in memory). One blob handle serves every :meth:`take` until
+    :meth:`close` (a new handle would walk the blob's pages from its start each time)."""
+
+    def __init__(self, db: sqlite3.Connection, set_id: int, schema: str = SNAP) -> None:
+        self._db, self._id, self._schema = db, set_id, schema
+        self._blob: sqlite3.Blob | None = None
+
+    def take(self, entries: array[int]) -> array[int]:
+        """The rowids of ``entries`` (old entry indexes): one read per run of consecutive
+        entries."""
+        out = array("I")
+        if not entries:
+            return out
+        if self._blob is None:
+            self._blob = self._db.blobopen(
+                "record_set", "rowids", self._id, readonly=True, name=self._schema
+            )
+        blob = self._blob
+        start = prev = entries[0]
+        for k in [*entries[1:], -2]:
+            if k == prev + 1:
+                prev = k
+                continue
+            blob.seek(start * 4)
+            out.frombytes(blob.read((prev - start + 1) * 4))
+            start = prev = k
+        return out
+
+    def close(self) -> None:
+        """Close the blob handle (the next :meth:`take` opens another)."""
+        if self._blob is not None:
+            self._blob.close()
+            self._blob = None
+
+
+def _read_blob(
+    db: sqlite3.Connection, schema: str, column: str, set_id: int, code: str
+) -> array[int]:
+    """A packed array, read a piece at a time (never the blob and the array both whole)."""
+    out = array(code)
+    try:
+        blob = db.blobopen("record_set", column, set_id, readonly=True, name=schema)
+    except sqlite3.OperationalError:
+        return out
+    with blob:
+        while piece := blob.read(_PIECE):
+            out.frombytes(piece)
+    return out
+
+
+def _write_blobs(db: sqlite3.Connection, schema: str, records: RecordSet) -> int:
+    """The set into a new ``record_set`` row, a piece at a time; its id."""
+    sizes = (records.count * 8, records.count * 4, records.count * 4)
+    cursor = db.execute(
+        f"INSERT INTO {schema}.record_set (digests, tags, rowids)"
+        " VALUES (zeroblob(?), zeroblob(?), zeroblob(?))",
+        sizes,
+    )
+    set_id = cursor.lastrowid
+    assert set_id is not None
+    columns = ("digests", "tags", "rowids")
+    with contextlib.ExitStack() as stack:
+        blobs = [
+            stack.enter_context(db.blobopen("record_set", column, set_id, name=schema))
+            for column in columns
+        ]
+        written = 0
+        for piece in records.pieces():
+            for blob, values in zip(blobs, piece, strict=True):
+                blob.write(memoryview(values).cast("B"))
+            written += len(piece[0])
+    if written != records.count:
+        raise ValueError(f"a record set of {records.count} entries gave {written}")
+    return set_id
+
+
+def _store_set(db: sqlite3.Connection, schema: str, records: RecordSet | None) -> str:
+    """Replace the record set (and its meta); returns the new generation. The new row is
+    written before the old one goes (its pieces may be read from the old one)."""
+    if records is None:
+        db.execute(f"DELETE FROM {schema}.record_set")
+        meta = {"record_key": "", "uncovered": "0"}
+    else:
+        new = _write_blobs(db, schema, records)
+        db.execute(f"DELETE FROM {schema}.record_set WHERE id != ?", (new,))
+        meta = {"record_key": records.key, "uncovered": str(records.uncovered)}
+    meta["generation"] = secrets.token_hex(8)
+    db.executemany(f"INSERT OR REPLACE INTO {schema}.meta VALUES (?, ?)", meta.items())
+    return meta["generation"]
+
+
+def write_snapshot(
+    db: sqlite3.Connection,
+    target: Path,
+    *,
+    columns: Sequence[str],
+    list_uri: str,
+    as_of: str,
+    records: Callable[[sqlite3.Connection, str], RecordSet | None] | None = None,
+) -> None:
+    """Write ``base_member`` and ``base_opted_out`` of ``db`` (its main schema) as a new
+    snapshot at ``target``: a temporary file (mode 0600) made durable and renamed over it.
+
+    Args:
+        records: builds the record set once the members are in the new file (given the
+            connection and the new file's schema name, to read the members' rowids).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)  # mkstemp made it 0600
+    try:
+        db.commit()
+        db.execute("ATTACH DATABASE ? AS sb_out", (temp,))
+        try:
+            for statement in SCHEMA:
+                db.execute(statement.replace("EXISTS ", "EXISTS sb_out.", 1))
+            meta = {
+                "version": str(SNAPSHOT_VERSION),
+                "columns": _ENCODE.encode(list(columns)).decode(),
+                "as_of": as_of,
+                "list_uri": list_uri,
+            }
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO sb_out.meta VALUES (?, ?)", meta.items())
+            db.execute(
+                "INSERT INTO sb_out.base_member SELECT email_key, email, contact_uri, vals"
+                " FROM main.base_member ORDER BY email_key"
+            )
+            db.execute(
+                "INSERT INTO sb_out.base_opted_out SELECT email_key FROM main.base_opted_out"
+                " ORDER BY email_key"
+            )
+            _store_set(db, "sb_out", records(db, "sb_out") if records is not None else None)
+            db.commit()
+        finally:
+            if db.in_transaction:
+                db.rollback()
+            db.execute("DETACH DATABASE sb_out")
+        _fsync(Path(temp))
+        os.replace(temp, target)
+        _fsync(target.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def commit_in_place(
+    db: sqlite3.Connection,
+    *,
+    generation: str,
+    apply: Callable[[sqlite3.Connection], RecordSet | None],
+) -> str | None:
+    """Apply a sync's confirmed changes to the snapshot attached as ``snap``, in one
+    transaction: ``apply(db)`` changes ``snap.base_member`` and returns the new record set,
+    which is stored with a new generation; ``as_of`` stays (:func:`set_as_of` moves it once
+    the sync's end is proven: a snapshot newer than its ``as_of`` is valid meanwhile, its
+    next read only sees the sync's own writes again). Returns the new generation; nothing is
+    written (None) when the snapshot's generation is no longer ``generation`` (another sync
+    committed since this one read it)."""
+    if db.in_transaction:
+        db.commit()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if _generation(db) != generation:
+            db.rollback()
+            return None
+        records = apply(db)
+        new = _store_set(db, SNAP, records)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return new
+
+
+def set_as_of(db: sqlite3.Connection, *, generation: str, as_of: str) -> bool:
+    """Move the ``as_of`` of the snapshot attached as ``snap`` when its generation is still
+    ``generation``; whether it was."""
+    if db.in_transaction:
+        db.commit()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if _generation(db) != generation:
+            db.rollback()
+            return False
+        db.execute(f"INSERT OR REPLACE INTO {SNAP}.meta VALUES ('as_of', ?)", (as_of,))
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return True
+
+
+def _generation(db: sqlite3.Connection) -> str | None:
+    row = db.execute(f"SELECT value FROM {SNAP}.meta WHERE key = 'generation'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
