@@ -201,11 +201,15 @@ async def test_downloads_before_completion_or_of_non_exports_are_404(
             client, activityType="SV_ADD", data="Email\np@example.org", lists=list_uri(list_id)
         )
         db = server_state.store.connection()
-        with write_tx(db):  # an export that has not run yet
+        # An export still running, in another worker's lease that lasts beyond the test:
+        # no worker here may claim it (without a lease one did, on a busy machine, between
+        # this insert and the GET: it ended in ERROR, with "no export file").
+        with write_tx(db):
             db.execute(
                 "INSERT INTO activity (id, account_id, requested_type, type, status, request, "
-                "insert_time, updated) VALUES ('a07e1notready000000', 1, 'EXPORT_CONTACTS', "
-                "'EXPORT_CONTACTS', 'RUNNING', NULL, 1, 1)"
+                "insert_time, updated, lease_owner, lease_expires) VALUES "
+                "('a07e1notready000000', 1, 'EXPORT_CONTACTS', 'EXPORT_CONTACTS', 'RUNNING', "
+                "NULL, 1, 1, 'elsewhere', 4102444800000)"
             )
         with trio.fail_after(HANG_GUARD):
             not_export = await client.get(f"activities/{add.id}.csv")
