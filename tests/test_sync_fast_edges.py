@@ -691,3 +691,41 @@ def test_abandoned_sync_then_a_new_one(bench: Bench, monkeypatch: pytest.MonkeyP
     bench.settled()
     bench.sync(first)
     bench.settled()
+
+
+@pytest.mark.parametrize(("kept", "new"), [(18, 0), (17, 0), (17, 10), (19, 0)])
+def test_max_remove_decided_as_the_full_plan(bench: Bench, kept: int, new: int) -> None:
+    """The default ``max_remove`` (10% of the list) refuses or allows a fast sync exactly as
+    it does the full plan (``members`` is the list before the sync in both)."""
+    many = rows(20)
+    bench.sync(csv_bytes(*many))
+    data = csv_bytes(*many[:kept], *rows(20 + new, "N", 20))
+    path = bench.write(data)
+    reference, _files = bench.plan_full(path, None, "ref-limit", yes=False)
+    options = bench.options(yes=False)
+
+    async def go(client: Client) -> SyncReport:
+        return await run_sync(client, path, options=options, run_dir=bench.tmp / "limit")
+
+    report = bench.on_server(go)
+    expected = "refused" if 20 - kept > 2 else "complete"
+    assert reference.state == ("refused" if expected == "refused" else "dry-run")
+    assert report.state == expected
+    assert report.plan.remove == reference.plan.remove
+    if expected == "refused":
+        assert report.plan.members == reference.plan.members == 20
+        assert report.message == reference.message
+    bench.sync(data)
+    bench.settled()
+
+
+def test_email_spelling_changed_on_server(bench: Bench) -> None:
+    """A contact's address re-spelled on the server (its row unchanged): updated back."""
+    data = csv_bytes(*BASE)
+    bench.sync(data)
+    bench.put("c2@example.com", contact_body("C2@EXAMPLE.com", None, source=None))
+    assert server_view(bench.state)["c2@example.com"]["email"] == "C2@EXAMPLE.com"
+    report = bench.sync(data)
+    assert report.counts.updated == 1
+    bench.settled()
+    assert server_view(bench.state)["c2@example.com"]["email"] == "c2@example.com"
