@@ -23,8 +23,11 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 import bulkops.engine.sync as sync_module
+from bulkops.engine import sync_records
+from bulkops.engine.clear import run_clear
 from bulkops.engine.client import Client, open_client
 from bulkops.engine.import_options import ImportOptions
+from bulkops.engine.imports import run_import
 from bulkops.engine.journal import Journal
 from bulkops.engine.lists import resolve_lists
 from bulkops.engine.sync import resume_sync, run_sync
@@ -354,6 +357,28 @@ CASES: dict[str, list[bytes]] = {
 def test_file_edits(bench: Bench, name: str) -> None:
     """Every sync of the sequence has the full plan's outcomes; the list ends settled."""
     run_files(bench, CASES[name])
+
+
+SMALL_BLOCK_CASES = [
+    "duplicate line repeated verbatim",
+    "a two-line record before unchanged rows gains a line",
+]
+
+
+@pytest.mark.parametrize("block", [7])
+@pytest.mark.parametrize("name", SMALL_BLOCK_CASES)
+def test_file_edits_read_in_small_blocks(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch, name: str, block: int
+) -> None:
+    """The same with the file read a few bytes at a time (units of dirty emails found again
+    from block restarts, some inside quoted records)."""
+    monkeypatch.setattr(sync_records, "BLOCK", block)
+    quoted = [
+        csv_bytes(*BASE[:2], b'c2@example.com,"x\ny\nz",C', *BASE[3:], b'c2@example.com,"p\nq",C'),
+        csv_bytes(*BASE[:2], b'c2@example.com,"x\ny\nz",C', *BASE[3:]),
+        csv_bytes(*BASE[:2], b'c2@example.com,"x\ny\nz",C', *BASE[3:], b'c2@example.com,"p\nq",C'),
+    ]
+    run_files(bench, [*CASES[name], *quoted])
 
 
 def test_the_fast_plan_is_taken_for_plain_edits(bench: Bench) -> None:
@@ -729,3 +754,59 @@ def test_email_spelling_changed_on_server(bench: Bench) -> None:
     assert report.counts.updated == 1
     bench.settled()
     assert server_view(bench.state)["c2@example.com"]["email"] == "c2@example.com"
+
+
+# -- out-of-band bulk activities ----------------------------------------------------------
+
+
+def bulk(bench: Bench, data: bytes, kind: str, name: str) -> None:
+    """An ``import`` (add) or ``remove`` activity of ``data`` on ``News``, outside the sync."""
+    path = bench.tmp / f"{name}.csv"
+    path.write_bytes(data)
+    options = ImportOptions(kind=kind, lists=("News",), **FAST)  # type: ignore[arg-type]
+
+    async def go(client: Client) -> None:
+        report = await run_import(client, path, options=options, run_dir=bench.tmp / name)
+        assert report.state == "complete"
+
+    bench.on_server(go)
+
+
+def test_bulk_remove_and_add_between_syncs(bench: Bench) -> None:
+    """A member taken off by a remove activity and an outsider put on by an add activity
+    (the list's size unchanged); the file unchanged: both undone, as by the full plan."""
+    data = csv_bytes(*BASE)
+    bench.sync(data)
+    bulk(bench, csv_bytes(b"c5@example.com,,"), "remove", "rm")
+    bulk(bench, csv_bytes(b"z@example.com,Z,Z"), "add", "add")
+    view = server_view(bench.state)
+    assert not view["c5@example.com"]["member"]
+    assert view["z@example.com"]["member"]
+    bench.sync(data)
+    bench.settled()
+    assert bench.fast[-1]
+
+
+def test_bulk_add_edits_a_member_between_syncs(bench: Bench) -> None:
+    """An add activity outside the sync changes a member's value (its row unchanged)."""
+    data = csv_bytes(*BASE)
+    bench.sync(data)
+    bulk(bench, csv_bytes(b"c7@example.com,Other,Place"), "add", "edit")
+    report = bench.sync(data)
+    assert report.counts.updated == 1
+    bench.settled()
+
+
+def test_list_cleared_between_syncs(bench: Bench) -> None:
+    """Every member cleared by a CLEAR_CONTACTS_FROM_LISTS activity, the file unchanged."""
+    data = csv_bytes(*BASE)
+    bench.sync(data)
+
+    async def clear(client: Client) -> None:
+        report = await run_clear(client, lists=["News"], run_dir=bench.tmp / "clear")
+        assert report.state == "complete"
+
+    bench.on_server(clear)
+    report = bench.sync(data)
+    assert report.counts.added == 12
+    bench.settled()
