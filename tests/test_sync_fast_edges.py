@@ -660,8 +660,14 @@ def test_server_edit_seen_by_a_dry_run_then_synced(bench: Bench) -> None:
     bench.sync(data)
     bench.put("c1@example.com", contact_body(None, None, source=None, FirstName="z", City="z"))
     bench.opt_out("c3@example.com")
-    plan = dry_run(bench, data, dry_run=True).plan
+    reference, files = bench.plan_full(bench.tmp / f"file{bench.runs}.csv", None, "ref-dry")
+    dry = dry_run(bench, data, dry_run=True)
+    plan = dry.plan
     assert (plan.updated, plan.opted_out) == (1, 1)
+    assert replace(plan, members=0) == replace(reference.plan, members=0)
+    assert outcomes(bench.tmp / f"dry{bench.runs}", "to_remove") == files
+    meta = Journal(bench.tmp / f"dry{bench.runs}", create=False, read_only=True).meta()
+    assert meta.get("fast")
     report = bench.sync(data)
     assert (report.counts.updated, report.counts.opted_out) == (1, 1)
     bench.settled()
@@ -810,3 +816,39 @@ def test_list_cleared_between_syncs(bench: Bench) -> None:
     report = bench.sync(data)
     assert report.counts.added == 12
     bench.settled()
+
+
+def test_interrupted_sync_resumed_after_a_newer_sync(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fast sync of B stopped after its plan; a sync of C completes; B's sync is resumed
+    (its snapshot moved on); a sync of C again must restore C exactly (as the full plan)."""
+    bench.sync(csv_bytes(*BASE))
+    b_file = csv_bytes(b"c0@example.com,B,", *BASE[1:4], *BASE[5:], b"nb@example.com,B,B")
+    c_file = csv_bytes(*BASE[:8], b"c9@example.com,C,C", b"nc@example.com,C,C")
+    path = bench.write(b_file)
+    options = bench.options()
+
+    def crash(name: str) -> None:
+        if name == "planned":
+            raise Crash(name)
+
+    monkeypatch.setattr(sync_module, "_crash_point", crash)
+
+    async def go(client: Client) -> SyncReport:
+        return await run_sync(client, path, options=options, run_dir=bench.tmp / "stale")
+
+    with pytest.raises(BaseException) as caught:  # noqa: PT011 - a Crash, maybe grouped
+        bench.on_server(go)
+    assert "Crash" in repr(caught.value) or isinstance(caught.value, Crash)
+    monkeypatch.setattr(sync_module, "_crash_point", lambda _name: None)
+    bench.sync(c_file)
+
+    async def again(client: Client) -> SyncReport:
+        return await resume_sync(client, bench.tmp / "stale")
+
+    # It sends the plan it made against A (not B against C): the list is neither B nor C.
+    assert bench.on_server(again).state == "complete"
+    bench.sync(c_file)
+    bench.settled()
+    assert bench.fast[-1]
