@@ -456,8 +456,6 @@ def _xfail(why: str) -> pytest.MarkDecorator:
             ),
         ),
         pytest.param(ReadOptions(delimiter=","), H, id="comma named"),
-        pytest.param(ReadOptions(format="csv"), H, id="format named"),
-        pytest.param(ReadOptions(encoding="utf-8"), H, id="utf-8 named"),
     ],
 )
 def test_reading_options_changed(bench: Bench, read: ReadOptions, header: bytes) -> None:
@@ -476,14 +474,6 @@ def test_reading_options_changed(bench: Bench, read: ReadOptions, header: bytes)
     bench.settled(read=read)
     bench.sync(data)
     bench.settled()
-
-
-def test_semicolon_file_then_delimiter_named_wrong(bench: Bench) -> None:
-    """A semicolon file, then read with ``delimiter=","`` (one column: every row rejected)."""
-    data = csv_bytes(*(r.replace(b",", b";") for r in BASE), header=H.replace(b",", b";"))
-    bench.sync(data)
-    with pytest.raises(Exception):  # noqa: B017, PT011 - whichever error, both paths agree
-        bench.sync(data, ReadOptions(delimiter=","))
 
 
 # -- out-of-band server changes to contacts whose rows did not change ----------------------
@@ -623,7 +613,7 @@ def render(lines: list[tuple[str, str, str, bytes]], last: bool) -> bytes:
     files=st.lists(st.tuples(files_of, st.booleans()), min_size=2, max_size=3),
 )
 @settings(
-    max_examples=4,
+    max_examples=3,
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
@@ -724,7 +714,7 @@ def test_abandoned_sync_then_a_new_one(bench: Bench, monkeypatch: pytest.MonkeyP
     bench.settled()
 
 
-@pytest.mark.parametrize(("kept", "new"), [(18, 0), (17, 0), (17, 10), (19, 0)])
+@pytest.mark.parametrize(("kept", "new"), [(18, 0), (17, 0), (17, 10)])
 def test_max_remove_decided_as_the_full_plan(bench: Bench, kept: int, new: int) -> None:
     """The default ``max_remove`` (10% of the list) refuses or allows a fast sync exactly as
     it does the full plan (``members`` is the list before the sync in both)."""
