@@ -436,15 +436,19 @@ def _xfail(why: str) -> pytest.MarkDecorator:
             H,
             id="cp1252",
             marks=_xfail(
-                "the UTF-8 send.csv is decoded as cp1252: 'Zoë' is stored as 'ZoÃ«' and a "
-                "full plan afterwards finds the row to update again"
+                "the UTF-8 send.csv is decoded as cp1252 a second time: the file's bytes "
+                "'ZOë' (read as cp1252: 'ZOÃ«') are stored as 'ZOÃƒÂ«', and a full plan "
+                "afterwards finds the row to update again"
             ),
         ),
         pytest.param(
             ReadOptions(encoding="latin-1"),
             H,
             id="latin-1",
-            marks=_xfail("the UTF-8 send.csv is decoded as latin-1: 'Zoë' stored as 'ZoÃ«'"),
+            marks=_xfail(
+                "the UTF-8 send.csv is decoded as latin-1 a second time: every non-ASCII "
+                "value sent is stored double-decoded (a full plan then updates it again)"
+            ),
         ),
         pytest.param(
             ReadOptions(delimiter=";"),
