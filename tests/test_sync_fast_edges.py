@@ -554,9 +554,7 @@ class Crash(BaseException):
     """Raised at a crash point (as a SIGKILL would stop the sync there)."""
 
 
-@pytest.mark.parametrize(
-    "point", ["planned", "adds-done", "puts-done", "removes-done", "confirmed"]
-)
+@pytest.mark.parametrize("point", ["planned", "puts-done", "confirmed"])
 def test_interrupted_fast_sync_resumed_then_another(
     bench: Bench, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
