@@ -397,16 +397,7 @@ def test_the_fast_plan_is_taken_for_plain_edits(bench: Bench) -> None:
 # -- reading options ------------------------------------------------------------------------
 
 
-SEND_FILE_READ_WITH_USER_OPTIONS = (
-    "sync.py _phase (about line 324) runs the import engine on the sync's own send.csv "
-    "(UTF-8, comma, target column names, written by sync_files.write_send_files) with "
-    "attrs.evolve(run.options.send, ...), which keeps the user's ReadOptions: "
-)
 SEMI = H.replace(b",", b";")
-
-
-def _xfail(why: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=SEND_FILE_READ_WITH_USER_OPTIONS + why)
 
 
 @pytest.mark.parametrize(
@@ -416,48 +407,26 @@ def _xfail(why: str) -> pytest.MarkDecorator:
             ReadOptions(mapping=(("First Name", "City"), ("City", "FirstName"))),
             H,
             id="map swapped",
-            marks=_xfail(
-                "the mapping is applied a second time to send.csv, swapping the values "
-                "back: the sync reports every row updated, the server keeps the old values, "
-                "and a full plan afterwards still finds every row to update"
-            ),
         ),
         pytest.param(
             ReadOptions(mapping=(("City", "ignore"),)),
             H,
             id="map drops a column",
-            marks=_xfail(
-                "send.csv has no City column, so the add phase fails with ConfigError "
-                "'the mapping names columns the file does not have: City'"
-            ),
         ),
         pytest.param(
             ReadOptions(encoding="cp1252"),
             H,
             id="cp1252",
-            marks=_xfail(
-                "the UTF-8 send.csv is decoded as cp1252 a second time: the file's bytes "
-                "'ZOë' (read as cp1252: 'ZOÃ«') are stored as 'ZOÃƒÂ«', and a full plan "
-                "afterwards finds the row to update again"
-            ),
         ),
         pytest.param(
             ReadOptions(encoding="latin-1"),
             H,
             id="latin-1",
-            marks=_xfail(
-                "the UTF-8 send.csv is decoded as latin-1 a second time: every non-ASCII "
-                "value sent is stored double-decoded (a full plan then updates it again)"
-            ),
         ),
         pytest.param(
             ReadOptions(delimiter=";"),
             SEMI,
             id="semicolon named",
-            marks=_xfail(
-                "send.csv (commas) is read with ';': the add phase fails with InputError "
-                "'send.csv, line 1: unknown column \"EMAIL ADDRESS,FIRST NAME,CITY\"'"
-            ),
         ),
         pytest.param(ReadOptions(delimiter=","), H, id="comma named"),
     ],

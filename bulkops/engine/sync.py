@@ -112,6 +112,7 @@ from bulkops.engine.sync_snap import (
     set_as_of,
 )
 from bulkops.errors import BulkOpsError, ConfigError, InputError, single_errors
+from bulkops.stream.options import ReadOptions
 from bulkops.wire.atom.lists import list_from_entry
 from bulkops.wire.uris import resource_id_from_uri
 
@@ -324,7 +325,12 @@ async def _phase(
         return await resume_run(run.client, directory, stop=run.stop)
     send = run.options.send
     poll_min = min(send.poll_min, SEND_POLL_MIN)
-    options = attrs.evolve(send, kind=kind, lists=(run.target.id,), poll_min=poll_min)
+    # The phase's file is ours (UTF-8, commas, the API's column names): the user's reading
+    # options describe their file, not this one (applied again, a --map swapped columns
+    # back, --encoding cp1252 decoded twice). A value may grow up to 3x in UTF-8, plus quotes.
+    limit = 4 * send.read.max_record_bytes
+    read = ReadOptions(format="csv", encoding="utf-8", delimiter=",", max_record_bytes=limit)
+    options = attrs.evolve(send, kind=kind, lists=(run.target.id,), poll_min=poll_min, read=read)
     return await run_import(run.client, path, options=options, run_dir=directory, stop=run.stop)
 
 
