@@ -86,6 +86,7 @@ from bulkops.engine.sync_files import (
     REMOVE_NAME,
     SEND_NAME,
     bytes_sent,
+    check_not_overtaken,
     failed_add_lines,
     first_add,
     own_writes,
@@ -109,6 +110,7 @@ from bulkops.engine.sync_snap import (
     attach,
     commit_in_place,
     detach,
+    generation_of,
     set_as_of,
 )
 from bulkops.errors import BulkOpsError, ConfigError, InputError, single_errors
@@ -596,11 +598,17 @@ async def _execute_inner(run: _Sync) -> SyncReport:
         send_rows, remove_rows = await trio.to_thread.run_sync(
             write_send_files, run.db, run.run_dir, columns
         )
-        run.journal.set_meta(phase="sending", send_rows=send_rows, remove_rows=remove_rows)
+        run.journal.set_meta(
+            phase="sending",
+            send_rows=send_rows,
+            remove_rows=remove_rows,
+            planned_generation=generation_of(run.snapshot()),  # see check_not_overtaken
+        )
         run.save_totals()
         _crash_point("planned")
     state, message = await _send(run)
     if state == "complete":
+        run.journal.set_meta(sent=True)
         run.say("reading the account's write sequence")
         sent_by = time.monotonic()
         own = own_writes(run.db, run.run_dir)
@@ -770,6 +778,8 @@ async def resume_sync(
         target = ResolvedList(**meta["lists"][0])
         if meta.get("state") in ("complete", "dry-run"):
             raise ConfigError(f"the sync in {journal.run_dir} is {meta['state']} already")
+        snapshot = snapshot_path(snapshot_dir(), client, BaseSpec(target.uri, ()))
+        check_not_overtaken(meta, snapshot, journal.run_dir, target.name)
         journal.set_meta(state="running", wall_before=meta.get("wall_seconds") or 0.0)
         run = _open_run(client, journal, options, target, source, reporter, stop, start)
         try:

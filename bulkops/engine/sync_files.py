@@ -12,12 +12,14 @@ import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from bulkops.engine.chunks import ChunkState
 from bulkops.engine.journal import JOURNAL_NAME, Journal
 from bulkops.engine.sync_diff import decode_vals
 from bulkops.engine.sync_report import SyncCounts
+from bulkops.engine.sync_snap import generation_of
+from bulkops.errors import ConfigError
 from bulkops.wire.activity import ActivityStatus
 from bulkops.wire.columns import EMAIL_COLUMN, column_for_field
 
@@ -27,6 +29,7 @@ __all__ = [
     "REMOVE_NAME",
     "SEND_NAME",
     "bytes_sent",
+    "check_not_overtaken",
     "failed_add_lines",
     "first_add",
     "own_writes",
@@ -259,3 +262,24 @@ def bytes_sent(db: sqlite3.Connection, run_dir: Path) -> tuple[int, int, int]:
             journal.close()
     put_bytes = db.execute("SELECT coalesce(sum(done), 0) FROM row_outcome").fetchone()[0]
     return total + int(put_bytes), rows, removes
+
+
+def check_not_overtaken(meta: dict[str, Any], snapshot: Path, run_dir: Path, name: str) -> None:
+    """Refuse to resume sending a plan that a newer sync of the list has overtaken.
+
+    The plan was the difference between the file and the list as it was then; once another
+    sync has changed the list (its ``snapshot`` has another generation than the one the
+    plan was made against), sending the rest of this plan would make the list equal
+    neither file.
+
+    Raises:
+        ConfigError: the list's snapshot moved on since this sync was planned.
+    """
+    if meta.get("phase") != "sending" or meta.get("sent") or "planned_generation" not in meta:
+        return
+    if generation_of(snapshot) != meta["planned_generation"]:
+        raise ConfigError(
+            f"another sync of the list {name!r} finished after the one in {run_dir} was "
+            "planned: sending the rest of this older plan would undo it. Start a new sync "
+            "instead (it sends only what still differs)"
+        )

@@ -388,6 +388,27 @@ def set_as_of(db: sqlite3.Connection, *, generation: str, as_of: str) -> bool:
     return True
 
 
+def generation_of(path: Path) -> str | None:
+    """The generation of the snapshot file at ``path`` (None: none there, or unreadable).
+
+    Every save and every commit in place gives a snapshot a new generation: a sync planned
+    against one generation and resumed under another is behind a newer sync.
+    """
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return None if row is None else str(row[0])
+
+
 def _generation(db: sqlite3.Connection) -> str | None:
     row = db.execute(f"SELECT value FROM {SNAP}.meta WHERE key = 'generation'").fetchone()
     return None if row is None else str(row[0])
