@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bulkops.engine.chunks import ChunkState
-from bulkops.engine.journal import JOURNAL_NAME, Journal
+from bulkops.engine.journal import JOURNAL_NAME, ChunkRecord, Journal
 from bulkops.engine.sync_diff import decode_vals
 from bulkops.engine.sync_report import SyncCounts
 from bulkops.engine.sync_snap import generation_of
@@ -216,26 +216,34 @@ def removal_failures(db: sqlite3.Connection, run_dir: Path) -> None:
     )
 
 
-def own_writes(db: sqlite3.Connection, run_dir: Path) -> int | None:
-    """The write transactions this sync committed on the server, in all its processes:
-    completed activities of ``add/`` and ``remove/`` and answered PUTs. None when that is
-    not known exactly (a chunk that may have been applied twice, or whose fate is open)."""
-    total = 0
+def _sent_chunks(run_dir: Path) -> Iterator[tuple[str, ChunkRecord]]:
+    """``(phase directory name, chunk)`` of every chunk in the ``add/`` and ``remove/`` runs
+    (their journals read only; a phase not begun has none)."""
     for name in (ADD_DIR, REMOVE_DIR):
         directory = run_dir / name
         if not (directory / JOURNAL_NAME).is_file():
             continue
         journal = Journal(directory, create=False, read_only=True)
         try:
-            for chunk in journal.chunks():
-                if chunk.maybe_twice or chunk.suspected:
-                    return None
-                if chunk.state is ChunkState.DONE:
-                    total += chunk.status == ActivityStatus.COMPLETE
-                elif chunk.state is not ChunkState.PLANNED or chunk.posts:
-                    return None
+            chunks = journal.chunks()
         finally:
             journal.close()
+        for chunk in chunks:
+            yield name, chunk
+
+
+def own_writes(db: sqlite3.Connection, run_dir: Path) -> int | None:
+    """The write transactions this sync committed on the server, in all its processes:
+    completed activities of ``add/`` and ``remove/`` and answered PUTs. None when that is
+    not known exactly (a chunk that may have been applied twice, or whose fate is open)."""
+    total = 0
+    for _name, chunk in _sent_chunks(run_dir):
+        if chunk.maybe_twice or chunk.suspected:
+            return None
+        if chunk.state is ChunkState.DONE:
+            total += chunk.status == ActivityStatus.COMPLETE
+        elif chunk.state is not ChunkState.PLANNED or chunk.posts:
+            return None
     (puts,) = db.execute(
         "SELECT count(*) FROM row_outcome WHERE done > 0 AND kind != 'failed'"
     ).fetchone()
@@ -245,21 +253,13 @@ def own_writes(db: sqlite3.Connection, run_dir: Path) -> int | None:
 def bytes_sent(db: sqlite3.Connection, run_dir: Path) -> tuple[int, int, int]:
     """``(bytes, rows in add activities, emails in remove activities)`` of the POSTs made."""
     total = rows = removes = 0
-    for name in (ADD_DIR, REMOVE_DIR):
-        directory = run_dir / name
-        if not (directory / JOURNAL_NAME).is_file():
-            continue
-        journal = Journal(directory, create=False, read_only=True)
-        try:
-            for chunk in journal.chunks():
-                total += chunk.body_bytes * chunk.posts
-                if chunk.posts:
-                    if name == ADD_DIR:
-                        rows += chunk.rows
-                    else:
-                        removes += chunk.rows
-        finally:
-            journal.close()
+    for name, chunk in _sent_chunks(run_dir):
+        total += chunk.body_bytes * chunk.posts
+        if chunk.posts:
+            if name == ADD_DIR:
+                rows += chunk.rows
+            else:
+                removes += chunk.rows
     put_bytes = db.execute("SELECT coalesce(sum(done), 0) FROM row_outcome").fetchone()[0]
     return total + int(put_bytes), rows, removes
 

@@ -36,7 +36,7 @@ import secrets
 import sqlite3
 import tempfile
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeAlias
@@ -354,38 +354,35 @@ def commit_in_place(
     next read only sees the sync's own writes again). Returns the new generation; nothing is
     written (None) when the snapshot's generation is no longer ``generation`` (another sync
     committed since this one read it)."""
-    if db.in_transaction:
-        db.commit()
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if _generation(db) != generation:
-            db.rollback()
+    with _while_generation(db, generation) as current:
+        if not current:
             return None
-        records = apply(db)
-        new = _store_set(db, SNAP, records)
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
-    return new
+        return _store_set(db, SNAP, apply(db))
 
 
 def set_as_of(db: sqlite3.Connection, *, generation: str, as_of: str) -> bool:
     """Move the ``as_of`` of the snapshot attached as ``snap`` when its generation is still
     ``generation``; whether it was."""
+    with _while_generation(db, generation) as current:
+        if current:
+            db.execute(f"INSERT OR REPLACE INTO {SNAP}.meta VALUES ('as_of', ?)", (as_of,))
+        return current
+
+
+@contextlib.contextmanager
+def _while_generation(db: sqlite3.Connection, generation: str) -> Iterator[bool]:
+    """One write transaction on the snapshot attached as ``snap``; yields whether its
+    generation is still ``generation`` (if not, nothing is to be written). Committed when
+    the block ends, rolled back when it raises."""
     if db.in_transaction:
         db.commit()
     db.execute("BEGIN IMMEDIATE")
     try:
-        if _generation(db) != generation:
-            db.rollback()
-            return False
-        db.execute(f"INSERT OR REPLACE INTO {SNAP}.meta VALUES ('as_of', ?)", (as_of,))
-        db.commit()
+        yield _generation(db) == generation
     except BaseException:
         db.rollback()
         raise
-    return True
+    db.commit()
 
 
 def generation_of(path: Path) -> str | None:
