@@ -1,4 +1,4 @@
-"""Benchmarks of bulk activities: SV_ADD apply rate and export rate with flat memory.
+"""Benchmarks of bulk activities: SV_ADD and remove apply rates, export rate with flat memory.
 
 The account is the seeded one of ``bench_server.py`` (:func:`bench_server.prepare_db`: a
 million contacts by default, cached per ``(contacts, seed)``). Activities change the data, so
@@ -25,6 +25,12 @@ Cases (each prints the project's figure, a baseline measured in the same run, an
   * *end to end* — same server: POST sent → COMPLETE seen. Baseline: ``BEGIN`` → ``COMMIT``.
 * ``sv-add-empty`` — the same into an account with no contacts (every row adds one), as
   the import engine's benchmark does; baseline as above, into a second empty account.
+* ``sv-remove`` — ``--activities`` REMOVE_CONTACTS_FROM_LISTS activities of ``--rows`` rows
+  each, members of the big list (about 97% of the account) picked at random, disjoint; the
+  three windows as above. Baseline: the same removes in raw SQL on another copy, two
+  ``executemany`` in one transaction — per row, ``DELETE FROM membership … WHERE contact_id =
+  (SELECT id … email_key = ?)`` and the ``UPDATE contact`` that makes a contact left on no list
+  Removed and stamps ``last_update_time`` (no validation, no errors, no temp table).
 * ``export`` — an EXPORT_CONTACTS of a small list and of the big list (about 30% and 97% of
   the account), each in a fresh server process: rows written per second (worker time) and the
   process's peak RSS (``VmHWM``) before and after, which must not grow with the export size.
@@ -32,7 +38,7 @@ Cases (each prints the project's figure, a baseline measured in the same run, an
 
 Usage::
 
-    python benchmarks/bench_activities.py                        # both cases, 1,000,000 contacts
+    python benchmarks/bench_activities.py                        # every case, 1,000,000 contacts
     python benchmarks/bench_activities.py --case sv-add --contacts 100000 --activities 3 --json
     python benchmarks/bench_activities.py --check                # seconds: the test suite's run
 """
@@ -274,38 +280,36 @@ class _InProcess:
         self.state.store.close()
 
 
-def _sv_add(
-    run: Run,
-    source: Path,
-    list_ids: list[int],
-    batches: list[list[tuple[str, str, str, str, str]]],
-    name: str,
-    label: str,
-) -> list[Figure]:
+_UPSERT = (
+    "INSERT INTO contact (account_id, email_key, EmailAddress, FirstName, LastName, City, "
+    "StateCode, status, insert_time, last_update_time) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, 'Active', ?, ?) "
+    "ON CONFLICT (account_id, email_key) DO UPDATE SET FirstName = excluded.FirstName, "
+    "LastName = excluded.LastName, City = excluded.City, StateCode = excluded.StateCode, "
+    "last_update_time = excluded.last_update_time"
+)
+
+#: ``(raw connection, account id, batch index) -> rows``: the baseline's statements of one
+#: activity, run between its ``BEGIN`` and its ``COMMIT``.
+RawApply = Callable[[sqlite3.Connection, int, int], int]
+
+
+def _measure(
+    run: Run, source: Path, posts: list[dict[str, str]], raw_apply: RawApply
+) -> dict[str, float]:
+    """Each activity of ``posts`` served, in-process and raw, on three copies of ``source``:
+    the median rates (rows/s) of each window (see the module docstring)."""
     served = _copy(source, run.scratch / "served.db")
     in_process = _InProcess(_copy(source, run.scratch / "worker.db"))
-    raw_path = _copy(source, run.scratch / "raw.db")
-    raw_db = _server_like(raw_path)
+    raw_db = _server_like(_copy(source, run.scratch / "raw.db"))
     raw_db.execute("PRAGMA wal_autocheckpoint=0")  # the worker's policy: checkpoint after
     (account_id,) = raw_db.execute("SELECT id FROM account WHERE username = ?", (USER,)).fetchone()
-    upsert = (
-        "INSERT INTO contact (account_id, email_key, EmailAddress, FirstName, LastName, City, "
-        "StateCode, status, insert_time, last_update_time) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 'Active', ?, ?) "
-        "ON CONFLICT (account_id, email_key) DO UPDATE SET FirstName = excluded.FirstName, "
-        "LastName = excluded.LastName, City = excluded.City, StateCode = excluded.StateCode, "
-        "last_update_time = excluded.last_update_time"
-    )
     rates: dict[str, list[float]] = {
         k: [] for k in ("in-process", "served", "e2e", "raw", "raw-uncommitted")
     }
     with serving(served) as (origin, _proc), _client(origin) as client:
-        for batch in batches:
-            fields = {
-                "activityType": "SV_ADD",
-                "data": _csv(batch),
-                "lists": _list_uri(list_ids[1]),
-            }
+        for k, fields in enumerate(posts):
+            expected = fields["data"].count("\n")  # one header line, then a line per row
             started = time.perf_counter()
             response = client.post("activities", data=fields)
             if response.status_code != 201:
@@ -313,30 +317,27 @@ def _sv_add(
             found = _wait(client, response.headers["location"])
             e2e = time.perf_counter() - started
             applied = int(found["TransactionCount"])
-            if applied != len(batch):
-                raise RuntimeError(f"{applied} of {len(batch)} rows applied")
+            if applied != expected:
+                raise RuntimeError(f"{applied} of {expected} rows applied")
             rates["served"].append(applied / _worker_seconds(found))
             rates["e2e"].append(applied / e2e)
 
             applied, seconds = in_process.apply(fields)
-            if applied != len(batch):
-                raise RuntimeError(f"in-process: {applied} of {len(batch)} rows applied")
+            if applied != expected:
+                raise RuntimeError(f"in-process: {applied} of {expected} rows applied")
             rates["in-process"].append(applied / seconds)
 
-            now = int(time.time() * 1000)
-            rows = [
-                (account_id, e.lower(), e, first, last, city, state, now, now)
-                for e, first, last, city, state in batch
-            ]
             begun = time.perf_counter()
             raw_db.execute("BEGIN IMMEDIATE")
-            raw_db.executemany(upsert, rows)
+            rows = raw_apply(raw_db, account_id, k)
             executed = time.perf_counter()
             raw_db.execute("COMMIT")
             committed = time.perf_counter()
             raw_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # untimed, as above
-            rates["raw"].append(len(rows) / (committed - begun))
-            rates["raw-uncommitted"].append(len(rows) / (executed - begun))
+            if rows != expected:
+                raise RuntimeError(f"raw: {rows} of {expected} rows applied")
+            rates["raw"].append(rows / (committed - begun))
+            rates["raw-uncommitted"].append(rows / (executed - begun))
             print(
                 "  activity: "
                 + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items())
@@ -345,13 +346,23 @@ def _sv_add(
             )
     raw_db.close()
     in_process.close()
-    median = {k: statistics.median(v) for k, v in rates.items()}
-    raw_label = "raw executemany upsert: BEGIN → COMMIT, no checkpoint"
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def _figures(
+    name: str, first: str, label: str, median: dict[str, float], raw: str, count: int
+) -> list[Figure]:
+    """The three figures of an activity case: in-process, served, end to end.
+
+    ``first`` names the activities in the first figure, ``label`` the activity type in the
+    others; ``raw`` is the baseline's statements.
+    """
+    raw_label = f"{raw}: BEGIN → COMMIT, no checkpoint"
     return [
         Figure(
             case=name,
-            metric=f"SV_ADD {run.rows:,}-row activities{label}, worker in-process: stored"
-            f" request → COMMIT, no checkpoint (median of {len(batches)})",
+            metric=f"{first}, worker in-process: stored request → COMMIT, no checkpoint"
+            f" (median of {count})",
             value=median["in-process"],
             unit="rows/s",
             baseline=median["raw"],
@@ -359,22 +370,108 @@ def _sv_add(
         ),
         Figure(
             case=name,
-            metric=f"SV_ADD{label}, served worker: RunStartTime → RunFinishTime, before its"
+            metric=f"{label}, served worker: RunStartTime → RunFinishTime, before its"
             " COMMIT (median)",
             value=median["served"],
             unit="rows/s",
             baseline=median["raw-uncommitted"],
-            baseline_name="raw executemany upsert: BEGIN → before COMMIT",
+            baseline_name=f"{raw}: BEGIN → before COMMIT",
         ),
         Figure(
             case=name,
-            metric=f"SV_ADD{label}, POST sent → COMPLETE seen (median)",
+            metric=f"{label}, POST sent → COMPLETE seen (median)",
             value=median["e2e"],
             unit="rows/s",
             baseline=median["raw"],
             baseline_name=raw_label,
         ),
     ]
+
+
+def _sv_add(
+    run: Run,
+    source: Path,
+    list_ids: list[int],
+    batches: list[list[tuple[str, str, str, str, str]]],
+    name: str,
+    label: str,
+) -> list[Figure]:
+    posts = [
+        {"activityType": "SV_ADD", "data": _csv(batch), "lists": _list_uri(list_ids[1])}
+        for batch in batches
+    ]
+
+    def raw_apply(db: sqlite3.Connection, account_id: int, k: int) -> int:
+        now = int(time.time() * 1000)
+        rows = [
+            (account_id, e.lower(), e, first, last, city, state, now, now)
+            for e, first, last, city, state in batches[k]
+        ]
+        db.executemany(_UPSERT, rows)
+        return len(rows)
+
+    median = _measure(run, source, posts, raw_apply)
+    first = f"SV_ADD {run.rows:,}-row activities{label}"
+    return _figures(name, first, f"SV_ADD{label}", median, "raw executemany upsert", len(posts))
+
+
+# -- sv-remove --------------------------------------------------------------------------------
+
+# What a remove does to one row, written plainly: off the list, then Removed when on no list
+# any more (Active/Unconfirmed only), last_update_time stamped (for updatedsince).
+_RAW_REMOVE = (
+    "DELETE FROM membership WHERE list_id = ? AND contact_id = "
+    "(SELECT id FROM contact WHERE account_id = ? AND email_key = ?)"
+)
+_RAW_LEAVE = (
+    "UPDATE contact SET status = CASE WHEN status IN ('Active', 'Unconfirmed') AND NOT EXISTS "
+    "(SELECT 1 FROM membership m WHERE m.contact_id = contact.id) THEN 'Removed' ELSE status "
+    "END, last_update_time = ? WHERE account_id = ? AND email_key = ?"
+)
+
+
+def _members(run: Run, list_id: int) -> list[list[str]]:
+    """``activities`` disjoint batches of ``rows`` addresses of members of ``list_id``,
+    picked at random (every row of a remove is found)."""
+    with sqlite3.connect(f"file:{run.source}?mode=ro", uri=True) as db:
+        emails = [
+            r[0]
+            for r in db.execute(
+                "SELECT c.EmailAddress FROM membership m JOIN contact c ON c.id = m.contact_id "
+                "WHERE m.list_id = ? ORDER BY m.contact_id",
+                (list_id,),
+            )
+        ]
+    picked = random.Random(run.seed).sample(emails, run.activities * run.rows)
+    return [picked[k * run.rows : (k + 1) * run.rows] for k in range(run.activities)]
+
+
+@case("sv-remove")
+def sv_remove(run: Run) -> list[Figure]:
+    """REMOVE_CONTACTS_FROM_LISTS rows applied per second vs the same removes in raw SQL."""
+    list_id = run.list_ids[0]  # the big list: ~97% of the account
+    batches = _members(run, list_id)
+    posts = [
+        {
+            "activityType": "REMOVE_CONTACTS_FROM_LISTS",
+            "data": "Email Address\n" + "\n".join(batch),
+            "lists": _list_uri(list_id),
+        }
+        for batch in batches
+    ]
+
+    def raw_apply(db: sqlite3.Connection, account_id: int, k: int) -> int:
+        now = int(time.time() * 1000)
+        keys = [e.lower() for e in batches[k]]
+        db.executemany(_RAW_REMOVE, [(list_id, account_id, key) for key in keys])
+        db.executemany(_RAW_LEAVE, [(now, account_id, key) for key in keys])
+        return len(keys)
+
+    median = _measure(run, run.source, posts, raw_apply)
+    label = "REMOVE_CONTACTS_FROM_LISTS"
+    first = f"{label} {run.rows:,}-row activities, big list"
+    raw = "raw executemany: membership DELETE + contact UPDATE per row"
+    return _figures("sv-remove", first, label, median, raw, len(posts))
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -476,7 +573,7 @@ def main(argv: list[str] | None = None, *, check: bool = False) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--case", action="append", choices=sorted(CASES))
     parser.add_argument("--contacts", type=int, default=1_000_000, help="account size")
-    parser.add_argument("--activities", type=int, default=5, help="SV_ADD activities to run")
+    parser.add_argument("--activities", type=int, default=5, help="activities per case")
     parser.add_argument("--rows", type=int, default=40_000, help="rows per activity")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the generators")
     parser.add_argument(

@@ -13,6 +13,11 @@ Invariants:
   ``INSERT``, then applied with a handful of ``INSERT … SELECT`` / ``UPDATE … WHERE id IN``
   statements — never one statement per row, and none that returns a row per row (each
   ``sqlite3_step`` releases the GIL, and taking it back may wait for a request handler).
+* **O(rows), never O(account).** Every statement reading ``act_rows`` looks each row up
+  by its email (``CROSS JOIN contact``: SQLite keeps that join order), and the planner is
+  told the table's size (``ANALYZE temp.act_rows``): no plan walks the account's contacts,
+  whether or not the database has statistics (tests/test_server_worker.py counts the
+  virtual machine's steps).
 * **No checkpoint inside an activity.** Its commit does not checkpoint the WAL (that would
   copy everything it wrote into the database file before it could finish); the worker runs
   a passive checkpoint in another thread afterwards, alongside the next activity.
@@ -282,6 +287,12 @@ def _load_rows(db: sqlite3.Connection, prepared: _Prepared) -> None:
     while batch := list(islice(rows, per_statement)):
         sql = f"INSERT INTO act_rows VALUES {','.join([record] * len(batch))}"
         db.execute(sql, tuple(chain.from_iterable(batch)))
+    # Tell the planner how many rows there are (O(rows), well under a millisecond). Without
+    # statistics it takes a table for 2^20 rows, and once the database has some (ANALYZE,
+    # PRAGMA optimize) it then finds it cheaper to build a Bloom filter of every contact of
+    # the account before each join with act_rows than to look the rows up: O(account),
+    # ~0.2 s per statement on a 1 M-contact account (benchmarks/README.md, "sv-remove").
+    db.execute("ANALYZE temp.act_rows")
 
 
 def _apply_add(
@@ -295,9 +306,11 @@ def _apply_add(
     errors = prepared.errors
     _check_lists(db, account_id, request.list_ids)
     load_rows(db, prepared)
-    # Do Not Mail is sticky: such rows are errors and are not applied.
+    # Do Not Mail is sticky: such rows are errors and are not applied. CROSS JOIN (here and
+    # below): each row looked up by its email, never the account's opted-out contacts
+    # walked (without statistics the planner takes "status = ?" for a few rows).
     blocked = db.execute(
-        "SELECT t.line, t.EmailAddress FROM act_rows t JOIN contact c "
+        "SELECT t.line, t.EmailAddress FROM act_rows t CROSS JOIN contact c "
         "ON c.account_id = ? AND c.email_key = t.email_key WHERE c.status = ?",
         (account_id, STATUS_DO_NOT_MAIL),
     ).fetchall()
@@ -310,9 +323,9 @@ def _apply_add(
             ),
         ]
         db.execute(
-            "DELETE FROM act_rows WHERE email_key IN (SELECT c.email_key FROM contact c "
-            "WHERE c.account_id = ? AND c.status = ? "
-            "AND c.email_key IN (SELECT email_key FROM act_rows))",
+            "DELETE FROM act_rows WHERE email_key IN (SELECT t.email_key FROM act_rows t "
+            "CROSS JOIN contact c ON c.account_id = ? AND c.email_key = t.email_key "
+            "WHERE c.status = ?)",
             (account_id, STATUS_DO_NOT_MAIL),
         )
     fields = prepared.fields
@@ -378,8 +391,12 @@ def _apply_remove(
     db.execute(
         "CREATE TEMP TABLE act_found (contact_id INTEGER PRIMARY KEY, email_key TEXT NOT NULL)"
     )
+    # CROSS JOIN: look each row up by its email. With a plain JOIN SQLite's planner (with
+    # or without ANALYZE statistics) walks every contact of the account in contact_email
+    # order and probes the rows for each: O(account), ~1.5 s on a 1 M-contact account
+    # whatever the activity's size (benchmarks/README.md, "sv-remove").
     db.execute(
-        "INSERT INTO act_found SELECT c.id, t.email_key FROM act_rows t JOIN contact c "
+        "INSERT INTO act_found SELECT c.id, t.email_key FROM act_rows t CROSS JOIN contact c "
         "ON c.account_id = ? AND c.email_key = t.email_key WHERE EXISTS "
         f"(SELECT 1 FROM membership m WHERE m.contact_id = c.id AND m.list_id IN ({marks}))",
         (account_id, *request.list_ids),
