@@ -35,6 +35,7 @@ from tests.serverkit import (
     HANG_GUARD,
     USER,
     RunningServer,
+    add_account,
     asgi_client,
     basic,
     make_state,
@@ -631,6 +632,93 @@ async def test_do_not_mail_contacts_are_not_re_added(
     ]
     assert contacts(server_state)["out@example.org"] == ("", "", "Do Not Mail")
     assert members(server_state, list_id) == {"in@example.org"}
+
+
+async def test_a_remove_changes_exactly_the_members_it_names(
+    running: RunningServer, client: httpx.AsyncClient, server_state: ApiState
+) -> None:
+    """A remove takes each row's contact off the given lists; a contact left on no list is
+    Removed (from Active or Unconfirmed), one still on another stays Active, and both get
+    a new last_update_time. A row on none of the lists (on another list, opted out,
+    unknown) is an error and changes nothing; an earlier row of a repeated address is an
+    error; another account's contact of the same address is untouched; the account's
+    write sequence moves by exactly one."""
+    first, second, third = (make_list(server_state, name) for name in ("One", "Two", "Three"))
+    add_account(server_state, "alice", "alice-pw", "alice-key")
+    hers = make_list(server_state, "Hers", "alice")
+    for data, lists in (
+        ("only@example.org\nboth@example.org\nunc@example.org\nall@example.org", [first]),
+        ("both@example.org\nelse@example.org\nall@example.org", [second]),
+        ("all@example.org", [third]),
+    ):
+        await run_activity(
+            client, activityType="SV_ADD", data="Email\n" + data, lists=[list_uri(i) for i in lists]
+        )
+    alice_auth = {"Authorization": basic("alice", "alice-pw", "alice-key")}
+    async with running.client("alice", headers=alice_auth) as alice:
+        await run_activity(
+            alice,
+            activityType="SV_ADD",
+            data="Email\nonly@example.org",
+            lists=list_uri(hers, "alice"),
+        )
+    db = server_state.store.connection()
+    with write_tx(db):
+        db.execute("UPDATE contact SET status = 'Unconfirmed' WHERE email_key = 'unc@example.org'")
+        db.execute(
+            "INSERT INTO contact (account_id, email_key, EmailAddress, status, insert_time, "
+            "last_update_time) "
+            "VALUES (1, 'out@example.org', 'out@example.org', 'Do Not Mail', 0, 0)"
+        )
+        db.execute("UPDATE contact SET last_update_time = 1000")
+
+    def write_seqs() -> list[int]:
+        return [r[0] for r in db.execute("SELECT write_seq FROM account ORDER BY id")]
+
+    seqs = write_seqs()
+    started = now_ms()
+    activity = await run_activity(
+        client,
+        activityType="REMOVE_CONTACTS_FROM_LISTS",
+        data="Email\nONLY@example.org\nboth@example.org\nelse@example.org\nunc@example.org\n"
+        "out@example.org\nnobody@example.org\nall@example.org\nALL@example.org",
+        lists=[list_uri(first), list_uri(third)],
+    )
+    assert activity.status == "COMPLETE"
+    assert activity.transaction_count == 4  # only, both, unc, all
+    assert [(e.line, e.email, e.message) for e in activity.errors] == [
+        (4, "else@example.org", "else@example.org (not found in subscriber list)"),
+        (6, "out@example.org", "out@example.org (not found in subscriber list)"),
+        (7, "nobody@example.org", "nobody@example.org (not found in subscriber list)"),
+        (8, "all@example.org", "all@example.org is repeated on line 9, which replaces this row"),
+    ]
+    (demo_id,) = db.execute("SELECT id FROM account WHERE username = ?", (USER,)).fetchone()
+    after = {
+        (account_id == demo_id, key): (status, stamp >= started, stamp == 1000)
+        for account_id, key, status, stamp in db.execute(
+            "SELECT account_id, email_key, status, last_update_time FROM contact"
+        )
+    }
+    assert after == {
+        (True, "only@example.org"): ("Removed", True, False),
+        (True, "both@example.org"): ("Active", True, False),
+        (True, "unc@example.org"): ("Removed", True, False),
+        (True, "all@example.org"): ("Active", True, False),
+        (True, "else@example.org"): ("Active", False, True),
+        (True, "out@example.org"): ("Do Not Mail", False, True),
+        (False, "only@example.org"): ("Active", False, True),
+    }
+    assert members(server_state, first) == set()
+    assert members(server_state, second) == {
+        "both@example.org",
+        "else@example.org",
+        "all@example.org",
+    }
+    assert members(server_state, third) == set()
+    assert members(server_state, hers) == {"only@example.org"}
+    counts = dict(db.execute("SELECT id, member_count FROM list").fetchall())
+    assert counts == {first: 0, second: 3, third: 0, hers: 1}
+    assert write_seqs() == [seqs[0] + 1, *seqs[1:]]
 
 
 async def test_an_activity_whose_list_vanished_ends_in_error(
