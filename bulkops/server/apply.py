@@ -13,11 +13,11 @@ Invariants:
   ``INSERT``, then applied with a handful of ``INSERT … SELECT`` / ``UPDATE … WHERE id IN``
   statements — never one statement per row, and none that returns a row per row (each
   ``sqlite3_step`` releases the GIL, and taking it back may wait for a request handler).
-* **O(rows), never O(account).** Every statement reading ``act_rows`` looks each row up
-  by its email (``CROSS JOIN contact``: SQLite keeps that join order), and the planner is
-  told the table's size (``ANALYZE temp.act_rows``): no plan walks the account's contacts,
-  whether or not the database has statistics (tests/test_server_worker.py counts the
-  virtual machine's steps).
+* **O(rows), never O(account).** Every join of ``act_rows`` with ``contact`` looks each
+  row up by its email (``CROSS JOIN contact``: SQLite keeps that join order), and the
+  planner is told the table's size (``ANALYZE temp.act_rows``): no plan walks the
+  account's contacts, whether or not the database has statistics
+  (tests/test_server_worker.py counts the virtual machine's steps).
 * **No checkpoint inside an activity.** Its commit does not checkpoint the WAL (that would
   copy everything it wrote into the database file before it could finish); the worker runs
   a passive checkpoint in another thread afterwards, alongside the next activity.
