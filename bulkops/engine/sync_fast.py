@@ -51,12 +51,13 @@ from bulkops.engine.sync_records import (
 )
 from bulkops.engine.sync_snap import (
     SNAP,
+    BlobColumn,
     Piece,
     RecordSet,
-    Rowids,
     SnapshotUnusable,
     attach,
     detach,
+    is_run,
     read_old_set,
 )
 from bulkops.errors import InputError
@@ -91,7 +92,7 @@ class FastState:
         header: the header unit as read (with ``fields``, ``columns``).
         key: the record key of this file.
         scan: the file's units against the old set.
-        old: the old set; ``rowids`` its members' rowids.
+        old: the old set (its digests); ``tags`` and ``rowids`` its other columns, on disk.
         generation: the snapshot's generation when it was read.
         dirty: the dirty tags.
         read_at: the units the pipeline read: ``(unit index, first line, digest)`` in file
@@ -103,7 +104,8 @@ class FastState:
     key: str
     scan: Scan
     old: OldSet
-    rowids: Rowids
+    tags: BlobColumn
+    rowids: BlobColumn
     generation: str
     dirty: set[int] = attrs.field(factory=set)
     read_at: list[tuple[int, int, int]] = attrs.field(factory=list)
@@ -171,13 +173,17 @@ def prepare(
         if remove_missing and meta.get("uncovered") != "0":
             raise SnapshotUnusable("the list has members the last file did not hold")
         old, set_id = read_old_set(db)
-        rowids = Rowids(db, set_id)
+        if not set_id:
+            raise SnapshotUnusable("the snapshot holds no record set")
+        tags = BlobColumn(db, set_id, "tags")
+        rowids = BlobColumn(db, set_id, "rowids")
         matched = scan(path, old, header.delimiter)
         fields = _fields(header)
     except (SnapshotUnusable, NotSimple, sqlite3.Error, OSError) as exc:
         detach(db)
         return None, str(exc)
-    state = FastState(header, fields, key, matched, old, rowids, meta.get("generation", ""))
+    generation = meta.get("generation", "")
+    state = FastState(header, fields, key, matched, old, tags, rowids, generation)
     return state, ""
 
 
@@ -197,8 +203,7 @@ def read_part(
     """Read the units that must be read (fresh, or of a dirty tag) into ``file_row`` and
     ``row_outcome``; fill ``temp.sb_cand`` and ``fast_dirty``. Returns the rows read."""
     db.executescript(FAST_SCHEMA)
-    old = state.old
-    dirty = {old.tags[k] for k in state.scan.disappeared()}
+    dirty = set(state.tags.take(array("i", state.scan.disappeared())))
     changed = [row[0] for row in db.execute("SELECT email_key FROM temp.sb_dirty")]
     dirty.update(map(tag, changed))
     for table in ("file_row", "row_outcome"):
@@ -258,8 +263,11 @@ def _units_of_tags(state: FastState, tags: set[int]) -> list[int]:
     """The matched units whose old entry has one of ``tags`` (ascending): two passes in C."""
     if not tags:
         return []
-    old = state.old
-    entries = set(compress(range(len(old.tags)), map(tags.__contains__, old.tags)))
+    entries: set[int] = set()
+    at = 0
+    for piece in state.tags.pieces():  # a piece at a time from disk, each looked up in C
+        entries.update(compress(range(at, at + len(piece)), map(tags.__contains__, piece)))
+        at += len(piece)
     if not entries:
         return []
     match = state.scan.match
@@ -306,16 +314,25 @@ def _candidates(db: sqlite3.Connection, state: FastState, changed: Iterable[str]
     db.execute("CREATE TEMP TABLE IF NOT EXISTS sb_cand (email_key TEXT PRIMARY KEY)")
     db.execute("DELETE FROM temp.sb_cand")
     db.executemany("INSERT OR IGNORE INTO temp.sb_cand VALUES (?)", [(k,) for k in changed])
-    old = state.old
     gone = array("i", state.scan.disappeared())
-    for k, rowid in zip(gone, state.rowids.take(gone), strict=True):
-        row = db.execute(
-            f"SELECT email_key FROM {SNAP}.base_member WHERE rowid = ?", (rowid,)
-        ).fetchone()
-        # A member rowid that moved: its contact changed on the server (already a candidate).
-        if row is not None and tag(row[0]) == old.tags[k]:
-            db.execute("INSERT OR IGNORE INTO temp.sb_cand VALUES (?)", (row[0],))
+    gone_tags = dict(zip(gone, state.tags.take(gone), strict=True))
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS sb_gone (k INTEGER, member INTEGER)")
+    db.execute("DELETE FROM temp.sb_gone")
+    db.executemany(
+        "INSERT INTO temp.sb_gone VALUES (?, ?)", zip(gone, state.rowids.take(gone), strict=True)
+    )
     state.rowids.close()
+    state.tags.close()
+    rows = db.execute(
+        f"SELECT g.k, m.email_key FROM temp.sb_gone g JOIN {SNAP}.base_member m"
+        " ON m.rowid = g.member"
+    )
+    # A member rowid that moved: its contact changed on the server (already a candidate).
+    db.executemany(
+        "INSERT OR IGNORE INTO temp.sb_cand VALUES (?)",
+        [(key,) for k, key in rows.fetchall() if tag(key) == gone_tags[k]],
+    )
+    db.execute("DELETE FROM temp.sb_gone")
 
 
 def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | None:
@@ -334,7 +351,7 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
     (members, top) = db.execute(f"SELECT count(*), max(rowid) FROM {SNAP}.base_member").fetchone()
     if top is not None and top >= 1 << 32:
         return None  # a rowid past 2**32: no set (the next sync reads the file)
-    sc, old, rowids = state.scan, state.old, state.rowids
+    sc, old, old_tags, rowids = state.scan, state.old, state.tags, state.rowids
     count = len(sc.match) - len(state.read_at) + len(eligible)
 
     def pieces() -> Iterator[Piece]:
@@ -346,8 +363,11 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
             for i, line, unit_digest in [*state.read_at, (len(sc.match), 0, 0)]:
                 for a in range(start, i, _PIECE_ENTRIES):
                     ks = sc.match[a : min(i, a + _PIECE_ENTRIES)]
-                    digests.extend(map(old.digests.__getitem__, ks))
-                    tags.extend(map(old.tags.__getitem__, ks))
+                    if is_run(ks):  # the usual case: slices, copied in C
+                        digests.extend(old.digests[ks[0] : ks[-1] + 1])
+                    else:
+                        digests.extend(map(old.digests.__getitem__, ks))
+                    tags.extend(old_tags.take(ks))
                     rids.extend(rowids.take(ks))
                     if len(digests) >= _PIECE_ENTRIES:
                         yield digests, tags, rids
@@ -361,6 +381,7 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
             yield digests, tags, rids
         finally:
             rowids.close()
+            old_tags.close()
 
     return RecordSet(state.key, count, pieces, int(members) - count)
 

@@ -52,13 +52,14 @@ from bulkops.wire.uris import resource_id_from_uri
 
 __all__ = [
     "SNAPSHOT_VERSION",
+    "BlobColumn",
     "Piece",
     "RecordSet",
-    "Rowids",
     "SnapshotUnusable",
     "attach",
     "check_meta",
     "commit_in_place",
+    "is_run",
     "read_old_set",
     "set_as_of",
     "snapshot_file",
@@ -182,37 +183,58 @@ def detach(db: sqlite3.Connection, schema: str = SNAP) -> None:
 
 
 def read_old_set(db: sqlite3.Connection, schema: str = SNAP) -> tuple[OldSet, int]:
-    """The record set of the attached snapshot (empty when it has none), and its row id."""
+    """The digests of the record set of the attached snapshot (empty when it has none), and
+    its row id. Its tags and rowids stay on disk (:class:`BlobColumn`).
+
+    Raises:
+        sqlite3.DataError: a column's blob is not one entry for each digest.
+    """
     row = db.execute(f"SELECT id FROM {schema}.record_set").fetchone()
     if row is None:
         return OldSet(), 0
     set_id = int(row[0])
     digests = _read_blob(db, schema, "digests", set_id, "Q")
-    tags = _read_blob(db, schema, "tags", set_id, "I")
-    return OldSet(digests, tags), set_id
+    for column in ("tags", "rowids"):
+        (size,) = db.execute(
+            f"SELECT length({column}) FROM {schema}.record_set WHERE id = ?", (set_id,)
+        ).fetchone()
+        if size != 4 * len(digests):
+            raise sqlite3.DataError(f"the record set's {column} do not match its digests")
+    return OldSet(digests), set_id
 
 
-class Rowids:
-    """The member rowids of a record set, read from its blob when asked (4 bytes an entry
-    stay on disk, not in memory). One blob handle serves every :meth:`take` until
-    :meth:`close` (a new handle would walk the blob's pages from its start each time)."""
+class BlobColumn:
+    """A 4-byte column of a record set (``tags``, ``rowids``), read from its blob when asked:
+    those 4 bytes an entry stay on disk, not in memory. One blob handle serves every read
+    until :meth:`close` (a new handle would walk the blob's pages from its start each time).
+    Without a set (``set_id`` 0) the column is empty."""
 
-    def __init__(self, db: sqlite3.Connection, set_id: int, schema: str = SNAP) -> None:
-        self._db, self._id, self._schema = db, set_id, schema
+    def __init__(
+        self, db: sqlite3.Connection, set_id: int, column: str, schema: str = SNAP
+    ) -> None:
+        self._db, self._id, self._column, self._schema = db, set_id, column, schema
         self._blob: sqlite3.Blob | None = None
 
+    def _handle(self) -> sqlite3.Blob:
+        if self._blob is None:
+            self._blob = self._db.blobopen(
+                "record_set", self._column, self._id, readonly=True, name=self._schema
+            )
+        return self._blob
+
     def take(self, entries: array[int]) -> array[int]:
-        """The rowids of ``entries`` (old entry indexes): one read per run of consecutive
-        entries."""
+        """The values of ``entries`` (old entry indexes, in that order): one read per run of
+        consecutive entries."""
         out = array("I")
         if not entries:
             return out
-        if self._blob is None:
-            self._blob = self._db.blobopen(
-                "record_set", "rowids", self._id, readonly=True, name=self._schema
-            )
-        blob = self._blob
-        start = prev = entries[0]
+        blob = self._handle()
+        first = entries[0]
+        if is_run(entries):  # the usual case: one read
+            blob.seek(first * 4)
+            out.frombytes(blob.read(len(entries) * 4))
+            return out
+        start = prev = first
         for k in [*entries[1:], -2]:
             if k == prev + 1:
                 prev = k
@@ -222,25 +244,53 @@ class Rowids:
             start = prev = k
         return out
 
+    def pieces(self) -> Iterator[array[int]]:
+        """The whole column in order, a piece at a time."""
+        if not self._id:
+            return
+        blob = self._handle()
+        blob.seek(0)
+        while data := blob.read(_PIECE):
+            piece = array("I")
+            piece.frombytes(data)
+            yield piece
+
     def close(self) -> None:
-        """Close the blob handle (the next :meth:`take` opens another)."""
+        """Close the blob handle (the next read opens another)."""
         if self._blob is not None:
             self._blob.close()
             self._blob = None
 
 
+def is_run(entries: array[int]) -> bool:
+    """Whether ``entries`` are consecutive ascending integers (checked in C)."""
+    first = entries[0]
+    return entries[-1] - first == len(entries) - 1 and entries == array(
+        entries.typecode, range(first, first + len(entries))
+    )
+
+
 def _read_blob(
     db: sqlite3.Connection, schema: str, column: str, set_id: int, code: str
 ) -> array[int]:
-    """A packed array, read a piece at a time (never the blob and the array both whole)."""
+    """A packed array, read a piece at a time into an array allocated once at its size
+    (never the blob and the array both whole, nor an array grown by copies)."""
     out = array(code)
     try:
         blob = db.blobopen("record_set", column, set_id, readonly=True, name=schema)
     except sqlite3.OperationalError:
         return out
     with blob:
+        size = len(blob)
+        if size % out.itemsize:
+            raise sqlite3.DataError(f"a record set's {column} blob has a partial entry")
+        out = array(code, [0]) * (size // out.itemsize)
+        view = memoryview(out).cast("B")
+        at = 0
         while piece := blob.read(_PIECE):
-            out.frombytes(piece)
+            view[at : at + len(piece)] = piece
+            at += len(piece)
+        view.release()
     return out
 
 
