@@ -286,10 +286,11 @@ def _full_set(run: SyncRun) -> Callable[[sqlite3.Connection, str], RecordSet | N
     return build
 
 
-def _commit_fast(run: SyncRun, fast: dict[str, Any]) -> None:
+def _commit_fast(run: SyncRun, fast: dict[str, Any]) -> dict[str, str]:
     """The failures mapped, then the confirmed changes and the new record set into the
     snapshot in place (``run.committed``: its new generation); ``as_of`` is moved later
-    (:func:`~bulkops.engine.sync_snap.set_as_of`). Runs while the write sequence is read."""
+    (:func:`~bulkops.engine.sync_snap.set_as_of`). Then the outcome files (returned).
+    Runs while the write sequence is read."""
     db = run.db
     failed_add_lines(db, run.run_dir)
     removal_failures(db, run.run_dir)
@@ -302,18 +303,20 @@ def _commit_fast(run: SyncRun, fast: dict[str, Any]) -> None:
             run.target.uri,
             remove_missing=run.options.remove_missing,
         )
-        if state is None or state.generation != fast["generation"]:
-            return  # the snapshot moved on: it is left as it is (still valid)
-        resume_part(db, state, run.source)
-        run.fast = state
-    state = run.fast
+        if state is not None and state.generation == fast["generation"]:
+            resume_part(db, state, run.source)
+            run.fast = state
+        # else the snapshot moved on: it is left as it is (still valid)
+    if run.fast is not None:
+        state = run.fast
 
-    def apply(db: sqlite3.Connection) -> RecordSet | None:
-        _confirm_rows(db)
-        return build_record_set(db, state)
+        def apply(db: sqlite3.Connection) -> RecordSet | None:
+            _confirm_rows(db)
+            return build_record_set(db, state)
 
-    run.committed = commit_in_place(db, generation=fast["generation"], apply=apply)
-    sync_run.crash_point("confirmed")
+        run.committed = commit_in_place(db, generation=fast["generation"], apply=apply)
+        sync_run.crash_point("confirmed")
+    return write_outcome_files(db, run.run_dir, removed=True)
 
 
 def _base_summary(base: dict[str, Any] | None) -> BaseSummary | None:
@@ -323,7 +326,11 @@ def _base_summary(base: dict[str, Any] | None) -> BaseSummary | None:
     return msgspec.convert(base, BaseSummary)
 
 
-def _finish(run: SyncRun, *, state: str, message: str) -> SyncReport:
+def _finish(
+    run: SyncRun, *, state: str, message: str, files: dict[str, str] | None = None
+) -> SyncReport:
+    """The snapshot saved (a full plan) or its ``as_of`` moved (a fast one), the outcome
+    files (unless written already: ``files``), ``report.json`` and the journal's state."""
     db = run.db
     meta = run.journal.meta()
     if state == "complete":
@@ -341,7 +348,8 @@ def _finish(run: SyncRun, *, state: str, message: str) -> SyncReport:
             sync_run.crash_point("confirmed")
             if run.base is not None:
                 save_snapshot(run.spec(), db, run.base, run.client.account_url, _full_set(run))
-    files = write_outcome_files(run.db, run.run_dir, removed=state == "complete")
+    if files is None:
+        files = write_outcome_files(run.db, run.run_dir, removed=state == "complete")
     sent = state == "complete"
     counts_now = sync_counts(db, sent=sent, skipped=run.skipped())
     if state not in ("complete", "dry-run", "refused"):
@@ -449,11 +457,13 @@ async def _execute_inner(run: SyncRun) -> SyncReport:
         sent_by = time.monotonic()
         own = own_writes(run.db, run.run_dir)
         fast = run.journal.meta().get("fast")
+        files = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_prove_snapshot, run, sent_by, own)
-            if fast:  # meanwhile (it waits SEQ_MARGIN): the snapshot's changes
+            if fast:  # meanwhile (it waits SEQ_MARGIN): the snapshot's changes, the files
                 run.say("saving the list's snapshot")
-                await trio.to_thread.run_sync(_commit_fast, run, fast)
+                files = await trio.to_thread.run_sync(_commit_fast, run, fast)
+        return _finish(run, state=state, message=message, files=files)
     return _finish(run, state=state, message=message)
 
 

@@ -52,12 +52,12 @@ from bulkops.engine.sync_records import (
 from bulkops.engine.sync_snap import (
     SNAP,
     BlobColumn,
+    DigestWindow,
     Piece,
     RecordSet,
     SnapshotUnusable,
     attach,
     detach,
-    is_run,
     read_old_set,
 )
 from bulkops.errors import InputError
@@ -78,6 +78,8 @@ __all__ = [
 ELIGIBLE = ("unchanged", "added", "updated")
 _FEED = 1 << 20
 _PIECE_ENTRIES = 1 << 16  # record set entries written at a time
+#: SQLite page cache of the sync database in a fast plan, KiB.
+FAST_CACHE_KIB = 4_096
 
 FAST_SCHEMA = """
 CREATE TABLE IF NOT EXISTS fast_dirty (tag INTEGER PRIMARY KEY);
@@ -92,7 +94,8 @@ class FastState:
         header: the header unit as read (with ``fields``, ``columns``).
         key: the record key of this file.
         scan: the file's units against the old set.
-        old: the old set (its digests); ``tags`` and ``rowids`` its other columns, on disk.
+        old: the old set (its digests, released once the plan read what it must:
+            :func:`read_part`); ``digests``, ``tags`` and ``rowids`` its columns on disk.
         generation: the snapshot's generation when it was read.
         dirty: the dirty tags.
         read_at: the units the pipeline read: ``(unit index, first line, digest)`` in file
@@ -104,6 +107,7 @@ class FastState:
     key: str
     scan: Scan
     old: OldSet
+    digests: BlobColumn
     tags: BlobColumn
     rowids: BlobColumn
     generation: str
@@ -175,15 +179,18 @@ def prepare(
         old, set_id = read_old_set(db)
         if not set_id:
             raise SnapshotUnusable("the snapshot holds no record set")
-        tags = BlobColumn(db, set_id, "tags")
-        rowids = BlobColumn(db, set_id, "rowids")
-        matched = scan(path, old, header.delimiter)
+        digests, tags, rowids = (BlobColumn(db, set_id, c) for c in ("digests", "tags", "rowids"))
+        try:
+            matched = scan(path, old, header.delimiter)
+        finally:
+            if isinstance(old.digests, DigestWindow):
+                old.digests.close()
         fields = _fields(header)
     except (SnapshotUnusable, NotSimple, sqlite3.Error, OSError) as exc:
         detach(db)
         return None, str(exc)
     generation = meta.get("generation", "")
-    state = FastState(header, fields, key, matched, old, tags, rowids, generation)
+    state = FastState(header, fields, key, matched, old, digests, tags, rowids, generation)
     return state, ""
 
 
@@ -203,6 +210,9 @@ def read_part(
     """Read the units that must be read (fresh, or of a dirty tag) into ``file_row`` and
     ``row_outcome``; fill ``temp.sb_cand`` and ``fast_dirty``. Returns the rows read."""
     db.executescript(FAST_SCHEMA)
+    # The rows read are a few of the file's: a small page cache holds them (the full plan's
+    # 16 MiB would only fill with them and stay, ~12 MiB of the peak at 5M rows).
+    db.execute(f"PRAGMA main.cache_size = -{FAST_CACHE_KIB}")
     dirty = set(state.tags.take(array("i", state.scan.disappeared())))
     changed = [row[0] for row in db.execute("SELECT email_key FROM temp.sb_dirty")]
     dirty.update(map(tag, changed))
@@ -223,9 +233,9 @@ def read_part(
         if not extra:
             break
         units = units_at(path, state.header.delimiter, state.scan.restarts, extra)
-        digests = state.old.digests
         match = state.scan.match
-        added = [(i, u.line, digests[match[i]]) for i, u in zip(extra, units, strict=True)]
+        found = state.digests.take(array("i", [match[i] for i in extra]))
+        added = [(i, u.line, d) for i, u, d in zip(extra, units, found, strict=True)]
         state.read_at = sorted([*state.read_at, *added])
         rows += _read(db, state, units, read, list_uri)
     state.dirty = dirty
@@ -238,23 +248,37 @@ def read_part(
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    _release(state)
     return rows
+
+
+def _release(state: FastState) -> None:
+    """What only the reading needed goes (a byte of ``seen`` per old entry, the fresh
+    units' bytes): the commit needs the matches and ``read_at`` (and reads the old digests
+    it keeps from disk: ``state.digests``). The blob handles are closed (an open one keeps
+    SQLite from dropping a table: the diff's temporary ones)."""
+    for column in (state.digests, state.tags, state.rowids):
+        column.close()
+    state.scan.seen = bytearray()
+    state.scan.fresh = []
 
 
 def resume_part(db: sqlite3.Connection, state: FastState, path: Path) -> None:
     """A fast plan taken up in a new process: the units read, from the stored dirty tags."""
     state.dirty = {row[0] for row in db.execute("SELECT tag FROM fast_dirty")}
     _read_set(state, state.dirty, path)
+    _release(state)
 
 
 def _read_set(state: FastState, dirty: set[int], path: Path) -> list[Unit]:
     """The units to read (in file order); sets ``state.read_at``."""
-    sc, old = state.scan, state.old
+    sc = state.scan
     match = sc.match
     matched_at = _units_of_tags(state, dirty)
     matched = units_at(path, state.header.delimiter, sc.restarts, matched_at)
     at = [(i, u.line, digest(u.content)) for i, u in zip(sc.fresh_at, sc.fresh, strict=True)]
-    at += [(i, u.line, old.digests[match[i]]) for i, u in zip(matched_at, matched, strict=True)]
+    found = state.digests.take(array("i", [match[i] for i in matched_at]))
+    at += [(i, u.line, d) for i, u, d in zip(matched_at, matched, found, strict=True)]
     state.read_at = sorted(at)
     return sorted([*sc.fresh, *matched], key=lambda u: u.line)
 
@@ -351,7 +375,7 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
     (members, top) = db.execute(f"SELECT count(*), max(rowid) FROM {SNAP}.base_member").fetchone()
     if top is not None and top >= 1 << 32:
         return None  # a rowid past 2**32: no set (the next sync reads the file)
-    sc, old, old_tags, rowids = state.scan, state.old, state.tags, state.rowids
+    sc, old_digests, old_tags, rowids = state.scan, state.digests, state.tags, state.rowids
     count = len(sc.match) - len(state.read_at) + len(eligible)
 
     def pieces() -> Iterator[Piece]:
@@ -363,10 +387,7 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
             for i, line, unit_digest in [*state.read_at, (len(sc.match), 0, 0)]:
                 for a in range(start, i, _PIECE_ENTRIES):
                     ks = sc.match[a : min(i, a + _PIECE_ENTRIES)]
-                    if is_run(ks):  # the usual case: slices, copied in C
-                        digests.extend(old.digests[ks[0] : ks[-1] + 1])
-                    else:
-                        digests.extend(map(old.digests.__getitem__, ks))
+                    digests.extend(old_digests.take(ks))
                     tags.extend(old_tags.take(ks))
                     rids.extend(rowids.take(ks))
                     if len(digests) >= _PIECE_ENTRIES:
@@ -382,6 +403,7 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
         finally:
             rowids.close()
             old_tags.close()
+            old_digests.close()
 
     return RecordSet(state.key, count, pieces, int(members) - count)
 

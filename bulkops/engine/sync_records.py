@@ -37,10 +37,9 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from functools import partial
-from itertools import compress
 from operator import methodcaller
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, overload
 
 import attrs
 
@@ -233,12 +232,27 @@ def units_at(
     return found
 
 
+class Digests(Protocol):
+    """The old digests as :func:`scan` reads them: an ``array("Q")``, or a reader of a
+    snapshot's that holds only a window of them (``sync_snap.DigestWindow``)."""
+
+    def __len__(self) -> int: ...
+
+    @overload
+    def __getitem__(self, key: int) -> int: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> array[int]: ...
+
+    def index(self, value: int, start: int, stop: int, /) -> int: ...
+
+
 @attrs.define
 class OldSet:
     """A record set as read from a snapshot: digests, in the old file's order (and its tags,
     for a set built in memory; a snapshot's stay on disk: ``sync_snap.BlobColumn``)."""
 
-    digests: array[int] = attrs.field(factory=lambda: array("Q"))
+    digests: Digests = attrs.field(factory=lambda: array("Q"))
     tags: array[int] = attrs.field(factory=lambda: array("I"))
 
     def __len__(self) -> int:
@@ -271,12 +285,12 @@ class Scan:
     restarts: list[tuple[int, int, int]] = attrs.field(factory=list)
 
     def disappeared(self) -> Iterator[int]:
-        """Old entries no unit matched."""
-        missing = self.seen.translate(_FLIP)
-        return compress(range(len(missing)), missing)
-
-
-_FLIP = bytes([1, 0]) + bytes(254)
+        """Old entries no unit matched (found by ``find``, in C: no copy of ``seen``)."""
+        seen = self.seen
+        at = seen.find(0)
+        while at >= 0:
+            yield at
+            at = seen.find(0, at + 1)
 
 
 def scan(path: Path, old: OldSet, delimiter: str) -> Scan:
@@ -359,10 +373,12 @@ class _Anchors:
     """The resynchronising index: every :data:`_ANCHOR_EVERY`-th old entry, found by its
     digest. Two sorted arrays and a bisect (12 bytes an anchor), not a dict (~100)."""
 
-    def __init__(self, olds: array[int]) -> None:
-        order = sorted(range(0, len(olds), _ANCHOR_EVERY), key=olds.__getitem__)
-        self.digests = array("Q", map(olds.__getitem__, order))
-        self.entries = array("I", order)
+    def __init__(self, olds: Digests) -> None:
+        entries = range(0, len(olds), _ANCHOR_EVERY)
+        digests = array("Q", map(olds.__getitem__, entries))  # in order: read once
+        order = sorted(range(len(digests)), key=digests.__getitem__)
+        self.digests = array("Q", map(digests.__getitem__, order))
+        self.entries = array("I", map(entries.__getitem__, order))
 
     def get(self, d: int) -> int:
         """The old entry of the anchor with digest ``d``, or -1."""
@@ -372,7 +388,7 @@ class _Anchors:
         return -1
 
 
-def _find(olds: array[int], anchors: _Anchors, d: int, j: int, total: int) -> int:
+def _find(olds: Digests, anchors: _Anchors, d: int, j: int, total: int) -> int:
     """Where ``d`` is among the old digests near ``j`` or at an anchor; -1 if not found."""
     try:
         return olds.index(d, j + 1, min(total, j + _WINDOW))
