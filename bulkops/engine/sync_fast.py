@@ -59,6 +59,7 @@ from bulkops.engine.sync_snap import (
     attach,
     detach,
     read_old_set,
+    runs_of,
 )
 from bulkops.errors import InputError
 from bulkops.stream.options import ReadOptions
@@ -387,9 +388,10 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
             for i, line, unit_digest in [*state.read_at, (len(sc.match), 0, 0)]:
                 for a in range(start, i, _PIECE_ENTRIES):
                     ks = sc.match[a : min(i, a + _PIECE_ENTRIES)]
-                    digests.extend(old_digests.take(ks))
-                    tags.extend(old_tags.take(ks))
-                    rids.extend(rowids.take(ks))
+                    runs = runs_of(ks)  # found once for the three columns
+                    digests.extend(old_digests.take(ks, runs))
+                    tags.extend(old_tags.take(ks, runs))
+                    rids.extend(rowids.take(ks, runs))
                     if len(digests) >= _PIECE_ENTRIES:
                         yield digests, tags, rids
                         digests, tags, rids = array("Q"), array("I"), array("I")

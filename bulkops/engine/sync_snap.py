@@ -243,11 +243,11 @@ class BlobColumn:
         out.frombytes(blob.read(count * self._size))
         return out
 
-    def take(self, entries: array[int]) -> array[int]:
+    def take(self, entries: array[int], runs: list[tuple[int, int]] | None = None) -> array[int]:
         """The values of ``entries`` (old entry indexes, in that order): a slice of the
-        window per run of consecutive entries."""
+        window per run of consecutive entries (``runs``: :func:`runs_of` them, if known)."""
         out = array(self._code)
-        for a, b in runs_of(entries):
+        for a, b in runs_of(entries) if runs is None else runs:
             first, count = entries[a], b - a
             offset = first - self._at
             if offset < 0 or offset + count > len(self._window):
