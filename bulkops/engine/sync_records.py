@@ -21,9 +21,10 @@ Invariants:
   pipe delimiter, and every unit holding a ``"`` a strict RFC 4180 record
   (:func:`strict_pattern`). :class:`NotSimple` is raised otherwise, and the sync reads the
   file in full.
-* **Compact.** 8 bytes per old entry of digest and 4 of tag in memory (``array``), 4 per
-  unit of the new file (its match), one byte per old entry (seen): a 5M-row file and set in
-  about 85 MB.
+* **Compact.** 4 bytes per unit of the new file (its match) and one per old entry (seen);
+  the old digests are read through :class:`Digests` (a snapshot's: a window of them at a
+  time), the resynchronising index holds 12 bytes per :data:`_ANCHOR_EVERY` entries: a
+  5M-row file and set in about 25 MB.
 
 Pure but for reading the file.
 """
