@@ -133,8 +133,9 @@ def test_errors_are_clear_and_a_sync_runs_to_completion(tmp_path: Path) -> None:
 
 
 def test_sigkill_at_every_phase_then_resume_equals_an_uninterrupted_sync(tmp_path: Path) -> None:
-    """Killed after a POST of the adds, at each phase boundary, after a POST of the removes
-    and at a random moment, each time resumed: the list ends as an uninterrupted sync's."""
+    """Killed after POSTs (of the adds and the removes, which go alongside), at each phase
+    boundary and at a random moment, each time resumed: the list ends as an uninterrupted
+    sync's."""
     rng = random.Random(int(os.environ.get("BULKOPS_CRASH_SEED", "20261207")))
     accounts = tmp_path / "accounts"
     accounts.write_text("crash:pw-crash:key-crash\nref:pw-ref:key-ref\n")
@@ -170,12 +171,14 @@ def test_sigkill_at_every_phase_then_resume_equals_an_uninterrupted_sync(tmp_pat
         )
         assert ref.returncode == 0, ref.stderr
         run_dir = tmp_path / "crash-run"
+        # The adds and the removes go alongside (5 + 2 POSTs of 50 rows): the POST kills
+        # come first, while both have POSTs left; each boundary is passed by every resume.
         kills = [
             {"BULKOPS_TEST_KILL_AFTER_POST": "2"},
             {"BULKOPS_TEST_KILL_AFTER_POST": "1"},
+            {"BULKOPS_TEST_KILL_AFTER_POST": "1"},
             {"BULKOPS_TEST_KILL_SYNC_AT": "adds-done"},
             {"BULKOPS_TEST_KILL_SYNC_AT": "puts-done"},
-            {"BULKOPS_TEST_KILL_AFTER_POST": "1"},
             {"BULKOPS_TEST_KILL_SYNC_AT": "removes-done"},
             {"BULKOPS_TEST_KILL_SYNC_AT": "confirmed"},
         ]

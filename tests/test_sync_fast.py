@@ -23,6 +23,7 @@ from bulkops.engine.journal import Journal
 from bulkops.engine.sync import run_sync
 from bulkops.engine.sync_records import NotSimple, OldSet, digest, iter_units, scan, units_at
 from bulkops.engine.sync_report import SyncOptions
+from bulkops.engine.sync_snap import runs_of
 from tests.test_sync_stateful import FAST, SyncMachine, names, spellings
 
 # -- cutting a file into units -------------------------------------------------------------
@@ -108,6 +109,25 @@ def test_matching_pairs_equal_units_once(tmp_path: Path, old: list[int], new: li
     assert [u.content for u in found.fresh] == [
         f"r{n}@x.org".encode() for n, k in zip(new, found.match, strict=True) if k < 0
     ]
+
+
+@given(steps=st.lists(st.sampled_from([1, 1, 1, 1, 2, 0, -3, 40]), max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_runs_of_cover_the_entries_in_maximal_runs(steps: list[int]) -> None:
+    """``runs_of`` (halving, compared in C) gives exactly the maximal runs of consecutive
+    ascending entries that a walk one entry at a time finds."""
+    entries = array("i")
+    value = 7
+    for step in steps:
+        value += step
+        entries.append(value)
+    expected: list[tuple[int, int]] = []
+    for i in range(len(entries)):
+        if expected and entries[i - 1] + 1 == entries[i]:
+            expected[-1] = (expected[-1][0], i + 1)
+        else:
+            expected.append((i, i + 1))
+    assert runs_of(entries) == expected
 
 
 # -- the fast plan against the full plan ------------------------------------------------------

@@ -22,8 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
-import bulkops.engine.sync as sync_module
-from bulkops.engine import sync_records
+from bulkops.engine import sync_records, sync_run
 from bulkops.engine.clear import run_clear
 from bulkops.engine.client import Client, open_client
 from bulkops.engine.import_options import ImportOptions
@@ -541,7 +540,7 @@ def test_interrupted_fast_sync_resumed_then_another(
         if name == point:
             raise Crash(name)
 
-    monkeypatch.setattr(sync_module, "_crash_point", crash)
+    monkeypatch.setattr(sync_run, "crash_point", crash)
 
     async def go(client: Client) -> SyncReport:
         return await run_sync(client, path, options=options, run_dir=run_dir)
@@ -549,7 +548,7 @@ def test_interrupted_fast_sync_resumed_then_another(
     with pytest.raises(BaseException) as caught:  # noqa: PT011 - a Crash, maybe grouped
         bench.on_server(go)
     assert "Crash" in repr(caught.value) or isinstance(caught.value, Crash)
-    monkeypatch.setattr(sync_module, "_crash_point", lambda _name: None)
+    monkeypatch.setattr(sync_run, "crash_point", lambda _name: None)
 
     async def again(client: Client) -> SyncReport:
         return await resume_sync(client, run_dir)
@@ -670,7 +669,7 @@ def test_abandoned_sync_then_a_new_one(bench: Bench, monkeypatch: pytest.MonkeyP
         if name == "adds-done":
             raise Crash(name)
 
-    monkeypatch.setattr(sync_module, "_crash_point", crash)
+    monkeypatch.setattr(sync_run, "crash_point", crash)
 
     async def go(client: Client) -> SyncReport:
         return await run_sync(client, path, options=options, run_dir=bench.tmp / "abandoned")
@@ -678,7 +677,7 @@ def test_abandoned_sync_then_a_new_one(bench: Bench, monkeypatch: pytest.MonkeyP
     with pytest.raises(BaseException) as caught:  # noqa: PT011 - a Crash, maybe grouped
         bench.on_server(go)
     assert "Crash" in repr(caught.value) or isinstance(caught.value, Crash)
-    monkeypatch.setattr(sync_module, "_crash_point", lambda _name: None)
+    monkeypatch.setattr(sync_run, "crash_point", lambda _name: None)
     bench.sync(second)
     bench.settled()
     bench.sync(first)
@@ -794,7 +793,7 @@ def test_interrupted_sync_resumed_after_a_newer_sync(
         if name == "planned":
             raise Crash(name)
 
-    monkeypatch.setattr(sync_module, "_crash_point", crash)
+    monkeypatch.setattr(sync_run, "crash_point", crash)
 
     async def go(client: Client) -> SyncReport:
         return await run_sync(client, path, options=options, run_dir=bench.tmp / "stale")
@@ -802,7 +801,7 @@ def test_interrupted_sync_resumed_after_a_newer_sync(
     with pytest.raises(BaseException) as caught:  # noqa: PT011 - a Crash, maybe grouped
         bench.on_server(go)
     assert "Crash" in repr(caught.value) or isinstance(caught.value, Crash)
-    monkeypatch.setattr(sync_module, "_crash_point", lambda _name: None)
+    monkeypatch.setattr(sync_run, "crash_point", lambda _name: None)
     bench.sync(c_file)
 
     async def again(client: Client) -> SyncReport:

@@ -19,8 +19,7 @@ import attrs
 import pytest
 import trio
 
-from bulkops.engine import sync as sync_module
-from bulkops.engine import sync_files
+from bulkops.engine import sync_files, sync_send
 from bulkops.engine.client import Client, open_client
 from bulkops.engine.sync import run_sync
 from bulkops.engine.sync_base import BaseInfo, snapshot_as_of
@@ -244,7 +243,7 @@ async def test_an_out_of_band_put_during_a_sync_keeps_the_old_as_of(
     """A PUT by someone else between the base read and the end of the sync: the snapshot
     keeps the base's ``as_of``, and the next sync sees (and undoes) the change."""
     state = server.state
-    original = sync_module.apply_puts
+    original = sync_send.apply_puts
 
     async def meddling(*args: Any, **kwargs: Any) -> Any:
         async with open_client(client_config(server)) as other:
@@ -256,9 +255,9 @@ async def test_an_out_of_band_put_during_a_sync_keeps_the_old_as_of(
         rows = base_rows(30)
         rows[1][1] = "Changed"
         path = write_csv(tmp_path / "crm.csv", rows)
-        monkeypatch.setattr(sync_module, "apply_puts", meddling)
+        monkeypatch.setattr(sync_send, "apply_puts", meddling)
         first = await run_sync(client, path, options=sync_options(), run_dir=tmp_path / "s1")
-        monkeypatch.setattr(sync_module, "apply_puts", original)
+        monkeypatch.setattr(sync_send, "apply_puts", original)
         assert first.state == "complete", first.message
         assert first.base is not None
         assert first.base.snapshot_as_of == first.base.as_of

@@ -15,9 +15,10 @@ and goes through phases, recorded in the journal's meta ``phase``:
 2. **sending** — ``send.csv`` goes through the import engine as a run of its own in
    ``add/`` (chunking, limits, exactly-once POSTs, journal, resume: all of it); then the
    updates that empty a field are PUT one contact at a time (an add cannot empty a field;
-   PUT is idempotent, and each answered PUT is recorded); then ``remove.csv`` goes through
-   the remove engine in ``remove/``. The three sets of emails are disjoint, so their order
-   does not matter. ``resume`` takes each phase up where it stopped.
+   PUT is idempotent, and each answered PUT is recorded); ``remove.csv`` goes through the
+   remove engine in ``remove/`` alongside them (:mod:`bulkops.engine.sync_send`). The three
+   sets of emails are disjoint, so their order does not matter. ``resume`` takes each
+   phase up where it stopped.
 3. **done** — one more ``GET lists/{id}`` reads the account's write sequence
    (:func:`~bulkops.engine.sync_base.snapshot_as_of`: when it moved by exactly the sync's
    own committed writes — completed activities of ``add/`` and ``remove/``, answered PUTs —
@@ -33,23 +34,22 @@ Removals are checked before anything is sent: more than ``max_remove`` stops the
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlencode
 
 import attrs
 import msgspec
 import trio
 
+from bulkops.engine import sync_run
 from bulkops.engine.client import Client, same_account
-from bulkops.engine.imports import resume_run, run_import
 from bulkops.engine.journal import JOURNAL_NAME, Journal
-from bulkops.engine.ledger import ImportReport, write_atomically
+from bulkops.engine.ledger import write_atomically
 from bulkops.engine.lists import ResolvedList, resolve_lists
 from bulkops.engine.planner import input_digest
 from bulkops.engine.progress import Reporter, peak_rss_bytes
@@ -63,7 +63,6 @@ from bulkops.engine.rundirs import (
 )
 from bulkops.engine.sync_base import (
     SEQ_MARGIN,
-    BaseInfo,
     BaseSpec,
     load_base,
     save_snapshot,
@@ -72,7 +71,6 @@ from bulkops.engine.sync_base import (
 )
 from bulkops.engine.sync_diff import DiffCounts, counts, diff, open_db, read_file
 from bulkops.engine.sync_fast import (
-    FastState,
     build_record_set,
     full_record_set,
     prepare,
@@ -81,22 +79,15 @@ from bulkops.engine.sync_fast import (
     resume_part,
 )
 from bulkops.engine.sync_files import (
-    ADD_DIR,
-    REMOVE_DIR,
-    REMOVE_NAME,
-    SEND_NAME,
     bytes_sent,
     check_not_overtaken,
     failed_add_lines,
-    first_add,
     own_writes,
     removal_failures,
-    sub_state,
     sync_counts,
     write_outcome_files,
     write_send_files,
 )
-from bulkops.engine.sync_put import apply_puts, find_preexisting
 from bulkops.engine.sync_report import (
     BaseSummary,
     SyncCounts,
@@ -104,6 +95,8 @@ from bulkops.engine.sync_report import (
     SyncReport,
     removal_limit,
 )
+from bulkops.engine.sync_run import SyncRun, snapshot_dir
+from bulkops.engine.sync_send import send
 from bulkops.engine.sync_snap import (
     RecordSet,
     SnapshotUnusable,
@@ -114,7 +107,6 @@ from bulkops.engine.sync_snap import (
     set_as_of,
 )
 from bulkops.errors import BulkOpsError, ConfigError, InputError, single_errors
-from bulkops.stream.options import ReadOptions
 from bulkops.wire.atom.lists import list_from_entry
 from bulkops.wire.uris import resource_id_from_uri
 
@@ -123,92 +115,14 @@ __all__ = ["SyncOptions", "SyncReport", "resume_sync", "run_sync", "snapshot_dir
 _BREAK = re.compile(r"\r\n|\r|\n")
 
 DB_NAME = "sync.db"
-#: The shortest interval between polls of the sync's activities (its sends are usually small:
-#: an activity done in a fraction of a second is seen done then, not after the import's 0.5s).
-SEND_POLL_MIN = 0.05
 #: Seconds between two saves of the request count and wall time in the journal.
 TOTALS_EVERY = 1.0
-
-
-def _crash_point(name: str) -> None:
-    """Test hook: ``BULKOPS_TEST_KILL_SYNC_AT=NAME`` SIGKILLs this process at the point
-    ``NAME`` (``planned``, ``adds-done``, ``puts-done``, ``removes-done``, ``confirmed``).
-    Unset (always, outside tests), it does nothing."""
-    if os.environ.get("BULKOPS_TEST_KILL_SYNC_AT") == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def snapshot_dir() -> Path:
-    """``$BULKOPS_HOME/snapshots`` (default ``~/.local/share/bulkops/snapshots``)."""
-    home = os.environ.get("BULKOPS_HOME")
-    root = Path(home) if home else Path.home() / ".local" / "share" / "bulkops"
-    return root / "snapshots"
-
-
-@attrs.define
-class _Sync:
-    client: Client
-    journal: Journal
-    options: SyncOptions
-    target: ResolvedList
-    source: Path
-    db: sqlite3.Connection
-    reporter: Reporter | None
-    stop: trio.Event
-    started: float = attrs.field(factory=time.monotonic)
-    requests_before: int = 0
-    base: BaseInfo | None = None
-    #: The client's request count when this process took the run up (a client may serve
-    #: several runs).
-    client_start: int = 0
-    #: The fast plan (the snapshot in place, only changed records read), when taken.
-    fast: FastState | None = None
-    #: The snapshot's generation once this process committed the sync's changes to it.
-    committed: str | None = None
-
-    @property
-    def run_dir(self) -> Path:
-        return self.journal.run_dir
-
-    def columns(self) -> tuple[str, ...]:
-        return tuple(self.journal.meta().get("columns") or ())
-
-    def spec(self) -> BaseSpec:
-        return BaseSpec(
-            list_uri=self.target.uri,
-            columns=self.columns(),
-            full=self.options.full,
-            snapshot_dir=snapshot_dir(),
-        )
-
-    def say(self, message: str, **data: Any) -> None:
-        """A ``sync`` event for the reporter: where the sync is (phases, counts)."""
-        if self.reporter is not None:
-            self.reporter.event("sync", message=message, **data)
-
-    def snapshot(self) -> Path:
-        """The list's snapshot file."""
-        return snapshot_path(snapshot_dir(), self.client, BaseSpec(self.target.uri, ()))
-
-    def skipped(self) -> int:
-        """Rows the fast plan did not read (each ``unchanged``)."""
-        return int((self.journal.meta().get("fast") or {}).get("skipped") or 0)
-
-    def requests(self) -> int:
-        return self.requests_before + self.client.statistics().requests - self.client_start
-
-    def save_totals(self) -> None:
-        spent = time.monotonic() - self.started
-        wall = float(self.journal.meta().get("wall_before") or 0.0) + spent
-        self.journal.set_meta(requests=self.requests(), wall_seconds=wall)
 
 
 # -- the plan --------------------------------------------------------------------------------
 
 
-async def _plan(run: _Sync) -> DiffCounts:
+async def _plan(run: SyncRun) -> DiffCounts:
     """Read the file and the base, decide every row's outcome, write the files to send."""
     db = run.db
     for table in ("file_row", "row_outcome", "remove_row", "send_line"):
@@ -244,7 +158,7 @@ async def _plan(run: _Sync) -> DiffCounts:
     return plan
 
 
-def _say_base(run: _Sync) -> None:
+def _say_base(run: SyncRun) -> None:
     assert run.base is not None
     run.say(
         f"{run.base.members:,} members ({run.base.source} read"
@@ -253,14 +167,14 @@ def _say_base(run: _Sync) -> None:
     )
 
 
-def _say_plan(run: _Sync, plan: DiffCounts) -> None:
+def _say_plan(run: SyncRun, plan: DiffCounts) -> None:
     run.say(
         f"plan: add {plan.added:,}, update {plan.updated:,} ({plan.put:,} by PUT), unchanged"
         f" {plan.unchanged:,}, opted out {plan.opted_out:,}, remove {plan.remove:,}"
     )
 
 
-async def _plan_fast(run: _Sync) -> DiffCounts | None:
+async def _plan_fast(run: SyncRun) -> DiffCounts | None:
     """The fast plan (:mod:`bulkops.engine.sync_fast`), or None when it cannot be taken
     (then ``run.base`` is set when the base was read in full already)."""
     snapshot = run.snapshot()
@@ -302,7 +216,7 @@ async def _plan_fast(run: _Sync) -> DiffCounts | None:
     return plan
 
 
-def _plan_counts(run: _Sync, plan: DiffCounts) -> DiffCounts:
+def _plan_counts(run: SyncRun, plan: DiffCounts) -> DiffCounts:
     """``plan`` with the rows the fast plan did not read (``unchanged``)."""
     skipped = run.skipped()
     if not skipped:
@@ -312,83 +226,10 @@ def _plan_counts(run: _Sync, plan: DiffCounts) -> DiffCounts:
     )
 
 
-# -- sending ---------------------------------------------------------------------------------
-
-
-async def _phase(
-    run: _Sync, name: str, path: Path, kind: Literal["add", "remove"]
-) -> ImportReport | None:
-    """Run (or resume, or skip when complete) the import engine's run of one phase."""
-    directory = run.run_dir / name
-    state = sub_state(directory)
-    if state == "complete":
-        return None
-    if state is not None and state != NOT_STARTED:
-        return await resume_run(run.client, directory, stop=run.stop)
-    send = run.options.send
-    poll_min = min(send.poll_min, SEND_POLL_MIN)
-    # The phase's file is ours (UTF-8, commas, the API's column names): the user's reading
-    # options describe their file, not this one (applied again, a --map swapped columns
-    # back, --encoding cp1252 decoded twice). A value may grow up to 3x in UTF-8, plus quotes.
-    limit = 4 * send.read.max_record_bytes
-    read = ReadOptions(format="csv", encoding="utf-8", delimiter=",", max_record_bytes=limit)
-    options = attrs.evolve(send, kind=kind, lists=(run.target.id,), poll_min=poll_min, read=read)
-    return await run_import(run.client, path, options=options, run_dir=directory, stop=run.stop)
-
-
-async def _send(run: _Sync) -> tuple[str, str]:
-    """Every phase of sending, one after the other; ``(state, message)``."""
-    meta = run.journal.meta()
-    resume = f"run `bulkops resume {run.run_dir}` to finish"
-    state, message = await _adds_and_puts(run, meta, resume)
-    if state != "complete" or not int(meta.get("remove_rows") or 0):
-        return state, message
-    return await _removes(run, meta, resume)
-
-
-async def _adds_and_puts(run: _Sync, meta: dict[str, Any], resume: str) -> tuple[str, str]:
-    if int(meta.get("send_rows") or 0):
-        run.say(f"sending {int(meta['send_rows']):,} rows to add or update")
-        report = await _phase(run, ADD_DIR, run.run_dir / SEND_NAME, "add")
-        run.save_totals()
-        if report is not None and report.state != "complete":
-            return report.state, f"{report.message or 'adds not finished'}; {resume}"
-        _crash_point("adds-done")
-    if run.stop.is_set():
-        return "interrupted", f"interrupted; {resume}"
-    if not meta.get("checked_adds"):
-        failed = failed_add_lines(run.db, run.run_dir)
-        await find_preexisting(run.client, run.db, first_add(run.run_dir), failed)
-        run.journal.set_meta(checked_adds=True)
-    await apply_puts(
-        run.client,
-        run.db,
-        run.columns(),
-        failed_add_lines(run.db, run.run_dir),
-        concurrency=run.options.put_concurrency,
-        stop=run.stop,
-    )
-    run.save_totals()
-    if run.stop.is_set():
-        return "interrupted", f"interrupted; {resume}"
-    _crash_point("puts-done")
-    return "complete", ""
-
-
-async def _removes(run: _Sync, meta: dict[str, Any], resume: str) -> tuple[str, str]:
-    run.say(f"removing {int(meta['remove_rows']):,} members")
-    report = await _phase(run, REMOVE_DIR, run.run_dir / REMOVE_NAME, "remove")
-    run.save_totals()
-    if report is not None and report.state != "complete":
-        return report.state, f"{report.message or 'removes not finished'}; {resume}"
-    _crash_point("removes-done")
-    return "complete", ""
-
-
 # -- the end -----------------------------------------------------------------------------------
 
 
-async def _prove_snapshot(run: _Sync, sent_by: float, own: int | None) -> None:
+async def _prove_snapshot(run: SyncRun, sent_by: float, own: int | None) -> None:
     """Read the write sequence once more and decide the snapshot's ``as_of``
     (:func:`~bulkops.engine.sync_base.snapshot_as_of`); kept in the journal's ``base``.
 
@@ -396,23 +237,20 @@ async def _prove_snapshot(run: _Sync, sent_by: float, own: int | None) -> None:
     taken at least :data:`SEQ_MARGIN` later, so the sync's own writes precede the window.
     ``own``: the sync's own writes (:func:`~bulkops.engine.sync_files.own_writes`).
     """
-    meta = run.journal.meta()
-    if run.base is None and meta.get("base"):
-        names = {f.name for f in attrs.fields(BaseInfo)}
-        run.base = BaseInfo(**{k: v for k, v in meta["base"].items() if k in names})
-    if run.base is None:
+    base = run.stored_base()
+    if base is None:
         return
     end: tuple[int, int] | None = None
     list_id = resource_id_from_uri(run.target.uri, "lists")
-    if run.base.write_seq is not None and own is not None and list_id is not None:
+    if base.write_seq is not None and own is not None and list_id is not None:
         if own:
             await trio.sleep(max(0.0, SEQ_MARGIN.total_seconds() - (time.monotonic() - sent_by)))
         _, _, end = await run.client.get_entry_sequenced(f"lists/{list_id}", list_from_entry)
-    run.base = snapshot_as_of(run.base, end, own)
+    run.base = snapshot_as_of(base, end, own)
     run.journal.set_meta(base=attrs.asdict(run.base))
 
 
-def _confirm_base(run: _Sync) -> None:
+def _confirm_base(run: SyncRun) -> None:
     """Bring ``base_member`` up to what the server confirmed (adds and updates applied,
     removes done)."""
     db = run.db
@@ -436,7 +274,7 @@ def _confirm_rows(db: sqlite3.Connection) -> None:
     )
 
 
-def _full_set(run: _Sync) -> Callable[[sqlite3.Connection, str], RecordSet | None]:
+def _full_set(run: SyncRun) -> Callable[[sqlite3.Connection, str], RecordSet | None]:
     """Builds the record set of a sync that read its whole file (for the next one)."""
     read = run.options.send.read
 
@@ -448,10 +286,11 @@ def _full_set(run: _Sync) -> Callable[[sqlite3.Connection, str], RecordSet | Non
     return build
 
 
-def _commit_fast(run: _Sync, fast: dict[str, Any]) -> None:
+def _commit_fast(run: SyncRun, fast: dict[str, Any]) -> dict[str, str]:
     """The failures mapped, then the confirmed changes and the new record set into the
     snapshot in place (``run.committed``: its new generation); ``as_of`` is moved later
-    (:func:`~bulkops.engine.sync_snap.set_as_of`). Runs while the write sequence is read."""
+    (:func:`~bulkops.engine.sync_snap.set_as_of`). Then the outcome files (returned).
+    Runs while the write sequence is read."""
     db = run.db
     failed_add_lines(db, run.run_dir)
     removal_failures(db, run.run_dir)
@@ -464,18 +303,20 @@ def _commit_fast(run: _Sync, fast: dict[str, Any]) -> None:
             run.target.uri,
             remove_missing=run.options.remove_missing,
         )
-        if state is None or state.generation != fast["generation"]:
-            return  # the snapshot moved on: it is left as it is (still valid)
-        resume_part(db, state, run.source)
-        run.fast = state
-    state = run.fast
+        if state is not None and state.generation == fast["generation"]:
+            resume_part(db, state, run.source)
+            run.fast = state
+        # else the snapshot moved on: it is left as it is (still valid)
+    if run.fast is not None:
+        state = run.fast
 
-    def apply(db: sqlite3.Connection) -> RecordSet | None:
-        _confirm_rows(db)
-        return build_record_set(db, state)
+        def apply(db: sqlite3.Connection) -> RecordSet | None:
+            _confirm_rows(db)
+            return build_record_set(db, state)
 
-    run.committed = commit_in_place(db, generation=fast["generation"], apply=apply)
-    _crash_point("confirmed")
+        run.committed = commit_in_place(db, generation=fast["generation"], apply=apply)
+        sync_run.crash_point("confirmed")
+    return write_outcome_files(db, run.run_dir, removed=True)
 
 
 def _base_summary(base: dict[str, Any] | None) -> BaseSummary | None:
@@ -485,15 +326,17 @@ def _base_summary(base: dict[str, Any] | None) -> BaseSummary | None:
     return msgspec.convert(base, BaseSummary)
 
 
-def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
+def _finish(
+    run: SyncRun, *, state: str, message: str, files: dict[str, str] | None = None
+) -> SyncReport:
+    """The snapshot saved (a full plan) or its ``as_of`` moved (a fast one), the outcome
+    files (unless written already: ``files``), ``report.json`` and the journal's state."""
     db = run.db
     meta = run.journal.meta()
     if state == "complete":
         failed_add_lines(run.db, run.run_dir)
         removal_failures(run.db, run.run_dir)
-        if run.base is None and meta.get("base"):
-            names = {f.name for f in attrs.fields(BaseInfo)}
-            run.base = BaseInfo(**{k: v for k, v in meta["base"].items() if k in names})
+        run.stored_base()
         if meta.get("fast"):
             if run.committed is not None:
                 as_of = run.base.snapshot_as_of or run.base.as_of if run.base else None
@@ -502,10 +345,11 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
         else:
             run.say("saving the list's snapshot")
             _confirm_base(run)
-            _crash_point("confirmed")
+            sync_run.crash_point("confirmed")
             if run.base is not None:
                 save_snapshot(run.spec(), db, run.base, run.client.account_url, _full_set(run))
-    files = write_outcome_files(run.db, run.run_dir, removed=state == "complete")
+    if files is None:
+        files = write_outcome_files(run.db, run.run_dir, removed=state == "complete")
     sent = state == "complete"
     counts_now = sync_counts(db, sent=sent, skipped=run.skipped())
     if state not in ("complete", "dry-run", "refused"):
@@ -560,7 +404,7 @@ def _finish(run: _Sync, *, state: str, message: str) -> SyncReport:
     return report
 
 
-async def _execute(run: _Sync) -> SyncReport:
+async def _execute(run: SyncRun) -> SyncReport:
     with single_errors():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_keep_totals, run)
@@ -570,14 +414,14 @@ async def _execute(run: _Sync) -> SyncReport:
                 nursery.cancel_scope.cancel()
 
 
-async def _keep_totals(run: _Sync) -> None:
+async def _keep_totals(run: SyncRun) -> None:
     """The request count and wall time saved every second (``status`` of a killed sync)."""
     while True:
         await trio.sleep(TOTALS_EVERY)
         run.save_totals()
 
 
-async def _execute_inner(run: _Sync) -> SyncReport:
+async def _execute_inner(run: SyncRun) -> SyncReport:
     meta = run.journal.meta()
     if meta.get("phase") != "sending":
         plan = await _plan(run)
@@ -605,19 +449,21 @@ async def _execute_inner(run: _Sync) -> SyncReport:
             planned_generation=generation_of(run.snapshot()),  # see check_not_overtaken
         )
         run.save_totals()
-        _crash_point("planned")
-    state, message = await _send(run)
+        sync_run.crash_point("planned")
+    state, message = await send(run)
     if state == "complete":
         run.journal.set_meta(sent=True)
         run.say("reading the account's write sequence")
         sent_by = time.monotonic()
         own = own_writes(run.db, run.run_dir)
         fast = run.journal.meta().get("fast")
+        files = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_prove_snapshot, run, sent_by, own)
-            if fast:  # meanwhile (it waits SEQ_MARGIN): the snapshot's changes
+            if fast:  # meanwhile (it waits SEQ_MARGIN): the snapshot's changes, the files
                 run.say("saving the list's snapshot")
-                await trio.to_thread.run_sync(_commit_fast, run, fast)
+                files = await trio.to_thread.run_sync(_commit_fast, run, fast)
+        return _finish(run, state=state, message=message, files=files)
     return _finish(run, state=state, message=message)
 
 
@@ -630,9 +476,9 @@ def _open_run(
     reporter: Reporter | None,
     stop: trio.Event | None,
     client_start: int,
-) -> _Sync:
+) -> SyncRun:
     meta = journal.meta()
-    return _Sync(
+    return SyncRun(
         client=client,
         journal=journal,
         options=options,
@@ -712,7 +558,7 @@ async def run_sync(
         lock.release()
 
 
-def _attach_snapshot(run: _Sync, path: Path) -> None:
+def _attach_snapshot(run: SyncRun, path: Path) -> None:
     """The snapshot a fast plan used as its base, attached again (a resumed run).
 
     Raises:

@@ -120,6 +120,13 @@ def decode_vals(text: str) -> list[str]:
     return _decode(text)
 
 
+#: The pipeline's chunks here are only read into ``file_row``: small ones keep the rows held
+#: at once (as objects, the body, the text ``csv`` reads) to a few MiB, where a chunk of an
+#: activity's 4 MiB held ~20. The diff finds the repeats across chunks (their size changes
+#: no outcome).
+_LIMITS = ChunkLimits(max_rows=8_192, max_bytes=1 << 20)
+
+
 class FileRows:
     """Reads a contact file with the import pipeline (same options, same validation) into
     ``file_row`` and the reading outcomes (rejected, duplicate) into ``row_outcome``.
@@ -140,9 +147,7 @@ class FileRows:
         self._db = db
         #: The file's line of each line fed (a part of the file read alone), or None.
         self._map = line_map
-        self._pipeline = Pipeline(
-            PipelineOptions(lists=[list_uri], read=read, limits=ChunkLimits())
-        )
+        self._pipeline = Pipeline(PipelineOptions(lists=[list_uri], read=read, limits=_LIMITS))
         #: The wire fields the file maps, EmailAddress first.
         self.fields: tuple[str, ...] | None = None
         #: The header as the pipeline read it (delimiter, encoding).

@@ -51,13 +51,15 @@ from bulkops.engine.sync_records import (
 )
 from bulkops.engine.sync_snap import (
     SNAP,
+    BlobColumn,
+    DigestWindow,
     Piece,
     RecordSet,
-    Rowids,
     SnapshotUnusable,
     attach,
     detach,
     read_old_set,
+    runs_of,
 )
 from bulkops.errors import InputError
 from bulkops.stream.options import ReadOptions
@@ -77,6 +79,8 @@ __all__ = [
 ELIGIBLE = ("unchanged", "added", "updated")
 _FEED = 1 << 20
 _PIECE_ENTRIES = 1 << 16  # record set entries written at a time
+#: SQLite page cache of the sync database in a fast plan, KiB.
+FAST_CACHE_KIB = 4_096
 
 FAST_SCHEMA = """
 CREATE TABLE IF NOT EXISTS fast_dirty (tag INTEGER PRIMARY KEY);
@@ -91,7 +95,8 @@ class FastState:
         header: the header unit as read (with ``fields``, ``columns``).
         key: the record key of this file.
         scan: the file's units against the old set.
-        old: the old set; ``rowids`` its members' rowids.
+        old: the old set (its digests, released once the plan read what it must:
+            :func:`read_part`); ``digests``, ``tags`` and ``rowids`` its columns on disk.
         generation: the snapshot's generation when it was read.
         dirty: the dirty tags.
         read_at: the units the pipeline read: ``(unit index, first line, digest)`` in file
@@ -103,7 +108,9 @@ class FastState:
     key: str
     scan: Scan
     old: OldSet
-    rowids: Rowids
+    digests: BlobColumn
+    tags: BlobColumn
+    rowids: BlobColumn
     generation: str
     dirty: set[int] = attrs.field(factory=set)
     read_at: list[tuple[int, int, int]] = attrs.field(factory=list)
@@ -171,13 +178,20 @@ def prepare(
         if remove_missing and meta.get("uncovered") != "0":
             raise SnapshotUnusable("the list has members the last file did not hold")
         old, set_id = read_old_set(db)
-        rowids = Rowids(db, set_id)
-        matched = scan(path, old, header.delimiter)
+        if not set_id:
+            raise SnapshotUnusable("the snapshot holds no record set")
+        digests, tags, rowids = (BlobColumn(db, set_id, c) for c in ("digests", "tags", "rowids"))
+        try:
+            matched = scan(path, old, header.delimiter)
+        finally:
+            if isinstance(old.digests, DigestWindow):
+                old.digests.close()
         fields = _fields(header)
     except (SnapshotUnusable, NotSimple, sqlite3.Error, OSError) as exc:
         detach(db)
         return None, str(exc)
-    state = FastState(header, fields, key, matched, old, rowids, meta.get("generation", ""))
+    generation = meta.get("generation", "")
+    state = FastState(header, fields, key, matched, old, digests, tags, rowids, generation)
     return state, ""
 
 
@@ -197,8 +211,10 @@ def read_part(
     """Read the units that must be read (fresh, or of a dirty tag) into ``file_row`` and
     ``row_outcome``; fill ``temp.sb_cand`` and ``fast_dirty``. Returns the rows read."""
     db.executescript(FAST_SCHEMA)
-    old = state.old
-    dirty = {old.tags[k] for k in state.scan.disappeared()}
+    # The rows read are a few of the file's: a small page cache holds them (the full plan's
+    # 16 MiB would only fill with them and stay, ~12 MiB of the peak at 5M rows).
+    db.execute(f"PRAGMA main.cache_size = -{FAST_CACHE_KIB}")
+    dirty = set(state.tags.take(array("i", state.scan.disappeared())))
     changed = [row[0] for row in db.execute("SELECT email_key FROM temp.sb_dirty")]
     dirty.update(map(tag, changed))
     for table in ("file_row", "row_outcome"):
@@ -218,9 +234,9 @@ def read_part(
         if not extra:
             break
         units = units_at(path, state.header.delimiter, state.scan.restarts, extra)
-        digests = state.old.digests
         match = state.scan.match
-        added = [(i, u.line, digests[match[i]]) for i, u in zip(extra, units, strict=True)]
+        found = state.digests.take(array("i", [match[i] for i in extra]))
+        added = [(i, u.line, d) for i, u, d in zip(extra, units, found, strict=True)]
         state.read_at = sorted([*state.read_at, *added])
         rows += _read(db, state, units, read, list_uri)
     state.dirty = dirty
@@ -233,23 +249,37 @@ def read_part(
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    _release(state)
     return rows
+
+
+def _release(state: FastState) -> None:
+    """What only the reading needed goes (a byte of ``seen`` per old entry, the fresh
+    units' bytes): the commit needs the matches and ``read_at`` (and reads the old digests
+    it keeps from disk: ``state.digests``). The blob handles are closed (an open one keeps
+    SQLite from dropping a table: the diff's temporary ones)."""
+    for column in (state.digests, state.tags, state.rowids):
+        column.close()
+    state.scan.seen = bytearray()
+    state.scan.fresh = []
 
 
 def resume_part(db: sqlite3.Connection, state: FastState, path: Path) -> None:
     """A fast plan taken up in a new process: the units read, from the stored dirty tags."""
     state.dirty = {row[0] for row in db.execute("SELECT tag FROM fast_dirty")}
     _read_set(state, state.dirty, path)
+    _release(state)
 
 
 def _read_set(state: FastState, dirty: set[int], path: Path) -> list[Unit]:
     """The units to read (in file order); sets ``state.read_at``."""
-    sc, old = state.scan, state.old
+    sc = state.scan
     match = sc.match
     matched_at = _units_of_tags(state, dirty)
     matched = units_at(path, state.header.delimiter, sc.restarts, matched_at)
     at = [(i, u.line, digest(u.content)) for i, u in zip(sc.fresh_at, sc.fresh, strict=True)]
-    at += [(i, u.line, old.digests[match[i]]) for i, u in zip(matched_at, matched, strict=True)]
+    found = state.digests.take(array("i", [match[i] for i in matched_at]))
+    at += [(i, u.line, d) for i, u, d in zip(matched_at, matched, found, strict=True)]
     state.read_at = sorted(at)
     return sorted([*sc.fresh, *matched], key=lambda u: u.line)
 
@@ -258,8 +288,11 @@ def _units_of_tags(state: FastState, tags: set[int]) -> list[int]:
     """The matched units whose old entry has one of ``tags`` (ascending): two passes in C."""
     if not tags:
         return []
-    old = state.old
-    entries = set(compress(range(len(old.tags)), map(tags.__contains__, old.tags)))
+    entries: set[int] = set()
+    at = 0
+    for piece in state.tags.pieces():  # a piece at a time from disk, each looked up in C
+        entries.update(compress(range(at, at + len(piece)), map(tags.__contains__, piece)))
+        at += len(piece)
     if not entries:
         return []
     match = state.scan.match
@@ -306,16 +339,25 @@ def _candidates(db: sqlite3.Connection, state: FastState, changed: Iterable[str]
     db.execute("CREATE TEMP TABLE IF NOT EXISTS sb_cand (email_key TEXT PRIMARY KEY)")
     db.execute("DELETE FROM temp.sb_cand")
     db.executemany("INSERT OR IGNORE INTO temp.sb_cand VALUES (?)", [(k,) for k in changed])
-    old = state.old
     gone = array("i", state.scan.disappeared())
-    for k, rowid in zip(gone, state.rowids.take(gone), strict=True):
-        row = db.execute(
-            f"SELECT email_key FROM {SNAP}.base_member WHERE rowid = ?", (rowid,)
-        ).fetchone()
-        # A member rowid that moved: its contact changed on the server (already a candidate).
-        if row is not None and tag(row[0]) == old.tags[k]:
-            db.execute("INSERT OR IGNORE INTO temp.sb_cand VALUES (?)", (row[0],))
+    gone_tags = dict(zip(gone, state.tags.take(gone), strict=True))
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS sb_gone (k INTEGER, member INTEGER)")
+    db.execute("DELETE FROM temp.sb_gone")
+    db.executemany(
+        "INSERT INTO temp.sb_gone VALUES (?, ?)", zip(gone, state.rowids.take(gone), strict=True)
+    )
     state.rowids.close()
+    state.tags.close()
+    rows = db.execute(
+        f"SELECT g.k, m.email_key FROM temp.sb_gone g JOIN {SNAP}.base_member m"
+        " ON m.rowid = g.member"
+    )
+    # A member rowid that moved: its contact changed on the server (already a candidate).
+    db.executemany(
+        "INSERT OR IGNORE INTO temp.sb_cand VALUES (?)",
+        [(key,) for k, key in rows.fetchall() if tag(key) == gone_tags[k]],
+    )
+    db.execute("DELETE FROM temp.sb_gone")
 
 
 def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | None:
@@ -334,7 +376,7 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
     (members, top) = db.execute(f"SELECT count(*), max(rowid) FROM {SNAP}.base_member").fetchone()
     if top is not None and top >= 1 << 32:
         return None  # a rowid past 2**32: no set (the next sync reads the file)
-    sc, old, rowids = state.scan, state.old, state.rowids
+    sc, old_digests, old_tags, rowids = state.scan, state.digests, state.tags, state.rowids
     count = len(sc.match) - len(state.read_at) + len(eligible)
 
     def pieces() -> Iterator[Piece]:
@@ -346,9 +388,10 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
             for i, line, unit_digest in [*state.read_at, (len(sc.match), 0, 0)]:
                 for a in range(start, i, _PIECE_ENTRIES):
                     ks = sc.match[a : min(i, a + _PIECE_ENTRIES)]
-                    digests.extend(map(old.digests.__getitem__, ks))
-                    tags.extend(map(old.tags.__getitem__, ks))
-                    rids.extend(rowids.take(ks))
+                    runs = runs_of(ks)  # found once for the three columns
+                    digests.extend(old_digests.take(ks, runs))
+                    tags.extend(old_tags.take(ks, runs))
+                    rids.extend(rowids.take(ks, runs))
                     if len(digests) >= _PIECE_ENTRIES:
                         yield digests, tags, rids
                         digests, tags, rids = array("Q"), array("I"), array("I")
@@ -361,6 +404,8 @@ def build_record_set(db: sqlite3.Connection, state: FastState) -> RecordSet | No
             yield digests, tags, rids
         finally:
             rowids.close()
+            old_tags.close()
+            old_digests.close()
 
     return RecordSet(state.key, count, pieces, int(members) - count)
 

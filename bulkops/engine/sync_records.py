@@ -21,9 +21,10 @@ Invariants:
   pipe delimiter, and every unit holding a ``"`` a strict RFC 4180 record
   (:func:`strict_pattern`). :class:`NotSimple` is raised otherwise, and the sync reads the
   file in full.
-* **Compact.** 8 bytes per old entry of digest and 4 of tag in memory (``array``), 4 per
-  unit of the new file (its match), one byte per old entry (seen): a 5M-row file and set in
-  about 85 MB.
+* **Compact.** 4 bytes per unit of the new file (its match) and one per old entry (seen);
+  the old digests are read through :class:`Digests` (a snapshot's: a window of them at a
+  time), the resynchronising index holds 12 bytes per :data:`_ANCHOR_EVERY` entries: a
+  5M-row file and set in about 25 MB.
 
 Pure but for reading the file.
 """
@@ -32,13 +33,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from functools import partial
-from itertools import compress
 from operator import methodcaller
 from pathlib import Path
+from typing import Any, Protocol, overload
 
 import attrs
 
@@ -57,8 +59,8 @@ __all__ = [
     "units_at",
 ]
 
-#: Bytes read at a time.
-BLOCK = 1 << 22
+#: Bytes read at a time (a block's lines as bytes objects are ~1.5x its size in memory).
+BLOCK = 1 << 20
 #: How far ahead of the expected old entry a unit is looked for (deleted rows).
 _WINDOW = 64
 #: Every how many old entries one goes in the resynchronising index.
@@ -69,6 +71,7 @@ _ONES = b"\1" * _RUN
 _QUOTE = b'"'
 _BREAK = b"\n"
 _CR = b"\r"
+_LITTLE = sys.byteorder == "little"
 
 
 class NotSimple(Exception):
@@ -162,19 +165,24 @@ def _blocks(
             block = handle.read(BLOCK)
             data = rest + block
             if block:
+                # Whole lines up to ``cut``; the rest (after the last break) waits for the
+                # next block. No copy of the block is made but the split.
                 cut = data.rfind(_BREAK) + 1
-                data, rest = data[:cut], data[cut:]
                 pieces = data.split(_BREAK)
-                pieces.pop()  # after the last break: empty
+                rest = pieces.pop()
             else:
+                cut = len(data)
                 pieces = [data] if data else []
-            if _CR in data and data.count(_CR) != data.count(b"\r\n"):
+            if data.find(_CR, 0, cut) >= 0 and data.count(_CR, 0, cut) != data.count(
+                b"\r\n", 0, cut
+            ):
                 raise NotSimple("a line ends with a bare carriage return")
             first = cutter.line
             # A block that begins inside a quoted record cannot be cut again from its start.
             at = -1 if cutter.pending else offset
-            offset += len(data)
-            contents, lines = cutter.cut(pieces, _QUOTE in data)
+            offset += cut
+            contents, lines = cutter.cut(pieces, data.find(_QUOTE, 0, cut) >= 0)
+            del data
             if contents:
                 yield contents, lines, first, at
             if not block:
@@ -225,11 +233,27 @@ def units_at(
     return found
 
 
+class Digests(Protocol):
+    """The old digests as :func:`scan` reads them: an ``array("Q")``, or a reader of a
+    snapshot's that holds only a window of them (``sync_snap.DigestWindow``)."""
+
+    def __len__(self) -> int: ...
+
+    @overload
+    def __getitem__(self, key: int) -> int: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> array[int]: ...
+
+    def index(self, value: int, start: int, stop: int, /) -> int: ...
+
+
 @attrs.define
 class OldSet:
-    """A record set as read from a snapshot: digests and tags, in the old file's order."""
+    """A record set as read from a snapshot: digests, in the old file's order (and its tags,
+    for a set built in memory; a snapshot's stay on disk: ``sync_snap.BlobColumn``)."""
 
-    digests: array[int] = attrs.field(factory=lambda: array("Q"))
+    digests: Digests = attrs.field(factory=lambda: array("Q"))
     tags: array[int] = attrs.field(factory=lambda: array("I"))
 
     def __len__(self) -> int:
@@ -262,12 +286,12 @@ class Scan:
     restarts: list[tuple[int, int, int]] = attrs.field(factory=list)
 
     def disappeared(self) -> Iterator[int]:
-        """Old entries no unit matched."""
-        missing = self.seen.translate(_FLIP)
-        return compress(range(len(missing)), missing)
-
-
-_FLIP = bytes([1, 0]) + bytes(254)
+        """Old entries no unit matched (found by ``find``, in C: no copy of ``seen``)."""
+        seen = self.seen
+        at = seen.find(0)
+        while at >= 0:
+            yield at
+            at = seen.find(0, at + 1)
 
 
 def scan(path: Path, old: OldSet, delimiter: str) -> Scan:
@@ -278,7 +302,7 @@ def scan(path: Path, old: OldSet, delimiter: str) -> Scan:
     """
     olds = old.digests
     total = len(olds)
-    anchors = dict(zip(olds[::_ANCHOR_EVERY], range(0, total, _ANCHOR_EVERY), strict=True))
+    anchors = _Anchors(olds)
     seen = bytearray(total)
     match = array("i")
     fresh: list[Unit] = []
@@ -300,7 +324,7 @@ def scan(path: Path, old: OldSet, delimiter: str) -> Scan:
             header = Unit(contents[0], first, end - first)
             _check_header(header)
             contents, starts = contents[1:], starts[1:]
-        digests = array("Q", map(int.from_bytes, map(to_digest, map(hasher, contents))))
+        digests = _digests(contents, hasher, to_digest)
         for a in range(0, len(digests), _RUN):
             b = min(a + _RUN, len(digests))
             if digests[a:b] == olds[j : j + b - a] and seen.find(1, j, j + b - a) < 0:
@@ -329,6 +353,16 @@ def scan(path: Path, old: OldSet, delimiter: str) -> Scan:
     return Scan(header.content, header.lines, match, fresh, seen, total_lines, fresh_at, restarts)
 
 
+def _digests(contents: list[bytes], hasher: Any, to_digest: Any) -> array[int]:
+    """:func:`digest` of each of ``contents``, in C: the digests joined and read as one
+    array (big-endian, as :func:`digest` reads them)."""
+    out = array("Q")
+    out.frombytes(b"".join(map(to_digest, map(hasher, contents))))
+    if _LITTLE:
+        out.byteswap()
+    return out
+
+
 def _check_header(header: Unit) -> None:
     if header.line != 1 or not header.content.strip():
         raise NotSimple("no header on the first line")
@@ -336,9 +370,28 @@ def _check_header(header: Unit) -> None:
         raise NotSimple("an Excel sep= line")
 
 
-def _find(olds: array[int], anchors: dict[int, int], d: int, j: int, total: int) -> int:
+class _Anchors:
+    """The resynchronising index: every :data:`_ANCHOR_EVERY`-th old entry, found by its
+    digest. Two sorted arrays and a bisect (12 bytes an anchor), not a dict (~100)."""
+
+    def __init__(self, olds: Digests) -> None:
+        entries = range(0, len(olds), _ANCHOR_EVERY)
+        digests = array("Q", map(olds.__getitem__, entries))  # in order: read once
+        order = sorted(range(len(digests)), key=digests.__getitem__)
+        self.digests = array("Q", map(digests.__getitem__, order))
+        self.entries = array("I", map(entries.__getitem__, order))
+
+    def get(self, d: int) -> int:
+        """The old entry of the anchor with digest ``d``, or -1."""
+        i = bisect_left(self.digests, d)
+        if i < len(self.digests) and self.digests[i] == d:
+            return self.entries[i]
+        return -1
+
+
+def _find(olds: Digests, anchors: _Anchors, d: int, j: int, total: int) -> int:
     """Where ``d`` is among the old digests near ``j`` or at an anchor; -1 if not found."""
     try:
         return olds.index(d, j + 1, min(total, j + _WINDOW))
     except ValueError:
-        return anchors.get(d, -1)
+        return anchors.get(d)

@@ -39,7 +39,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeAlias
+from typing import TypeAlias, overload
 from urllib.parse import urlsplit
 
 import attrs
@@ -52,14 +52,17 @@ from bulkops.wire.uris import resource_id_from_uri
 
 __all__ = [
     "SNAPSHOT_VERSION",
+    "BlobColumn",
+    "DigestWindow",
     "Piece",
     "RecordSet",
-    "Rowids",
     "SnapshotUnusable",
     "attach",
     "check_meta",
     "commit_in_place",
+    "is_run",
     "read_old_set",
+    "runs_of",
     "set_as_of",
     "snapshot_file",
     "write_snapshot",
@@ -71,6 +74,8 @@ SNAP = "snap"
 
 _ENCODE = msgspec.json.Encoder()
 _PIECE = 1 << 20  # bytes of a record set blob read or written at a time
+_SMALL_RUN = 16  # runs_of: ranges this short are walked entry by entry
+_WINDOW = 1 << 16  # entries a BlobColumn reads at a time
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -182,66 +187,186 @@ def detach(db: sqlite3.Connection, schema: str = SNAP) -> None:
 
 
 def read_old_set(db: sqlite3.Connection, schema: str = SNAP) -> tuple[OldSet, int]:
-    """The record set of the attached snapshot (empty when it has none), and its row id."""
+    """The record set of the attached snapshot (empty when it has none), and its row id.
+    Its digests are read a window at a time (:class:`DigestWindow`: close it when done),
+    its tags and rowids when asked (:class:`BlobColumn`).
+
+    Raises:
+        sqlite3.DataError: the blobs are not one whole entry each for every entry.
+    """
     row = db.execute(f"SELECT id FROM {schema}.record_set").fetchone()
     if row is None:
         return OldSet(), 0
     set_id = int(row[0])
-    digests = _read_blob(db, schema, "digests", set_id, "Q")
-    tags = _read_blob(db, schema, "tags", set_id, "I")
-    return OldSet(digests, tags), set_id
+    sizes = db.execute(
+        f"SELECT length(digests), length(tags), length(rowids) FROM {schema}.record_set"
+        " WHERE id = ?",
+        (set_id,),
+    ).fetchone()
+    total = sizes[0] // 8
+    if sizes != (8 * total, 4 * total, 4 * total):
+        raise sqlite3.DataError("the record set's blobs are not one whole entry each")
+    return OldSet(DigestWindow(BlobColumn(db, set_id, "digests", schema), total)), set_id
 
 
-class Rowids:
-    """The member rowids of a record set, read from its blob when asked (4 bytes an entry
-    stay on disk, not in memory). One blob handle serves every :meth:`take` until
-    :meth:`close` (a new handle would walk the blob's pages from its start each time)."""
+class BlobColumn:
+    """A column of a record set (``digests``: 8 bytes an entry, ``tags``, ``rowids``: 4),
+    read from its blob when asked: those bytes stay on disk, not in memory.
 
-    def __init__(self, db: sqlite3.Connection, set_id: int, schema: str = SNAP) -> None:
-        self._db, self._id, self._schema = db, set_id, schema
+    One blob handle serves every read until :meth:`close` (a new handle would walk the
+    blob's pages from its start each time), and reads go through a window of
+    :data:`_WINDOW` entries: the entries a sync asks for mostly ascend, so each window read
+    serves many :meth:`take` calls. Without a set (``set_id`` 0) the column is empty."""
+
+    def __init__(
+        self, db: sqlite3.Connection, set_id: int, column: str, schema: str = SNAP
+    ) -> None:
+        self._db, self._id, self._column, self._schema = db, set_id, column, schema
+        self._code = "Q" if column == "digests" else "I"
+        self._size = array(self._code).itemsize
         self._blob: sqlite3.Blob | None = None
+        self._window = array(self._code)
+        self._at = 0  # the entry the window starts at
 
-    def take(self, entries: array[int]) -> array[int]:
-        """The rowids of ``entries`` (old entry indexes): one read per run of consecutive
-        entries."""
-        out = array("I")
-        if not entries:
-            return out
+    def _handle(self) -> sqlite3.Blob:
         if self._blob is None:
             self._blob = self._db.blobopen(
-                "record_set", "rowids", self._id, readonly=True, name=self._schema
+                "record_set", self._column, self._id, readonly=True, name=self._schema
             )
-        blob = self._blob
-        start = prev = entries[0]
-        for k in [*entries[1:], -2]:
-            if k == prev + 1:
-                prev = k
-                continue
-            blob.seek(start * 4)
-            out.frombytes(blob.read((prev - start + 1) * 4))
-            start = prev = k
+        return self._blob
+
+    def read(self, first: int, count: int) -> array[int]:
+        """``count`` entries from ``first`` on (fewer at the end), read now."""
+        out = array(self._code)
+        blob = self._handle()
+        blob.seek(first * self._size)
+        out.frombytes(blob.read(count * self._size))
         return out
 
+    def take(self, entries: array[int], runs: list[tuple[int, int]] | None = None) -> array[int]:
+        """The values of ``entries`` (old entry indexes, in that order): a slice of the
+        window per run of consecutive entries (``runs``: :func:`runs_of` them, if known)."""
+        out = array(self._code)
+        for a, b in runs_of(entries) if runs is None else runs:
+            first, count = entries[a], b - a
+            offset = first - self._at
+            if offset < 0 or offset + count > len(self._window):
+                if count >= _WINDOW:
+                    out.extend(self.read(first, count))
+                    continue
+                self._window = self.read(first, _WINDOW)
+                self._at, offset = first, 0
+            out.extend(self._window[offset : offset + count])
+        return out
+
+    def pieces(self) -> Iterator[array[int]]:
+        """The whole column in order, a piece at a time."""
+        if not self._id:
+            return
+        blob = self._handle()
+        blob.seek(0)
+        while data := blob.read(_PIECE):
+            piece = array(self._code)
+            piece.frombytes(data)
+            yield piece
+
     def close(self) -> None:
-        """Close the blob handle (the next :meth:`take` opens another)."""
+        """Close the blob handle (the next read opens another) and drop the window."""
         if self._blob is not None:
             self._blob.close()
             self._blob = None
+        self._window = array(self._code)
+        self._at = 0
 
 
-def _read_blob(
-    db: sqlite3.Connection, schema: str, column: str, set_id: int, code: str
-) -> array[int]:
-    """A packed array, read a piece at a time (never the blob and the array both whole)."""
-    out = array(code)
-    try:
-        blob = db.blobopen("record_set", column, set_id, readonly=True, name=schema)
-    except sqlite3.OperationalError:
-        return out
-    with blob:
-        while piece := blob.read(_PIECE):
-            out.frombytes(piece)
-    return out
+class DigestWindow:
+    """The digests of a record set as :func:`~bulkops.engine.sync_records.scan` reads them
+    (``len``, an entry, a slice, ``index`` in a range), from disk: only :data:`_WINDOW`
+    entries (512 KiB) are held, where the whole array took 8 bytes an old entry. The scan
+    moves forward through them, so a window is read about once."""
+
+    def __init__(self, column: BlobColumn, total: int) -> None:
+        self._column, self._total = column, total
+        self._window = array("Q")
+        self._at = 0
+
+    def __len__(self) -> int:
+        return self._total
+
+    def _covering(self, start: int, stop: int) -> int:
+        """The window's offset of ``start`` once ``[start, stop)`` is in it."""
+        offset = start - self._at
+        if offset < 0 or stop - self._at > len(self._window):
+            self._window = self._column.read(start, max(_WINDOW, stop - start))
+            self._at, offset = start, 0
+        return offset
+
+    @overload
+    def __getitem__(self, key: int) -> int: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> array[int]: ...
+
+    def __getitem__(self, key: int | slice) -> int | array[int]:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self._total)
+            if step != 1:
+                raise ValueError("a DigestWindow is sliced with step 1 only")
+            if stop <= start:
+                return array("Q")
+            offset = self._covering(start, stop)
+            return self._window[offset : offset + stop - start]
+        if not 0 <= key < self._total:
+            raise IndexError(key)
+        offset = self._covering(key, key + 1)  # (it may replace the window)
+        return self._window[offset]
+
+    def close(self) -> None:
+        """Close the blob handle and drop the window."""
+        self._column.close()
+        self._window = array("Q")
+        self._at = 0
+
+    def index(self, value: int, start: int, stop: int, /) -> int:
+        """Where ``value`` is first in ``[start, stop)``; ValueError when it is not."""
+        stop = min(stop, self._total)
+        if stop <= start:
+            raise ValueError(value)
+        offset = self._covering(start, stop)
+        return self._window.index(value, offset, offset + stop - start) - offset + start
+
+
+def is_run(entries: array[int]) -> bool:
+    """Whether ``entries`` (not empty) are consecutive ascending integers (checked in C)."""
+    first = entries[0]
+    return entries[-1] - first == len(entries) - 1 and entries == array(
+        entries.typecode, range(first, first + len(entries))
+    )
+
+
+def runs_of(entries: array[int]) -> list[tuple[int, int]]:
+    """The maximal runs of consecutive ascending integers in ``entries``, as ``(start, end)``
+    index ranges covering it in order. Halved until each half is a run (compared in C): about
+    ``log2`` of the breaks passes over it, not a Python step per entry."""
+    found: list[tuple[int, int]] = []
+    todo = [(0, len(entries))] if entries else []
+    while todo:
+        a, b = todo.pop()
+        if b - a <= _SMALL_RUN:
+            for i in range(a, b):
+                if found and found[-1][1] == i and entries[i - 1] + 1 == entries[i]:
+                    found[-1] = (found[-1][0], i + 1)
+                else:
+                    found.append((i, i + 1))
+        elif is_run(entries[a:b]):
+            if found and found[-1][1] == a and entries[a - 1] + 1 == entries[a]:
+                found[-1] = (found[-1][0], b)
+            else:
+                found.append((a, b))
+        else:
+            mid = (a + b) // 2
+            todo += [(mid, b), (a, mid)]  # the left half first
+    return found
 
 
 def _write_blobs(db: sqlite3.Connection, schema: str, records: RecordSet) -> int:
