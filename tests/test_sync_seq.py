@@ -54,7 +54,7 @@ async def reading(client: Client, list_uri: str) -> tuple[int, int]:
     list_id = list_uri.rstrip("/").rsplit("/", 1)[-1]
     _, _, sequence = await client.get_entry_sequenced(f"lists/{list_id}", list_from_entry)
     assert sequence is not None
-    return sequence
+    return sequence[:2]
 
 
 def stamp_of(state: Any, email: str) -> int:
@@ -144,7 +144,17 @@ async def test_an_era_answer_gives_no_sequence() -> None:
         headers = [(b"X-Bulkops-Write-Seq", bad), (b"X-Bulkops-Write-Time", b"1000")]
         assert _write_seq_of(httpx.Response(200, headers=headers)) is None
     both = {"X-Bulkops-Write-Seq": "5", "X-Bulkops-Write-Time": "1000"}
-    assert _write_seq_of(httpx.Response(200, headers=both)) == (5, 1000)
+    assert _write_seq_of(httpx.Response(200, headers=both)) == (5, 1000, None)
+    for margin, stated in (("0", 0), ("250", 250), ("60000", 60000)):
+        headers = {**both, "X-Bulkops-Write-Margin": margin}
+        assert _write_seq_of(httpx.Response(200, headers=headers)) == (5, 1000, stated)
+    for bad_margin in (b"60001", b"-1", b"1.5", b"", b"\xb3", b"9" * 30):
+        headers = [
+            (b"X-Bulkops-Write-Seq", b"5"),
+            (b"X-Bulkops-Write-Time", b"1000"),
+            (b"X-Bulkops-Write-Margin", bad_margin),
+        ]
+        assert _write_seq_of(httpx.Response(200, headers=headers)) == (5, 1000, None)
 
 
 def test_snapshot_as_of_moves_only_on_an_exact_match() -> None:
@@ -165,6 +175,24 @@ def test_snapshot_as_of_moves_only_on_an_exact_match() -> None:
     assert snapshot_as_of(info, None, 3).snapshot_as_of == info.as_of
     era = attrs.evolve(info, write_seq=None, write_time=None)
     assert snapshot_as_of(era, end, 3).snapshot_as_of == info.as_of
+    # The margin the server states replaces the default second (0: one host, one clock).
+    one_host = attrs.evolve(info, write_margin_ms=0)
+    assert snapshot_as_of(one_host, end, 3).snapshot_as_of == "2026-01-01T00:00:01.500Z"
+    hosts = attrs.evolve(info, write_margin_ms=250)
+    assert snapshot_as_of(hosts, end, 3).snapshot_as_of == "2026-01-01T00:00:01.250Z"
+
+
+async def test_the_reading_states_the_stores_write_margin(
+    client: Client, server: RunningServer, tmp_path: Path
+) -> None:
+    """SQLite (one host): 0 ms; PostgreSQL (writers may run on several hosts): 1,000 ms."""
+    with trio.fail_after(60):
+        news = await make_list(client, "Margins")
+        list_id = news.rstrip("/").rsplit("/", 1)[-1]
+        _, _, sequence = await client.get_entry_sequenced(f"lists/{list_id}", list_from_entry)
+    assert sequence is not None
+    expected = 0 if isinstance(server.state.store.connection(), sqlite3.Connection) else 1000
+    assert sequence[2] == expected == server.state.store.write_margin_ms
 
 
 # -- the sync ----------------------------------------------------------------------------------

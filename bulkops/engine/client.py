@@ -699,9 +699,10 @@ class Client:
 
     async def get_entry_sequenced(
         self, href: str, from_entry: Callable[[etree._Element], _T]
-    ) -> tuple[_T, dt.datetime | None, tuple[int, int] | None]:
-        """As :meth:`get_entry_dated`, with the account's write sequence: ``(seq, server ms)``
-        from ``X-Bulkops-Write-Seq`` / ``X-Bulkops-Write-Time`` (our server's extension on
+    ) -> tuple[_T, dt.datetime | None, tuple[int, int, int | None] | None]:
+        """As :meth:`get_entry_dated`, with the account's write sequence: ``(seq, server ms,
+        margin ms)`` from ``X-Bulkops-Write-Seq`` / ``X-Bulkops-Write-Time`` /
+        ``X-Bulkops-Write-Margin`` (the margin None when not stated; our server's extension on
         ``GET lists/{id}``, asked for with ``X-Bulkops-Write-Seq: ?``,
         :mod:`bulkops.server.lists`); None when either is absent or not a
         plain non-negative integer (an era server sends neither).
@@ -732,15 +733,27 @@ def _date_of(response: httpx.Response) -> dt.datetime | None:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
-def _write_seq_of(response: httpx.Response) -> tuple[int, int] | None:
-    """``(write sequence, server ms)`` of the response's extension headers, or None."""
+#: The largest write margin (ms) a server may state; a larger or malformed one is not used.
+WRITE_MARGIN_MAX_MS = 60_000
+
+
+def _write_seq_of(response: httpx.Response) -> tuple[int, int, int | None] | None:
+    """``(write sequence, server ms, write margin ms)`` of the response's extension headers,
+    or None; the margin is None when the server does not state one (or states one that is
+    malformed or over :data:`WRITE_MARGIN_MAX_MS`)."""
     seq = response.headers.get("x-bulkops-write-seq", "")
     stamp = response.headers.get("x-bulkops-write-time", "")
+    margin = response.headers.get("x-bulkops-write-margin", "")
     if not (0 < len(seq) <= 19 and seq.isascii() and seq.isdigit()):
         return None
     if not (0 < len(stamp) <= 16 and stamp.isascii() and stamp.isdigit()):
         return None
-    return int(seq), int(stamp)
+    stated = (
+        int(margin)
+        if 0 < len(margin) <= 6 and margin.isascii() and margin.isdigit()
+        else WRITE_MARGIN_MAX_MS + 1
+    )
+    return int(seq), int(stamp), stated if stated <= WRITE_MARGIN_MAX_MS else None
 
 
 def _connect_failure(exc: BaseException) -> str:

@@ -62,10 +62,10 @@ from bulkops.engine.rundirs import (
     open_new_run,
 )
 from bulkops.engine.sync_base import (
-    SEQ_MARGIN,
     BaseSpec,
     load_base,
     save_snapshot,
+    seq_margin,
     snapshot_as_of,
     snapshot_path,
 )
@@ -234,7 +234,9 @@ async def _prove_snapshot(run: SyncRun, sent_by: float, own: int | None) -> None
     (:func:`~bulkops.engine.sync_base.snapshot_as_of`); kept in the journal's ``base``.
 
     ``sent_by`` (``time.monotonic()``) is when the last write was confirmed: the reading is
-    taken at least :data:`SEQ_MARGIN` later, so the sync's own writes precede the window.
+    taken at least the write margin later (:func:`~bulkops.engine.sync_base.seq_margin`:
+    the server's, none on a one-host server; else a second), so the sync's own writes
+    precede the next sync's window.
     ``own``: the sync's own writes (:func:`~bulkops.engine.sync_files.own_writes`).
     """
     base = run.stored_base()
@@ -243,9 +245,11 @@ async def _prove_snapshot(run: SyncRun, sent_by: float, own: int | None) -> None
     end: tuple[int, int] | None = None
     list_id = resource_id_from_uri(run.target.uri, "lists")
     if base.write_seq is not None and own is not None and list_id is not None:
-        if own:
-            await trio.sleep(max(0.0, SEQ_MARGIN.total_seconds() - (time.monotonic() - sent_by)))
-        _, _, end = await run.client.get_entry_sequenced(f"lists/{list_id}", list_from_entry)
+        margin = seq_margin(base).total_seconds()
+        if own and margin > 0:
+            await trio.sleep(max(0.0, margin - (time.monotonic() - sent_by)))
+        _, _, reading = await run.client.get_entry_sequenced(f"lists/{list_id}", list_from_entry)
+        end = None if reading is None else reading[:2]
     run.base = snapshot_as_of(base, end, own)
     run.journal.set_meta(base=attrs.asdict(run.base))
 
@@ -460,7 +464,7 @@ async def _execute_inner(run: SyncRun) -> SyncReport:
         files = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_prove_snapshot, run, sent_by, own)
-            if fast:  # meanwhile (it waits SEQ_MARGIN): the snapshot's changes, the files
+            if fast:  # meanwhile (it waits the write margin): the snapshot's changes, the files
                 run.say("saving the list's snapshot")
                 files = await trio.to_thread.run_sync(_commit_fast, run, fast)
         return _finish(run, state=state, message=message, files=files)

@@ -122,6 +122,7 @@ __all__ = [
     "full_read_cost",
     "load_base",
     "save_snapshot",
+    "seq_margin",
     "snapshot_as_of",
     "snapshot_path",
 ]
@@ -129,10 +130,11 @@ __all__ = [
 #: How long before its commit a change may be stamped (the server's promise, see
 #: ``bulkops/server/contacts.py``); the window of the next read starts this much earlier.
 STAMP_SKEW = timedelta(seconds=30)
-#: How much earlier than a proven write-sequence reading a snapshot is saved as of. On one
-#: server host none is needed (the reading's time is taken under the write lock, and every
-#: later write stamps its contacts at or after it); this second covers the clocks of
-#: several server hosts sharing one database, which may differ by that much.
+#: How much earlier than a proven write-sequence reading a snapshot is saved as of when the
+#: server states no margin of its own (:func:`seq_margin`). On one server host none is
+#: needed (the reading's time is taken under the write lock, and every later write stamps
+#: its contacts at or after it); this second covers the clocks of several server hosts
+#: sharing one database, which may differ by that much.
 SEQ_MARGIN = timedelta(seconds=1)
 #: How far back ``updatedsince`` is trusted to show every change (the server's documented
 #: history horizon); an older snapshot is not used.
@@ -189,6 +191,8 @@ class BaseInfo:
             earlier is in it.
         write_seq: the account's write sequence before the read (None: the server has none).
         write_time: the server's clock (ms) read with ``write_seq``.
+        write_margin_ms: the margin the server stated with it (None: not stated, or a
+            journal written before it was kept: :data:`SEQ_MARGIN`); see :func:`seq_margin`.
         snapshot_as_of: the time the snapshot was saved as of (set at the end of a sync,
             :func:`snapshot_as_of`); None until then (``as_of`` is used).
         snapshot_as_of_reason: why ``snapshot_as_of`` is what it is (for the user).
@@ -202,6 +206,7 @@ class BaseInfo:
     as_of: str
     write_seq: int | None = None
     write_time: int | None = None
+    write_margin_ms: int | None = None
     snapshot_as_of: str | None = None
     snapshot_as_of_reason: str | None = None
 
@@ -216,7 +221,7 @@ def snapshot_as_of(info: BaseInfo, end: tuple[int, int] | None, own_writes: int 
             exactly, e.g. a chunk flagged ``maybe_twice``).
 
     Only when both readings exist and the sequence moved by exactly ``own_writes`` is the
-    later reading's time (less :data:`SEQ_MARGIN`) used; otherwise ``info.as_of`` stays.
+    later reading's time (less :func:`seq_margin`) used; otherwise ``info.as_of`` stays.
     """
     if info.write_seq is None or info.write_time is None:
         why = "the server gives no write sequence: the base's time, less the stamp skew"
@@ -232,9 +237,19 @@ def snapshot_as_of(info: BaseInfo, end: tuple[int, int] | None, own_writes: int 
             " the base's time, less the stamp skew"
         )
         return attrs.evolve(info, snapshot_as_of=info.as_of, snapshot_as_of_reason=why)
-    proven = from_epoch_ms(stamp) - SEQ_MARGIN
+    proven = from_epoch_ms(stamp) - seq_margin(info)
     why = f"only the sync's own {own_writes} writes during it: the end of the sync"
     return attrs.evolve(info, snapshot_as_of=format_time(proven), snapshot_as_of_reason=why)
+
+
+def seq_margin(info: BaseInfo) -> timedelta:
+    """How much earlier than the end reading the snapshot is saved as of, and how long after
+    its own last write a sync takes that reading: the margin the server stated with the
+    write sequence (``X-Bulkops-Write-Margin``; 0 on a one-host SQLite server), else
+    :data:`SEQ_MARGIN`."""
+    if info.write_margin_ms is None:
+        return SEQ_MARGIN
+    return timedelta(milliseconds=info.write_margin_ms)
 
 
 def from_epoch_ms(ms: int) -> datetime:
@@ -315,10 +330,11 @@ async def load_base(
     return _with_sequence(_info(client, db, "full", reason, started, as_of), sequence)
 
 
-def _with_sequence(info: BaseInfo, sequence: tuple[int, int] | None) -> BaseInfo:
+def _with_sequence(info: BaseInfo, sequence: tuple[int, int, int | None] | None) -> BaseInfo:
     if sequence is None:
         return info
-    return attrs.evolve(info, write_seq=sequence[0], write_time=sequence[1])
+    seq, stamp, margin = sequence
+    return attrs.evolve(info, write_seq=seq, write_time=stamp, write_margin_ms=margin)
 
 
 def _info(

@@ -16,7 +16,9 @@ Invariants:
   the request header ``X-Bulkops-Write-Seq: ?`` answers with ``X-Bulkops-Write-Seq`` (the
   account's write sequence, :mod:`bulkops.server.store`) and ``X-Bulkops-Write-Time`` (the
   server clock in ms since the epoch), both read under the write lock: every write not
-  counted in that sequence commits after it and stamps its contacts at or after that time.
+  counted in that sequence commits after it and stamps its contacts at or after that time
+  less ``X-Bulkops-Write-Margin`` (ms: 0 on SQLite, one host; 1000 on PostgreSQL, whose
+  writers may run on several hosts with their own clocks).
   ``bulkops sync`` uses it to prove its snapshot exact. Only a request that asks waits for
   the write lock (behind a running apply); every other GET of a list reads without it.
 """
@@ -48,11 +50,18 @@ from bulkops.wire.atom.writing import document
 from bulkops.wire.model import ContactList
 from bulkops.wire.uris import SYSTEM_LISTS
 
-__all__ = ["MAX_LIST_NAME", "WRITE_SEQ_HEADER", "WRITE_TIME_HEADER", "routes"]
+__all__ = [
+    "MAX_LIST_NAME",
+    "WRITE_MARGIN_HEADER",
+    "WRITE_SEQ_HEADER",
+    "WRITE_TIME_HEADER",
+    "routes",
+]
 
 #: The write sequence's response headers on ``GET lists/{id}`` (our extension).
 WRITE_SEQ_HEADER = "X-Bulkops-Write-Seq"
 WRITE_TIME_HEADER = "X-Bulkops-Write-Time"
+WRITE_MARGIN_HEADER = "X-Bulkops-Write-Margin"
 
 #: Longest list name accepted (characters); the spec gives none, names are shown in feeds.
 MAX_LIST_NAME = 100
@@ -157,7 +166,11 @@ async def _get_list(request: Request, account: Account, key: str) -> Response:
         found = None if list_id is None else await store.get_list(account.id, list_id)
         if found is not None and request.headers.get(WRITE_SEQ_HEADER) == "?":
             seq, stamp = await store.write_seq(account.id)
-            headers = {WRITE_SEQ_HEADER: str(seq), WRITE_TIME_HEADER: str(stamp)}
+            headers = {
+                WRITE_SEQ_HEADER: str(seq),
+                WRITE_TIME_HEADER: str(stamp),
+                WRITE_MARGIN_HEADER: str(store.write_margin_ms),
+            }
     if found is None:
         raise ApiProblem(404, "No such contact list")
     source = source_meta(base, "lists", _lists_title(account), clock_ms(state_of(request)))

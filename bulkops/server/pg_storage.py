@@ -91,6 +91,10 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+#: The write margin a PostgreSQL store states (:attr:`PgStorage.write_margin_ms`).
+PG_WRITE_MARGIN_MS = 1000
+
+
 class PgStorage(SqliteStorage):
     """:class:`~bulkops.server.storage.Storage` on a PostgreSQL database (migrated on open).
 
@@ -129,6 +133,12 @@ class PgStorage(SqliteStorage):
     def location(self) -> str:
         """The database's URL, without its password."""
         return self._location
+
+    @property
+    def write_margin_ms(self) -> int:
+        """1 s: processes and workers on several hosts may share one PostgreSQL database,
+        each stamping with its own clock (kept within a second of the others: NTP)."""
+        return PG_WRITE_MARGIN_MS
 
     def connection(self) -> PgConnection:  # type: ignore[override]
         """This thread's own connection (outside the pool), for setup code and tests."""

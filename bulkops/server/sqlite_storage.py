@@ -62,6 +62,12 @@ class SqliteStorage(Store):
         """The database file."""
         return str(self.path)
 
+    @property
+    def write_margin_ms(self) -> int:
+        """0: a SQLite file is written on one host only (every process that writes it
+        shares the clock), and every write stamps its contacts under the write lock."""
+        return 0
+
     # -- accounts ------------------------------------------------------------------------
 
     async def check_credentials(

@@ -100,6 +100,13 @@ class Storage(Protocol):
         """The account's write sequence and the clock (ms), read under the write lock."""
         ...
 
+    @property
+    def write_margin_ms(self) -> int:
+        """How far (ms) a write committed after a :meth:`write_seq` reading may stamp its
+        contacts before that reading's time: 0 when every writer shares the reading's clock,
+        more when writers on other hosts share the database."""
+        ...
+
     async def create_list(self, account_id: int, spec: ListInput, now: int) -> ContactList:
         """A new user list named ``spec.name`` (``Conflict`` when the name is taken)."""
         ...
