@@ -63,6 +63,12 @@ from bulkops.wire.atom.activities import activity_from_entry
 from bulkops.wire.atom.reading import links_of, local_name
 from bulkops.wire.atom.syntax import parse_xml
 from bulkops.wire.model import Activity
+from bulkops.wire.writeseq import (
+    WRITE_MARGIN_HEADER,
+    WRITE_SEQ_HEADER,
+    WRITE_TIME_HEADER,
+    parse_write_seq,
+)
 
 __all__ = [
     "ENTRY_MAX_BYTES",
@@ -710,7 +716,7 @@ class Client:
         Raises:
             as :meth:`get_entry`.
         """
-        response = await self.request("GET", href, headers={"X-Bulkops-Write-Seq": "?"})
+        response = await self.request("GET", href, headers={WRITE_SEQ_HEADER: "?"})
         entry = from_entry(parse_xml(response.content, max_bytes=ENTRY_MAX_BYTES))
         return entry, _date_of(response), _write_seq_of(response)
 
@@ -733,27 +739,12 @@ def _date_of(response: httpx.Response) -> dt.datetime | None:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
-#: The largest write margin (ms) a server may state; a larger or malformed one is not used.
-WRITE_MARGIN_MAX_MS = 60_000
-
-
 def _write_seq_of(response: httpx.Response) -> tuple[int, int, int | None] | None:
-    """``(write sequence, server ms, write margin ms)`` of the response's extension headers,
-    or None; the margin is None when the server does not state one (or states one that is
-    malformed or over :data:`WRITE_MARGIN_MAX_MS`)."""
-    seq = response.headers.get("x-bulkops-write-seq", "")
-    stamp = response.headers.get("x-bulkops-write-time", "")
-    margin = response.headers.get("x-bulkops-write-margin", "")
-    if not (0 < len(seq) <= 19 and seq.isascii() and seq.isdigit()):
-        return None
-    if not (0 < len(stamp) <= 16 and stamp.isascii() and stamp.isdigit()):
-        return None
-    stated = (
-        int(margin)
-        if 0 < len(margin) <= 6 and margin.isascii() and margin.isdigit()
-        else WRITE_MARGIN_MAX_MS + 1
+    """The write-sequence extension's headers of ``response`` (:func:`parse_write_seq`)."""
+    get = response.headers.get
+    return parse_write_seq(
+        get(WRITE_SEQ_HEADER, ""), get(WRITE_TIME_HEADER, ""), get(WRITE_MARGIN_HEADER, "")
     )
-    return int(seq), int(stamp), stated if stated <= WRITE_MARGIN_MAX_MS else None
 
 
 def _connect_failure(exc: BaseException) -> str:

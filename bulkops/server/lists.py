@@ -49,19 +49,10 @@ from bulkops.wire.atom.lists import list_entry, member_entry, parse_list_entry
 from bulkops.wire.atom.writing import document
 from bulkops.wire.model import ContactList
 from bulkops.wire.uris import SYSTEM_LISTS
+from bulkops.wire.writeseq import WRITE_MARGIN_HEADER, WRITE_SEQ_HEADER, WRITE_TIME_HEADER
 
-__all__ = [
-    "MAX_LIST_NAME",
-    "WRITE_MARGIN_HEADER",
-    "WRITE_SEQ_HEADER",
-    "WRITE_TIME_HEADER",
-    "routes",
-]
+__all__ = ["MAX_LIST_NAME", "routes"]
 
-#: The write sequence's response headers on ``GET lists/{id}`` (our extension).
-WRITE_SEQ_HEADER = "X-Bulkops-Write-Seq"
-WRITE_TIME_HEADER = "X-Bulkops-Write-Time"
-WRITE_MARGIN_HEADER = "X-Bulkops-Write-Margin"
 
 #: Longest list name accepted (characters); the spec gives none, names are shown in feeds.
 MAX_LIST_NAME = 100
