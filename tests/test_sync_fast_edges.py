@@ -522,18 +522,11 @@ class Crash(BaseException):
     """Raised at a crash point (as a SIGKILL would stop the sync there)."""
 
 
-@pytest.mark.parametrize("point", ["planned", "puts-done", "confirmed"])
-def test_interrupted_fast_sync_resumed_then_another(
-    bench: Bench, monkeypatch: pytest.MonkeyPatch, point: str
+def sync_crashing_at(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch, path: Path, run_dir: Path, point: str
 ) -> None:
-    """A fast sync stopped at ``point``, resumed in-process (its state lost with the crash),
-    then a further sync: each with the full plan's outcomes; the list settled."""
-    first = csv_bytes(*BASE, b"c1@example.com,Later,Rome")
-    bench.sync(first)
-    second = csv_bytes(b"c0@example.com,,", *BASE[1:3], *BASE[4:], b"n1@example.com,N,", BASE[5])
-    path = bench.write(second)
-    reference, files = bench.plan_full(path, None, "ref-crash")
-    run_dir = bench.tmp / "crashed"
+    """A sync of ``path`` into ``run_dir`` stopped by a :class:`Crash` at the crash point
+    ``point`` (checked); the crash points do nothing again afterwards."""
     options = bench.options()
 
     def crash(name: str) -> None:
@@ -549,6 +542,21 @@ def test_interrupted_fast_sync_resumed_then_another(
         bench.on_server(go)
     assert "Crash" in repr(caught.value) or isinstance(caught.value, Crash)
     monkeypatch.setattr(sync_run, "crash_point", lambda _name: None)
+
+
+@pytest.mark.parametrize("point", ["planned", "puts-done", "confirmed"])
+def test_interrupted_fast_sync_resumed_then_another(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    """A fast sync stopped at ``point``, resumed in-process (its state lost with the crash),
+    then a further sync: each with the full plan's outcomes; the list settled."""
+    first = csv_bytes(*BASE, b"c1@example.com,Later,Rome")
+    bench.sync(first)
+    second = csv_bytes(b"c0@example.com,,", *BASE[1:3], *BASE[4:], b"n1@example.com,N,", BASE[5])
+    path = bench.write(second)
+    reference, files = bench.plan_full(path, None, "ref-crash")
+    run_dir = bench.tmp / "crashed"
+    sync_crashing_at(bench, monkeypatch, path, run_dir, point)
 
     async def again(client: Client) -> SyncReport:
         return await resume_sync(client, run_dir)
@@ -663,21 +671,7 @@ def test_abandoned_sync_then_a_new_one(bench: Bench, monkeypatch: pytest.MonkeyP
     bench.sync(first)
     second = csv_bytes(b"c0@example.com,Zed,", *BASE[1:5], b"n1@example.com,N,", *BASE[6:])
     path = bench.write(second)
-    options = bench.options()
-
-    def crash(name: str) -> None:
-        if name == "adds-done":
-            raise Crash(name)
-
-    monkeypatch.setattr(sync_run, "crash_point", crash)
-
-    async def go(client: Client) -> SyncReport:
-        return await run_sync(client, path, options=options, run_dir=bench.tmp / "abandoned")
-
-    with pytest.raises(BaseException) as caught:  # noqa: PT011 - a Crash, maybe grouped
-        bench.on_server(go)
-    assert "Crash" in repr(caught.value) or isinstance(caught.value, Crash)
-    monkeypatch.setattr(sync_run, "crash_point", lambda _name: None)
+    sync_crashing_at(bench, monkeypatch, path, bench.tmp / "abandoned", "adds-done")
     bench.sync(second)
     bench.settled()
     bench.sync(first)
@@ -787,21 +781,7 @@ def test_interrupted_sync_resumed_after_a_newer_sync(
     b_file = csv_bytes(b"c0@example.com,B,", *BASE[1:4], *BASE[5:], b"nb@example.com,B,B")
     c_file = csv_bytes(*BASE[:8], b"c9@example.com,C,C", b"nc@example.com,C,C")
     path = bench.write(b_file)
-    options = bench.options()
-
-    def crash(name: str) -> None:
-        if name == "planned":
-            raise Crash(name)
-
-    monkeypatch.setattr(sync_run, "crash_point", crash)
-
-    async def go(client: Client) -> SyncReport:
-        return await run_sync(client, path, options=options, run_dir=bench.tmp / "stale")
-
-    with pytest.raises(BaseException) as caught:  # noqa: PT011 - a Crash, maybe grouped
-        bench.on_server(go)
-    assert "Crash" in repr(caught.value) or isinstance(caught.value, Crash)
-    monkeypatch.setattr(sync_run, "crash_point", lambda _name: None)
+    sync_crashing_at(bench, monkeypatch, path, bench.tmp / "stale", "planned")
     bench.sync(c_file)
 
     async def again(client: Client) -> SyncReport:
